@@ -1,0 +1,80 @@
+"""Typed errors raised at the boundaries of multicloud.
+
+Adapters translate their SDK's exceptions into the ``ProviderError`` family so that the
+scheduler can decide what to do (fail over, back off, give up) without knowing any SDK.
+Spec errors carry the file and field path so the CLI can print one clear line.
+"""
+
+from __future__ import annotations
+
+
+class MulticloudError(Exception):
+    """Base class of every error multicloud raises on purpose."""
+
+
+class SpecError(MulticloudError):
+    """A job spec or fleet file is malformed.
+
+    Attributes:
+        source: The file (or ``<inline>``) the spec came from.
+        problems: ``(field_path, message)`` pairs, one per problem found.
+    """
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        """Return the error as the text the CLI prints.
+
+        Returns:
+            One line per problem, each naming the file and the field path.
+        """
+        lines = []
+        for path, message in self.problems:
+            where = f"{self.source}: {path}" if path else self.source
+            lines.append(f"{where}: {message}")
+        return "\n".join(lines)
+
+
+class ProviderNotFoundError(MulticloudError):
+    """No provider is registered under the requested name."""
+
+
+class ProviderError(MulticloudError):
+    """An error reported by a provider adapter.
+
+    Attributes:
+        provider: Name of the provider that raised it.
+        scope: What the error applies to, as ``provider/region[/zone]`` when known.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, provider: str = "", scope: str = "") -> None:
+        self.provider = provider
+        self.scope = scope
+        super().__init__(message)
+
+
+class CapacityError(ProviderError):
+    """The cloud has no capacity for the request in ``scope`` (fail over elsewhere)."""
+
+
+class QuotaError(ProviderError):
+    """The account's quota does not allow the request in ``scope`` (fail over elsewhere)."""
+
+
+class AuthError(ProviderError):
+    """Credentials are missing, expired or lack a permission."""
+
+
+class InvalidRequestError(ProviderError):
+    """The request itself is wrong; retrying it anywhere will not help."""
+
+
+class TransientError(ProviderError):
+    """A passing failure (throttling, 5xx, timeout): retry the same offer with backoff."""
+
+    retryable = True
