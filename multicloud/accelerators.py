@@ -81,7 +81,7 @@ def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
         The best match, or None when nothing is close.
     """
     lowered = {c.lower(): c for c in choices}
-    hit = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    hit = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.5)
     return lowered[hit[0]] if hit else None
 
 

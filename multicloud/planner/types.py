@@ -1,0 +1,285 @@
+"""Inputs and outputs of the pure planner.
+
+A :class:`Snapshot` is everything the planner may look at; a :class:`Plan` is everything it
+decides, with the reasons. Both are plain immutable data so that plans can be stored,
+compared, replayed and explained without re-running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from multicloud.models import Budget, Contracts, Job
+from multicloud.provider import MarketKind, Offer
+
+LatencyFn = Callable[[str, str], "float | None"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How the planner searches (never what it may do: that is the contracts' and jobs' job).
+
+    Attributes:
+        time_limit_s: Wall-clock limit for each optimiser solve.
+        mip_rel_gap: Relative optimality gap at which the optimiser may stop.
+        force_optimizer: Use the optimiser even where the fast path would do (tests, bench).
+    """
+
+    time_limit_s: float = 20.0
+    mip_rel_gap: float = 1e-6
+    force_optimizer: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the planner may look at.
+
+    Attributes:
+        jobs: Jobs to place, in submission order (the planner derives queue order).
+        offers: Offers with the capacity left now (running work already subtracted).
+        contracts: ROFR, reservations and commitments.
+        budgets: Spending caps by team.
+        job_ids: Ids of ``jobs`` (defaults to their names).
+        now: Current time, for deadlines, reservation windows and commitment schedules.
+        blocked: Scopes recently failing with capacity/quota errors: ``provider``,
+            ``provider/region`` or ``provider/zone``.
+        unresponsive: ROFR holders that did not answer within their window.
+        reservation_used: Nodes of each reservation already in use.
+        team_spent: Spend already charged against each team's budget.
+        latency: Round-trip estimate between two regions (None when unknown).
+        catalog_version: Version of the price data, written into the audit ledger.
+    """
+
+    jobs: Sequence[Job]
+    offers: Sequence[Offer]
+    contracts: Contracts = field(default_factory=Contracts)
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
+    job_ids: Sequence[str] | None = None
+    now: datetime | None = None
+    blocked: frozenset[str] = frozenset()
+    unresponsive: frozenset[str] = frozenset()
+    reservation_used: Mapping[str, int] = field(default_factory=dict)
+    team_spent: Mapping[str, float] = field(default_factory=dict)
+    latency: LatencyFn | None = None
+    catalog_version: str = ""
+
+
+@dataclass(frozen=True)
+class RofrOutcome:
+    """How the right of first refusal went for one job.
+
+    Attributes:
+        holder: The holder that accepted, or the first holder asked when all declined.
+        outcome: ``accepted`` or ``declined``.
+        reason: Why (the accepting or the first declining holder's answer).
+        outside_price_per_hour: The outside price P offered as terms (None: no outside offer).
+    """
+
+    holder: str
+    outcome: Literal["accepted", "declined"]
+    reason: str
+    outside_price_per_hour: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by ``multicloud plan --json``."""
+        return {
+            "holder": self.holder,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "outside_price_per_hour": _money(self.outside_price_per_hour),
+        }
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where (part of) a job goes: a gang of nodes of one offer.
+
+    Training jobs get one assignment; inference jobs get one per offer their replicas use.
+
+    Attributes:
+        job: Job id.
+        offer: The offer used.
+        market: Market billed.
+        nodes: Nodes on this offer.
+        replicas: Inference replicas on this offer (1 for training).
+        node_price: Billed price per node-hour (after any ROFR match; 0 for reservations).
+        duration_hours: The job's duration.
+        rofr: The ROFR outcome, when ROFR applied.
+        reasons: Why this placement.
+    """
+
+    job: str
+    offer: Offer
+    market: MarketKind
+    nodes: int
+    replicas: int
+    node_price: float
+    duration_hours: float
+    rofr: RofrOutcome | None
+    reasons: tuple[str, ...]
+
+    @property
+    def price_per_hour(self) -> float:
+        """Price of all nodes of this assignment per hour."""
+        return self.node_price * self.nodes
+
+    @property
+    def cost(self) -> float:
+        """Price per hour × duration."""
+        return self.price_per_hour * self.duration_hours
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by ``multicloud plan --json``."""
+        return {
+            "job": self.job,
+            "provider": self.offer.provider,
+            "region": self.offer.region,
+            "zone": self.offer.zone,
+            "instance_type": self.offer.instance_type,
+            "accelerator": self.offer.accelerator,
+            "nodes": self.nodes,
+            "replicas": self.replicas,
+            "market": self.market.value,
+            "reservation": self.offer.reservation,
+            "price_per_hour": _money(self.price_per_hour),
+            "cost": _money(self.cost),
+            "rofr": self.rofr.to_dict() if self.rofr else None,
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """A job the plan could not place.
+
+    Attributes:
+        job: Job id.
+        reason: The main reason, one line.
+        details: Supporting detail (how many offers each constraint removed, ...).
+    """
+
+    job: str
+    reason: str
+    details: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by ``multicloud plan --json``."""
+        return {"job": self.job, "reason": self.reason, "details": list(self.details)}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One ROFR offer to a holder and its answer: a line of the audit ledger.
+
+    Attributes:
+        job: Job id.
+        holder: Holder asked.
+        terms: What was offered (accelerators, count, nodes, replicas, regions, residency).
+        outside_price_per_hour: Outside price P (None: no outside offer).
+        holder_price_per_hour: The holder's own best price (None: it had none).
+        answer: ``accepted`` or ``declined``.
+        reason: Why.
+        billed_price_per_hour: What the accepted placement is billed (None when declined).
+        at: When the offer was made (the snapshot's time).
+        catalog_version: Price data version.
+    """
+
+    job: str
+    holder: str
+    terms: Mapping[str, Any]
+    outside_price_per_hour: float | None
+    holder_price_per_hour: float | None
+    answer: Literal["accepted", "declined"]
+    reason: str
+    billed_price_per_hour: float | None
+    at: datetime | None
+    catalog_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by ``multicloud plan --json`` and ``audit``."""
+        return {
+            "job": self.job,
+            "holder": self.holder,
+            "terms": dict(self.terms),
+            "outside_price_per_hour": _money(self.outside_price_per_hour),
+            "holder_price_per_hour": _money(self.holder_price_per_hour),
+            "answer": self.answer,
+            "reason": self.reason,
+            "billed_price_per_hour": _money(self.billed_price_per_hour),
+            "at": self.at.isoformat() if self.at else None,
+            "catalog_version": self.catalog_version,
+        }
+
+
+@dataclass(frozen=True)
+class PlanStats:
+    """How the plan was found.
+
+    Attributes:
+        path: ``fast`` (no contention: every job got its cheapest option) or ``optimizer``.
+        jobs: Jobs considered.
+        optimizer_jobs: Jobs handed to the optimiser.
+        optimizer_variables: Variables in the optimiser model.
+        optimizer_seconds: Time spent in the optimiser.
+        optimal: True if the optimiser proved optimality (always True on the fast path).
+        mip_gap: Relative gap the optimiser reported.
+    """
+
+    path: Literal["fast", "optimizer"]
+    jobs: int
+    optimizer_jobs: int = 0
+    optimizer_variables: int = 0
+    optimizer_seconds: float = 0.0
+    optimal: bool = True
+    mip_gap: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's decision.
+
+    Attributes:
+        placements: Assignments, in queue order of their jobs.
+        unplaced: Jobs not placed, with reasons.
+        audit: ROFR ledger entries, in the order the offers were made.
+        stats: How the plan was found.
+    """
+
+    placements: tuple[Assignment, ...]
+    unplaced: tuple[Unplaced, ...]
+    audit: tuple[AuditEntry, ...]
+    stats: PlanStats
+
+    @property
+    def total_cost(self) -> float:
+        """Sum of the cost of every assignment."""
+        return sum(a.cost for a in self.placements)
+
+    def for_job(self, job: str) -> list[Assignment]:
+        """Return the assignments of one job."""
+        return [a for a in self.placements if a.job == job]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON document ``multicloud plan --json`` prints."""
+        return {
+            "placements": [a.to_dict() for a in self.placements],
+            "unplaced": [u.to_dict() for u in self.unplaced],
+            "audit": [e.to_dict() for e in self.audit],
+            "total_cost": _money(self.total_cost),
+            "stats": {
+                "path": self.stats.path,
+                "jobs": self.stats.jobs,
+                "optimizer_jobs": self.stats.optimizer_jobs,
+                "optimizer_variables": self.stats.optimizer_variables,
+                "optimizer_seconds": round(self.stats.optimizer_seconds, 4),
+                "optimal": self.stats.optimal,
+                "mip_gap": self.stats.mip_gap,
+            },
+        }
+
+
+def _money(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
