@@ -406,8 +406,11 @@ class _Planner:
             if holder in self.snap.unresponsive:
                 reason = f"no answer within the {rofr.window:g} s window"
             elif hopt is None or own is None:
-                why = s.options.provider_rejects.get(holder)
-                reason = f"constraint: {why}" if why else "no capacity"
+                if any(o.provider == holder for o in s.options.opts):
+                    reason = "no capacity"
+                else:
+                    why = s.options.provider_rejects.get(holder, "no offer of the accelerators")
+                    reason = f"constraint: {why}"
             elif p is None:
                 answer, billed, reason = "accepted", own, "accepted: no outside offer"
             elif rofr.match:
