@@ -57,12 +57,18 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def _problems(err: ValidationError, model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+def _problems(
+    err: ValidationError, model: type[BaseModel], prefix: str = ""
+) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
         # pydantic names union branches in the location ("str", "tuple[str, ...]"): drop them
-        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "float", "int", "bool"))))
+        loc = tuple(
+            p
+            for p in loc
+            if not (isinstance(p, str) and ("[" in p or p in ("str", "float", "int", "bool")))
+        )
         path = _path(loc)
         if prefix:
             path = f"{prefix}.{path}" if path and not path.startswith("[") else f"{prefix}{path}"
@@ -76,8 +82,10 @@ def _problems(err: ValidationError, model: type[BaseModel], prefix: str = "") ->
         else:
             msg = str(e["msg"])
             msg = msg.removeprefix("Value error, ")
-            if "input" in e and kind not in ("value_error", "assertion_error") and not isinstance(
-                e["input"], (dict, list)
+            if (
+                "input" in e
+                and kind not in ("value_error", "assertion_error")
+                and not isinstance(e["input"], (dict, list))
             ):
                 msg += f" (got {e['input']!r})"
         out.append((path, msg))
@@ -225,6 +233,8 @@ def check_against_fleet(jobs: list[Job], fleet: Fleet, source: str = "<jobs>") -
             if name not in fleet.providers:
                 hint = suggest(name, names)
                 tail = f"; did you mean '{hint}'?" if hint else f"; fleet has: {', '.join(names)}"
-                problems.append((f"jobs[{i}].placement.providers[{k}]", f"unknown provider '{name}'{tail}"))
+                problems.append(
+                    (f"jobs[{i}].placement.providers[{k}]", f"unknown provider '{name}'{tail}")
+                )
     if problems:
         raise SpecError(source, problems)

@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Literal
 
 from multicloud.models import Job, Kind
-from multicloud.planner.options import OptionIndex, Options, Opt, behind_schedule
+from multicloud.planner.options import Opt, OptionIndex, Options, behind_schedule
 from multicloud.planner.types import (
     Assignment,
     AuditEntry,
@@ -135,7 +135,8 @@ class _Planner:
         known = {(o.provider, o.region, o.instance_type): o for o in self.snap.offers}
         for res in self.snap.contracts.reservations:
             if now is not None and (
-                (res.start is not None and now < res.start) or (res.end is not None and now >= res.end)
+                (res.start is not None and now < res.start)
+                or (res.end is not None and now >= res.end)
             ):
                 continue
             base = known.get((res.provider, res.region, res.instance_type))
@@ -219,9 +220,7 @@ class _Planner:
         c = self.cap[opt.oi]
         return c is None or c >= nodes
 
-    def first_fit(
-        self, s: _Slot, pred: Callable[[Opt], bool] | None = None
-    ) -> Opt | None:
+    def first_fit(self, s: _Slot, pred: Callable[[Opt], bool] | None = None) -> Opt | None:
         """Cheapest option of ``s`` with capacity left; notes contention when one was full."""
         for opt in s.options.opts:
             if pred is not None and not pred(opt):
@@ -261,7 +260,10 @@ class _Planner:
         return False
 
     def _greedy(
-        self, s: _Slot, pred: Callable[[Opt], bool] | None = None, replicas: int | None = None,
+        self,
+        s: _Slot,
+        pred: Callable[[Opt], bool] | None = None,
+        replicas: int | None = None,
         spread: int | None = None,
     ) -> list[tuple[Opt, int, float]] | None:
         """Cheapest placement of ``s`` (or of some of its replicas) with the capacity left."""
@@ -269,7 +271,9 @@ class _Planner:
             opt = self.first_fit(s, pred)
             return None if opt is None else [(opt, 1, opt.node_price)]
         return self._greedy_replicas(
-            s, pred, s.replicas if replicas is None else replicas,
+            s,
+            pred,
+            s.replicas if replicas is None else replicas,
             s.spread if spread is None else spread,
         )
 
@@ -340,7 +344,9 @@ class _Planner:
             and all(opt.market is MarketKind.RESERVED for opt, _, _ in best)
         ):
             s.pinned = True
-            self._commit(s, best, ["reserved capacity used without a ROFR offer (scope new-capacity)"])
+            self._commit(
+                s, best, ["reserved capacity used without a ROFR offer (scope new-capacity)"]
+            )
             return
         self._offer_to_holders(s)
 
@@ -417,7 +423,8 @@ class _Planner:
                 billed = min(own, p)
                 answer = "accepted"
                 reason = (
-                    f"matched outside price ${p:,.2f}/h" if own > p + EPS
+                    f"matched outside price ${p:,.2f}/h"
+                    if own > p + EPS
                     else f"own price ${own:,.2f}/h ≤ outside ${p:,.2f}/h"
                 )
             elif own <= p * (1 + rofr.tolerance) + EPS:
@@ -426,9 +433,8 @@ class _Planner:
                     f"own price ${own:,.2f}/h within {rofr.tolerance:.0%} of outside ${p:,.2f}/h"
                 )
             else:
-                reason = (
-                    f"price: own ${own:,.2f}/h > outside ${p:,.2f}/h"
-                    + (f" + {rofr.tolerance:.0%}" if rofr.tolerance else "")
+                reason = f"price: own ${own:,.2f}/h > outside ${p:,.2f}/h" + (
+                    f" + {rofr.tolerance:.0%}" if rofr.tolerance else ""
                 )
             placed = False
             if answer == "accepted" and hopt is not None and billed is not None:
@@ -463,7 +469,9 @@ class _Planner:
             return
         self._commit(s, outside, [f"ROFR declined by {', '.join(sorted(holders))}: placed outside"])
 
-    def _accept(self, s: _Slot, holder: str, hopt: Opt, billed_gang: float, p: float | None) -> bool:
+    def _accept(
+        self, s: _Slot, holder: str, hopt: Opt, billed_gang: float, p: float | None
+    ) -> bool:
         node_price = billed_gang / s.nodes
         via = f"ROFR: {holder} accepted"
         if s.job.kind is Kind.TRAINING:
@@ -475,8 +483,10 @@ class _Planner:
             if c is not None:
                 k = min(k, c // s.nodes)
             rest = self._greedy(
-                s, lambda o: not o.holder, replicas=s.replicas - k, spread=max(s.spread - 1, 0)
-                if s.replicas - k > 0 else 0,
+                s,
+                lambda o: not o.holder,
+                replicas=s.replicas - k,
+                spread=max(s.spread - 1, 0) if s.replicas - k > 0 else 0,
             )
             if rest is None:
                 return False
@@ -495,9 +505,7 @@ class _Planner:
         unplaced: list[Unplaced] = []
         for s in slots:
             if not s.chosen:
-                unplaced.append(
-                    Unplaced(s.id, s.unplaced or "not placed", tuple(s.details))
-                )
+                unplaced.append(Unplaced(s.id, s.unplaced or "not placed", tuple(s.details)))
                 continue
             reasons = list(s.reasons)
             cheapest = s.options.opts[0]
@@ -541,5 +549,3 @@ def group_by_tier(slots: Sequence[_Slot]) -> dict[int, list[_Slot]]:
     for s in slots:
         tiers[s.job.priority].append(s)
     return tiers
-
-

@@ -65,15 +65,17 @@ class _Model:
         self.row_ub.append(hi)
 
     def solve(
-        self, objective: np.ndarray, extra: list[tuple[np.ndarray, float]], policy_limit: float,
-        gap: float, relax: bool = False,
+        self,
+        objective: np.ndarray,
+        extra: list[tuple[np.ndarray, float]],
+        policy_limit: float,
+        gap: float,
+        relax: bool = False,
     ) -> tuple[np.ndarray | None, bool, float]:
         n = len(self.lb)
         constraints = []
         if self.row_lb:
-            a = coo_array(
-                (self.vals, (self.rows, self.cols)), shape=(len(self.row_lb), n)
-            ).tocsr()
+            a = coo_array((self.vals, (self.rows, self.cols)), shape=(len(self.row_lb), n)).tocsr()
             constraints.append(LinearConstraint(a, self.row_lb, self.row_ub))
         for vec, lo in extra:
             constraints.append(LinearConstraint(vec.reshape(1, -1), lo, np.inf))
@@ -121,7 +123,9 @@ def _usable(planner: _Planner, s: _Slot) -> list[Opt]:
     return out
 
 
-def build(planner: _Planner, slots: list[_Slot]) -> tuple[_Model, list[_Class], list[_Service], dict[int, list[int]]]:
+def build(
+    planner: _Planner, slots: list[_Slot]
+) -> tuple[_Model, list[_Class], list[_Service], dict[int, list[int]]]:
     """Build the model for the given (non-pinned) slots against the capacity left."""
     model = _Model()
     classes: dict[tuple[object, ...], _Class] = {}
@@ -133,11 +137,19 @@ def build(planner: _Planner, slots: list[_Slot]) -> tuple[_Model, list[_Class], 
 
     grouped: dict[tuple[object, ...], list[_Slot]] = {}
     for s in slots:
+        key: tuple[object, ...]
         if s.job.kind is Kind.TRAINING:
-            key = (id(s.options), s.restricted, s.job.duration_hours, s.job.priority, s.job.team)
-            grouped.setdefault(key, []).append(s)
+            key = (
+                "gang",
+                id(s.options),
+                s.restricted,
+                s.job.duration_hours,
+                s.job.priority,
+                s.job.team,
+            )
         else:
-            grouped[("svc", s.idx)] = [s]
+            key = ("svc", s.idx)
+        grouped.setdefault(key, []).append(s)
 
     for key, members in grouped.items():
         first = members[0]
@@ -187,10 +199,10 @@ def build(planner: _Planner, slots: list[_Slot]) -> tuple[_Model, list[_Class], 
             zs.append(z)
             for v in vs:
                 model.row([(v, 1.0), (z, -float(r))], -np.inf, 0)
-            model.row([(z, 1.0)] + [(v, -1.0) for v in vs], -np.inf, 0)
+            model.row([(z, 1.0), *((v, -1.0) for v in vs)], -np.inf, 0)
         model.row([(z, 1.0) for z in zs] + [(placed, -float(s.spread))], 0, np.inf)
         if s.job.max_price_per_hour is not None:
-            model.row(price_terms + [(placed, -s.job.max_price_per_hour)], -np.inf, 0)
+            model.row([*price_terms, (placed, -s.job.max_price_per_hour)], -np.inf, 0)
         services.append(_Service(s, opts, ys, placed))
 
     for oi, terms in cap_terms.items():
@@ -297,29 +309,40 @@ def _count_rows(
 
 
 def _fallback(
-    planner: _Planner, free: list[_Slot], greedy: dict[int, list[tuple[Opt, int, float]]],
-    started: float, n: int,
+    planner: _Planner,
+    free: list[_Slot],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+    started: float,
+    n: int,
 ) -> PlanStats:
     """The optimiser found nothing in time: keep the queue walk's feasible plan."""
     for s in free:
         if greedy[s.idx]:
             planner.take(s, greedy[s.idx])
     return PlanStats(
-        path="optimizer", jobs=len(planner.snap.jobs), optimizer_jobs=len(free),
-        optimizer_variables=n, optimizer_seconds=time.perf_counter() - started,
-        optimal=False, mip_gap=math.inf,
+        path="optimizer",
+        jobs=len(planner.snap.jobs),
+        optimizer_jobs=len(free),
+        optimizer_variables=n,
+        optimizer_seconds=time.perf_counter() - started,
+        optimal=False,
+        mip_gap=math.inf,
     )
 
 
 def _decode(
-    planner: _Planner, x: np.ndarray, classes: list[_Class], services: list[_Service],
-    greedy: dict[int, list[tuple[Opt, int, float]]], greedy_reason: dict[int, str | None],
+    planner: _Planner,
+    x: np.ndarray,
+    classes: list[_Class],
+    services: list[_Service],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+    greedy_reason: dict[int, str | None],
 ) -> None:
     note = "placed by the optimiser (capacity or budget contended)"
     for cls in classes:
-        counts = [int(round(x[v])) for v in cls.vars]
+        counts = [round(x[v]) for v in cls.vars]
         queue = iter(cls.slots)  # earlier jobs of the class get the cheaper options
-        for opt, k in zip(cls.opts, counts):
+        for opt, k in zip(cls.opts, counts, strict=True):
             for _ in range(k):
                 s = next(queue)
                 planner.take(s, [(opt, 1, opt.node_price)])
@@ -333,8 +356,9 @@ def _decode(
             s.unplaced = greedy_reason[s.idx] or _lost(s)
             continue
         choice = [
-            (opt, int(round(x[v])), opt.node_price)
-            for opt, v in zip(svc.opts, svc.y) if round(x[v]) > 0
+            (opt, round(x[v]), opt.node_price)
+            for opt, v in zip(svc.opts, svc.y, strict=True)
+            if round(x[v]) > 0
         ]
         planner.take(s, choice)
         s.reasons = [*s.reasons, note] if s.reasons else [note]
@@ -351,4 +375,7 @@ def _lost(s: _Slot) -> str:
             "capacity or team budget is needed by higher-priority or earlier jobs "
             "(optimiser: placing it would displace them)"
         )
-    return "capacity is needed by higher-priority or earlier jobs (optimiser: placing it would displace them)"
+    return (
+        "capacity is needed by higher-priority or earlier jobs "
+        "(optimiser: placing it would displace them)"
+    )

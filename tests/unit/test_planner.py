@@ -1,0 +1,552 @@
+"""Table-driven tests of the planner's semantics (DESIGN.md §5, issue #2 item 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from multicloud.models import Contracts
+from multicloud.planner import Plan, Policy, Snapshot, plan
+from multicloud.provider import Offer
+from multicloud.testing.builders import job, offer
+
+NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+LAT = {
+    ("us-east-1", "us-east-1"): 2.0,
+    ("us-west-2", "us-east-1"): 60.0,
+    ("eu-west-1", "us-east-1"): 80.0,
+}
+
+
+def latency(a: str, b: str) -> float | None:
+    return LAT.get((a, b)) or LAT.get((b, a))
+
+
+@dataclass
+class Case:
+    name: str
+    jobs: list[Any]
+    offers: list[Offer]
+    want: dict[str, str]  # job -> "provider[:market]" or "-" for unplaced
+    contracts: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    cost: float | None = None
+    reason: dict[str, str] = field(default_factory=dict)  # job -> substring of reason
+
+
+def where(p: Plan, job_id: str) -> str:
+    got = p.for_job(job_id)
+    if not got:
+        return "-"
+    parts = sorted({f"{a.offer.provider}:{a.market.value}" for a in got})
+    return "+".join(parts)
+
+
+def run(case: Case, force: bool = False) -> Plan:
+    from multicloud.models import Budget
+
+    snap = Snapshot(
+        jobs=case.jobs,
+        offers=case.offers,
+        contracts=Contracts.model_validate(case.contracts),
+        budgets={k: Budget.model_validate(v) for k, v in case.budgets.items()},
+        now=NOW,
+        latency=latency,
+        **case.state,
+    )
+    return plan(snap, Policy(force_optimizer=force))
+
+
+CASES = [
+    Case(
+        "cheapest offer wins",
+        [job("a")],
+        [offer("aws", price=12), offer("gcp", price=10), offer("azure", price=11)],
+        {"a": "gcp:on-demand"},
+        cost=10,
+    ),
+    Case(
+        "gang needs one offer with room for all nodes",
+        [job("a", nodes=4)],
+        [offer("aws", price=1, capacity=3), offer("gcp", price=2, capacity=4)],
+        {"a": "gcp:on-demand"},
+        cost=8,
+    ),
+    Case(
+        "capacity is never over-committed",
+        [job("a", nodes=2), job("b", nodes=2)],
+        [offer("aws", price=1, capacity=3), offer("gcp", price=5, capacity=2)],
+        {"a": "aws:on-demand", "b": "gcp:on-demand"},
+    ),
+    Case(
+        "higher priority gets scarce capacity",
+        [job("low", priority=0), job("high", priority=5)],
+        [offer("aws", price=1, capacity=1)],
+        {"high": "aws:on-demand", "low": "-"},
+        reason={"low": "capacity"},
+    ),
+    Case(
+        "optimiser moves a job to a pricier offer so a lower tier fits too",
+        [job("high", priority=1), job("low", accelerator="A100")],
+        [
+            offer("aws", price=1, capacity=1, accelerator="H100", instance_type="x"),
+            offer("aws", price=1, capacity=1, accelerator="A100", instance_type="x2"),
+            offer("gcp", price=2, capacity=1),
+        ],
+        {"high": "aws:on-demand", "low": "aws:on-demand"},
+    ),
+    Case(
+        "lexicographic: count of every tier before cost",
+        [
+            job("high", priority=1, accelerator=["H100", "A100"]),
+            job("low", accelerator="H100"),
+        ],
+        [
+            offer("aws", price=1, capacity=1, accelerator="H100"),
+            offer("gcp", price=3, capacity=1, accelerator="A100"),
+        ],
+        {"high": "gcp:on-demand", "low": "aws:on-demand"},
+        cost=4,
+    ),
+    Case(
+        "on-demand job never gets spot",
+        [job("a")],
+        [offer("aws", price=10, spot_price=3)],
+        {"a": "aws:on-demand"},
+    ),
+    Case(
+        "spot job gets spot, not on-demand",
+        [job("a", market="spot")],
+        [offer("aws", price=2), offer("gcp", price=10, spot_price=3)],
+        {"a": "gcp:spot"},
+    ),
+    Case(
+        "market any takes the cheaper of the two",
+        [job("a", market="any")],
+        [offer("aws", price=2), offer("gcp", price=10, spot_price=3)],
+        {"a": "aws:on-demand"},
+    ),
+    Case(
+        "max_price_per_hour caps the whole gang",
+        [job("a", nodes=2, max_price_per_hour=15)],
+        [offer("aws", price=10), offer("gcp", price=7)],
+        {"a": "gcp:on-demand"},
+        cost=14,
+    ),
+    Case(
+        "max_price_per_hour with nothing under it leaves the job unplaced",
+        [job("a", nodes=2, max_price_per_hour=5)],
+        [offer("aws", price=10)],
+        {"a": "-"},
+        reason={"a": "no feasible offer"},
+    ),
+    Case(
+        "placement.providers restricts",
+        [job("a", providers=["aws"])],
+        [offer("aws", price=10), offer("gcp", price=1)],
+        {"a": "aws:on-demand"},
+    ),
+    Case(
+        "region globs restrict",
+        [job("a", regions=["eu-*"])],
+        [offer("aws", region="us-east-1", price=1), offer("gcp", region="eu-west-1", price=9)],
+        {"a": "gcp:on-demand"},
+    ),
+    Case(
+        "residency excludes other jurisdictions and unknown regions",
+        [job("a", residency=["EU"]), job("b", residency=["EU"])],
+        [
+            offer("aws", price=1, jurisdiction="US"),
+            offer("gcp", region="mars-1", price=1, jurisdiction=None),
+            offer("azure", region="westeurope", price=5, jurisdiction="EU", capacity=1),
+        ],
+        {"a": "azure:on-demand", "b": "-"},
+    ),
+    Case(
+        "one of several accelerators, count per node is a minimum",
+        [job("a", accelerator=["A100", "H100"], count=4)],
+        [
+            offer("aws", price=1, accelerator="A100", count=2),
+            offer("gcp", price=5, accelerator="H100", count=8),
+        ],
+        {"a": "gcp:on-demand"},
+    ),
+    Case(
+        "unknown accelerators on offers do not match",
+        [job("a", accelerator="B200")],
+        [offer("aws", price=1)],
+        {"a": "-"},
+        reason={"a": "no feasible offer"},
+    ),
+    Case(
+        "deadline too close",
+        [job("a", duration_hours=10, deadline="2026-11-23T05:00:00Z")],
+        [offer("aws")],
+        {"a": "-"},
+        reason={"a": "deadline"},
+    ),
+    Case(
+        "blocked scope is skipped",
+        [job("a")],
+        [offer("aws", price=1, zone="use1-az1"), offer("gcp", price=2)],
+        {"a": "gcp:on-demand"},
+        state={"blocked": frozenset({"aws/use1-az1"})},
+    ),
+    Case(
+        "team budget caps spend: cheaper job placed, the other waits",
+        [job("a", team="r", duration_hours=10), job("b", team="r", duration_hours=1)],
+        [offer("aws", price=10)],
+        {"a": "-", "b": "aws:on-demand"},
+        budgets={"r": {"max_cost_usd": 50}},
+        reason={"a": "budget"},
+    ),
+    # --- right of first refusal -----------------------------------------------------
+    Case(
+        "ROFR: holder within tolerance accepts",
+        [job("a")],
+        [offer("aws", price=10), offer("azure", price=10.4)],
+        {"a": "azure:on-demand"},
+        contracts={"rofr": {"holders": ["azure"], "tolerance": 0.05}},
+        cost=10.4,
+    ),
+    Case(
+        "ROFR: holder above tolerance declines, outside offer wins",
+        [job("a")],
+        [offer("aws", price=10), offer("azure", price=11)],
+        {"a": "aws:on-demand"},
+        contracts={"rofr": {"holders": ["azure"], "tolerance": 0.05}},
+        reason={"a": "price"},
+    ),
+    Case(
+        "ROFR: match bills the outside price",
+        [job("a", nodes=2)],
+        [offer("aws", price=10), offer("azure", price=14)],
+        {"a": "azure:on-demand"},
+        contracts={"rofr": {"holders": ["azure"], "match": True}},
+        cost=20,
+    ),
+    Case(
+        "ROFR: no outside offer, holder with capacity accepts",
+        [job("a", accelerator="A100")],
+        [offer("aws", price=1), offer("azure", price=30, accelerator="A100")],
+        {"a": "azure:on-demand"},
+        contracts={"rofr": {"holders": ["azure"]}},
+    ),
+    Case(
+        "ROFR: holder without capacity declines",
+        [job("a", nodes=2)],
+        [offer("aws", price=10), offer("azure", price=5, capacity=1)],
+        {"a": "aws:on-demand"},
+        contracts={"rofr": {"holders": ["azure"]}},
+        reason={"a": "capacity"},
+    ),
+    Case(
+        "ROFR: job constraints exclude the holder: declined as constraint",
+        [job("a", residency=["EU"])],
+        [offer("aws", region="eu-west-1", price=10, jurisdiction="EU"), offer("azure", price=5)],
+        {"a": "aws:on-demand"},
+        contracts={"rofr": {"holders": ["azure"]}},
+        reason={"a": "constraint"},
+    ),
+    Case(
+        "ROFR: unresponsive holder counts as declined",
+        [job("a")],
+        [offer("aws", price=10), offer("azure", price=5)],
+        {"a": "aws:on-demand"},
+        contracts={"rofr": {"holders": ["azure"]}},
+        state={"unresponsive": frozenset({"azure"})},
+        reason={"a": "window"},
+    ),
+    Case(
+        "ROFR: holders asked in rank order",
+        [job("a")],
+        [offer("aws", price=10), offer("azure", price=12), offer("oracle", price=9)],
+        {"a": "oracle:on-demand"},
+        contracts={"rofr": {"holders": ["azure", "oracle"]}},
+    ),
+    Case(
+        "ROFR: holder declines everything, none outside: queued",
+        [job("a")],
+        [offer("azure", price=12)],
+        {"a": "-"},
+        contracts={"rofr": {"holders": ["azure"]}},
+        state={"unresponsive": frozenset({"azure"})},
+        reason={"a": "declined"},
+    ),
+    Case(
+        "ROFR: queue order, not cost, decides who the holder gets",
+        [job("first", nodes=1), job("second", nodes=1)],
+        [offer("aws", price=10), offer("azure", price=10, capacity=1)],
+        {"first": "azure:on-demand", "second": "aws:on-demand"},
+        contracts={"rofr": {"holders": ["azure"]}},
+    ),
+    # --- reservations and commitments -------------------------------------------------
+    Case(
+        "reservation: zero marginal cost, used first, no ROFR offer",
+        [job("a", nodes=2)],
+        [offer("aws", price=10, instance_type="p5"), offer("azure", price=1)],
+        {"a": "aws:reserved"},
+        contracts={
+            "rofr": {"holders": ["azure"]},
+            "reservations": [
+                {
+                    "name": "blk",
+                    "provider": "aws",
+                    "region": "us-east-1",
+                    "instance_type": "p5",
+                    "nodes": 2,
+                }
+            ],
+        },
+        cost=0,
+    ),
+    Case(
+        "reservation used up: the rest is new capacity",
+        [job("a", nodes=2, priority=1), job("b", nodes=2)],
+        [offer("aws", price=10, instance_type="p5")],
+        {"a": "aws:reserved", "b": "aws:on-demand"},
+        contracts={
+            "reservations": [
+                {
+                    "name": "blk",
+                    "provider": "aws",
+                    "region": "us-east-1",
+                    "instance_type": "p5",
+                    "nodes": 3,
+                }
+            ],
+        },
+    ),
+    Case(
+        "reservation outside its window is ignored",
+        [job("a")],
+        [offer("aws", price=10, instance_type="p5")],
+        {"a": "aws:on-demand"},
+        contracts={
+            "reservations": [
+                {
+                    "name": "blk",
+                    "provider": "aws",
+                    "region": "us-east-1",
+                    "instance_type": "p5",
+                    "nodes": 3,
+                    "start": "2027-01-01T00:00:00Z",
+                }
+            ],
+        },
+    ),
+    Case(
+        "commitment behind schedule is preferred within tolerance",
+        [job("a")],
+        [offer("aws", price=10.3), offer("gcp", price=10)],
+        {"a": "aws:on-demand"},
+        contracts={
+            "commitments": [
+                {
+                    "name": "c",
+                    "provider": "aws",
+                    "total_usd": 1e6,
+                    "spent_usd": 0,
+                    "start": "2026-01-01T00:00:00Z",
+                    "end": "2027-01-01T00:00:00Z",
+                    "tolerance": 0.05,
+                }
+            ]
+        },
+    ),
+    Case(
+        "commitment on schedule gets no preference",
+        [job("a")],
+        [offer("aws", price=10.3), offer("gcp", price=10)],
+        {"a": "gcp:on-demand"},
+        contracts={
+            "commitments": [
+                {
+                    "name": "c",
+                    "provider": "aws",
+                    "total_usd": 1e6,
+                    "spent_usd": 999999,
+                    "start": "2026-01-01T00:00:00Z",
+                    "end": "2027-01-01T00:00:00Z",
+                    "tolerance": 0.05,
+                }
+            ]
+        },
+    ),
+    Case(
+        "commitment preference stops at its tolerance",
+        [job("a")],
+        [offer("aws", price=11), offer("gcp", price=10)],
+        {"a": "gcp:on-demand"},
+        contracts={
+            "commitments": [
+                {
+                    "name": "c",
+                    "provider": "aws",
+                    "total_usd": 1e6,
+                    "start": "2026-01-01T00:00:00Z",
+                    "end": "2027-01-01T00:00:00Z",
+                    "tolerance": 0.05,
+                }
+            ]
+        },
+    ),
+    # --- inference ------------------------------------------------------------------------
+    Case(
+        "inference replicas spread over providers",
+        [job("svc", kind="inference", serving={"replicas": 3, "spread": 2})],
+        [offer("aws", price=1), offer("gcp", price=2), offer("azure", price=3)],
+        {"svc": "aws:on-demand+gcp:on-demand"},
+        cost=1 * 2 + 2,
+    ),
+    Case(
+        "inference replicas stay within the latency bound",
+        [
+            job(
+                "svc",
+                kind="inference",
+                serving={"replicas": 2, "regions_near": ["us-east-1"], "max_latency_ms": 50},
+            )
+        ],
+        [offer("aws", region="eu-west-1", price=1), offer("gcp", region="us-east-1", price=5)],
+        {"svc": "gcp:on-demand"},
+    ),
+    Case(
+        "inference spread impossible: unplaced with reason",
+        [job("svc", kind="inference", serving={"replicas": 2, "spread": 2})],
+        [offer("aws", price=1)],
+        {"svc": "-"},
+        reason={"svc": "spread"},
+    ),
+    Case(
+        "inference with limited capacity uses the optimiser",
+        [job("svc", kind="inference", serving={"replicas": 4, "spread": 2})],
+        [
+            offer("aws", price=1, capacity=2),
+            offer("gcp", price=2, capacity=1),
+            offer("azure", price=3),
+        ],
+        {"svc": "aws:on-demand+azure:on-demand+gcp:on-demand"},
+        cost=1 * 2 + 2 + 3,
+    ),
+    Case(
+        "inference ROFR: accepting holder hosts replicas - spread + 1, rest outside",
+        [job("svc", kind="inference", serving={"replicas": 3, "spread": 2})],
+        [offer("aws", price=10), offer("azure", price=10)],
+        {"svc": "aws:on-demand+azure:on-demand"},
+        contracts={"rofr": {"holders": ["azure"]}},
+        cost=2 * 10 + 10,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("force", [False, True], ids=["auto", "optimizer"])
+def test_planner(case: Case, force: bool) -> None:
+    p = run(case, force)
+    got = {name: where(p, name) for name in case.want}
+    assert got == case.want
+    if case.cost is not None:
+        assert p.total_cost == pytest.approx(case.cost)
+    for name, text in case.reason.items():
+        placed = p.for_job(name)
+        if placed:
+            assert placed[0].rofr is not None and text in placed[0].rofr.reason
+        else:
+            (u,) = [u for u in p.unplaced if u.job == name]
+            assert text in u.reason + " ".join(u.details)
+
+
+def test_rofr_audit_records_every_offer_and_answer() -> None:
+    c = Case(
+        "two holders",
+        [job("a")],
+        [offer("aws", price=10), offer("azure", price=12), offer("oracle", price=9)],
+        {},
+        contracts={"rofr": {"holders": ["azure", "oracle"], "tolerance": 0.1}},
+    )
+    p = run(c)
+    assert [(e.holder, e.answer) for e in p.audit] == [
+        ("azure", "declined"),
+        ("oracle", "accepted"),
+    ]
+    first = p.audit[0]
+    assert first.outside_price_per_hour == 10
+    assert first.holder_price_per_hour == 12
+    assert first.terms["accelerators"] == ["H100"]
+    assert first.at == NOW
+    (a,) = p.placements
+    assert a.rofr is not None and a.rofr.holder == "oracle" and a.rofr.outcome == "accepted"
+
+
+def test_rofr_outside_price_reflects_capacity_left() -> None:
+    # The cheap outside offer is taken by the first job, so P for the second is higher and
+    # the holder (price 15) now wins the second job within tolerance.
+    c = Case(
+        "P moves",
+        [job("a"), job("b")],
+        [offer("aws", price=10, capacity=1), offer("gcp", price=15), offer("azure", price=15.5)],
+        {"a": "aws:on-demand", "b": "azure:on-demand"},
+        contracts={"rofr": {"holders": ["azure"], "tolerance": 0.05}},
+    )
+    p = run(c)
+    assert {n: where(p, n) for n in c.want} == c.want
+    assert [e.outside_price_per_hour for e in p.audit] == [10, 15]
+
+
+def test_reservation_offered_to_holder_when_scope_is_all() -> None:
+    contracts = {
+        "rofr": {"holders": ["azure"], "scope": "all", "match": True},
+        "reservations": [
+            {
+                "name": "blk",
+                "provider": "aws",
+                "region": "us-east-1",
+                "instance_type": "p5",
+                "nodes": 1,
+            }
+        ],
+    }
+    c = Case(
+        "all",
+        [job("a")],
+        [offer("aws", price=10, instance_type="p5"), offer("azure", price=12)],
+        {},
+        contracts=contracts,
+    )
+    p = run(c)
+    assert [e.answer for e in p.audit] == ["accepted"]
+    assert p.total_cost == 0  # the holder matched the zero marginal price
+
+
+def test_every_placement_and_unplaced_job_has_reasons() -> None:
+    p = run(CASES[3])
+    assert all(a.reasons for a in p.placements)
+    assert all(u.reason for u in p.unplaced)
+
+
+def test_plan_json_shape() -> None:
+    p = run(CASES[21])  # ROFR match
+    d = p.to_dict()
+    assert set(d) == {"placements", "unplaced", "audit", "total_cost", "stats"}
+    (a,) = d["placements"]
+    assert a["price_per_hour"] == pytest.approx(20)
+    assert a["cost"] == pytest.approx(20)
+    assert a["rofr"]["outcome"] == "accepted"
+    assert a["rofr"]["outside_price_per_hour"] == 20  # P is quoted for the whole gang
+
+
+def test_fast_path_is_used_without_contention() -> None:
+    p = run(CASES[0])
+    assert p.stats.path == "fast"
+    p = run(CASES[3])
+    assert p.stats.path == "optimizer"
+
+
+def test_duplicate_ids_rejected() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        plan(Snapshot(jobs=[job("a"), job("a")], offers=[]))
