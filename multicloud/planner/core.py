@@ -22,7 +22,7 @@ No I/O, no clock, no Ray: everything comes from the snapshot.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -206,7 +206,7 @@ class _Planner:
             s.unplaced = "no feasible offer for this job's constraints"
             s.details.append(options.summary())
             return s
-        providers = {o.provider for o in options.opts}
+        providers = options.by_provider
         if len(providers) < s.spread:
             s.static_fail = True
             s.unplaced = (
@@ -220,12 +220,16 @@ class _Planner:
         c = self.cap[opt.oi]
         return c is None or c >= nodes
 
-    def first_fit(self, s: _Slot, pred: Callable[[Opt], bool] | None = None) -> Opt | None:
-        """Cheapest option of ``s`` with capacity left; notes contention when one was full."""
-        for opt in s.options.opts:
-            if pred is not None and not pred(opt):
-                continue
-            if self.fits(opt, s.nodes):
+    def first_fit(self, s: _Slot, opts: list[Opt] | None = None) -> Opt | None:
+        """First option (of ``opts``, default all of ``s``'s) with capacity left.
+
+        Notes contention when a better option was full.
+        """
+        cap = self.cap
+        nodes = s.nodes
+        for opt in s.options.opts if opts is None else opts:
+            c = cap[opt.oi]
+            if c is None or c >= nodes:
                 return opt
             self.contended = True
         return None
@@ -262,23 +266,23 @@ class _Planner:
     def _greedy(
         self,
         s: _Slot,
-        pred: Callable[[Opt], bool] | None = None,
+        opts: list[Opt] | None = None,
         replicas: int | None = None,
         spread: int | None = None,
     ) -> list[tuple[Opt, int, float]] | None:
         """Cheapest placement of ``s`` (or of some of its replicas) with the capacity left."""
         if s.job.kind is Kind.TRAINING:
-            opt = self.first_fit(s, pred)
+            opt = self.first_fit(s, opts)
             return None if opt is None else [(opt, 1, opt.node_price)]
         return self._greedy_replicas(
             s,
-            pred,
+            s.options.opts if opts is None else opts,
             s.replicas if replicas is None else replicas,
             s.spread if spread is None else spread,
         )
 
     def _greedy_replicas(
-        self, s: _Slot, pred: Callable[[Opt], bool] | None, replicas: int, spread: int
+        self, s: _Slot, opts: list[Opt], replicas: int, spread: int
     ) -> list[tuple[Opt, int, float]] | None:
         """Inference: ``spread`` cheapest providers get one replica, the rest go cheapest-first.
 
@@ -291,9 +295,7 @@ class _Planner:
         left: dict[int, int | None] = {}
         chosen: dict[int, tuple[Opt, int]] = {}
         firsts: dict[str, Opt] = {}
-        for opt in s.options.opts:
-            if pred is not None and not pred(opt):
-                continue
+        for opt in opts:
             if opt.provider in firsts:
                 continue
             if self.fits(opt, s.nodes):
@@ -309,11 +311,9 @@ class _Planner:
             left[opt.oi] = None if c is None else c - s.nodes
             chosen[opt.oi] = (opt, 1)
             total += 1
-        for opt in s.options.opts:
+        for opt in opts:
             if total >= replicas:
                 break
-            if pred is not None and not pred(opt):
-                continue
             c = left[opt.oi] if opt.oi in left else self.cap[opt.oi]
             room = replicas - total if c is None else min(replicas - total, c // s.nodes)
             if room <= 0:
@@ -350,8 +350,8 @@ class _Planner:
             return
         self._offer_to_holders(s)
 
-    def _place_plain(self, s: _Slot, pred: Callable[[Opt], bool] | None) -> None:
-        choice = self._greedy(s, pred)
+    def _place_plain(self, s: _Slot, opts: list[Opt] | None) -> None:
+        choice = self._greedy(s, opts)
         if choice is None:
             s.unplaced = self._why_no_capacity(s)
             return
@@ -394,28 +394,23 @@ class _Planner:
         assert self.rofr is not None
         rofr = self.rofr
         holders = set(self.holders)
-        inference = s.job.kind is Kind.INFERENCE
-        outside = self._greedy(s, lambda o: not o.holder)
-        # Terms quote P per gang: the whole training gang, or one inference replica.
-        if outside is None:
-            p = None
-        elif inference:
-            p = min(opt.node_price for opt, _, _ in outside) * s.nodes
-        else:
-            p = outside[0][2] * s.nodes
+        opts = s.options
+        outside = self._greedy(s, opts.outside)
+        p = self._outside_price(s)
         first: RofrOutcome | None = None
         for holder in self.holders:
-            hopt = self.first_fit(s, lambda o, h=holder: o.provider == h)  # type: ignore[misc]
+            mine = opts.by_provider.get(holder, [])
+            hopt = self.first_fit(s, mine) if mine else None
             own = None if hopt is None else hopt.node_price * s.nodes
             answer: Literal["accepted", "declined"] = "declined"
             billed: float | None = None
             if holder in self.snap.unresponsive:
                 reason = f"no answer within the {rofr.window:g} s window"
             elif hopt is None or own is None:
-                if any(o.provider == holder for o in s.options.opts):
+                if mine:
                     reason = "no capacity"
                 else:
-                    why = s.options.provider_rejects.get(holder, "no offer of the accelerators")
+                    why = opts.provider_rejects.get(holder, "no offer of the accelerators")
                     reason = f"constraint: {why}"
             elif p is None:
                 answer, billed, reason = "accepted", own, "accepted: no outside offer"
@@ -469,6 +464,21 @@ class _Planner:
             return
         self._commit(s, outside, [f"ROFR declined by {', '.join(sorted(holders))}: placed outside"])
 
+    def _outside_price(self, s: _Slot) -> float | None:
+        """The outside price P: cheapest new capacity from non-holders, given capacity left.
+
+        A training gang is quoted whole; an inference service per replica, as the average
+        replica price of its cheapest spread-feasible outside placement.
+        """
+        new = s.options.outside_new
+        if s.job.kind is Kind.TRAINING:
+            opt = self.first_fit(s, new)
+            return None if opt is None else opt.node_price * s.nodes
+        plan = self._greedy_replicas(s, new, s.replicas, s.spread)
+        if plan is None:
+            return None
+        return sum(price * s.nodes * n for _, n, price in plan) / s.replicas
+
     def _accept(
         self, s: _Slot, holder: str, hopt: Opt, billed_gang: float, p: float | None
     ) -> bool:
@@ -484,7 +494,7 @@ class _Planner:
                 k = min(k, c // s.nodes)
             rest = self._greedy(
                 s,
-                lambda o: not o.holder,
+                s.options.outside,
                 replicas=s.replicas - k,
                 spread=max(s.spread - 1, 0) if s.replicas - k > 0 else 0,
             )
@@ -523,10 +533,12 @@ class _Planner:
                     why.append(f"cheapest of {len(s.options.opts)} feasible options")
                 elif not s.pinned:
                     c = self.offers[cheapest.oi]
-                    why.append(
-                        f"cheaper {c.provider}/{c.zone or c.region}/{c.instance_type} "
-                        f"(${cheapest.node_price * s.nodes:,.2f}/h) left to other jobs or full"
+                    what = (
+                        f"reservation '{c.reservation}'" if c.reservation
+                        else f"{c.provider}/{c.zone or c.region}/{c.instance_type} "
+                        f"(${cheapest.node_price * s.nodes:,.2f}/h)"
                     )
+                    why.append(f"cheaper option {what} was full or left to other jobs")
                 placements.append(
                     Assignment(
                         job=s.id,

@@ -45,12 +45,31 @@ class Options:
     Attributes:
         opts: Feasible options, cheapest (by rank) first.
         rejects: How many offers each constraint removed.
-        provider_rejects: For each provider with no option, the first constraint that removed it.
+        provider_rejects: For each provider with no option, the constraint that removed its
+            offer that came closest to fitting.
+        by_provider: Options by provider.
+        outside: Options of providers that hold no ROFR.
+        outside_new: Outside options for new capacity (no reservations), cheapest first.
     """
 
     opts: list[Opt]
     rejects: Counter[str] = field(default_factory=Counter)
     provider_rejects: dict[str, str] = field(default_factory=dict)
+    by_provider: dict[str, list[Opt]] = field(default_factory=dict)
+    outside: list[Opt] = field(default_factory=list)
+    outside_new: list[Opt] = field(default_factory=list)
+
+    def index(self) -> None:
+        """Precompute the sub-lists the queue walk and ROFR read (kept in rank order)."""
+        self.by_provider = {}
+        for o in self.opts:
+            self.by_provider.setdefault(o.provider, []).append(o)
+        self.outside = [o for o in self.opts if not o.holder]
+        # P, the outside price, is for new capacity: reservations are not on the market.
+        self.outside_new = sorted(
+            (o for o in self.outside if o.market is not MarketKind.RESERVED),
+            key=lambda o: o.node_price,
+        )
 
     def summary(self) -> str:
         """Return the rejection counts as one readable line."""
@@ -165,9 +184,15 @@ class OptionIndex:
         rejects = out.rejects
         seen_providers: set[str] = set()
 
-        def reject(o: Offer, why: str) -> None:
+        # The reason shown for a provider is the one of its offer that passed the most
+        # filters: "no EU region" says more than "this VM size has one GPU".
+        stage_of: dict[str, int] = {}
+
+        def reject(o: Offer, why: str, stage: int) -> None:
             rejects[why] += 1
-            out.provider_rejects.setdefault(o.provider, why)
+            if stage >= stage_of.get(o.provider, -1):
+                stage_of[o.provider] = stage
+                out.provider_rejects[o.provider] = why
 
         candidates: list[int] = []
         for acc in res.accelerator:
@@ -178,27 +203,27 @@ class OptionIndex:
         for oi in candidates:
             o = self.offers[oi]
             if o.count < res.count:
-                reject(o, f"fewer than {res.count} accelerators per node")
+                reject(o, f"fewer than {res.count} accelerators per node", 1)
                 continue
             if place.providers and o.provider not in place.providers:
-                reject(o, "placement.providers")
+                reject(o, "placement.providers", 2)
                 continue
             if place.regions and not self._region_ok(o.region, place.regions):
-                reject(o, "placement.regions")
+                reject(o, "placement.regions", 3)
                 continue
             if place.residency and o.jurisdiction not in place.residency:
-                reject(o, "placement.residency")
+                reject(o, "placement.residency", 4)
                 continue
             if self._is_blocked(o):
-                reject(o, "blocked after recent capacity/quota errors")
+                reject(o, "blocked after recent capacity/quota errors", 5)
                 continue
             if serving is not None and serving.max_latency_ms is not None:
                 lat = self._nearest(o.region, serving.regions_near)
                 if lat is None or lat > serving.max_latency_ms:
-                    reject(o, "serving.max_latency_ms")
+                    reject(o, "serving.max_latency_ms", 6)
                     continue
             if o.capacity is not None and o.capacity < nodes:
-                reject(o, f"capacity below {nodes} nodes")
+                reject(o, f"capacity below {nodes} nodes", 7)
                 continue
             markets: list[tuple[MarketKind, float]] = []
             if o.reservation is not None:
@@ -209,7 +234,7 @@ class OptionIndex:
                 if allow_spot and o.spot_price is not None:
                     markets.append((MarketKind.SPOT, o.spot_price))
             if not markets:
-                reject(o, f"market {job.market.value}")
+                reject(o, f"market {job.market.value}", 8)
                 continue
             discount = self.preferred.get(o.provider, 0.0)
             holder = o.provider in self.holders
@@ -221,13 +246,14 @@ class OptionIndex:
                 out.opts.append(Opt(oi, market, price, rank, holder, o.provider))
                 kept = True
             if not kept:
-                reject(o, "max_price_per_hour")
+                reject(o, "max_price_per_hour", 9)
                 continue
             seen_providers.add(o.provider)
         for p in seen_providers:
             out.provider_rejects.pop(p, None)
         offers = self.offers
         out.opts.sort(key=lambda x: (x.rank, x.node_price, offers[x.oi].key, x.market.value))
+        out.index()
         return out
 
     def _nearest(self, region: str, near: tuple[str, ...]) -> float | None:

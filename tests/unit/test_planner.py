@@ -520,7 +520,10 @@ def test_reservation_offered_to_holder_when_scope_is_all() -> None:
     )
     p = run(c)
     assert [e.answer for e in p.audit] == ["accepted"]
-    assert p.total_cost == 0  # the holder matched the zero marginal price
+    # P is the outside price of new capacity (a reservation is not on the market), so the
+    # holder matches $10/h rather than a meaningless $0.
+    assert p.audit[0].outside_price_per_hour == 10
+    assert p.total_cost == 10
 
 
 def test_every_placement_and_unplaced_job_has_reasons() -> None:
@@ -550,3 +553,31 @@ def test_fast_path_is_used_without_contention() -> None:
 def test_duplicate_ids_rejected() -> None:
     with pytest.raises(ValueError, match="unique"):
         plan(Snapshot(jobs=[job("a"), job("a")], offers=[]))
+
+
+def test_holder_decline_names_the_constraint_closest_to_fitting() -> None:
+    offers = [
+        offer("azure", price=1, count=1, instance_type="small"),
+        offer("azure", price=5, count=8, instance_type="big", jurisdiction="US"),
+        offer("aws", region="eu-west-1", price=10, jurisdiction="EU"),
+    ]
+    c = Case("why", [job("a", count=8, residency=["EU"])], offers, {},
+             contracts={"rofr": {"holders": ["azure"]}})
+    (entry,) = run(c).audit
+    assert entry.reason == "constraint: placement.residency"
+
+
+def test_outside_price_ignores_reservations() -> None:
+    contracts = {
+        "rofr": {"holders": ["azure"], "match": True},
+        "reservations": [{"name": "blk", "provider": "aws", "region": "us-east-1",
+                          "instance_type": "p5", "nodes": 1}],
+    }
+    svc = job("svc", kind="inference", serving={"replicas": 2, "spread": 2})
+    c = Case("P", [svc], [offer("aws", price=10, instance_type="p5"), offer("gcp", price=12),
+                          offer("azure", price=20)], {}, contracts=contracts)
+    p = run(c)
+    (entry,) = p.audit
+    # cheapest new outside capacity for 2 replicas over 2 providers: aws 10 + gcp 12
+    assert entry.outside_price_per_hour == pytest.approx(11)
+    assert entry.billed_price_per_hour == pytest.approx(11)
