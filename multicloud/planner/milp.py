@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,20 @@ class _Model:
         self.row_lb.append(lo)
         self.row_ub.append(hi)
 
+    def feasible(self, x: np.ndarray, extra: list[tuple[np.ndarray, float]]) -> bool:
+        """True if ``x`` satisfies the bounds, the rows and the extra (≥) rows."""
+        tol = 1e-6
+        if np.any(x < np.array(self.lb) - tol) or np.any(x > np.array(self.ub) + tol):
+            return False
+        if self.row_lb:
+            a = coo_array(
+                (self.vals, (self.rows, self.cols)), shape=(len(self.row_lb), len(self.lb))
+            ).tocsr()
+            ax = a @ x
+            if np.any(ax < np.array(self.row_lb) - tol) or np.any(ax > np.array(self.row_ub) + tol):
+                return False
+        return all(float(vec @ x) >= lo - tol for vec, lo in extra)
+
     def solve(
         self,
         objective: np.ndarray,
@@ -71,6 +86,12 @@ class _Model:
         gap: float,
         relax: bool = False,
     ) -> tuple[np.ndarray | None, bool, float]:
+        """Solve with the model's rows plus ``extra`` (≥) rows.
+
+        Returns:
+            The solution (None if none was found), whether it is proven optimal, and the
+            proven lower bound of the objective (-inf when unknown).
+        """
         n = len(self.lb)
         constraints = []
         if self.row_lb:
@@ -86,10 +107,13 @@ class _Model:
             options={"time_limit": policy_limit, "mip_rel_gap": gap, "disp": False},
         )
         if res.x is None:
-            return None, False, math.inf
+            return None, False, -math.inf
         optimal = res.status == 0
-        mip_gap = float(getattr(res, "mip_gap", 0.0) or 0.0)
-        return np.asarray(res.x), optimal, mip_gap
+        x = np.asarray(res.x)
+        if relax or optimal:
+            return x, optimal, float(objective @ x)
+        dual = getattr(res, "mip_dual_bound", None)
+        return x, optimal, -math.inf if dual is None else float(dual)
 
 
 @dataclass
@@ -105,25 +129,65 @@ class _Service:
     opts: list[Opt]
     y: list[int]
     placed: int
+    z: dict[str, int]
 
 
 def _usable(planner: _Planner, s: _Slot) -> list[Opt]:
-    """Options worth modelling: fit now, allowed by ROFR standing, not dominated."""
+    """Options worth modelling: fit now, allowed by ROFR standing, not dominated.
+
+    Dominated, exactly: a pricier market on a pool already listed (same capacity, same
+    count, higher cost) and, for a gang, anything after an option with no capacity limit.
+    """
     out: list[Opt] = []
+    seen: set[int] = set()
     for opt in s.options.opts:
-        if s.restricted and opt.holder:
+        if (s.restricted and opt.holder) or opt.oi in seen:
             continue
         c = planner.cap[opt.oi]
         if c is not None and c < s.nodes:
             continue
+        seen.add(opt.oi)
         out.append(opt)
         if c is None and s.job.kind is Kind.TRAINING:
-            break  # an unlimited option beats every pricier one for a gang
+            break
     return out
 
 
+def _prune_with_guaranteed_room(
+    planner: _Planner, usable: dict[int, list[Opt]], slots: list[_Slot]
+) -> None:
+    """Cut each gang's options after the cheapest set that always has room for it.
+
+    If the cheapest options S of job j hold more j-sized gangs than every other job could
+    ever occupy there (a job of n nodes blocks at most n/n_j + 1 of j's gangs in a pool),
+    then any plan with j elsewhere can move j into S at no higher cost and no lower count.
+    So some optimal plan uses S, and the options after S can be dropped exactly.
+    """
+    load_nodes: dict[int, float] = defaultdict(float)
+    load_jobs: dict[int, float] = defaultdict(float)
+    for s in slots:
+        for opt in usable.get(s.idx, ()):
+            load_nodes[opt.oi] += s.nodes * s.replicas
+            load_jobs[opt.oi] += s.replicas
+    for s in slots:
+        opts = usable.get(s.idx)
+        if not opts or s.job.kind is not Kind.TRAINING:
+            continue
+        room = 0
+        blocked = 0.0
+        for i, opt in enumerate(opts):
+            c = planner.cap[opt.oi]
+            if c is None:
+                break
+            room += c // s.nodes
+            blocked += (load_nodes[opt.oi] - s.nodes) / s.nodes + (load_jobs[opt.oi] - 1)
+            if room > blocked:
+                del opts[i + 1 :]
+                break
+
+
 def build(
-    planner: _Planner, slots: list[_Slot]
+    planner: _Planner, slots: list[_Slot], usable: dict[int, list[Opt]]
 ) -> tuple[_Model, list[_Class], list[_Service], dict[int, list[int]]]:
     """Build the model for the given (non-pinned) slots against the capacity left."""
     model = _Model()
@@ -152,7 +216,7 @@ def build(
 
     for key, members in grouped.items():
         first = members[0]
-        opts = _usable(planner, first)
+        opts = usable.get(first.idx, [])
         if not opts:
             continue
         team = first.job.team if first.job.team in budgeted else None
@@ -193,16 +257,18 @@ def build(
                 team_terms[team].append((v, opt.node_price * s.nodes * hours))
         model.row([(v, 1.0) for v in ys] + [(placed, -float(r))], 0, 0)
         zs = []
-        for vs in by_provider.values():
+        zmap: dict[str, int] = {}
+        for prov, vs in by_provider.items():
             z = model.var(0, 1, 0)
             zs.append(z)
+            zmap[prov] = z
             for v in vs:
                 model.row([(v, 1.0), (z, -float(r))], -np.inf, 0)
             model.row([(z, 1.0), *((v, -1.0) for v in vs)], -np.inf, 0)
         model.row([(z, 1.0) for z in zs] + [(placed, -float(s.spread))], 0, np.inf)
         if s.job.max_price_per_hour is not None:
             model.row([*price_terms, (placed, -s.job.max_price_per_hour)], -np.inf, 0)
-        services.append(_Service(s, opts, ys, placed))
+        services.append(_Service(s, opts, ys, placed, zmap))
 
     for oi, terms in cap_terms.items():
         c = planner.cap[oi]
@@ -217,12 +283,17 @@ def build(
 def optimise(planner: _Planner, slots: list[_Slot]) -> PlanStats:
     """Re-assign the non-pinned jobs optimally; mutates the slots and the planner's capacity.
 
+    Jobs that share no limited pool (and no budget) cannot affect each other, so the free
+    jobs split into independent components. A component in which no job lost an option to
+    capacity keeps the queue walk's placement (each job has its cheapest option: optimal);
+    each other component is one MILP.
+
     Args:
         planner: The planner after its queue walk.
         slots: All slots in queue order.
 
     Returns:
-        Statistics of the solve.
+        Statistics of the solves.
     """
     free = [s for s in slots if not s.pinned and not s.static_fail]
     greedy = {s.idx: list(s.chosen) for s in free}
@@ -230,28 +301,118 @@ def optimise(planner: _Planner, slots: list[_Slot]) -> PlanStats:
     for s in free:
         if s.chosen:
             planner.release(s)
-    model, classes, services, tier_vars = build(planner, free)
+    usable = {s.idx: _usable(planner, s) for s in free}
+    force = planner.policy.force_optimizer
+    jobs = variables = 0
+    optimal = True
+    mip_gap = 0.0
+    value = 0.0
+    lp_bound: float | None = 0.0
+    bound = 0.0
+    todo = []
+    for comp in _components(planner, free, usable):
+        if not force and not any(s.contended for s in comp):
+            for s in comp:
+                if greedy[s.idx]:
+                    planner.take(s, greedy[s.idx])
+            continue
+        _prune_with_guaranteed_room(planner, usable, comp)
+        todo.append((comp, sum(len(usable[s.idx]) for s in comp)))
+    # The time limit is the optimiser's budget per stage, shared by size among components.
+    total = sum(size for _, size in todo) or 1
+    for comp, size in todo:
+        share = max(planner.policy.time_limit_s * size / total, 0.1)
+        res = _solve(planner, comp, usable, greedy, greedy_reason, share)
+        jobs += len(comp)
+        variables += res.variables
+        optimal &= res.optimal
+        value += res.value
+        bound += res.bound
+        lp_bound = None if lp_bound is None or res.lp_bound is None else lp_bound + res.lp_bound
+    mip_gap = _gap(value, bound) if jobs else 0.0
+    return PlanStats(
+        path="optimizer",
+        jobs=len(slots),
+        optimizer_jobs=jobs,
+        optimizer_variables=variables,
+        optimal=optimal,
+        mip_gap=mip_gap,
+        lp_bound_gap=None if lp_bound is None or not jobs else _gap(value, lp_bound),
+    )
+
+
+def _components(
+    planner: _Planner, free: list[_Slot], usable: dict[int, list[Opt]]
+) -> list[list[_Slot]]:
+    """Split jobs into groups linked by a shared limited pool or a shared budget."""
+    parent: dict[object, object] = {}
+
+    def find(x: object) -> object:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: object, b: object) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+
+    for s in free:
+        me = ("job", s.idx)
+        find(me)
+        for opt in usable[s.idx]:
+            if planner.cap[opt.oi] is not None:
+                union(me, ("pool", opt.oi))
+        if s.job.team is not None and s.job.team in planner.team_left:
+            union(me, ("team", s.job.team))
+    groups: dict[object, list[_Slot]] = defaultdict(list)
+    for s in free:  # keeps queue order inside each group
+        groups[find(("job", s.idx))].append(s)
+    return list(groups.values())
+
+
+@dataclass
+class _Result:
+    variables: int
+    optimal: bool
+    mip_gap: float
+    value: float = 0.0  # the plan's objective (ranked cost)
+    lp_bound: float | None = None  # root LP relaxation bound of that objective
+    bound: float = -math.inf  # best proven bound (LP or the MILP's dual bound)
+
+
+def _solve(
+    planner: _Planner,
+    comp: list[_Slot],
+    usable: dict[int, list[Opt]],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+    greedy_reason: dict[int, str | None],
+    limit: float,
+) -> _Result:
+    model, classes, services, tier_vars = build(planner, comp, usable)
     n = len(model.lb)
     if n == 0:
-        for s in free:
-            if greedy[s.idx]:
-                planner.take(s, greedy[s.idx])
-        return PlanStats(path="optimizer", jobs=len(slots), optimizer_jobs=len(free))
-    limit = planner.policy.time_limit_s
+        for s in comp:
+            s.unplaced = greedy_reason[s.idx] or _lost(s)
+        return _Result(0, True, 0.0)
     gap = planner.policy.mip_rel_gap
 
     tiers = sorted(tier_vars, reverse=True)
-    tier_size = {t: sum(1 for s in free if s.job.priority == t) for t in tiers}
-    greedy_count = {t: sum(1 for s in free if s.job.priority == t and greedy[s.idx]) for t in tiers}
+    tier_size = {t: sum(1 for s in comp if s.job.priority == t) for t in tiers}
+    greedy_count = {t: sum(1 for s in comp if s.job.priority == t and greedy[s.idx]) for t in tiers}
+    modelled = {t: sum(1 for s in comp if s.job.priority == t and usable[s.idx]) for t in tiers}
     best: dict[int, float] = {}
     optimal = True
-    mip_gap = 0.0
-    if all(greedy_count[t] == tier_size[t] for t in tiers):
-        best = {t: float(tier_size[t]) for t in tiers}  # nobody to add: skip the count solve
+    counts_x: np.ndarray | None = None
+    if all(greedy_count[t] == modelled[t] for t in tiers):
+        # the walk already placed every job that has an option: no count to improve
+        best = {t: float(modelled[t]) for t in tiers}
     else:
         chunks: list[list[int]] = []
         for t in tiers:  # top tier first; a chunk's weights must stay exact
-            if chunks and _weight_span(chunks[-1] + [t], tier_size) <= _MAX_WEIGHT:
+            if chunks and _weight_span([*chunks[-1], t], tier_size) <= _MAX_WEIGHT:
                 chunks[-1].append(t)
             else:
                 chunks.append([t])
@@ -264,36 +425,197 @@ def optimise(planner: _Planner, slots: list[_Slot]) -> PlanStats:
             obj = np.zeros(n)
             for t in chunk:
                 obj[tier_vars[t]] = -weights[t]
-            x, ok, g = model.solve(obj, _count_rows(n, tier_vars, best), limit, 0.0)
+            x, ok, _ = model.solve(obj, _count_rows(n, tier_vars, best), limit, 0.0)
             if x is None:
-                return _fallback(planner, free, greedy, n)
+                return _fallback(planner, comp, greedy, n)
             optimal &= ok
+            counts_x = x
             for t in chunk:
                 best[t] = float(round(x[tier_vars[t]].sum()))
-            _ = g
     count_rows = _count_rows(n, tier_vars, best)
-    x, ok, g = model.solve(np.array(model.cost), count_rows, limit, gap)
+    cost = np.array(model.cost)
+    # The LP relaxation bounds the cost from below, and rounding it gives a good plan
+    # cheaply; the MILP only runs when no plan at hand is within the gap of that bound.
+    lp, _, _ = model.solve(cost, count_rows, limit, 0.0, relax=True)
+    low = float(cost @ lp) if lp is not None else None
+    bound = -math.inf if low is None else low
+    candidates = [
+        c
+        for c in (
+            counts_x,
+            _encode(model, classes, services, greedy),
+            None
+            if lp is None
+            else _round_lp(planner, model, classes, services, lp, greedy, tier_vars, best),
+        )
+        if c is not None and model.feasible(c, count_rows)
+    ]
+    x = min(candidates, key=lambda c: float(cost @ c)) if candidates else None
+    ok = x is not None and _gap(float(cost @ x), bound) <= gap
+    if not ok and (x is None or n <= planner.policy.max_milp_variables):
+        mx, mok, mbound = model.solve(cost, count_rows, limit, gap)
+        bound = max(bound, mbound)
+        if mx is not None and (x is None or float(cost @ mx) < float(cost @ x)):
+            x = mx
+        ok = x is not None and (mok or _gap(float(cost @ x), bound) <= gap)
     if x is None:
-        return _fallback(planner, free, greedy, n)
+        return _fallback(planner, comp, greedy, n)
     optimal &= ok
-    mip_gap = max(mip_gap, g)
-    bound_gap: float | None = None
-    if planner.policy.lp_bound:
-        # The LP relaxation of the cost stage (tier counts held) bounds the optimum from below.
-        lp, _, _ = model.solve(np.array(model.cost), count_rows, limit, 0.0, relax=True)
-        if lp is not None:
-            got, low = float(np.dot(model.cost, x)), float(np.dot(model.cost, lp))
-            bound_gap = (got - low) / low if low > 0 else 0.0
-    _decode(planner, x, classes, services, greedy, greedy_reason)
-    return PlanStats(
-        path="optimizer",
-        jobs=len(slots),
-        optimizer_jobs=len(free),
-        optimizer_variables=n,
-        optimal=optimal,
-        mip_gap=mip_gap,
-        lp_bound_gap=bound_gap,
-    )
+    g = _gap(float(cost @ x), bound)
+    _decode(planner, x, classes, services, greedy_reason)
+    for s in comp:
+        if not s.chosen and not s.unplaced:
+            s.unplaced = _lost(s)
+    return _Result(n, optimal, g, float(cost @ x), low, bound)
+
+
+def _gap(value: float, bound: float) -> float:
+    """Relative distance of ``value`` above a lower ``bound`` (0 when equal)."""
+    if value - bound <= 1e-9 * max(1.0, abs(value)):
+        return 0.0
+    return (value - bound) / bound if bound > 1e-9 else math.inf
+
+
+def _round_lp(
+    planner: _Planner,
+    model: _Model,
+    classes: list[_Class],
+    services: list[_Service],
+    lp: np.ndarray,
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+    tier_vars: dict[int, list[int]],
+    best: dict[int, float],
+) -> np.ndarray:
+    """Round the LP solution down, then top each tier up to its count, cheapest first."""
+    x = np.zeros(len(model.lb))
+    cap: dict[int, int | None] = {}
+
+    def room(oi: int, nodes: int) -> bool:
+        c = cap.setdefault(oi, planner.cap[oi])
+        return c is None or c >= nodes
+
+    def use(oi: int, nodes: int) -> None:
+        c = cap[oi]
+        if c is not None:
+            cap[oi] = c - nodes
+
+    left: list[tuple[_Class, _Slot]] = []
+    for cls in classes:
+        nodes = cls.slots[0].nodes
+        placed = 0
+        for opt, v in zip(cls.opts, cls.vars, strict=True):
+            k = math.floor(lp[v] + 1e-6)
+            while k > 0 and room(opt.oi, nodes):
+                x[v] += 1
+                use(opt.oi, nodes)
+                placed += 1
+                k -= 1
+        left.extend((cls, s) for s in cls.slots[placed:])
+    svc_left: list[_Service] = []
+    for svc in services:
+        if lp[svc.placed] < 0.5 or not _place_service(
+            svc, _round_replicas(svc, lp, room), x, room, use
+        ):
+            svc_left.append(svc)
+    # Top up each tier to its count with the cheapest leftover placements.
+    counts: dict[int, int] = defaultdict(int)
+    for t, vs in tier_vars.items():
+        counts[t] = round(float(x[vs].sum()))
+    for t in sorted(best, reverse=True):
+        for svc in svc_left:
+            if counts[t] >= best[t]:
+                break
+            if svc.slot.job.priority == t:
+                where = dict(zip((o.oi for o in svc.opts), svc.y, strict=True))
+                walk = [(o, where[o.oi], r) for o, r, _ in greedy[svc.slot.idx] if o.oi in where]
+                if walk and _place_service(svc, walk, x, room, use):
+                    counts[t] += 1
+        pool = [cs for cs in left if cs[1].job.priority == t]
+        while counts[t] < best[t] and pool:
+            pick: tuple[float, int, Opt, int] | None = None
+            for i, (cls, s) in enumerate(pool):
+                for opt, v in zip(cls.opts, cls.vars, strict=True):
+                    if room(opt.oi, s.nodes):
+                        if pick is None or model.cost[v] < pick[0]:
+                            pick = (model.cost[v], i, opt, v)
+                        break
+            if pick is None:
+                break
+            _, i, opt, v = pick
+            x[v] += 1
+            use(opt.oi, pool[i][1].nodes)
+            pool.pop(i)
+            counts[t] += 1
+    return x
+
+
+def _round_replicas(
+    svc: _Service, lp: np.ndarray, room: Callable[[int, int], bool]
+) -> list[tuple[Opt, int, int]]:
+    """Replica counts from the LP, rounded down and topped up on the cheapest options."""
+    s = svc.slot
+    counts = {i: math.floor(lp[v] + 1e-6) for i, v in enumerate(svc.y)}
+    total = sum(counts.values())
+    for i, opt in enumerate(svc.opts):  # cheapest first
+        while total < s.replicas and room(opt.oi, s.nodes * (counts[i] + 1)):
+            counts[i] += 1
+            total += 1
+    if total < s.replicas:
+        return []
+    return [(svc.opts[i], svc.y[i], k) for i, k in counts.items() if k > 0]
+
+
+def _place_service(
+    svc: _Service,
+    pick: list[tuple[Opt, int, int]],
+    x: np.ndarray,
+    room: Callable[[int, int], bool],
+    use: Callable[[int, int], None],
+) -> bool:
+    """Place a service's replicas if they fit, spread and stay under the price cap."""
+    s = svc.slot
+    if not pick or len({o.provider for o, _, _ in pick}) < s.spread:
+        return False
+    cap = s.job.max_price_per_hour
+    if cap is not None and sum(o.node_price * s.nodes * r for o, _, r in pick) > cap + 1e-9:
+        return False
+    if not all(room(o.oi, s.nodes * r) for o, _, r in pick):
+        return False
+    for o, v, r in pick:
+        x[v] += r
+        x[svc.z[o.provider]] = 1
+        use(o.oi, s.nodes * r)
+    x[svc.placed] = 1
+    return True
+
+
+def _encode(
+    model: _Model,
+    classes: list[_Class],
+    services: list[_Service],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+) -> np.ndarray | None:
+    """The queue walk's placement as a model solution (None if it used a pruned option)."""
+    x = np.zeros(len(model.lb))
+    for cls in classes:
+        where = {opt.oi: v for opt, v in zip(cls.opts, cls.vars, strict=True)}
+        for s in cls.slots:
+            for opt, _, _ in greedy[s.idx]:
+                if opt.oi not in where:
+                    return None
+                x[where[opt.oi]] += 1
+    for svc in services:
+        choice = greedy[svc.slot.idx]
+        if not choice:
+            continue
+        where = {opt.oi: v for opt, v in zip(svc.opts, svc.y, strict=True)}
+        for opt, reps, _ in choice:
+            if opt.oi not in where:
+                return None
+            x[where[opt.oi]] += reps
+            x[svc.z[opt.provider]] = 1
+        x[svc.placed] = 1
+    return x
 
 
 def _weight_span(chunk: list[int], sizes: dict[int, int]) -> float:
@@ -316,22 +638,15 @@ def _count_rows(
 
 def _fallback(
     planner: _Planner,
-    free: list[_Slot],
+    comp: list[_Slot],
     greedy: dict[int, list[tuple[Opt, int, float]]],
     n: int,
-) -> PlanStats:
+) -> _Result:
     """The optimiser found nothing in time: keep the queue walk's feasible plan."""
-    for s in free:
+    for s in comp:
         if greedy[s.idx]:
             planner.take(s, greedy[s.idx])
-    return PlanStats(
-        path="optimizer",
-        jobs=len(planner.snap.jobs),
-        optimizer_jobs=len(free),
-        optimizer_variables=n,
-        optimal=False,
-        mip_gap=math.inf,
-    )
+    return _Result(n, False, math.inf, math.nan)
 
 
 def _decode(
@@ -339,7 +654,6 @@ def _decode(
     x: np.ndarray,
     classes: list[_Class],
     services: list[_Service],
-    greedy: dict[int, list[tuple[Opt, int, float]]],
     greedy_reason: dict[int, str | None],
 ) -> None:
     note = "placed by the optimiser (capacity or budget contended)"

@@ -147,13 +147,15 @@ def check_hard_constraints(p: Plan, jobs: list[Job], offers: list[Offer]) -> Non
     assert placed | {u.job for u in p.unplaced} == set(by_name)
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
-@given(jobs=jobs_st(), offers=offers_st())
-def test_small_plans_match_brute_force_optimum(jobs: list[Job], offers: list[Offer]) -> None:
-    p = plan(Snapshot(jobs=jobs, offers=offers))
+@given(jobs=jobs_st(), offers=offers_st(), force=st.booleans())
+def test_small_plans_match_brute_force_optimum(
+    jobs: list[Job], offers: list[Offer], force: bool
+) -> None:
+    p = plan(Snapshot(jobs=jobs, offers=offers), Policy(force_optimizer=force))
     check_hard_constraints(p, jobs, offers)
     tiers = sorted({j.priority for j in jobs}, reverse=True)
     placed = {a.job for a in p.placements}
