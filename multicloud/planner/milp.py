@@ -47,6 +47,7 @@ class _Model:
     vals: list[float] = field(default_factory=list)
     row_lb: list[float] = field(default_factory=list)
     row_ub: list[float] = field(default_factory=list)
+    pool: dict[int, tuple[int, int]] = field(default_factory=dict)  # var -> (offer, nodes)
 
     def var(self, lb: float, ub: float, cost: float, integral: bool = True) -> int:
         self.lb.append(lb)
@@ -228,6 +229,7 @@ def build(
                 c = planner.cap[opt.oi]
                 ub = size if c is None else min(size, c // first.nodes)
                 v = model.var(0, ub, opt.rank * first.nodes * hours)
+                model.pool[v] = (opt.oi, first.nodes)
                 cls.vars.append(v)
                 tier_vars[first.job.priority].append(v)
                 if c is not None:
@@ -248,6 +250,7 @@ def build(
             c = planner.cap[opt.oi]
             ub = r if c is None else min(r, c // s.nodes)
             v = model.var(0, ub, opt.rank * s.nodes * hours)
+            model.pool[v] = (opt.oi, s.nodes)
             ys.append(v)
             by_provider[opt.provider].append(v)
             price_terms.append((v, opt.node_price * s.nodes))
@@ -450,13 +453,16 @@ def _solve(
         )
         if c is not None and model.feasible(c, count_rows)
     ]
+    candidates = [_improve(planner, model, classes, c, count_rows) for c in candidates]
     x = min(candidates, key=lambda c: float(cost @ c)) if candidates else None
     ok = x is not None and _gap(float(cost @ x), bound) <= gap
     if not ok and (x is None or n <= planner.policy.max_milp_variables):
         mx, mok, mbound = model.solve(cost, count_rows, limit, gap)
         bound = max(bound, mbound)
-        if mx is not None and (x is None or float(cost @ mx) < float(cost @ x)):
-            x = mx
+        if mx is not None:
+            mx = _improve(planner, model, classes, mx, count_rows)
+            if x is None or float(cost @ mx) < float(cost @ x):
+                x = mx
         ok = x is not None and (mok or _gap(float(cost @ x), bound) <= gap)
     if x is None:
         return _fallback(planner, comp, greedy, n)
@@ -474,6 +480,113 @@ def _gap(value: float, bound: float) -> float:
     if value - bound <= 1e-9 * max(1.0, abs(value)):
         return 0.0
     return (value - bound) / bound if bound > 1e-9 else math.inf
+
+
+def _improve(
+    planner: _Planner,
+    model: _Model,
+    classes: list[_Class],
+    x: np.ndarray,
+    count_rows: list[tuple[np.ndarray, float]],
+    passes: int = 5,
+) -> np.ndarray:
+    """Move gangs to cheaper options that still have room, until none can move.
+
+    A feasible plan stays feasible in every row but budgets (a lower rank can carry a
+    higher price when a commitment is preferred), so the result is checked once and the
+    input kept if it fails.
+    """
+    original = x
+    x = np.round(x)
+    cost = model.cost
+    free: dict[int, int | None] = {}
+    for v, (oi, nodes) in model.pool.items():
+        c = free.setdefault(oi, planner.cap[oi])
+        if c is not None and x[v] > 0:
+            free[oi] = c - nodes * int(x[v])
+    moved_any = False
+    for _ in range(passes):
+        moved = False
+        for cls in classes:
+            for k in range(len(cls.vars) - 1, 0, -1):  # the priciest options first
+                v = cls.vars[k]
+                while x[v] >= 1:
+                    target = None
+                    for i in range(k):
+                        w = cls.vars[i]
+                        oi, nodes = model.pool[w]
+                        c = free[oi]
+                        if cost[w] < cost[v] and x[w] < model.ub[w] and (c is None or c >= nodes):
+                            target = w
+                            break
+                    if target is None:
+                        break
+                    x[v] -= 1
+                    x[target] += 1
+                    for var, sign in ((v, 1), (target, -1)):
+                        oi, nodes = model.pool[var]
+                        c = free[oi]
+                        if c is not None:
+                            free[oi] = c + sign * nodes
+                    moved = moved_any = True
+        moved = _swap_in(model, classes, x, free) or moved
+        moved_any = moved_any or moved
+        if not moved:
+            break
+    if moved_any and not model.feasible(x, count_rows):
+        return original
+    return x
+
+
+def _swap_in(
+    model: _Model, classes: list[_Class], x: np.ndarray, free: dict[int, int | None]
+) -> bool:
+    """Swap a placed gang for a cheaper unplaced gang of the same tier (count kept)."""
+    cost = model.cost
+    waiting = [c for c in classes if sum(x[v] for v in c.vars) < len(c.slots)]
+    if not waiting:
+        return False
+    spare = {id(c): len(c.slots) - int(sum(x[v] for v in c.vars)) for c in waiting}
+    moved = False
+    for cls in classes:
+        tier = cls.slots[0].job.priority
+        rivals = [c for c in waiting if c is not cls and c.slots[0].job.priority == tier]
+        if not rivals:
+            continue
+        for k in range(len(cls.vars) - 1, -1, -1):
+            v = cls.vars[k]
+            if x[v] < 1:
+                continue
+            oi_v, nodes_v = model.pool[v]
+            best: tuple[float, _Class, int] | None = None
+            for other in rivals:
+                if spare[id(other)] <= 0:
+                    continue
+                for w in other.vars:
+                    oi, nodes = model.pool[w]
+                    c = free[oi]
+                    if c is not None and oi == oi_v:
+                        c += nodes_v
+                    if (c is None or c >= nodes) and x[w] < model.ub[w]:
+                        if cost[w] < cost[v] and (best is None or cost[w] < best[0]):
+                            best = (cost[w], other, w)
+                        break
+            if best is None:
+                continue
+            _, other, w = best
+            x[v] -= 1
+            x[w] += 1
+            spare[id(other)] -= 1
+            spare[id(cls)] = spare.get(id(cls), 0) + 1
+            if spare[id(cls)] > 0 and cls not in waiting:
+                waiting.append(cls)
+            for var, sign in ((v, 1), (w, -1)):
+                oi, nodes = model.pool[var]
+                c = free[oi]
+                if c is not None:
+                    free[oi] = c + sign * nodes
+            moved = True
+    return moved
 
 
 def _round_lp(
