@@ -118,7 +118,7 @@ def run(quick: bool) -> dict[str, Any]:
         "optimizer_jobs": p.stats.optimizer_jobs,
         "optimizer_variables": p.stats.optimizer_variables,
         "optimal": p.stats.optimal,
-        "highs_mip_gap": p.stats.mip_gap,
+        "gap_to_proven_bound": p.to_dict()["stats"]["mip_gap"],
         "placed": n_cont - len(p.unplaced),
         "rofr_offers": len(p.audit),
         "rofr_accepted": sum(1 for e in p.audit if e.answer == "accepted"),
@@ -142,7 +142,7 @@ def run(quick: bool) -> dict[str, Any]:
             "optimizer_jobs": p.stats.optimizer_jobs,
             "optimizer_variables": p.stats.optimizer_variables,
             "proven_optimal": p.stats.optimal,
-            "highs_mip_gap": p.stats.mip_gap,
+            "gap_to_proven_bound": p.to_dict()["stats"]["mip_gap"],
             "lp_bound_gap": p.stats.lp_bound_gap,
             "placed": 1_000 - len(p.unplaced),
             "total_cost": round(p.total_cost, 2),
@@ -177,7 +177,7 @@ def main() -> None:
     args = ap.parse_args()
     res = run(args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    args.out.write_text(json.dumps(res, indent=2, allow_nan=False) + "\n")
     print(json.dumps(res, indent=2))
 
 

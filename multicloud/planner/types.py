@@ -7,6 +7,7 @@ compared, replayed and explained without re-running anything.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -282,10 +283,15 @@ class Plan:
                 "optimizer_jobs": self.stats.optimizer_jobs,
                 "optimizer_variables": self.stats.optimizer_variables,
                 "optimal": self.stats.optimal,
-                "mip_gap": self.stats.mip_gap,
-                "lp_bound_gap": self.stats.lp_bound_gap,
+                "mip_gap": _finite(self.stats.mip_gap),
+                "lp_bound_gap": _finite(self.stats.lp_bound_gap),
             },
         }
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no infinity: an unknown gap is null."""
+    return None if value is None or not math.isfinite(value) else value
 
 
 def _money(value: float | None) -> float | None:
