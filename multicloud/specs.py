@@ -229,12 +229,14 @@ def check_against_fleet(jobs: list[Job], fleet: Fleet, source: str = "<jobs>") -
     names = tuple(fleet.providers)
     problems: list[tuple[str, str]] = []
     for i, job in enumerate(jobs):
+        # A one-job file has no list to index; name the job instead.
+        where = f"jobs[{i}]" if len(jobs) > 1 else f"job '{job.name}'"
         for k, name in enumerate(job.placement.providers):
             if name not in fleet.providers:
                 hint = suggest(name, names)
                 tail = f"; did you mean '{hint}'?" if hint else f"; fleet has: {', '.join(names)}"
                 problems.append(
-                    (f"jobs[{i}].placement.providers[{k}]", f"unknown provider '{name}'{tail}")
+                    (f"{where}.placement.providers[{k}]", f"unknown provider '{name}'{tail}")
                 )
     if problems:
         raise SpecError(source, problems)
