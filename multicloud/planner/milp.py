@@ -276,7 +276,9 @@ def build(
     for oi, terms in cap_terms.items():
         c = planner.cap[oi]
         assert c is not None
-        if sum(v for _, v in terms) > c:  # only rows that can bind
+        # Only rows that can bind: a variable may stand for several gangs or replicas,
+        # so its largest use of the pool is nodes × its upper bound.
+        if sum(nodes * model.ub[v] for v, nodes in terms) > c:
             model.row(terms, 0, c)
     for team, terms in team_terms.items():
         model.row(terms, -np.inf, max(budgeted[team], 0.0))

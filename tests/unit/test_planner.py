@@ -561,8 +561,13 @@ def test_holder_decline_names_the_constraint_closest_to_fitting() -> None:
         offer("azure", price=5, count=8, instance_type="big", jurisdiction="US"),
         offer("aws", region="eu-west-1", price=10, jurisdiction="EU"),
     ]
-    c = Case("why", [job("a", count=8, residency=["EU"])], offers, {},
-             contracts={"rofr": {"holders": ["azure"]}})
+    c = Case(
+        "why",
+        [job("a", count=8, residency=["EU"])],
+        offers,
+        {},
+        contracts={"rofr": {"holders": ["azure"]}},
+    )
     (entry,) = run(c).audit
     assert entry.reason == "constraint: placement.residency"
 
@@ -570,14 +575,61 @@ def test_holder_decline_names_the_constraint_closest_to_fitting() -> None:
 def test_outside_price_ignores_reservations() -> None:
     contracts = {
         "rofr": {"holders": ["azure"], "match": True},
-        "reservations": [{"name": "blk", "provider": "aws", "region": "us-east-1",
-                          "instance_type": "p5", "nodes": 1}],
+        "reservations": [
+            {
+                "name": "blk",
+                "provider": "aws",
+                "region": "us-east-1",
+                "instance_type": "p5",
+                "nodes": 1,
+            }
+        ],
     }
     svc = job("svc", kind="inference", serving={"replicas": 2, "spread": 2})
-    c = Case("P", [svc], [offer("aws", price=10, instance_type="p5"), offer("gcp", price=12),
-                          offer("azure", price=20)], {}, contracts=contracts)
+    c = Case(
+        "P",
+        [svc],
+        [
+            offer("aws", price=10, instance_type="p5"),
+            offer("gcp", price=12),
+            offer("azure", price=20),
+        ],
+        {},
+        contracts=contracts,
+    )
     p = run(c)
     (entry,) = p.audit
     # cheapest new outside capacity for 2 replicas over 2 providers: aws 10 + gcp 12
     assert entry.outside_price_per_hour == pytest.approx(11)
     assert entry.billed_price_per_hour == pytest.approx(11)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_identical_gangs_sharing_a_pool_never_exceed_it(force: bool) -> None:
+    # Two classes of identical gangs (1 h and 2 h) on a 4-node pool: each class alone fits,
+    # together they would not.
+    jobs = [
+        job(n, nodes=2, duration_hours=h) for n, h in (("a1", 1), ("a2", 1), ("b1", 2), ("b2", 2))
+    ]
+    offers = [offer("aws", price=10, capacity=4), offer("gcp", price=20)]
+    p = plan(Snapshot(jobs=jobs, offers=offers), Policy(force_optimizer=force))
+    assert sum(a.nodes for a in p.placements if a.offer.provider == "aws") <= 4
+    assert p.total_cost == pytest.approx(160)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_services_sharing_a_pool_never_exceed_it(force: bool) -> None:
+    svc = [
+        job("s1", kind="inference", serving={"replicas": 4, "spread": 2}),
+        job("s2", kind="inference", serving={"replicas": 4, "spread": 3}),
+    ]
+    offers = [
+        offer("aws", price=1, capacity=4),
+        offer("gcp", price=2, capacity=2),
+        offer("coreweave", price=2, capacity=2),
+    ]
+    p = plan(Snapshot(jobs=svc, offers=offers), Policy(force_optimizer=force))
+    used: dict[str, int] = {}
+    for a in p.placements:
+        used[a.offer.provider] = used.get(a.offer.provider, 0) + a.nodes
+    assert used.get("aws", 0) <= 4 and used.get("gcp", 0) <= 2 and used.get("coreweave", 0) <= 2
