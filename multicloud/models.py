@@ -7,11 +7,11 @@ silently ignored setting (DESIGN.md §7).
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from multicloud.accelerators import canonical
 
@@ -19,6 +19,14 @@ JURISDICTIONS: tuple[str, ...] = (
     "US", "CA", "BR", "CL", "EU", "UK", "CH", "NO", "IL", "AE", "SA", "QA", "IN", "JP", "KR",
     "SG", "ID", "AU", "TW", "HK", "ZA", "MX",
 )
+
+def _as_utc(value: datetime) -> datetime:
+    # A time written without a zone is read as UTC: comparing it with aware times (now,
+    # other contract dates) would otherwise fail deep inside planning.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9\-_.]{0,61}[a-z0-9])?$")
 
@@ -181,7 +189,7 @@ class Job(_Strict):
     resources: Resources
     market: Market = Market.ON_DEMAND
     duration_hours: Annotated[float, Field(gt=0, le=24 * 366)] = 1.0
-    deadline: datetime | None = None
+    deadline: UtcDatetime | None = None
     max_price_per_hour: Annotated[float, Field(gt=0)] | None = None
     placement: Placement = Field(default_factory=Placement)
     serving: Serving | None = None
@@ -336,8 +344,8 @@ class Reservation(_Strict):
     accelerator: str | None = None
     count: Annotated[int, Field(ge=1)] | None = None
     nodes: Annotated[int, Field(ge=1)]
-    start: datetime | None = None
-    end: datetime | None = None
+    start: UtcDatetime | None = None
+    end: UtcDatetime | None = None
 
     @field_validator("accelerator")
     @classmethod
@@ -361,8 +369,8 @@ class Commitment(_Strict):
     name: str
     provider: str
     total_usd: Annotated[float, Field(gt=0)]
-    start: datetime
-    end: datetime
+    start: UtcDatetime
+    end: UtcDatetime
     spent_usd: Annotated[float, Field(ge=0)] = 0.0
     tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
 

@@ -633,3 +633,10 @@ def test_services_sharing_a_pool_never_exceed_it(force: bool) -> None:
     for a in p.placements:
         used[a.offer.provider] = used.get(a.offer.provider, 0) + a.nodes
     assert used.get("aws", 0) <= 4 and used.get("gcp", 0) <= 2 and used.get("coreweave", 0) <= 2
+
+
+def test_times_without_a_zone_are_utc() -> None:
+    j = job("a", deadline="2026-12-01T00:00:00")
+    assert j.deadline is not None and j.deadline.utcoffset() is not None
+    p = plan(Snapshot(jobs=[j], offers=[offer()], now=NOW))
+    assert [a.job for a in p.placements] == ["a"]
