@@ -58,6 +58,8 @@ class _Slot:
     spread: int
     pinned: bool = False
     restricted: bool = False  # ROFR declined: non-holder options only
+    # ROFR declined on price: the outside options the holders would also have declined
+    outside_ok: list[Opt] | None = None
     chosen: list[tuple[Opt, int, float]] = field(default_factory=list)  # opt, replicas, node price
     rofr: RofrOutcome | None = None
     reasons: list[str] = field(default_factory=list)
@@ -414,9 +416,9 @@ class _Planner:
         rofr = self.rofr
         holders = set(self.holders)
         opts = s.options
-        outside = self._greedy(s, opts.outside)
         p = self._outside_price(s)
         first: RofrOutcome | None = None
+        ceiling: float | None = None  # below this gang price every price-decliner declines
         for holder in self.holders:
             mine = opts.by_provider.get(holder, [])
             hopt = self.first_fit(s, mine) if mine else None
@@ -450,6 +452,8 @@ class _Planner:
                 reason = f"price: own ${own:,.2f}/h > outside ${p:,.2f}/h" + (
                     f" + {rofr.tolerance:.0%}" if rofr.tolerance else ""
                 )
+                limit = own / (1 + rofr.tolerance)
+                ceiling = limit if ceiling is None else min(ceiling, limit)
             placed = False
             if answer == "accepted" and hopt is not None and billed is not None:
                 placed = self._accept(s, holder, hopt, billed, p)
@@ -478,6 +482,14 @@ class _Planner:
                 first = outcome
         s.rofr = first
         s.restricted = True
+        allowed = opts.outside
+        if ceiling is not None and s.job.kind is Kind.TRAINING:
+            # A declined job may not end up outside at a price the holder would have
+            # taken: that would route it around the holder (commitment preferences or
+            # the optimiser could otherwise pick a pricier outside offer than P).
+            allowed = [o for o in allowed if o.node_price * s.nodes < ceiling - EPS]
+            s.outside_ok = allowed
+        outside = self._greedy(s, allowed)
         if outside is None:
             s.unplaced = "declined by every ROFR holder and no outside offer has capacity"
             return

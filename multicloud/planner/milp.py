@@ -141,7 +141,7 @@ def _usable(planner: _Planner, s: _Slot) -> list[Opt]:
     """
     out: list[Opt] = []
     seen: set[int] = set()
-    for opt in s.options.opts:
+    for opt in s.options.opts if s.outside_ok is None else s.outside_ok:
         if (s.restricted and opt.holder) or opt.oi in seen:
             continue
         c = planner.cap[opt.oi]
@@ -207,6 +207,7 @@ def build(
                 "gang",
                 id(s.options),
                 s.restricted,
+                None if s.outside_ok is None else id(s.outside_ok),
                 s.job.duration_hours,
                 s.job.priority,
                 s.job.team,

@@ -640,3 +640,51 @@ def test_times_without_a_zone_are_utc() -> None:
     assert j.deadline is not None and j.deadline.utcoffset() is not None
     p = plan(Snapshot(jobs=[j], offers=[offer()], now=NOW))
     assert [a.job for a in p.placements] == ["a"]
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_declined_job_never_goes_outside_at_a_price_the_holder_would_take(force: bool) -> None:
+    # azure declines "a" against P = $100 (aws). "b" may only use aws, so the optimiser
+    # would like to move "a" to gcp at $112 — which azure ($115, 4%) would have accepted.
+    c = Case(
+        "route around",
+        [job("a"), job("b", providers=["aws"])],
+        [
+            offer("azure", price=115),
+            offer("aws", price=100, capacity=1),
+            offer("gcp", price=112, capacity=1),
+        ],
+        {},
+        contracts={"rofr": {"holders": ["azure"], "tolerance": 0.04}},
+    )
+    p = run(c, force)
+    for a in p.for_job("a"):
+        assert a.offer.provider != "azure"
+        assert a.price_per_hour * 1.04 < 115
+
+
+def test_commitment_preference_does_not_lift_a_declined_job_above_what_the_holder_declined() -> (
+    None
+):
+    c = Case(
+        "commitment",
+        [job("a")],
+        [offer("azure", price=112), offer("aws", price=110), offer("gcp", price=100)],
+        {"a": "gcp:on-demand"},
+        contracts={
+            "rofr": {"holders": ["azure"], "tolerance": 0.05},
+            "commitments": [
+                {
+                    "name": "c",
+                    "provider": "aws",
+                    "total_usd": 1e6,
+                    "spent_usd": 0,
+                    "start": "2026-01-01T00:00:00Z",
+                    "end": "2027-01-01T00:00:00Z",
+                    "tolerance": 0.15,
+                }
+            ],
+        },
+    )
+    p = run(c)
+    assert {n: where(p, n) for n in c.want} == c.want
