@@ -28,7 +28,7 @@ from multicloud import providers as registry
 from multicloud.accelerators import canonical, suggest
 from multicloud.catalog import CatalogRow, load_catalog
 from multicloud.errors import MulticloudError, ProviderNotFoundError, SpecError
-from multicloud.fleet import plan_fleet
+from multicloud.fleet import check_reservations, load_providers, plan_fleet
 from multicloud.models import Fleet, Job, Kind
 from multicloud.planner import Assignment, Plan
 from multicloud.specs import check_against_fleet, load_fleet, load_jobs
@@ -128,6 +128,7 @@ def _load(jobs_file: Path, fleet_file: Path | None) -> tuple[list[Job], Fleet, s
     fleet = load_fleet(fleet_path)
     check_against_fleet(jobs, fleet, str(jobs_file))
     _check_adapters(fleet, str(fleet_path))
+    check_reservations(fleet, load_providers(fleet), str(fleet_path))
     return jobs, fleet, str(fleet_path)
 
 

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from multicloud import providers as registry
+from multicloud.accelerators import suggest
 from multicloud.catalog import load_catalog
+from multicloud.errors import SpecError
 from multicloud.models import Fleet, Job
 from multicloud.planner import Plan, Policy, Snapshot, plan
 from multicloud.provider import Offer, Provider, ResourceRequest
@@ -91,6 +93,44 @@ def snapshot(
     )
 
 
+def check_reservations(
+    fleet: Fleet, providers: Mapping[str, Provider], source: str = "fleet"
+) -> None:
+    """Check that every reservation names an instance type its provider offers there.
+
+    A misspelt reservation would otherwise be dropped silently and its prepaid capacity
+    never used.
+
+    Args:
+        fleet: The fleet.
+        providers: Its loaded providers.
+        source: Fleet file name for messages.
+
+    Raises:
+        SpecError: Naming the reservation field, with a "did you mean".
+    """
+    problems: list[tuple[str, str]] = []
+    for i, res in enumerate(fleet.contracts.reservations):
+        if res.accelerator is not None and res.count is not None:
+            continue  # fully described: nothing to look up
+        offered = providers[res.provider].offers(ResourceRequest(regions=(res.region,)))
+        types = sorted({o.instance_type for o in offered})
+        if res.instance_type in types:
+            continue
+        hint = suggest(res.instance_type, types)
+        tail = f"; did you mean '{hint}'?" if hint else ""
+        where = f"{res.provider}/{res.region}"
+        problems.append(
+            (
+                f"contracts.reservations[{i}].instance_type",
+                f"{where} offers no '{res.instance_type}'{tail} "
+                "(or give accelerator and count to describe the block)",
+            )
+        )
+    if problems:
+        raise SpecError(source, problems)
+
+
 def plan_fleet(
     jobs: Sequence[Job], fleet: Fleet, *, now: datetime | None = None, policy: Policy | None = None
 ) -> Plan:
@@ -104,7 +144,11 @@ def plan_fleet(
 
     Returns:
         The plan.
+
+    Raises:
+        SpecError: If a reservation names an instance type its provider does not offer.
     """
     provs = load_providers(fleet)
+    check_reservations(fleet, provs)
     offers = collect_offers(provs, jobs)
     return plan(snapshot(jobs, fleet, offers, now=now), policy)

@@ -216,7 +216,7 @@ def load_fleet(path: str | Path) -> Fleet:
 
 
 def check_against_fleet(jobs: list[Job], fleet: Fleet, source: str = "<jobs>") -> None:
-    """Check the jobs' references to fleet providers.
+    """Check the jobs' references to fleet providers and to regions.
 
     Args:
         jobs: Parsed jobs.
@@ -224,7 +224,8 @@ def check_against_fleet(jobs: list[Job], fleet: Fleet, source: str = "<jobs>") -
         source: Job file name for messages.
 
     Raises:
-        SpecError: If a job names a provider the fleet does not have.
+        SpecError: If a job names a provider the fleet does not have, or a
+            ``serving.regions_near`` region neither the catalog nor the fleet knows.
     """
     names = tuple(fleet.providers)
     problems: list[tuple[str, str]] = []
@@ -238,5 +239,25 @@ def check_against_fleet(jobs: list[Job], fleet: Fleet, source: str = "<jobs>") -
                 problems.append(
                     (f"{where}.placement.providers[{k}]", f"unknown provider '{name}'{tail}")
                 )
+    known = _known_regions(fleet)
+    for i, job in enumerate(jobs):
+        where = f"jobs[{i}]" if len(jobs) > 1 else f"job '{job.name}'"
+        for k, region in enumerate(job.serving.regions_near if job.serving else ()):
+            if region not in known:
+                hint = suggest(region, sorted(known))
+                tail = f"; did you mean '{hint}'?" if hint else ""
+                problems.append(
+                    (f"{where}.serving.regions_near[{k}]", f"unknown region '{region}'{tail}")
+                )
     if problems:
         raise SpecError(source, problems)
+
+
+def _known_regions(fleet: Fleet) -> set[str]:
+    """Regions the catalog knows plus those the fleet's inline offers name."""
+    from multicloud.catalog import load_catalog
+
+    known = set(load_catalog().regions)
+    for cfg in fleet.providers.values():
+        known.update(o.region for o in cfg.offers)
+    return known
