@@ -58,8 +58,9 @@ class _Slot:
     spread: int
     pinned: bool = False
     restricted: bool = False  # ROFR declined: non-holder options only
-    # ROFR declined on price: the outside options the holders would also have declined
-    outside_ok: list[Opt] | None = None
+    # ROFR declined on price: outside gang prices must stay below this (what the
+    # holders would also have declined)
+    ceiling: float | None = None
     chosen: list[tuple[Opt, int, float]] = field(default_factory=list)  # opt, replicas, node price
     rofr: RofrOutcome | None = None
     reasons: list[str] = field(default_factory=list)
@@ -248,7 +249,10 @@ class _Planner:
         """
         cap = self.cap
         nodes = s.nodes
+        ceiling = s.ceiling
         for opt in s.options.opts if opts is None else opts:
+            if ceiling is not None and opt.node_price * nodes >= ceiling - EPS:
+                continue
             c = cap[opt.oi]
             if c is None or c >= nodes:
                 return opt
@@ -482,14 +486,12 @@ class _Planner:
                 first = outcome
         s.rofr = first
         s.restricted = True
-        allowed = opts.outside
-        if ceiling is not None and s.job.kind is Kind.TRAINING:
+        if s.job.kind is Kind.TRAINING:
             # A declined job may not end up outside at a price the holder would have
             # taken: that would route it around the holder (commitment preferences or
             # the optimiser could otherwise pick a pricier outside offer than P).
-            allowed = [o for o in allowed if o.node_price * s.nodes < ceiling - EPS]
-            s.outside_ok = allowed
-        outside = self._greedy(s, allowed)
+            s.ceiling = ceiling
+        outside = self._greedy(s, opts.outside)
         if outside is None:
             s.unplaced = "declined by every ROFR holder and no outside offer has capacity"
             return

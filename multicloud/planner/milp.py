@@ -141,8 +141,11 @@ def _usable(planner: _Planner, s: _Slot) -> list[Opt]:
     """
     out: list[Opt] = []
     seen: set[int] = set()
-    for opt in s.options.opts if s.outside_ok is None else s.outside_ok:
+    ceiling = s.ceiling
+    for opt in s.options.opts:
         if (s.restricted and opt.holder) or opt.oi in seen:
+            continue
+        if ceiling is not None and opt.node_price * s.nodes >= ceiling - 1e-9:
             continue
         c = planner.cap[opt.oi]
         if c is not None and c < s.nodes:
@@ -207,7 +210,7 @@ def build(
                 "gang",
                 id(s.options),
                 s.restricted,
-                None if s.outside_ok is None else id(s.outside_ok),
+                s.ceiling,
                 s.job.duration_hours,
                 s.job.priority,
                 s.job.team,
