@@ -1,0 +1,722 @@
+"""Tests of the durable store, each run against SQLite and PostgreSQL.
+
+PostgreSQL is expected on 127.0.0.1:5432 (user ``postgres``, trust auth; override with
+``MULTICLOUD_TEST_POSTGRES``). Each module run creates its own database and drops it at the
+end. Without PostgreSQL the PostgreSQL half is skipped, except under CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+
+from multicloud.planner.types import Assignment, AuditEntry
+from multicloud.provider import MarketKind, request_id
+from multicloud.store import (
+    SCHEMA_VERSION,
+    TERMINAL_STATES,
+    TRANSITIONS,
+    AttemptEndedError,
+    AttemptNotFoundError,
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobState,
+    SchemaVersionError,
+    Store,
+    StoreError,
+    engine_url,
+)
+from multicloud.testing.builders import job, offer
+
+PG_ADMIN_URL = os.environ.get(
+    "MULTICLOUD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+S = JobState
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this module, dropped afterwards whatever happens."""
+    admin_url = sa.make_url(PG_ADMIN_URL)
+    shown = admin_url.render_as_string(hide_password=True)
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        problem = str(exc).strip()
+    else:
+        problem = ""
+    if problem:
+        message = f"PostgreSQL is not reachable at {shown}: {problem}"
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"{message}\nCI must start PostgreSQL before the tests "
+                "(pg_ctlcluster --skip-systemctl-redirect <version> main start)",
+                pytrace=False,
+            )
+        pytest.skip(message)
+    name = f"mc_store_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        try:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        finally:
+            admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _sqlite_url(tmp_path: Any) -> str:
+    # A directory that does not exist yet: open() must create it.
+    return f"sqlite:///{tmp_path}/state/dir/store.db"
+
+
+def _drop_schema(database: str) -> None:
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture
+def fresh_url(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A store URL on a database without any schema, one per backend."""
+    if backend == "sqlite":
+        yield _sqlite_url(tmp_path)
+        return
+    database: str = request.getfixturevalue("pg_database")
+    _drop_schema(database)
+    try:
+        yield database
+    finally:
+        # Leave no odd schema (say, from the future) to the tests sharing the database.
+        _drop_schema(database)
+
+
+@pytest.fixture
+def url(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A store URL on a database without rows (with or without the schema), per backend."""
+    if backend == "sqlite":
+        return _sqlite_url(tmp_path)
+    database: str = request.getfixturevalue("pg_database")
+    # Migrating costs ~100 ms on PostgreSQL (DDL commits); emptying the tables a few ms.
+    with psycopg.connect(database, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('public.jobs') IS NOT NULL").fetchone()
+        if row is not None and row[0]:
+            with conn.transaction():
+                for table in ("events", "audit", "decisions", "attempts", "jobs"):
+                    conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+    return database
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    with Store.open(url) as opened:
+        yield opened
+
+
+def raw_rows(url: str, table: str) -> list[dict[str, Any]]:
+    """Read a table around the store, as a test of what is really on disk."""
+    engine = sa.create_engine(engine_url(url))
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(sa.text(f"SELECT * FROM {table}"))
+            return [dict(row) for row in result.mappings()]
+    finally:
+        engine.dispose()
+
+
+def path_to(target: JobState) -> list[JobState]:
+    """Shortest walk of the lifecycle from PENDING to ``target`` (PENDING excluded)."""
+    previous: dict[JobState, JobState | None] = {S.PENDING: None}
+    queue = deque([S.PENDING])
+    while queue:
+        state = queue.popleft()
+        for nxt in sorted(TRANSITIONS[state], key=lambda s: s.value):
+            if nxt not in previous:
+                previous[nxt] = state
+                queue.append(nxt)
+    walk: list[JobState] = []
+    node: JobState | None = target
+    while node is not None and node is not S.PENDING:
+        walk.append(node)
+        node = previous[node]
+    return walk[::-1]
+
+
+def submitted_in(store: Store, state: JobState, name: str = "j") -> str:
+    job_id, _ = store.submit(job(name), now=T0)
+    for i, step in enumerate(path_to(state), start=1):
+        store.transition(job_id, step, reason="setup", now=at(i))
+    return job_id
+
+
+def launch(store: Store, job_id: str, *, attempt: int = 1, region: str = "us-east-1") -> str:
+    rid = request_id(job_id, attempt, region)
+    store.begin_attempt(
+        job_id,
+        attempt=attempt,
+        request_id=rid,
+        provider="aws",
+        region=region,
+        zone=None,
+        instance_type="p5.48xlarge",
+        nodes=2,
+        market=MarketKind.SPOT,
+        price_per_hour=61.5,
+        now=at(attempt),
+    )
+    return rid
+
+
+# --------------------------------------------------------------------------- URLs, schema
+
+
+@pytest.mark.parametrize(
+    ("given", "driver"),
+    [
+        ("postgresql://u:pw@db.example:5432/mc", "postgresql+psycopg"),
+        ("postgres://u@db.example/mc", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@db.example/mc", "postgresql+psycopg"),
+        ("sqlite:///var/lib/multicloud/store.db", "sqlite"),
+        ("sqlite://", "sqlite"),
+    ],
+)
+def test_engine_url_picks_the_driver(given: str, driver: str) -> None:
+    assert engine_url(given).drivername == driver
+
+
+@pytest.mark.parametrize("given", ["mysql://u@h/db", "not a url", "redis://localhost"])
+def test_engine_url_rejects_other_databases(given: str) -> None:
+    with pytest.raises(StoreError, match="store URL"):
+        engine_url(given)
+
+
+def test_schema_version_recorded_and_reopen_is_a_no_op(fresh_url: str) -> None:
+    with Store.open(fresh_url) as first:
+        assert first.schema_version() == SCHEMA_VERSION
+        job_id, _ = first.submit(job("keep"), now=T0)
+    versions = raw_rows(fresh_url, "schema_version")
+    assert [v["version"] for v in versions] == list(range(1, SCHEMA_VERSION + 1))
+
+    with Store.open(fresh_url) as again:
+        assert again.schema_version() == SCHEMA_VERSION
+        assert again.get(job_id).name == "keep"
+    assert raw_rows(fresh_url, "schema_version") == versions
+
+
+def test_concurrent_opens_migrate_once(fresh_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def open_and_close() -> None:
+        try:
+            with Store.open(fresh_url) as opened:
+                opened.schema_version()
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(raw_rows(fresh_url, "schema_version")) == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused(fresh_url: str) -> None:
+    Store.open(fresh_url).close()
+    engine = sa.create_engine(engine_url(fresh_url))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO schema_version (version, description) VALUES (:v, 'future')"),
+            {"v": SCHEMA_VERSION + 1},
+        )
+    engine.dispose()
+    with pytest.raises(SchemaVersionError, match="upgrade multicloud"):
+        Store.open(fresh_url)
+
+
+def test_sqlite_file_uses_wal(tmp_path: Any) -> None:
+    path = tmp_path / "a" / "b" / "store.db"
+    Store.open(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def test_submit_get_and_list_in_submission_order(store: Store) -> None:
+    spec = job("train", priority=7, team="research", nodes=2)
+    first, created = store.submit(spec, now=T0)
+    second, _ = store.submit(job("serve", priority=100), now=at(1))
+    third, _ = store.submit(job("later", priority=-3), now=at(2))
+
+    assert created and first.startswith("job-") and len(first) == len("job-") + 12
+    got = store.get(first)
+    assert (got.id, got.name, got.state, got.priority, got.team) == (
+        first, "train", S.PENDING, 7, "research"
+    )
+    assert got.job == spec
+    assert got.submitted_at == T0 == got.updated_at
+    assert got.attempts == []
+
+    store.transition(second, S.PLACED, reason="planned", now=at(3))
+    assert [r.id for r in store.list_jobs()] == [first, second, third]
+    assert [r.id for r in store.pending()] == [first, third]
+    assert [r.id for r in store.list_jobs([S.PLACED, S.RUNNING])] == [second]
+    assert store.list_jobs([]) == []
+    assert store.get(second).updated_at == at(3)
+
+
+def test_unknown_job_is_reported(store: Store) -> None:
+    for call in (
+        lambda: store.get("job-000000000000"),
+        lambda: store.events("job-000000000000"),
+        lambda: store.decisions("job-000000000000"),
+        lambda: store.next_attempt_number("job-000000000000"),
+        lambda: store.transition("job-000000000000", S.PLACED, reason="x", now=T0),
+    ):
+        with pytest.raises(JobNotFoundError, match="job-000000000000"):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same_job"),
+    [
+        pytest.param(("k1", job("a")), ("k1", job("a")), True, id="same-key-same-spec"),
+        pytest.param(
+            ("k1", job("a", accelerator="h100")),
+            ("k1", job("a", accelerator="H100")),
+            True,
+            id="same-key-equal-after-validation",
+        ),
+        pytest.param((None, job("a")), (None, job("a")), False, id="no-key-twice"),
+        pytest.param(("k1", job("a")), ("k2", job("a")), False, id="other-key-same-spec"),
+    ],
+)
+def test_idempotent_submission(
+    store: Store, first: tuple[str | None, Any], second: tuple[str | None, Any], same_job: bool
+) -> None:
+    id1, created1 = store.submit(first[1], now=T0, client_key=first[0])
+    id2, created2 = store.submit(second[1], now=at(1), client_key=second[0])
+    assert created1
+    assert (id1 == id2) is same_job
+    assert created2 is not same_job
+    assert len(store.list_jobs()) == (1 if same_job else 2)
+    # A repeated submission is not a second event either.
+    assert len(store.events(id1)) == 1
+
+
+def test_same_key_other_spec_is_an_error_naming_the_key(store: Store) -> None:
+    job_id, _ = store.submit(job("a"), now=T0, client_key="deploy-42")
+    with pytest.raises(IdempotencyConflictError, match="deploy-42") as err:
+        store.submit(job("a", priority=5), now=at(1), client_key="deploy-42")
+    assert job_id in str(err.value)
+    assert [r.id for r in store.list_jobs()] == [job_id]
+
+
+def test_only_the_spec_is_stored_never_secret_values(
+    store: Store, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret_value = "hf_" + uuid.uuid4().hex
+    monkeypatch.setenv("HF_TOKEN", secret_value)
+    spec = job(
+        "secretive",
+        run={"command": "python train.py", "env": {"LOG_LEVEL": "debug"}, "secrets": ["HF_TOKEN"]},
+    )
+    store.submit(spec, now=T0, client_key="k")
+
+    (row,) = raw_rows(url, "jobs")
+    stored = row["spec"] if isinstance(row["spec"], dict) else json.loads(row["spec"])
+    assert stored == spec.model_dump(mode="json")
+    assert stored["run"]["env"] == {"LOG_LEVEL": "debug"}
+    assert stored["run"]["secrets"] == ["HF_TOKEN"]
+    everything = repr(
+        [raw_rows(url, t) for t in ("jobs", "events", "attempts", "decisions", "audit")]
+    )
+    assert secret_value not in everything
+
+
+def test_naive_timestamps_are_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.submit(job("a"), now=datetime(2030, 1, 1))
+
+
+def test_timestamps_come_back_in_utc(store: Store) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    job_id, _ = store.submit(job("a"), now=datetime(2030, 1, 1, 14, 0, tzinfo=plus_two))
+    got = store.get(job_id)
+    assert got.submitted_at == T0
+    assert got.submitted_at.tzinfo == timezone.utc
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_lifecycle_table_is_complete_and_consistent() -> None:
+    assert set(TRANSITIONS) == set(JobState)
+    for state in JobState:
+        assert state.is_terminal == (state in TERMINAL_STATES) == (not TRANSITIONS[state])
+        assert state not in TRANSITIONS[state]
+        # Everything is reachable, and nothing is a trap: a terminal state is always reachable.
+        assert state is S.PENDING or path_to(state)
+        assert state.is_terminal or TRANSITIONS[state] & {S.CANCELLED}
+    assert {s.value for s in TERMINAL_STATES} == {"succeeded", "failed", "cancelled"}
+
+
+ALLOWED = [
+    pytest.param(src, dst, id=f"{src.value}->{dst.value}")
+    for src in JobState
+    for dst in sorted(TRANSITIONS[src], key=lambda s: s.value)
+]
+
+
+@pytest.mark.parametrize(("src", "dst"), ALLOWED)
+def test_every_allowed_transition_passes(store: Store, src: JobState, dst: JobState) -> None:
+    job_id = submitted_in(store, src)
+    assert store.transition(job_id, dst, reason=f"to {dst.value}", now=at(60)) is src
+    assert store.get(job_id).state is dst
+    last = store.events(job_id)[-1]
+    assert (last["from_state"], last["to_state"], last["reason"]) == (
+        src.value, dst.value, f"to {dst.value}"
+    )
+
+
+FORBIDDEN = [
+    (S.PENDING, S.RUNNING),
+    (S.PENDING, S.SUCCEEDED),
+    (S.PENDING, S.FAILED),
+    (S.PENDING, S.PENDING),
+    (S.PLACED, S.RUNNING),
+    (S.PROVISIONING, S.SUCCEEDED),
+    (S.RUNNING, S.PENDING),
+    (S.RUNNING, S.PROVISIONING),
+    (S.PREEMPTED, S.RUNNING),
+    (S.PREEMPTED, S.PLACED),
+]
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [pytest.param(s, d, id=f"{s.value}->{d.value}") for s, d in FORBIDDEN]
+)
+def test_forbidden_transitions_raise_and_change_nothing(
+    store: Store, src: JobState, dst: JobState
+) -> None:
+    job_id = submitted_in(store, src)
+    before = store.events(job_id)
+    with pytest.raises(InvalidTransitionError, match=f"from {src.value} to {dst.value}"):
+        store.transition(job_id, dst, reason="nope", now=at(60))
+    assert store.get(job_id).state is src
+    assert store.events(job_id) == before
+
+
+@pytest.mark.parametrize("terminal", [s for s in JobState if s.is_terminal])
+def test_terminal_states_stay_terminal(store: Store, terminal: JobState) -> None:
+    job_id = submitted_in(store, terminal)
+    for target in JobState:
+        with pytest.raises(InvalidTransitionError):
+            store.transition(job_id, target, reason="revive", now=at(60))
+    assert store.get(job_id).state is terminal
+
+
+@pytest.mark.parametrize(
+    ("expect", "passes"),
+    [
+        (S.PENDING, False),
+        ([S.PENDING, S.RUNNING], False),
+        (S.PLACED, True),
+        ([S.PENDING, S.PLACED], True),
+        (None, True),
+    ],
+)
+def test_transition_is_a_compare_and_set(store: Store, expect: Any, passes: bool) -> None:
+    job_id = submitted_in(store, S.PLACED)
+    if passes:
+        store.transition(job_id, S.PROVISIONING, reason="launch", now=at(9), expect=expect)
+        assert store.get(job_id).state is S.PROVISIONING
+    else:
+        with pytest.raises(InvalidTransitionError, match="is placed, expected"):
+            store.transition(job_id, S.PROVISIONING, reason="launch", now=at(9), expect=expect)
+        assert store.get(job_id).state is S.PLACED
+
+
+def test_events_tell_the_story(store: Store) -> None:
+    job_id, _ = store.submit(job("a"), now=T0)
+    story = [
+        (S.PLACED, "cheapest offer"),
+        (S.PROVISIONING, "launching"),
+        (S.PREEMPTED, "spot reclaimed"),
+        (S.PENDING, "requeued after preemption"),
+        (S.PLACED, "re-placed"),
+        (S.PROVISIONING, "launching"),
+        (S.RUNNING, "nodes up"),
+        (S.SUCCEEDED, "exit 0"),
+    ]
+    for minute, (state, reason) in enumerate(story, start=1):
+        store.transition(job_id, state, reason=reason, now=at(minute))
+    events = store.events(job_id)
+    assert events[0] == {
+        "job": job_id, "at": T0.isoformat(), "from_state": None, "to_state": "pending",
+        "reason": "submitted",
+    }
+    assert [(e["to_state"], e["reason"]) for e in events[1:]] == [
+        (s.value, r) for s, r in story
+    ]
+    assert [e["from_state"] for e in events[1:]] == ["pending"] + [s.value for s, _ in story[:-1]]
+    assert [e["at"] for e in events] == [at(m).isoformat() for m in range(len(story) + 1)]
+
+
+# --------------------------------------------------------------------------- attempts
+
+
+def test_attempts_are_idempotent_by_request_id(store: Store) -> None:
+    job_id = submitted_in(store, S.PLACED)
+    assert store.next_attempt_number(job_id) == 1
+    rid = launch(store, job_id)
+    # The restarted scheduler re-records the same decision: it gets the row it already had.
+    again = store.begin_attempt(
+        job_id, attempt=1, request_id=rid, provider="aws", region="us-east-1", zone=None,
+        instance_type="p5.48xlarge", nodes=2, market="spot", price_per_hour=61.5, now=at(30),
+    )
+    assert again.started_at == at(1)
+    (only,) = store.get(job_id).attempts
+    assert only == again
+    assert (only.request_id, only.market, only.nodes, only.price_per_hour) == (
+        rid, MarketKind.SPOT, 2, 61.5
+    )
+    assert store.next_attempt_number(job_id) == 2
+
+
+@pytest.mark.parametrize(
+    ("other_job", "attempt"), [(True, 1), (False, 2)], ids=["other-job", "other-attempt"]
+)
+def test_a_request_id_cannot_name_two_attempts(
+    store: Store, other_job: bool, attempt: int
+) -> None:
+    owner = submitted_in(store, S.PLACED, "owner")
+    rid = launch(store, owner)
+    target = submitted_in(store, S.PLACED, "other") if other_job else owner
+    with pytest.raises(IdempotencyConflictError, match=rid):
+        store.begin_attempt(
+            target, attempt=attempt, request_id=rid, provider="aws", region="us-east-1",
+            zone=None, instance_type="p5.48xlarge", nodes=2, market="spot",
+            price_per_hour=61.5, now=at(5),
+        )
+
+
+def test_attempt_for_unknown_job_is_refused(store: Store) -> None:
+    with pytest.raises(JobNotFoundError):
+        launch(store, "job-000000000000")
+
+
+def test_attempt_handle_outcome_and_live_set(store: Store) -> None:
+    a = submitted_in(store, S.PROVISIONING, "a")
+    b = submitted_in(store, S.PROVISIONING, "b")
+    ra = launch(store, a)
+    rb1 = launch(store, b, attempt=1, region="us-west-2")
+    rb2 = launch(store, b, attempt=1, region="eu-west-1")  # a second offer of one attempt
+    assert [x.request_id for x in store.live_attempts()] == [ra, rb1, rb2]
+
+    handle = {"provider": "aws", "id": "i-0abc", "extra": [["asg", "mc-1"]], "nodes": 2}
+    store.set_attempt_handle(ra, handle)
+    ended = store.end_attempt(ra, outcome="preempted", now=at(40))
+    assert (ended.handle, ended.outcome, ended.ended_at, ended.live) == (
+        handle, "preempted", at(40), False
+    )
+    assert store.end_attempt(ra, outcome="preempted", now=at(50)).ended_at == at(40)
+    with pytest.raises(AttemptEndedError, match="preempted"):
+        store.end_attempt(ra, outcome="succeeded", now=at(50))
+    assert [x.request_id for x in store.live_attempts()] == [rb1, rb2]
+    assert store.get(a).attempts[0].to_dict()["handle"] == handle
+
+    for call in (
+        lambda: store.set_attempt_handle("nope", {}),
+        lambda: store.end_attempt("nope", outcome="failed", now=at(1)),
+    ):
+        with pytest.raises(AttemptNotFoundError, match="nope"):
+            call()
+
+
+# --------------------------------------------------------------------------- decisions, audit
+
+
+def test_decisions_round_trip(store: Store) -> None:
+    job_id, _ = store.submit(job("a", nodes=2), now=T0)
+    assignment = Assignment(
+        job=job_id, offer=offer(zone="us-east-1a"), market=MarketKind.ON_DEMAND, nodes=2,
+        replicas=1, node_price=10.0, duration_hours=3.0, rofr=None,
+        reasons=("cheapest feasible", "commitment behind schedule"),
+    )
+    placement = assignment.to_dict()
+    store.record_decision(
+        job_id, placement=placement, reasons=list(assignment.reasons),
+        catalog_version="2030-01-01", now=at(1),
+    )
+    store.record_decision(
+        job_id, placement=[placement, placement], reasons=[], catalog_version="v2", now=at(2)
+    )
+    assert store.decisions(job_id) == [
+        {"job": job_id, "at": at(1).isoformat(), "placement": placement,
+         "reasons": ["cheapest feasible", "commitment behind schedule"],
+         "catalog_version": "2030-01-01"},
+        {"job": job_id, "at": at(2).isoformat(), "placement": [placement, placement],
+         "reasons": [], "catalog_version": "v2"},
+    ]
+    with pytest.raises(JobNotFoundError):
+        store.record_decision(
+            "job-000000000000", placement={}, reasons=[], catalog_version="v", now=at(3)
+        )
+
+
+def entry(job_id: str, holder: str, answer: str, when: datetime | None) -> AuditEntry:
+    return AuditEntry(
+        job=job_id,
+        holder=holder,
+        terms={"accelerators": ["H100"], "count": 8, "nodes": 4, "regions": ["us-*"],
+               "residency": [], "nested": {"window_s": 30.0}},
+        outside_price_per_hour=98.3125,
+        holder_price_per_hour=None if answer == "declined" else 101.5,
+        answer=answer,  # type: ignore[arg-type]
+        reason=f"{holder} {answer}",
+        billed_price_per_hour=None if answer == "declined" else 98.3125,
+        at=when,
+        catalog_version="cat-7",
+    )
+
+
+def test_audit_round_trip_and_filters(store: Store) -> None:
+    a, _ = store.submit(job("a"), now=T0)
+    b, _ = store.submit(job("b"), now=T0)
+    explicit = datetime(2030, 1, 1, 7, 30, tzinfo=timezone(timedelta(hours=-5)))
+    entries = [
+        entry(a, "coreweave", "declined", None),
+        entry(a, "azure", "accepted", explicit),
+        entry(b, "coreweave", "accepted", None),
+    ]
+    store.record_audit(entries, now=at(5))
+    store.record_audit([], now=at(6))
+
+    stamped = [
+        entries[0].to_dict() | {"at": at(5).isoformat()},
+        entries[1].to_dict() | {"at": explicit.astimezone(timezone.utc).isoformat()},
+        entries[2].to_dict() | {"at": at(5).isoformat()},
+    ]
+    assert store.audit() == stamped
+    assert store.audit(job_id=a) == stamped[:2]
+    assert store.audit(holder="coreweave") == [stamped[0], stamped[2]]
+    assert store.audit(job_id=b, holder="azure") == []
+
+
+def test_audit_is_all_or_nothing(store: Store) -> None:
+    a, _ = store.submit(job("a"), now=T0)
+    with pytest.raises(JobNotFoundError, match="job-000000000000"):
+        store.record_audit(
+            [entry(a, "azure", "accepted", None), entry("job-000000000000", "x", "declined", None)],
+            now=at(1),
+        )
+    assert store.audit() == []
+
+
+# --------------------------------------------------------------------------- restart safety
+
+
+def test_a_second_store_on_the_same_url_sees_writes(url: str) -> None:
+    with Store.open(url) as one, Store.open(url) as two:
+        job_id, _ = one.submit(job("shared"), now=T0, client_key="ck")
+        assert two.get(job_id).state is S.PENDING
+        assert two.submit(job("shared"), now=at(1), client_key="ck") == (job_id, False)
+        two.transition(job_id, S.PLACED, reason="planned by two", now=at(2))
+        assert one.get(job_id).state is S.PLACED
+        rid = launch(one, job_id)
+        assert [x.request_id for x in two.live_attempts()] == [rid]
+        with pytest.raises(InvalidTransitionError):
+            one.transition(job_id, S.PROVISIONING, reason="stale", now=at(3), expect=S.PENDING)
+
+
+def test_everything_survives_close_and_reopen(url: str) -> None:
+    with Store.open(url) as before:
+        job_id, _ = before.submit(job("durable", team="ml"), now=T0, client_key="d1")
+        before.transition(job_id, S.PLACED, reason="planned", now=at(1))
+        rid = launch(before, job_id)
+        before.set_attempt_handle(rid, {"id": "i-1"})
+        before.record_decision(
+            job_id, placement={"provider": "aws"}, reasons=["r"], catalog_version="v", now=at(1)
+        )
+        before.record_audit([entry(job_id, "azure", "declined", None)], now=at(1))
+        snapshot = (
+            before.get(job_id), before.events(job_id), before.decisions(job_id), before.audit()
+        )
+
+    with Store.open(url) as after:
+        assert (
+            after.get(job_id), after.events(job_id), after.decisions(job_id), after.audit()
+        ) == snapshot
+        assert [x.request_id for x in after.live_attempts()] == [rid]
+        assert after.submit(job("durable", team="ml"), now=at(9), client_key="d1") == (
+            job_id, False
+        )
+
+
+@pytest.mark.parametrize("what", ["submit", "begin_attempt"])
+def test_racing_writers_with_one_key_make_one_row(url: str, what: str) -> None:
+    with Store.open(url) as setup:
+        job_id = submitted_in(setup, S.PLACED, "racer")
+    rid = request_id(job_id, 1, "us-east-1")
+    stores = [Store.open(url) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    results: list[object] = []
+
+    def race(mine: Store) -> None:
+        barrier.wait()
+        try:
+            if what == "submit":
+                results.append(mine.submit(job("same"), now=T0, client_key="race")[0])
+            else:
+                results.append(launch(mine, job_id))
+        except BaseException as exc:  # collected for the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in stores]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for opened in stores:
+            opened.close()
+    assert len(results) == len(stores)
+    assert len(set(map(repr, results))) == 1, results
+    assert not isinstance(results[0], BaseException)
+    if what == "submit":
+        assert len(raw_rows(url, "jobs")) == 2
+    else:
+        assert [r["request_id"] for r in raw_rows(url, "attempts")] == [rid]
