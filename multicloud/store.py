@@ -126,9 +126,7 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = MappingProxyType(
         _S.PENDING: frozenset({_S.PLACED, _S.CANCELLED}),
         # Back to PENDING: the launch failed (capacity, quota) and the job is re-placed.
         _S.PLACED: frozenset({_S.PROVISIONING, _S.PENDING, _S.FAILED, _S.CANCELLED}),
-        _S.PROVISIONING: frozenset(
-            {_S.RUNNING, _S.PREEMPTED, _S.PENDING, _S.FAILED, _S.CANCELLED}
-        ),
+        _S.PROVISIONING: frozenset({_S.RUNNING, _S.PREEMPTED, _S.PENDING, _S.FAILED, _S.CANCELLED}),
         _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.PREEMPTED, _S.CANCELLED}),
         # A preempted job is requeued, never resumed in place: the capacity is gone.
         _S.PREEMPTED: frozenset({_S.PENDING, _S.CANCELLED}),
@@ -669,9 +667,7 @@ class Store:
 
     # ------------------------------------------------------------------ jobs
 
-    def submit(
-        self, job: Job, *, now: datetime, client_key: str | None = None
-    ) -> tuple[str, bool]:
+    def submit(self, job: Job, *, now: datetime, client_key: str | None = None) -> tuple[str, bool]:
         """Accept a job as PENDING, idempotently when a client key is given.
 
         Args:
@@ -757,9 +753,7 @@ class Store:
             if row is None:
                 raise JobNotFoundError(f"no job {job_id!r}")
             attempts = conn.execute(
-                sa.select(_ATTEMPTS)
-                .where(_ATTEMPTS.c.job_id == job_id)
-                .order_by(_ATTEMPTS.c.id)
+                sa.select(_ATTEMPTS).where(_ATTEMPTS.c.job_id == job_id).order_by(_ATTEMPTS.c.id)
             ).mappings()
             return _job(row, [_attempt(a) for a in attempts])
 
@@ -1033,8 +1027,7 @@ class Store:
                 if found.outcome == outcome:
                     return found
                 raise AttemptEndedError(
-                    f"attempt {request_id} already ended as {found.outcome!r}, "
-                    f"not {outcome!r}"
+                    f"attempt {request_id} already ended as {found.outcome!r}, not {outcome!r}"
                 )
             conn.execute(
                 sa.update(_ATTEMPTS)
@@ -1192,13 +1185,6 @@ class Store:
         Raises:
             JobNotFoundError: No such job.
         """
-        with self._tx(write=False) as conn:
-            self._require_jobs(conn, [job_id])
-            rows = list(
-                conn.execute(
-                    sa.select(_EVENTS).where(_EVENTS.c.job_id == job_id).order_by(_EVENTS.c.id)
-                ).mappings()
-            )
         return [
             {
                 "job": r["job_id"],
@@ -1207,7 +1193,7 @@ class Store:
                 "to_state": r["to_state"],
                 "reason": r["reason"],
             }
-            for r in rows
+            for r in self._job_rows(_EVENTS, job_id)
         ]
 
     def decisions(self, job_id: str) -> list[dict[str, Any]]:
@@ -1222,15 +1208,6 @@ class Store:
         Raises:
             JobNotFoundError: No such job.
         """
-        with self._tx(write=False) as conn:
-            self._require_jobs(conn, [job_id])
-            rows = list(
-                conn.execute(
-                    sa.select(_DECISIONS)
-                    .where(_DECISIONS.c.job_id == job_id)
-                    .order_by(_DECISIONS.c.id)
-                ).mappings()
-            )
         return [
             {
                 "job": r["job_id"],
@@ -1239,5 +1216,15 @@ class Store:
                 "reasons": r["reasons"],
                 "catalog_version": r["catalog_version"],
             }
-            for r in rows
+            for r in self._job_rows(_DECISIONS, job_id)
         ]
+
+    def _job_rows(self, table: sa.Table, job_id: str) -> list[sa.RowMapping]:
+        """One job's rows of a ledger table, oldest first (JobNotFoundError if no job)."""
+        with self._tx(write=False) as conn:
+            self._require_jobs(conn, [job_id])
+            return list(
+                conn.execute(
+                    sa.select(table).where(table.c.job_id == job_id).order_by(table.c.id)
+                ).mappings()
+            )
