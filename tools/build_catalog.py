@@ -21,7 +21,6 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +29,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from multicloud.accelerators import canonical  # noqa: E402
+from multicloud.catalog import CatalogRow as Row  # noqa: E402
 from multicloud.models import JURISDICTIONS  # noqa: E402
 
 VERSION = "2026.11.23"
@@ -202,27 +202,14 @@ REGIONS: dict[str, tuple[str, str, float, float]] = {
 }
 
 
-@dataclass(frozen=True)
-class Row:
-    """One catalog row before serialisation (fields in ``COLUMNS`` order)."""
+def _sort_key(row: Row) -> tuple[str, str, str, str]:
+    """Return the key rows are sorted and deduplicated by."""
+    return (row.provider, row.region, row.zone or "", row.instance_type)
 
-    provider: str
-    region: str
-    zone: str | None
-    instance_type: str
-    accelerator: str
-    count: int
-    price: float | None
-    spot_price: float | None
-    source: str
 
-    def sort_key(self) -> tuple[str, str, str, str]:
-        """Return the key rows are sorted and deduplicated by."""
-        return (self.provider, self.region, self.zone or "", self.instance_type)
-
-    def as_list(self) -> list[object]:
-        """Return the row as a JSON array in ``COLUMNS`` order."""
-        return [getattr(self, name) for name in COLUMNS]
+def _as_list(row: Row) -> list[object]:
+    """Return the row as a JSON array in ``COLUMNS`` order."""
+    return [getattr(row, name) for name in COLUMNS]
 
 
 def _price(cell: str | None) -> float | None:
@@ -356,7 +343,7 @@ def collect_rows(prices: Path) -> list[Row]:
             raise ValueError(
                 f"region '{row.region}' belongs to {REGIONS[row.region][0]}, not {row.provider}"
             )
-        unique.setdefault(row.sort_key(), row)
+        unique.setdefault(_sort_key(row), row)
     return [unique[key] for key in sorted(unique)]
 
 
@@ -393,7 +380,7 @@ def render(rows: list[Row]) -> str:
     lines = ["{"]
     lines.extend(f"{dump(key)}:{dump(value)}," for key, value in head.items())
     lines.append('"rows":[')
-    lines.append(",\n".join(dump(row.as_list()) for row in rows))
+    lines.append(",\n".join(dump(_as_list(row)) for row in rows))
     lines.append("],")
     lines.append('"regions":{')
     lines.append(",\n".join(f"{dump(name)}:{dump(info)}" for name, info in regions.items()))
