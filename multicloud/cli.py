@@ -28,9 +28,10 @@ from multicloud import providers as registry
 from multicloud.accelerators import canonical, suggest
 from multicloud.catalog import CatalogRow, load_catalog
 from multicloud.errors import MulticloudError, ProviderNotFoundError, SpecError
-from multicloud.fleet import check_reservations, load_providers, plan_fleet
+from multicloud.fleet import check_reservations, plan_fleet
 from multicloud.models import Fleet, Job, Kind
 from multicloud.planner import Assignment, Plan
+from multicloud.provider import Provider
 from multicloud.specs import check_against_fleet, load_fleet, load_jobs
 
 __all__ = ["app", "main"]
@@ -96,21 +97,25 @@ def _parse_now(value: str | None) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
-def _check_adapters(fleet: Fleet, source: str) -> None:
+def _check_adapters(fleet: Fleet, source: str) -> dict[str, Provider]:
     """Build every provider of the fleet once, so that a bad entry names the fleet file.
 
     Args:
         fleet: The parsed fleet.
         source: The fleet file, for messages.
 
+    Returns:
+        The built providers, by fleet name (reused for planning).
+
     Raises:
         SpecError: If an entry's adapter is unknown or not installed, or its settings do
             not fit the adapter.
     """
+    built: dict[str, Provider] = {}
     for name, cfg in fleet.providers.items():
         field = f"providers.{name}.adapter" if cfg.adapter else f"providers.{name}"
         try:
-            registry.from_fleet(fleet, name)
+            built[name] = registry.from_fleet(fleet, name)
         except ProviderNotFoundError as err:
             raise SpecError(source, [(field, str(err))]) from None
         except SpecError as err:
@@ -118,18 +123,21 @@ def _check_adapters(fleet: Fleet, source: str) -> None:
             raise SpecError(source, err.problems) from None
         except (TypeError, ValueError) as err:
             raise SpecError(source, [(f"providers.{name}", str(err))]) from None
+    return built
 
 
-def _load(jobs_file: Path, fleet_file: Path | None) -> tuple[list[Job], Fleet, str]:
+def _load(
+    jobs_file: Path, fleet_file: Path | None
+) -> tuple[list[Job], Fleet, dict[str, Provider]]:
     from multicloud.demo import demo_paths
 
     fleet_path = fleet_file if fleet_file is not None else demo_paths()[1]
     jobs = load_jobs(jobs_file)
     fleet = load_fleet(fleet_path)
     check_against_fleet(jobs, fleet, str(jobs_file))
-    _check_adapters(fleet, str(fleet_path))
-    check_reservations(fleet, load_providers(fleet), str(fleet_path))
-    return jobs, fleet, str(fleet_path)
+    providers = _check_adapters(fleet, str(fleet_path))
+    check_reservations(fleet, providers, str(fleet_path))
+    return jobs, fleet, providers
 
 
 # ---- plan ------------------------------------------------------------------------------------
@@ -299,8 +307,8 @@ def plan(
     """Plan jobs against a fleet offline and show where each one would go and why."""
     with _reported():
         when = _parse_now(now)
-        jobs, fleet, _ = _load(jobs_file, fleet_file)
-        result = plan_fleet(jobs, fleet, now=when)
+        jobs, fleet, providers = _load(jobs_file, fleet_file)
+        result = plan_fleet(jobs, fleet, now=when, providers=providers)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -499,8 +507,8 @@ def demo(
 
     with _reported():
         jobs_path, fleet_path = demo_paths()
-        jobs, fleet, _ = _load(jobs_path, fleet_path)
-        result = plan_fleet(jobs, fleet, now=DEMO_NOW)
+        jobs, fleet, providers = _load(jobs_path, fleet_path)
+        result = plan_fleet(jobs, fleet, now=DEMO_NOW, providers=providers)
         baselines = single_cloud_baselines(jobs, fleet, now=DEMO_NOW)
     cost_by_job: dict[str, float] = {}
     for a in result.placements:

@@ -132,7 +132,12 @@ def check_reservations(
 
 
 def plan_fleet(
-    jobs: Sequence[Job], fleet: Fleet, *, now: datetime | None = None, policy: Policy | None = None
+    jobs: Sequence[Job],
+    fleet: Fleet,
+    *,
+    now: datetime | None = None,
+    policy: Policy | None = None,
+    providers: Mapping[str, Provider] | None = None,
 ) -> Plan:
     """Plan jobs against a fleet offline: load adapters, collect offers, run the planner.
 
@@ -141,6 +146,7 @@ def plan_fleet(
         fleet: The fleet.
         now: Current time.
         policy: Planner search settings.
+        providers: The fleet's providers, when the caller has built them already.
 
     Returns:
         The plan.
@@ -148,7 +154,7 @@ def plan_fleet(
     Raises:
         SpecError: If a reservation names an instance type its provider does not offer.
     """
-    provs = load_providers(fleet)
+    provs = load_providers(fleet) if providers is None else providers
     check_reservations(fleet, provs)
     offers = collect_offers(provs, jobs)
     return plan(snapshot(jobs, fleet, offers, now=now), policy)

@@ -29,6 +29,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from multicloud.accelerators import canonical  # noqa: E402
+from multicloud.catalog import COLUMNS  # noqa: E402
 from multicloud.catalog import CatalogRow as Row  # noqa: E402
 from multicloud.models import JURISDICTIONS  # noqa: E402
 
@@ -37,17 +38,6 @@ DATE = "2026-11-23"
 DEFAULT_PRICES = REPO_ROOT.parent / "shared" / "data" / "prices"
 DEFAULT_OUT = REPO_ROOT / "multicloud" / "catalog" / "data" / "catalog.json"
 
-COLUMNS = (
-    "provider",
-    "region",
-    "zone",
-    "instance_type",
-    "accelerator",
-    "count",
-    "price",
-    "spot_price",
-    "source",
-)
 
 LATENCY_MODEL = (
     "Estimates, not measurements: round-trip time between two regions is derived at load "

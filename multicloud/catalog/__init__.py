@@ -209,19 +209,23 @@ def _capacity_for(row: CatalogRow, limits: Mapping[str, int]) -> int | None:
     return None
 
 
+COLUMNS: tuple[str, ...] = (
+    "provider",
+    "region",
+    "zone",
+    "instance_type",
+    "accelerator",
+    "count",
+    "price",
+    "spot_price",
+    "source",
+)
+"""The order of a row's fields in the data file (the build script writes it)."""
+
+
 def _parse(raw: Mapping[str, Any]) -> Catalog:
     columns = list(raw["columns"])
-    expected = [
-        "provider",
-        "region",
-        "zone",
-        "instance_type",
-        "accelerator",
-        "count",
-        "price",
-        "spot_price",
-        "source",
-    ]
+    expected = list(COLUMNS)
     if columns != expected:
         raise ValueError(f"catalog columns {columns} do not match {expected}")
     rows = tuple(

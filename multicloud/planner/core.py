@@ -134,7 +134,6 @@ class _Planner:
             preferred=behind_schedule(snap.contracts.commitments, snap.now),
         )
         self.audit: list[AuditEntry] = []
-        self.contended = False
         self._cur: _Slot | None = None
         self.team_left: dict[str, float] = {
             team: b.max_cost_usd - snap.team_spent.get(team, 0.0)
@@ -190,7 +189,7 @@ class _Planner:
                 self._walk(s)
         self._cur = None
         stats = PlanStats(path="fast", jobs=len(slots))
-        if self.contended or self.policy.force_optimizer:
+        if self.policy.force_optimizer or any(s.contended for s in slots):
             from multicloud.planner.milp import optimise
 
             stats = optimise(self, slots)
@@ -234,7 +233,6 @@ class _Planner:
         return s
 
     def _note_contention(self) -> None:
-        self.contended = True
         if self._cur is not None:
             self._cur.contended = True
 
