@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -174,6 +175,7 @@ class AttemptRecord:
         outcome: How the attempt ended (None while it is live).
         started_at: When the attempt was decided.
         ended_at: When it ended.
+        reservation: The prepaid reservation it draws on, if any.
     """
 
     job_id: str
@@ -190,6 +192,7 @@ class AttemptRecord:
     outcome: str | None
     started_at: datetime
     ended_at: datetime | None
+    reservation: str | None = None
 
     @property
     def live(self) -> bool:
@@ -213,6 +216,7 @@ class AttemptRecord:
             "outcome": self.outcome,
             "started_at": self.started_at.isoformat(),
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "reservation": self.reservation,
         }
 
 
@@ -380,8 +384,28 @@ class _Migration:
 
 
 # Append only: a released migration never changes, a new one gets the next version.
+def _define_v2(md: sa.MetaData) -> None:
+    """Add the version-2 table: facts about the installation itself (its install id)."""
+    sa.Table(
+        "meta",
+        md,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+
+
+def _migrate_v2(conn: Connection) -> None:
+    md = sa.MetaData(naming_convention=_NAMING)
+    _define_v2(md)
+    md.create_all(conn)
+    # Which reservation a live attempt draws on: a restarted scheduler must know how much
+    # of each prepaid block is in use before it places anything.
+    conn.execute(sa.text("ALTER TABLE attempts ADD COLUMN reservation VARCHAR(128)"))
+
+
 _MIGRATIONS: tuple[_Migration, ...] = (
     _Migration(1, "jobs, attempts, decisions, audit, events", _migrate_v1),
+    _Migration(2, "meta: install id", _migrate_v2),
 )
 SCHEMA_VERSION: int = _MIGRATIONS[-1].version
 
@@ -393,14 +417,17 @@ _VERSIONS = sa.Table(
     sa.Column("description", sa.String(256), nullable=False),
 )
 
-# The tables as the code below reads and writes them: today, exactly version 1.
+# The tables as the code below reads and writes them: today, versions 1 and 2.
 _MD = sa.MetaData(naming_convention=_NAMING)
 _define_v1(_MD)
+_define_v2(_MD)
+_MD.tables["attempts"].append_column(sa.Column("reservation", sa.String(128), nullable=True))
 _JOBS = _MD.tables["jobs"]
 _ATTEMPTS = _MD.tables["attempts"]
 _DECISIONS = _MD.tables["decisions"]
 _AUDIT = _MD.tables["audit"]
 _EVENTS = _MD.tables["events"]
+_META = _MD.tables["meta"]
 
 # Any fixed 64-bit number works; processes of one installation only need to agree on it.
 _MIGRATION_LOCK = 0x6D756C7469636C64  # "multicld"
@@ -502,6 +529,7 @@ def _attempt(row: RowMapping) -> AttemptRecord:
         outcome=row["outcome"],
         started_at=row["started_at"],
         ended_at=row["ended_at"],
+        reservation=row["reservation"],
     )
 
 
@@ -548,6 +576,8 @@ class Store:
             engine: A SQLAlchemy engine on a migrated database.
         """
         self._engine = engine
+        # The connection of the batch this thread is in, if any (see :meth:`batch`).
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -625,7 +655,37 @@ class Store:
         return self._engine.dialect.name
 
     @contextmanager
+    def batch(self) -> Iterator[Store]:
+        """Run every store call this thread makes inside the block in one write transaction.
+
+        The scheduler records a whole cycle (placements, attempts, decisions, audit lines,
+        events) this way: one commit instead of one per row is what lets it keep up with
+        thousands of jobs per second, and a crash mid-cycle leaves nothing half-written.
+        An error inside the block rolls the whole batch back. Batches do not nest.
+
+        Yields:
+            The store itself.
+
+        Raises:
+            StoreError: If this thread is already inside a batch.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            raise StoreError("store batches do not nest")
+        with self._engine.connect() as conn:
+            conn.execution_options(multicloud_write=True)
+            with conn.begin():
+                self._local.conn = conn
+                try:
+                    yield self
+                finally:
+                    self._local.conn = None
+
+    @contextmanager
     def _tx(self, *, write: bool) -> Iterator[Connection]:
+        batched: Connection | None = getattr(self._local, "conn", None)
+        if batched is not None:
+            yield batched
+            return
         with self._engine.connect() as conn:
             if write:
                 conn.execution_options(multicloud_write=True)
@@ -665,7 +725,45 @@ class Store:
         with self._tx(write=False) as conn:
             return int(conn.execute(sa.select(sa.func.max(_VERSIONS.c.version))).scalar() or 0)
 
+    def install_id(self) -> str:
+        """Return this installation's id, creating it on first use.
+
+        Every resource the scheduler launches is tagged with it, so the orphan sweep can
+        tell its own leftovers from other installs' workloads in the same cloud account.
+
+        Returns:
+            ``mc-`` and 12 hex digits, stable for the life of the store.
+        """
+        with self._tx(write=True) as conn:
+            found = conn.execute(
+                sa.select(_META.c.value).where(_META.c.key == "install_id")
+            ).scalar()
+            if found is not None:
+                return str(found)
+            value = "mc-" + secrets.token_hex(6)
+            conn.execute(sa.insert(_META).values(key="install_id", value=value))
+            return value
+
     # ------------------------------------------------------------------ jobs
+
+    def submit_many(
+        self, items: Sequence[tuple[Job, str | None]], *, now: datetime
+    ) -> list[tuple[str, bool]]:
+        """Accept several jobs in one transaction (all or none), like :meth:`submit`.
+
+        Args:
+            items: ``(job, client_key)`` pairs.
+            now: Submission time.
+
+        Returns:
+            ``(job_id, created)`` per item, in order.
+
+        Raises:
+            IdempotencyConflictError: A client key was used for a different spec; nothing
+                is accepted.
+        """
+        with self.batch():
+            return [self.submit(job, now=now, client_key=key) for job, key in items]
 
     def submit(self, job: Job, *, now: datetime, client_key: str | None = None) -> tuple[str, bool]:
         """Accept a job as PENDING, idempotently when a client key is given.
@@ -785,6 +883,34 @@ class Store:
                 by_job.setdefault(row["job_id"], []).append(_attempt(row))
             return [_job(row, by_job.get(row["id"], [])) for row in conn.execute(jobs_q).mappings()]
 
+    def job_states(self, job_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Return the state of each job without loading specs or attempts.
+
+        Args:
+            job_ids: Only these jobs (None: all).
+
+        Returns:
+            Job id → state name, in submission order.
+        """
+        query = sa.select(_JOBS.c.id, _JOBS.c.state).order_by(_JOBS.c.seq)
+        if job_ids is not None:
+            wanted = list(job_ids)
+            if not wanted:
+                return {}
+            query = query.where(_JOBS.c.id.in_(wanted))
+        with self._tx(write=False) as conn:
+            return {str(i): str(s) for i, s in conn.execute(query)}
+
+    def count_by_state(self) -> dict[str, int]:
+        """Return how many jobs are in each state.
+
+        Returns:
+            State name → count (states without jobs are absent).
+        """
+        query = sa.select(_JOBS.c.state, sa.func.count()).group_by(_JOBS.c.state)
+        with self._tx(write=False) as conn:
+            return {str(state): int(n) for state, n in conn.execute(query)}
+
     def pending(self) -> list[JobRecord]:
         """Return the PENDING jobs in submission order."""
         return self.list_jobs([JobState.PENDING])
@@ -894,6 +1020,7 @@ class Store:
         market: MarketKind | str,
         price_per_hour: float,
         now: datetime,
+        reservation: str | None = None,
     ) -> AttemptRecord:
         """Record a launch before it is sent, idempotently by request id.
 
@@ -913,6 +1040,7 @@ class Store:
             market: Market billed.
             price_per_hour: Price of all nodes per hour.
             now: When the launch was decided.
+            reservation: The reservation the launch draws on, if any.
 
         Returns:
             The attempt: the one already recorded under ``request_id`` if there is one.
@@ -946,6 +1074,7 @@ class Store:
                         outcome=None,
                         started_at=at,
                         ended_at=None,
+                        reservation=reservation,
                     )
                 )
                 return self._require_attempt(conn, request_id)
@@ -1218,6 +1347,30 @@ class Store:
             }
             for r in self._job_rows(_DECISIONS, job_id)
         ]
+
+    def state_times(self, job_ids: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+        """Return when each job first entered each state, from its events, in one query.
+
+        Args:
+            job_ids: Only these jobs (None: all).
+
+        Returns:
+            ``{job_id: {state: ISO 8601 time}}``.
+        """
+        first = sa.func.min(_EVENTS.c.at, type_=_UtcDateTime()).label("at")
+        query = sa.select(_EVENTS.c.job_id, _EVENTS.c.to_state, first).group_by(
+            _EVENTS.c.job_id, _EVENTS.c.to_state
+        )
+        if job_ids is not None:
+            wanted = list(job_ids)
+            if not wanted:
+                return {}
+            query = query.where(_EVENTS.c.job_id.in_(wanted))
+        out: dict[str, dict[str, str]] = {}
+        with self._tx(write=False) as conn:
+            for row in conn.execute(query).mappings():
+                out.setdefault(row["job_id"], {})[row["to_state"]] = _iso(row["at"]) or ""
+        return out
 
     def _job_rows(self, table: sa.Table, job_id: str) -> list[sa.RowMapping]:
         """One job's rows of a ledger table, oldest first (JobNotFoundError if no job)."""

@@ -720,3 +720,51 @@ def test_racing_writers_with_one_key_make_one_row(url: str, what: str) -> None:
         assert len(raw_rows(url, "jobs")) == 2
     else:
         assert [r["request_id"] for r in raw_rows(url, "attempts")] == [rid]
+
+
+# --------------------------------------------------------------------------- batches (issue 3)
+
+
+def test_submit_many_is_one_transaction_all_or_none(store: Store) -> None:
+    results = store.submit_many([(job("a"), "k-a"), (job("b"), None)], now=at(0))
+    assert [created for _, created in results] == [True, True]
+    assert [r.name for r in store.list_jobs()] == ["a", "b"]
+    # A conflicting key anywhere in the batch: nothing of it is accepted.
+    with pytest.raises(IdempotencyConflictError):
+        store.submit_many([(job("c"), None), (job("other", priority=9), "k-a")], now=at(1))
+    assert [r.name for r in store.list_jobs()] == ["a", "b"]
+    again = store.submit_many([(job("a"), "k-a")], now=at(2))
+    assert again == [(results[0][0], False)]
+
+
+def test_batch_rolls_back_every_call_on_error(store: Store) -> None:
+    job_id, _ = store.submit(job("a"), now=at(0))
+    with pytest.raises(RuntimeError), store.batch():
+        store.transition(job_id, S.PLACED, reason="planned", now=at(1))
+        raise RuntimeError("crash mid-cycle")
+    assert store.get(job_id).state is S.PENDING
+    assert [e["to_state"] for e in store.events(job_id)] == ["pending"]
+
+
+def test_batches_do_not_nest(store: Store) -> None:
+    with store.batch(), pytest.raises(StoreError, match="nest"), store.batch():
+        pass
+
+
+def test_install_id_is_created_once_and_kept(url: str) -> None:
+    with Store.open(url) as first:
+        made = first.install_id()
+        assert made.startswith("mc-") and first.install_id() == made
+    with Store.open(url) as second:
+        assert second.install_id() == made
+
+
+def test_state_times_gives_first_entry_into_each_state(store: Store) -> None:
+    job_id, _ = store.submit(job("a"), now=at(0))
+    store.transition(job_id, S.PLACED, reason="planned", now=at(1))
+    store.transition(job_id, S.PENDING, reason="capacity", now=at(2))
+    store.transition(job_id, S.PLACED, reason="planned again", now=at(3))
+    times = store.state_times([job_id])
+    assert times[job_id] == {"pending": at(0).isoformat(), "placed": at(1).isoformat()}
+    assert store.state_times([]) == {}
+    assert set(store.state_times()) == {job_id}
