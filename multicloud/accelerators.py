@@ -17,8 +17,8 @@ class Accelerator:
 
     Attributes:
         name: Canonical name used everywhere in multicloud.
-        vendor: ``nvidia``, ``google``, ``aws`` or ``amd``.
-        memory_gb: Memory per device in GB.
+        vendor: ``nvidia``, ``google``, ``aws``, ``amd``, or ``generic`` for plain CPUs.
+        memory_gb: Memory per device in GB (0 when the device has none of its own).
         aliases: Other spellings accepted on input.
     """
 
@@ -54,6 +54,9 @@ ACCELERATORS: tuple[Accelerator, ...] = (
     Accelerator("Trainium", "aws", 32, ("trainium1", "trn1")),
     Accelerator("Trainium2", "aws", 96, ("trn2",)),
     Accelerator("Inferentia2", "aws", 32, ("inf2",)),
+    # No accelerator at all: what the `local` provider offers, so that a job can ask for
+    # `accelerator: cpu` and run on this machine. No cloud catalog row sells it.
+    Accelerator("CPU", "generic", 0, ("cpu",)),
 )
 
 

@@ -104,6 +104,8 @@ class LaunchSpec:
         secrets: Secret names, resolved on the host.
         duration_hours: Expected duration (the sim provider runs this long, scaled).
         checkpoint: Checkpoint location, when the job declares one.
+        cpus: CPUs per node to reserve, when the job asks for a number (the ``local``
+            provider requests this many Ray CPUs; None means the adapter's default).
     """
 
     job_id: str
@@ -118,6 +120,7 @@ class LaunchSpec:
     secrets: tuple[str, ...] = ()
     duration_hours: float = 1.0
     checkpoint: str | None = None
+    cpus: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,32 @@ class Provider(Protocol):
 
     def terminate(self, handle: Handle, *, request_id: str) -> None:
         """Terminate a workload; a no-op for an unknown or already terminated handle."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedWorkload:
+    """A live workload an install launched, with the job attempt it was tagged with.
+
+    Attributes:
+        handle: The workload.
+        job_id: Job id of its tag.
+        attempt: Attempt number of its tag.
+    """
+
+    handle: Handle
+    job_id: str
+    attempt: int
+
+
+@runtime_checkable
+class SupportsSweep(Protocol):
+    """An adapter that can list what an install launched, for the orphan sweep."""
+
+    def owned(self, install_id: str) -> list[OwnedWorkload]:
+        """Return the live workloads this install launched, with their job and attempt tags.
+
+        The scheduler's orphan sweep terminates those that no live attempt owns.
+        """
 
 
 def request_id(job_id: str, attempt: int, region: str) -> str:
