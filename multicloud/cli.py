@@ -586,6 +586,10 @@ def demo(
     )
 
 
+# The service verbs register themselves on `app`; imported last because they use it.
+from multicloud import cli_service  # noqa: E402, F401
+
+
 def main() -> None:
     """Run the CLI (the ``multicloud`` console script)."""
     app()

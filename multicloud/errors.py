@@ -7,6 +7,8 @@ Spec errors carry the file and field path so the CLI can print one clear line.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MulticloudError(Exception):
     """Base class of every error multicloud raises on purpose."""
@@ -24,6 +26,11 @@ class SpecError(MulticloudError):
         self.source = source
         self.problems = problems
         super().__init__(self.render())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (Ray actor → client) by pickling; the default
+        # would call __init__ with the rendered message only.
+        return (type(self), (self.source, self.problems))
 
     def render(self) -> str:
         """Return the error as the text the CLI prints.
@@ -56,6 +63,15 @@ class ProviderError(MulticloudError):
         self.provider = provider
         self.scope = scope
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_provider_error, (type(self), str(self), self.provider, self.scope))
+
+
+def _rebuild_provider_error(
+    cls: type[ProviderError], message: str, provider: str, scope: str
+) -> ProviderError:
+    return cls(message, provider=provider, scope=scope)
 
 
 class CapacityError(ProviderError):

@@ -1,0 +1,399 @@
+"""Starting, stopping and talking to the scheduler service.
+
+>>> import multicloud
+>>> client = multicloud.connect()            # the cluster `multicloud start` left running
+>>> job_id = client.submit(job)
+>>> client.wait(job_id, timeout=600)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from multicloud.errors import MulticloudError
+from multicloud.models import Job
+from multicloud.service.config import ACTOR_NAME, DEFAULT_NAMESPACE, ServiceConfig
+from multicloud.service.runtime import (
+    RayRuntimeError,
+    auth_env,
+    cluster_record,
+    connect_ray,
+    start_local_ray,
+    stop_local_ray,
+)
+
+__all__ = [
+    "TERMINAL",
+    "Client",
+    "ServiceNotRunningError",
+    "StartResult",
+    "connect",
+    "start",
+    "stop",
+]
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ServiceNotRunningError(MulticloudError):
+    """No scheduler actor is running on the cluster."""
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    # Ray re-raises an actor's exception as a subclass of both RayTaskError and the
+    # original class; hand callers the original (its message without Ray's traceback).
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+class Client:
+    """A handle on the running scheduler.
+
+    Args:
+        actor: The ``scheduler`` actor handle.
+    """
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def _call(self, method: str, *args: Any, timeout: float = 60.0, retry: bool = True) -> Any:
+        """Call the actor; reads are retried while Ray restarts a crashed scheduler.
+
+        Args:
+            method: Actor method.
+            *args: Its arguments.
+            timeout: Seconds to keep trying.
+            retry: Retry when the actor is restarting (only for idempotent calls).
+
+        Returns:
+            What the method returned.
+        """
+        import ray
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return ray.get(
+                    getattr(self._actor, method).remote(*args),
+                    timeout=max(0.1, deadline - time.monotonic()),
+                )
+            except ray.exceptions.RayTaskError as exc:
+                raise _unwrap(exc) from None
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                if not retry or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def ping(self) -> dict[str, Any]:
+        """Return the scheduler's store, fleet and counters."""
+        result: dict[str, Any] = self._call("ping")
+        return result
+
+    def submit(self, job: Job | dict[str, Any], *, client_key: str | None = None) -> str:
+        """Submit one job.
+
+        Args:
+            job: The job (a model or its document).
+            client_key: Idempotency key: the same key and spec return the same job id.
+
+        Returns:
+            The job id.
+
+        Raises:
+            SpecError: The job is not valid for the fleet.
+            IdempotencyConflictError: The key was used for another spec.
+        """
+        return self.submit_many([job], client_keys=[client_key])[0]
+
+    def submit_many(
+        self,
+        jobs: Sequence[Job | dict[str, Any]],
+        *,
+        client_keys: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Submit several jobs in one call (one store transaction: all or none).
+
+        Args:
+            jobs: The jobs.
+            client_keys: Optional key per job.
+
+        Returns:
+            The job ids, in order.
+        """
+        docs = [j.model_dump(mode="json") if isinstance(j, Job) else dict(j) for j in jobs]
+        keys = list(client_keys) if client_keys is not None else None
+        # With keys for every job a resend is harmless; without, a retry could accept the
+        # jobs twice, so a crash mid-call is reported instead.
+        safe = keys is not None and all(k is not None for k in keys)
+        ids: list[str] = self._call("submit", docs, keys, retry=safe)
+        return ids
+
+    def submit_async(
+        self, jobs: Sequence[Job | dict[str, Any]], client_keys: Sequence[str | None] | None = None
+    ) -> Any:
+        """Send a batch without waiting; returns a Ray ObjectRef of the job ids.
+
+        Args:
+            jobs: The jobs.
+            client_keys: Optional key per job.
+
+        Returns:
+            An ObjectRef; ``ray.get`` it for the ids. Pipelining batches this way is how
+            a client reaches thousands of submissions per second.
+        """
+        docs = [j.model_dump(mode="json") if isinstance(j, Job) else dict(j) for j in jobs]
+        return self._actor.submit.remote(docs, list(client_keys) if client_keys else None)
+
+    def status(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Return one job or all jobs in the ``multicloud status --json`` form.
+
+        Args:
+            job_id: The job (None: all).
+
+        Returns:
+            The jobs.
+
+        Raises:
+            JobNotFoundError: No such job.
+        """
+        result: list[dict[str, Any]] = self._call("status", job_id)
+        return result
+
+    def states(self, job_ids: Iterable[str] | None = None) -> dict[str, str]:
+        """Return job id → state (cheap).
+
+        Args:
+            job_ids: The jobs (None: all).
+
+        Returns:
+            The states.
+        """
+        result: dict[str, str] = self._call(
+            "states", list(job_ids) if job_ids is not None else None
+        )
+        return result
+
+    def wait(
+        self,
+        job_ids: str | Iterable[str] | None = None,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.25,
+        on_poll: Any = None,
+    ) -> dict[str, str]:
+        """Wait until the jobs reach a final state (or the timeout passes).
+
+        Args:
+            job_ids: One job, several, or None for every job submitted so far.
+            timeout: Seconds to wait at most (None: forever).
+            poll: Seconds between polls.
+            on_poll: Called with the states after each poll (progress bars).
+
+        Returns:
+            Job id → state at the end (some may not be final if the timeout passed).
+        """
+        wanted = (
+            [job_ids]
+            if isinstance(job_ids, str)
+            else (list(job_ids) if job_ids is not None else None)
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            states = self.states(wanted)
+            if on_poll is not None:
+                on_poll(states)
+            if all(s in TERMINAL for s in states.values()):
+                return states
+            if deadline is not None and time.monotonic() >= deadline:
+                return states
+            time.sleep(poll)
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a job; returns its state afterwards."""
+        result: str = self._call("cancel", job_id)  # cancelling twice is harmless
+        return result
+
+    def explain(self, job_id: str) -> dict[str, Any]:
+        """Return the job, its decisions, lifecycle events and ROFR ledger lines."""
+        result: dict[str, Any] = self._call("explain", job_id)
+        return result
+
+    def audit(self, job_id: str | None = None, holder: str | None = None) -> list[dict[str, Any]]:
+        """Return ROFR ledger lines (optionally one job's or one holder's)."""
+        result: list[dict[str, Any]] = self._call("audit", job_id, holder)
+        return result
+
+    def logs(self, job_id: str) -> str:
+        """Return the job's output where its provider keeps it (the local provider does)."""
+        result: str = self._call("logs", job_id)
+        return result
+
+
+def _actor(namespace: str) -> Any:
+    import ray
+
+    try:
+        return ray.get_actor(ACTOR_NAME, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def connect(address: str | None = "auto", *, namespace: str = DEFAULT_NAMESPACE) -> Client:
+    """Connect to the running scheduler.
+
+    Args:
+        address: ``auto`` (inside a Ray job, or the local cluster ``multicloud start``
+            recorded) or the GCS ``HOST:PORT``.
+        namespace: Ray namespace of the ``scheduler`` actor.
+
+    Returns:
+        A client.
+
+    Raises:
+        RayRuntimeError: No cluster to connect to.
+        ServiceNotRunningError: The cluster runs no scheduler.
+    """
+    connect_ray(address, namespace)
+    actor = _actor(namespace)
+    if actor is None:
+        raise ServiceNotRunningError(
+            f"no scheduler is running in Ray namespace {namespace!r}: run `multicloud start`"
+        )
+    return Client(actor)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What ``start`` did.
+
+    Attributes:
+        address: GCS address of the cluster.
+        dashboard_url: Dashboard / Jobs API URL, when known.
+        started_ray: A local Ray head was started.
+        started_actor: The scheduler actor was created (False: it was already running).
+        info: The scheduler's ``ping``.
+        env: Variables a shell needs for ``ray job submit`` against this cluster.
+    """
+
+    address: str
+    dashboard_url: str | None
+    started_ray: bool
+    started_actor: bool
+    info: dict[str, Any]
+    env: dict[str, str]
+
+
+def start(
+    config: ServiceConfig | None,
+    *,
+    address: str | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    num_cpus: int | None = None,
+    ready_timeout: float = 120.0,
+) -> StartResult:
+    """Start (or find) the cluster and the scheduler actor.
+
+    Args:
+        config: What to run; None reuses the last started config.
+        address: GCS address of an existing cluster (None: the local one, started if
+            needed).
+        namespace: Ray namespace.
+        num_cpus: CPUs for a local head started here.
+        ready_timeout: Seconds to wait for the actor to answer.
+
+    Returns:
+        What happened.
+
+    Raises:
+        RayRuntimeError: The cluster could not be started or reached.
+        MulticloudError: No config given and none saved.
+    """
+    # Before importing Ray: it reads RAY_AUTH_MODE once, at import.
+    env = auth_env()
+    import ray
+
+    started_ray = False
+    dashboard: str | None = None
+    if address is None:
+        record = cluster_record()
+        if record is None:
+            record = start_local_ray(num_cpus=num_cpus)
+            started_ray = True
+        address = str(record["gcs_address"])
+        dashboard = str(record.get("dashboard_url"))
+    connect_ray(address, namespace)
+    actor = _actor(namespace)
+    if actor is not None:
+        try:
+            info = Client(actor).ping()
+            return StartResult(address, dashboard, started_ray, False, info, env)
+        except ray.exceptions.RayActorError:
+            actor = None
+    if config is None:
+        config = ServiceConfig.load_saved()
+        if config is None:
+            raise MulticloudError("nothing to start: give --fleet (no earlier start to resume)")
+    from multicloud.service.actor import SchedulerActor
+
+    remote_cls: Any = ray.remote(SchedulerActor)
+    actor = remote_cls.options(
+        name=ACTOR_NAME,
+        namespace=namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        # Ray brings a crashed scheduler back with the same config; it recovers from the
+        # store. Calls in flight at the crash fail rather than replay (submit is not
+        # idempotent without a client key).
+        max_restarts=-1,
+        max_task_retries=0,
+        max_concurrency=32,
+        num_cpus=0,
+    ).remote(config.model_dump_json())
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        try:
+            info = cast(
+                "dict[str, Any]",
+                ray.get(actor.ping.remote(), timeout=max(1.0, deadline - time.monotonic())),
+            )
+            break
+        except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:
+            if time.monotonic() >= deadline:
+                raise RayRuntimeError(f"the scheduler did not come up: {exc}") from exc
+            time.sleep(0.5)
+    config.save()
+    return StartResult(address, dashboard, started_ray, True, info, env)
+
+
+def stop(*, namespace: str = DEFAULT_NAMESPACE, keep_ray: bool = False) -> dict[str, bool]:
+    """Stop the scheduler actor and the local Ray head ``start`` started.
+
+    Args:
+        namespace: Ray namespace.
+        keep_ray: Leave the local Ray running.
+
+    Returns:
+        ``{"actor": stopped?, "ray": stopped?}``.
+    """
+    auth_env()
+    import ray
+
+    stopped_actor = False
+    try:
+        connect_ray("auto", namespace)
+    except RayRuntimeError:
+        return {"actor": False, "ray": False}
+    actor = _actor(namespace)
+    if actor is not None:
+        # A scheduler that cannot shut down cleanly is killed anyway.
+        with contextlib.suppress(Exception):
+            ray.get(actor.shutdown.remote(), timeout=10)
+        ray.kill(actor, no_restart=True)
+        stopped_actor = True
+    ray.shutdown()
+    stopped_ray = False if keep_ray else stop_local_ray()
+    return {"actor": stopped_actor, "ray": stopped_ray}

@@ -1,0 +1,272 @@
+"""The effects around the scheduler: every call into a cloud adapter goes through here.
+
+The scheduler never calls an adapter directly. It asks an :class:`Effects` for a future and
+looks at it on a later tick, so a slow or hanging cloud delays only its own answer, never
+the cycle. Two implementations share one interface:
+
+- :class:`InlineEffects` runs adapter calls on a thread pool in this process (unit tests,
+  and offers/status reads in the service, where a task's round trip would cost more than
+  the call).
+- :class:`RayEffects` (``multicloud.service.ray_effects``) sends launches and terminations
+  to Ray tasks, so a cloud API that hangs holds a worker, not the scheduler.
+
+Adapter errors cross this boundary as data (:class:`LaunchOutcome`), not exceptions: the
+scheduler has to act on each item of a batch separately, and an exception pickled across a
+Ray task would lose its type for adapters Ray cannot import.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from multicloud.errors import (
+    AuthError,
+    CapacityError,
+    InvalidRequestError,
+    ProviderError,
+    QuotaError,
+)
+from multicloud.provider import (
+    Handle,
+    LaunchSpec,
+    Offer,
+    OwnedWorkload,
+    Provider,
+    ResourceRequest,
+    SupportsSweep,
+    WorkloadStatus,
+)
+
+__all__ = [
+    "Effects",
+    "ErrorKind",
+    "InlineEffects",
+    "LaunchItem",
+    "LaunchOutcome",
+    "classify",
+    "launch_batch",
+    "terminate_batch",
+]
+
+ErrorKind = Literal["capacity", "quota", "auth", "invalid", "transient"]
+
+
+@dataclass(frozen=True)
+class LaunchItem:
+    """One launch to send: an offer, a spec and the idempotency key."""
+
+    request_id: str
+    offer: Offer
+    spec: LaunchSpec
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """What became of one launch.
+
+    Attributes:
+        request_id: The launch's idempotency key.
+        handle: The workload's handle when the launch succeeded.
+        error: The error's kind when it failed.
+        scope: The error's scope (``provider``, ``provider/region`` or ``provider/zone``).
+        message: The error message.
+    """
+
+    request_id: str
+    handle: Handle | None = None
+    error: ErrorKind | None = None
+    scope: str | None = None
+    message: str = ""
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """Map an adapter exception to the error kinds the scheduler acts on.
+
+    Args:
+        exc: What the adapter raised.
+
+    Returns:
+        The kind; anything that is not a typed ProviderError counts as transient (a bug
+        or an outage in an adapter should be retried and then re-placed, not crash the
+        scheduler).
+    """
+    if isinstance(exc, CapacityError):
+        return "capacity"
+    if isinstance(exc, QuotaError):
+        return "quota"
+    if isinstance(exc, AuthError):
+        return "auth"
+    if isinstance(exc, InvalidRequestError):
+        return "invalid"
+    return "transient"
+
+
+def _scope(exc: BaseException, provider: str) -> str:
+    if isinstance(exc, ProviderError) and exc.scope:
+        return exc.scope
+    return provider
+
+
+def launch_batch(provider: Provider, items: Sequence[LaunchItem]) -> list[LaunchOutcome]:
+    """Launch each item on ``provider``, turning errors into outcomes.
+
+    Args:
+        provider: The adapter.
+        items: The launches.
+
+    Returns:
+        One outcome per item, in order.
+    """
+    out: list[LaunchOutcome] = []
+    for item in items:
+        try:
+            handle = provider.launch(item.offer, item.spec, request_id=item.request_id)
+        except Exception as exc:  # every adapter error becomes data; see module doc
+            out.append(
+                LaunchOutcome(
+                    item.request_id,
+                    error=classify(exc),
+                    scope=_scope(exc, item.offer.provider),
+                    message=str(exc) or type(exc).__name__,
+                )
+            )
+        else:
+            out.append(LaunchOutcome(item.request_id, handle=handle))
+    return out
+
+
+def terminate_batch(provider: Provider, items: Sequence[tuple[Handle, str]]) -> list[str | None]:
+    """Terminate each ``(handle, request_id)``; return an error message or None per item.
+
+    Args:
+        provider: The adapter.
+        items: Handles with the termination's idempotency key.
+
+    Returns:
+        None for each item terminated (or already gone), else the error message.
+    """
+    out: list[str | None] = []
+    for handle, key in items:
+        try:
+            provider.terminate(handle, request_id=key)
+        except Exception as exc:  # retried by the scheduler on its next sweep
+            out.append(str(exc) or type(exc).__name__)
+        else:
+            out.append(None)
+    return out
+
+
+class Effects(Protocol):
+    """Asynchronous access to the fleet's adapters."""
+
+    def offers(self, provider: str, request: ResourceRequest) -> cf.Future[list[Offer]]:
+        """Ask one provider for offers."""
+
+    def launch(self, provider: str, items: Sequence[LaunchItem]) -> cf.Future[list[LaunchOutcome]]:
+        """Send a batch of launches to one provider."""
+
+    def status(
+        self, provider: str, handles: Sequence[Handle]
+    ) -> cf.Future[dict[str, WorkloadStatus]]:
+        """Ask one provider for the status of its workloads, in one batch."""
+
+    def terminate(
+        self, provider: str, items: Sequence[tuple[Handle, str]]
+    ) -> cf.Future[list[str | None]]:
+        """Terminate workloads on one provider."""
+
+    def owned(self, provider: str, install_id: str) -> cf.Future[list[OwnedWorkload]] | None:
+        """List the live workloads this install launched there (None: cannot sweep)."""
+
+    def close(self) -> None:
+        """Stop accepting work and release threads."""
+
+
+class InlineEffects:
+    """Adapter calls on a thread pool in this process.
+
+    Args:
+        providers: Fleet provider name → adapter.
+        workers: Threads; a hung adapter call holds one until it returns.
+    """
+
+    def __init__(self, providers: Mapping[str, Provider], *, workers: int = 8) -> None:
+        self.providers = dict(providers)
+        self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effects")
+
+    def _submit(self, fn: Callable[[], object]) -> cf.Future[object]:
+        return self._pool.submit(fn)
+
+    def offers(self, provider: str, request: ResourceRequest) -> cf.Future[list[Offer]]:
+        """Ask one provider for offers on a pool thread.
+
+        Args:
+            provider: Fleet provider name.
+            request: What to ask for.
+
+        Returns:
+            A future of the offers.
+        """
+        return self._pool.submit(self.providers[provider].offers, request)
+
+    def launch(self, provider: str, items: Sequence[LaunchItem]) -> cf.Future[list[LaunchOutcome]]:
+        """Launch a batch on a pool thread.
+
+        Args:
+            provider: Fleet provider name.
+            items: The launches.
+
+        Returns:
+            A future of one outcome per item.
+        """
+        return self._pool.submit(launch_batch, self.providers[provider], list(items))
+
+    def status(
+        self, provider: str, handles: Sequence[Handle]
+    ) -> cf.Future[dict[str, WorkloadStatus]]:
+        """Ask for a batch of statuses on a pool thread.
+
+        Args:
+            provider: Fleet provider name.
+            handles: The workloads.
+
+        Returns:
+            A future of statuses keyed by handle id.
+        """
+        return self._pool.submit(self.providers[provider].status, list(handles))
+
+    def terminate(
+        self, provider: str, items: Sequence[tuple[Handle, str]]
+    ) -> cf.Future[list[str | None]]:
+        """Terminate a batch on a pool thread.
+
+        Args:
+            provider: Fleet provider name.
+            items: ``(handle, request_id)`` pairs.
+
+        Returns:
+            A future of one error message (or None) per item.
+        """
+        return self._pool.submit(terminate_batch, self.providers[provider], list(items))
+
+    def owned(self, provider: str, install_id: str) -> cf.Future[list[OwnedWorkload]] | None:
+        """List this install's live workloads on a provider that supports sweeping.
+
+        Args:
+            provider: Fleet provider name.
+            install_id: The install's id.
+
+        Returns:
+            A future of the workloads, or None if the adapter cannot list them.
+        """
+        adapter = self.providers[provider]
+        if not isinstance(adapter, SupportsSweep):
+            return None
+        return self._pool.submit(adapter.owned, install_id)
+
+    def close(self) -> None:
+        """Stop the pool without waiting for hung calls."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
