@@ -497,12 +497,30 @@ def version() -> None:
 @app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            "--plan-only", help="Only plan the demo workload (no Ray, a few seconds)."
+        ),
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Run on this Ray cluster (HOST:PORT) instead."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the demo jobs.")
+    ] = 150.0,
 ) -> None:
-    """Plan the shipped demo workload on four simulated clouds with the shipped catalog.
+    """Run the whole service on this machine: local Ray, the scheduler, four simulated clouds.
 
-    Shows the placements, the ROFR audit, and the cost against planning the same jobs on
-    each cloud alone. No credentials, no network.
+    Submits a week of a lab's queue (training gangs, inference services, small jobs that
+    really run on the local Ray cluster), shows live progress with a capacity error and
+    spot preemptions along the way, then the placements, the ROFR ledger and the cost
+    against each cloud alone. No credentials, no network. ``--plan-only`` just plans.
     """
+    if not plan_only:
+        _live_demo(as_json=as_json, address=address, timeout=timeout)
+        return
     from multicloud.demo import DEMO_NOW, demo_paths, single_cloud_baselines
 
     with _reported():
@@ -584,6 +602,26 @@ def demo(
         "its cost with the last column. Inference services with serving.spread ≥ 2 cannot be "
         "placed on one cloud at all.[/dim]"
     )
+
+
+def _live_demo(*, as_json: bool, address: str | None, timeout: float) -> None:
+    from multicloud.demo.live import live_fleet, print_live_report, run_live_demo
+
+    console = _console(stderr=as_json)
+    with _reported():
+        result = run_live_demo(console, address=address, timeout=timeout)
+    if as_json:
+        doc = {
+            "seconds": round(result.seconds, 2),
+            "all_succeeded": result.ok,
+            "jobs": result.jobs,
+            "audit": result.audit,
+            "logs": result.logs,
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        print_live_report(console, result, live_fleet())
+    raise typer.Exit(0 if result.ok else 1)
 
 
 # The service verbs register themselves on `app`; imported last because they use it.

@@ -25,7 +25,7 @@ import os
 import random
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -161,6 +161,8 @@ class _Counters:
     relaunches: int = 0
     cycle_errors: int = 0
     last_error: str | None = None
+    # (jobs, planner seconds, record seconds) of recent plans, for ping() and benchmarks.
+    decisions: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=4096))
 
 
 def _utcnow() -> datetime:
@@ -168,9 +170,10 @@ def _utcnow() -> datetime:
 
 
 def _place(offer: Offer) -> str:
-    # Region plus zone and instance type: an inference job may use two offers of one
-    # region in one attempt, and each launch needs its own key.
-    return f"{offer.region}/{offer.zone or '-'}/{offer.instance_type}"
+    # Provider, region, zone and instance type: an inference job may use two offers of one
+    # region in one attempt (even two providers' regions of the same name), and each launch
+    # needs its own key.
+    return f"{offer.provider}/{offer.region}/{offer.zone or '-'}/{offer.instance_type}"
 
 
 class Scheduler:
@@ -375,6 +378,7 @@ class Scheduler:
                 "relaunches_after_restart": self.counters.relaunches,
                 "cycle_errors": self.counters.cycle_errors,
                 "last_error": self.counters.last_error,
+                **_decision_summary(self.counters.decisions),
             }
 
     # ------------------------------------------------------------------ the cycle
@@ -519,6 +523,9 @@ class Scheduler:
         for placed in result.placements:
             by_job[placed.job].append(placed)
         self._record_plan(jobs, by_job, result, now, snap.catalog_version)
+        self.counters.decisions.append(
+            (len(jobs), elapsed, time.perf_counter() - started - elapsed)
+        )
         if self.metrics is not None:
             self.metrics.decided(elapsed, len(by_job), result)
         self.crash("after_decide")
@@ -753,20 +760,28 @@ class Scheduler:
 
     def _end_rows(self, job_id: str, outcome: str, now: datetime) -> list[AttemptRecord]:
         """End every live row of a job (inside a batch); return those to terminate."""
-        ended: list[AttemptRecord] = []
-        for key in sorted(self._rows.pop(job_id, set())):
-            row = self._live.pop(key, None)
-            if row is None:
-                continue
-            self.store.end_attempt(key, outcome=outcome, now=now)
-            self._retry_at.pop(key, None)
-            self._tries.pop(key, None)
-            if row.handle is not None:
-                hours = (now - row.started_at).total_seconds() / self.fleet.time_scale
-                if self.metrics is not None:
-                    self.metrics.spent(row.provider, row.price_per_hour * hours)
-                ended.append(row)
-        return ended
+        ended = [
+            self._end_row(job_id, key, outcome, now) for key in sorted(self._rows.get(job_id, ()))
+        ]
+        return [row for row in ended if row is not None and row.handle is not None]
+
+    def _end_row(self, job_id: str, key: str, outcome: str, now: datetime) -> AttemptRecord | None:
+        """End one live row (inside a batch); return it, or None if it was not live."""
+        rows = self._rows.get(job_id)
+        if rows is not None:
+            rows.discard(key)
+            if not rows:
+                del self._rows[job_id]
+        row = self._live.pop(key, None)
+        if row is None:
+            return None
+        self.store.end_attempt(key, outcome=outcome, now=now)
+        self._retry_at.pop(key, None)
+        self._tries.pop(key, None)
+        if row.handle is not None and self.metrics is not None:
+            hours = (now - row.started_at).total_seconds() / self.fleet.time_scale
+            self.metrics.spent(row.provider, row.price_per_hour * hours)
+        return row
 
     def _fail_attempt(
         self, job_id: str, outcome: str, reason: str, now: datetime, requeue: bool
@@ -889,16 +904,17 @@ class Scheduler:
             return self._fail_attempt(
                 job_id, outcome, f"{outcome} on {where}: {s.message}", now, requeue=True
             )
-        rows_live = [self._live[r] for r in self._rows.get(job_id, ())]
         if info.state is S.PROVISIONING and states & {
             WorkloadState.RUNNING,
             WorkloadState.SUCCEEDED,
         }:
             self._move(info, S.RUNNING, "running", now)
-        if states == {WorkloadState.SUCCEEDED} and len(answers) == len(rows_live):
-            if info.state is S.PROVISIONING:
-                self._move(info, S.RUNNING, "running", now)
-            self._end_rows(job_id, "succeeded", now)
+        # Rows finish one by one: an inference job's replicas on two clouds are reported
+        # in two status batches.
+        for row, s in answers:
+            if s.state is WorkloadState.SUCCEEDED:
+                self._end_row(job_id, row.request_id, "succeeded", now)
+        if job_id not in self._rows and info.state is S.RUNNING:
             self._move(info, S.SUCCEEDED, "finished", now)
         return []
 
@@ -937,6 +953,31 @@ class Scheduler:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _decision_summary(samples: Iterable[tuple[int, float, float]]) -> dict[str, Any]:
+    """Percentiles of recent plans: jobs per plan, planner and store-record milliseconds."""
+    rows = list(samples)
+    if not rows:
+        return {}
+
+    def summary(values: list[float], scale: float) -> dict[str, float]:
+        values = sorted(values)
+        p50 = values[len(values) // 2]
+        p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
+        return {
+            "p50": round(p50 * scale, 3),
+            "p99": round(p99 * scale, 3),
+            "max": round(values[-1] * scale, 3),
+            "mean": round(sum(values) / len(values) * scale, 3),
+        }
+
+    return {
+        "recent_plans": len(rows),
+        "plan_jobs": summary([float(r[0]) for r in rows], 1.0),
+        "plan_ms": summary([r[1] for r in rows], 1e3),
+        "record_ms": summary([r[2] for r in rows], 1e3),
+    }
 
 
 def _offer_fields(offer: Offer) -> dict[str, Any]:

@@ -369,8 +369,8 @@ def test_version() -> None:
 # ---- demo ------------------------------------------------------------------------------------
 
 
-def test_demo_prints_plan_audit_and_baseline() -> None:
-    result = run("demo")
+def test_demo_plan_only_prints_plan_audit_and_baseline() -> None:
+    result = run("demo", "--plan-only")
     assert result.exit_code == 0, result.stderr
     for text in ("Placements", "ROFR audit", "single-cloud baseline", "aws only",
                  "coreweave only", "not comparable"):
@@ -378,7 +378,7 @@ def test_demo_prints_plan_audit_and_baseline() -> None:
 
 
 def test_demo_json_baselines_cover_every_cloud() -> None:
-    result = run("demo", "--json")
+    result = run("demo", "--plan-only", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert [b["provider"] for b in doc["baselines"]] == ["aws", "gcp", "azure", "coreweave"]

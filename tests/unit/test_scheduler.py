@@ -224,7 +224,7 @@ def test_lifecycle(
     assert all(e["reason"] for e in h.store.events(job_id))
     # Request ids are derived, so a crash and a re-send could never launch twice.
     for a in record.attempts:
-        place = f"{a.region}/{a.zone or '-'}/{a.instance_type}"
+        place = f"{a.provider}/{a.region}/{a.zone or '-'}/{a.instance_type}"
         assert a.request_id == request_id(job_id, a.attempt, place)
 
 
@@ -434,3 +434,22 @@ def test_orphan_sweep_terminates_unowned_workloads(harness: Callable[..., Harnes
     h.run_until(lambda: not sim.owned(h.scheduler.install_id))
     assert h.scheduler.stats()["orphans_terminated"] == 1
     assert len(sim.owned("mc-other")) == 1
+
+
+def test_inference_spread_over_two_clouds_finishes_when_every_replica_has(
+    harness: Callable[..., Harness],
+) -> None:
+    doc = fleet_doc(
+        cheap={"offers": [sim_offer("r1", 10.0)]},
+        dear={"offers": [sim_offer("r1", 14.0)]},
+    )
+    h = harness(doc)
+    (job_id,) = h.submit(
+        job("serve", kind="inference", serving={"replicas": 2, "spread": 2, "regions_near": []})
+    )
+    h.run_until(h.all_final([job_id]))
+    record = h.store.get(job_id)
+    assert record.state is S.SUCCEEDED
+    assert sorted(a.provider for a in record.attempts) == ["cheap", "dear"]
+    assert {a.outcome for a in record.attempts} == {"succeeded"}
+    assert states_of(h.store, job_id) == LIFECYCLE
