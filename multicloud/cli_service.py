@@ -16,7 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from multicloud.cli import _console, _reported, app
+from multicloud.cli import _check_adapters, _console, _reported, app
+from multicloud.fleet import check_reservations
 from multicloud.specs import load_fleet, load_jobs
 
 __all__: list[str] = []
@@ -102,6 +103,7 @@ def start(
             if fleet_path is not None:
                 parsed = load_fleet(fleet_path)
                 source = str(fleet_path)
+                check_reservations(parsed, _check_adapters(parsed, source), source)
             else:
                 assert saved is not None
                 parsed, source = saved.fleet_model(), saved.fleet_source

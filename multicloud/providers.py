@@ -1,6 +1,6 @@
 """The provider registry: from an adapter name to a ready Provider.
 
-The core ships the ``sim`` adapter (and ``local`` once it exists). Real clouds and third-party
+The core ships the ``sim`` and ``local`` adapters. Real clouds and third-party
 adapters are separate distributions that register in the entry-point group
 ``multicloud.providers``; only the adapter asked for is imported, so a missing or broken SDK
 of one cloud never stops another from loading.
@@ -57,14 +57,7 @@ _SIM_ONLY: tuple[tuple[str, str], ...] = (
 
 
 def _builtins() -> dict[str, str]:
-    found = {}
-    for name, target in _BUILTINS.items():
-        module = target.partition(":")[0]
-        # A built-in whose module is not written yet is not offered at all, rather than
-        # failing later with a bare ImportError.
-        if importlib.util.find_spec(module) is not None:
-            found[name] = target
-    return found
+    return dict(_BUILTINS)
 
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:

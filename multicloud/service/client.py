@@ -337,7 +337,11 @@ def start(
         config = ServiceConfig.load_saved()
         if config is None:
             raise MulticloudError("nothing to start: give --fleet (no earlier start to resume)")
-    from multicloud.service.actor import SchedulerActor
+    from multicloud.service.actor import SchedulerActor, build_providers
+
+    # Build the adapters here first: a fleet they refuse must fail this call with its
+    # message, not send Ray into restarting an actor that can never come up.
+    build_providers(config)
 
     remote_cls: Any = ray.remote(SchedulerActor)
     actor = remote_cls.options(

@@ -64,7 +64,7 @@ class Service:
     def __init__(self, cluster: Any, tmp_path: Path, doc: dict[str, Any], **extra: Any) -> None:
         self.namespace = f"mc-{uuid.uuid4().hex[:8]}"
         self.tmp_path = tmp_path
-        self.store_url = f"sqlite:///{tmp_path / 'store.db'}"
+        self.store_url = extra.pop("store_url", None) or f"sqlite:///{tmp_path / 'store.db'}"
         self.sim_state = str(tmp_path / "sim.jsonl")
         settings = {
             "status_interval_s": 0.1,
@@ -184,6 +184,18 @@ def test_submit_wait_status_explain_audit(service: Callable[..., Service]) -> No
     assert len(lines) == 4 and {e["answer"] for e in lines} == {"accepted"}
     assert {j["provider"] for j in client.status()} == {"dear"}
     assert client.ping()["orphans_terminated"] == 0
+
+
+def test_service_on_a_postgresql_store(
+    service: Callable[..., Service], pg_database: str
+) -> None:
+    svc = service(store_url=pg_database)
+    assert svc.client.ping()["store"].startswith("postgresql")
+    ids = svc.client.submit_many([job(f"pg{i}") for i in range(5)], client_keys=None)
+    assert set(svc.client.wait(ids, timeout=60).values()) == {"succeeded"}
+    with Store.open(pg_database) as store:
+        assert {j.state.value for j in store.list_jobs()} == {"succeeded"}
+    check_no_duplicates_or_orphans(svc)
 
 
 def test_start_again_is_a_no_op(cluster: Any, service: Callable[..., Service]) -> None:

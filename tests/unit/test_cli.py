@@ -479,3 +479,27 @@ def test_readme_yaml_examples_parse_and_plan() -> None:
 
     plan = plan_fleet(jobs, fleets[0], now=DEMO_NOW)
     assert plan.placements
+
+
+# ---- service verbs without a service ------------------------------------------------------
+
+
+def test_start_refuses_a_bad_fleet_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTICLOUD_HOME", str(tmp_path / "home"))
+    fleet = write(tmp_path, "fleet.yaml", "providers:\n  aws:\n    adapter: simm\n")
+    result = run("start", "--fleet", fleet)
+    assert result.exit_code == 2
+    assert "fleet.yaml" in result.stderr and "simm" in result.stderr
+    assert not (tmp_path / "home" / "ray" / "cluster.json").exists()
+
+
+def test_service_verbs_say_how_to_start_when_nothing_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MULTICLOUD_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = run("status")
+    assert result.exit_code == 2
+    assert "multicloud start" in result.stderr

@@ -146,22 +146,10 @@ def test_available_lists_builtins_and_hints(monkeypatch: pytest.MonkeyPatch) -> 
     assert {"aws", "gcp", "azure", "coreweave", "sim"} <= set(listed)
 
 
-@pytest.mark.parametrize("exists", [True, False])
-def test_local_listed_only_when_its_module_exists(
-    exists: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, package: str | None = None) -> Any:
-        if name == "multicloud.local":
-            return real("multicloud.sim") if exists else None
-        return real(name, package)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    assert ("local" in providers.available()) is exists
-    if not exists:
-        with pytest.raises(ProviderNotFoundError):
-            providers.load("local")
+def test_local_is_built_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda *, group: [])
+    assert providers.available()["local"] == "multicloud.local:LocalProvider"
+    assert providers.resolve("local").__name__ == "LocalProvider"
 
 
 def test_entry_point_discovery(fake_entry_points: list[str]) -> None:
