@@ -1016,6 +1016,15 @@ class SimProvider:
             if workload is not None and workload.live_at(now):
                 state.mark_terminated(handle.id, now)
 
+    def batch(self) -> contextlib.AbstractContextManager[SimState]:
+        """Group calls into one transaction of the shared state (``SupportsBatch``).
+
+        Returns:
+            ``state.transaction()``: one lock, one catch-up and one journal write for a
+            whole batch of launches or terminations.
+        """
+        return self.state.transaction()
+
     # -- the orphan sweep (SupportsSweep) ----------------------------------------------------
 
     def owned(self, install_id: str) -> list[OwnedWorkload]:

@@ -19,10 +19,12 @@ URL: each sees the others' committed writes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -50,19 +52,24 @@ __all__ = [
     "AttemptEndedError",
     "AttemptNotFoundError",
     "AttemptRecord",
+    "Decision",
     "IdempotencyConflictError",
     "InvalidTransitionError",
     "JobNotFoundError",
     "JobRecord",
     "JobState",
+    "NewAttempt",
     "SchemaVersionError",
     "Store",
     "StoreError",
+    "Transition",
     "can_transition",
     "engine_url",
     "spec_hash",
 ]
 
+
+_T = TypeVar("_T")
 
 # --------------------------------------------------------------------------- errors
 
@@ -218,6 +225,68 @@ class AttemptRecord:
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "reservation": self.reservation,
         }
+
+
+class Transition(NamedTuple):
+    """One state change for :meth:`Store.transition_many`.
+
+    Attributes:
+        job_id: The job.
+        to: New state.
+        reason: Why, for the event log.
+        expect: States the caller believes the job is in (None: any that may reach ``to``).
+    """
+
+    job_id: str
+    to: JobState
+    reason: str
+    expect: JobState | Iterable[JobState] | None = None
+
+
+class NewAttempt(NamedTuple):
+    """A launch to record before it is sent (:meth:`Store.begin_attempts`).
+
+    Attributes:
+        job_id: Owning job.
+        attempt: Attempt number.
+        request_id: Idempotency key.
+        provider: Fleet provider name.
+        region: Region.
+        zone: Zone, if any.
+        instance_type: Instance type.
+        nodes: Nodes.
+        market: Market billed.
+        price_per_hour: Price of all nodes per hour.
+        reservation: The reservation it draws on, if any.
+    """
+
+    job_id: str
+    attempt: int
+    request_id: str
+    provider: str
+    region: str
+    zone: str | None
+    instance_type: str
+    nodes: int
+    market: MarketKind | str
+    price_per_hour: float
+    reservation: str | None = None
+
+
+class Decision(NamedTuple):
+    """Where the planner put a job and why (:meth:`Store.record_decisions`).
+
+    Attributes:
+        job_id: The job.
+        placement: ``Assignment.to_dict()`` or a list of them (empty: not placed).
+        reasons: Why.
+        catalog_version: Price data version the decision used.
+    """
+
+    job_id: str
+    placement: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    reasons: Sequence[str]
+    catalog_version: str
 
 
 @dataclass(frozen=True)
@@ -429,6 +498,40 @@ _AUDIT = _MD.tables["audit"]
 _EVENTS = _MD.tables["events"]
 _META = _MD.tables["meta"]
 
+# Statements the bulk methods run many times, built once: constructing a statement with an
+# ``IN`` list of literals costs more than running it. ``ids`` is an expanding parameter.
+_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+_Q_JOB_IDS = sa.select(_JOBS.c.id).where(_JOBS.c.id.in_(_IDS))
+_Q_LOCK_STATES = (
+    sa.select(_JOBS.c.id, _JOBS.c.state)
+    .where(_JOBS.c.id.in_(_IDS))
+    .order_by(_JOBS.c.id)
+    .with_for_update()
+)
+# The state in the WHERE clause is the compare-and-set itself.
+_Q_MOVE = (
+    sa.update(_JOBS)
+    .where(_JOBS.c.id.in_(_IDS), _JOBS.c.state == sa.bindparam("src"))
+    .values(state=sa.bindparam("dst"), updated_at=sa.bindparam("at", type_=_UtcDateTime()))
+)
+_Q_ATTEMPTS = sa.select(_ATTEMPTS).where(_ATTEMPTS.c.request_id.in_(_IDS))
+_Q_OUTCOMES = sa.select(_ATTEMPTS.c.request_id, _ATTEMPTS.c.outcome).where(
+    _ATTEMPTS.c.request_id.in_(_IDS)
+)
+_Q_SET_HANDLE = (
+    sa.update(_ATTEMPTS)
+    .where(_ATTEMPTS.c.request_id == sa.bindparam("rid"))
+    .values(handle=sa.bindparam("new_handle", type_=_JSON))
+)
+_Q_END = (
+    sa.update(_ATTEMPTS)
+    .where(_ATTEMPTS.c.request_id == sa.bindparam("rid"), _ATTEMPTS.c.outcome.is_(None))
+    .values(
+        outcome=sa.bindparam("new_outcome"),
+        ended_at=sa.bindparam("new_end", type_=_UtcDateTime()),
+    )
+)
+
 # Any fixed 64-bit number works; processes of one installation only need to agree on it.
 _MIGRATION_LOCK = 0x6D756C7469636C64  # "multicld"
 
@@ -548,6 +651,34 @@ def _job(row: RowMapping, attempts: list[AttemptRecord]) -> JobRecord:
     )
 
 
+def _key_conflict(client_key: str, job_id: str) -> str:
+    return (
+        f"client key {client_key!r} was already used for job {job_id} with a "
+        "different spec; use a new key to submit a different job"
+    )
+
+
+_CHUNK = 500
+"""Values per ``IN (...)`` list: well below every backend's bound-parameter limit."""
+
+
+def _chunks(values: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _event_row(
+    job_id: str, at: datetime, src: JobState | None, dst: JobState, reason: str
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "at": at,
+        "from_state": src.value if src is not None else None,
+        "to_state": dst.value,
+        "reason": reason,
+    }
+
+
 def _states(states: JobState | Iterable[JobState]) -> frozenset[JobState]:
     if isinstance(states, JobState):
         return frozenset({states})
@@ -578,6 +709,13 @@ class Store:
         self._engine = engine
         # The connection of the batch this thread is in, if any (see :meth:`batch`).
         self._local = threading.local()
+        # SQLite has one writer at a time, and a writer that finds the file locked polls
+        # with sleeps of up to 100 ms (the busy handler). Threads of this process queue
+        # on a lock instead and start the moment the previous writer commits: the
+        # scheduler's cycle and its submitters write concurrently all the time.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -671,7 +809,7 @@ class Store:
         """
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("store batches do not nest")
-        with self._engine.connect() as conn:
+        with self._write_lock, self._engine.connect() as conn:
             conn.execution_options(multicloud_write=True)
             with conn.begin():
                 self._local.conn = conn
@@ -686,7 +824,10 @@ class Store:
         if batched is not None:
             yield batched
             return
-        with self._engine.connect() as conn:
+        with (
+            self._write_lock if write else contextlib.nullcontext(),
+            self._engine.connect() as conn,
+        ):
             if write:
                 conn.execution_options(multicloud_write=True)
             elif conn.dialect.name == "postgresql":
@@ -762,8 +903,80 @@ class Store:
             IdempotencyConflictError: A client key was used for a different spec; nothing
                 is accepted.
         """
-        with self.batch():
-            return [self.submit(job, now=now, client_key=key) for job, key in items]
+        at = _utc(now)
+        for _, key in items:
+            if key is not None and not key:
+                raise ValueError("client_key must be a non-empty string or None")
+        specs = [job.model_dump(mode="json") for job, _ in items]
+        digests = [spec_hash(spec) for spec in specs]
+        # Two statements for the whole batch rather than two per job: at thousands of
+        # submissions per second the per-statement overhead is what the store spends.
+        for tries_left in (1, 0):
+            try:
+                with self._tx(write=True) as conn:
+                    return self._insert_jobs(conn, items, specs, digests, at)
+            except IntegrityError:
+                # Another process inserted one of the keys between our check and our
+                # insert (PostgreSQL; SQLite's write lock rules that out): the next try
+                # finds it. Inside a caller's batch the transaction is lost: re-raise.
+                if not tries_left or self._in_batch():
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _in_batch(self) -> bool:
+        return getattr(self._local, "conn", None) is not None
+
+    def _insert_jobs(
+        self,
+        conn: Connection,
+        items: Sequence[tuple[Job, str | None]],
+        specs: Sequence[dict[str, Any]],
+        digests: Sequence[str],
+        at: datetime,
+    ) -> list[tuple[str, bool]]:
+        keys = sorted({key for _, key in items if key is not None})
+        known: dict[str, tuple[str, str]] = {}
+        for chunk in _chunks(keys):
+            for row in conn.execute(
+                sa.select(_JOBS.c.client_key, _JOBS.c.id, _JOBS.c.spec_hash).where(
+                    _JOBS.c.client_key.in_(chunk)
+                )
+            ):
+                known[str(row.client_key)] = (str(row.id), str(row.spec_hash))
+        out: list[tuple[str, bool]] = []
+        jobs: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for (job, key), spec, digest in zip(items, specs, digests, strict=True):
+            if key is not None and key in known:
+                job_id, stored = known[key]
+                if stored != digest:
+                    raise IdempotencyConflictError(_key_conflict(key, job_id))
+                out.append((job_id, False))
+                continue
+            job_id = "job-" + secrets.token_hex(6)
+            if key is not None:
+                known[key] = (job_id, digest)  # the same key twice in one batch
+            jobs.append(
+                {
+                    "id": job_id,
+                    "name": job.name,
+                    "priority": job.priority,
+                    "team": job.team,
+                    "spec": spec,
+                    "spec_hash": digest,
+                    "client_key": key,
+                    "state": JobState.PENDING.value,
+                    "submitted_at": at,
+                    "updated_at": at,
+                }
+            )
+            events.append(_event_row(job_id, at, None, JobState.PENDING, "submitted"))
+            out.append((job_id, True))
+        if jobs:
+            # One multi-row INSERT: rows get their ``seq`` (submission order) in list order.
+            conn.execute(sa.insert(_JOBS), jobs)
+            conn.execute(sa.insert(_EVENTS), events)
+        return out
 
     def submit(self, job: Job, *, now: datetime, client_key: str | None = None) -> tuple[str, bool]:
         """Accept a job as PENDING, idempotently when a client key is given.
@@ -828,10 +1041,7 @@ class Store:
         if row is None:
             return None
         if row.spec_hash != digest:
-            raise IdempotencyConflictError(
-                f"client key {client_key!r} was already used for job {row.id} with a "
-                "different spec; use a new key to submit a different job"
-            )
+            raise IdempotencyConflictError(_key_conflict(client_key, str(row.id)))
         return str(row.id)
 
     def get(self, job_id: str) -> JobRecord:
@@ -944,36 +1154,72 @@ class Store:
             InvalidTransitionError: The job is not in an expected state, or the lifecycle
                 does not allow the move.
         """
+        return self.transition_many([Transition(job_id, to, reason, expect)], now=now)[0]
+
+    def transition_many(self, changes: Sequence[Transition], *, now: datetime) -> list[JobState]:
+        """Apply several transitions in one transaction, in order, like :meth:`transition`.
+
+        A job may appear more than once (``RUNNING → PREEMPTED → PENDING``); each change
+        is checked against the state the previous one left. The jobs' rows are read and
+        locked in one statement and written with one ``UPDATE`` per (from, to) pair, so a
+        cycle that moves a thousand jobs costs a handful of statements, not three thousand.
+
+        Args:
+            changes: The transitions.
+            now: When.
+
+        Returns:
+            The state each job left, per change.
+
+        Raises:
+            JobNotFoundError: A job does not exist; nothing changes.
+            InvalidTransitionError: A job is not in an expected state, or the lifecycle
+                does not allow a move; nothing changes.
+        """
         at = _utc(now)
-        to = JobState(to)
-        expected = None if expect is None else _states(expect)
+        if not changes:
+            return []
         with self._tx(write=True) as conn:
-            row = conn.execute(
-                sa.select(_JOBS.c.state).where(_JOBS.c.id == job_id).with_for_update()
-            ).first()
-            if row is None:
-                raise JobNotFoundError(f"no job {job_id!r}")
-            current = JobState(row.state)
-            if expected is not None and current not in expected:
-                raise InvalidTransitionError(
-                    f"job {job_id} is {current.value}, expected {_names(expected)} "
-                    f"(wanted {to.value}: {reason})"
-                )
-            if not can_transition(current, to):
-                raise InvalidTransitionError(
-                    f"job {job_id} cannot go from {current.value} to {to.value}; "
-                    f"{current.value} may go to {_names(TRANSITIONS[current])}"
-                )
-            # The state in the WHERE clause is the compare-and-set itself.
-            changed = conn.execute(
-                sa.update(_JOBS)
-                .where(_JOBS.c.id == job_id, _JOBS.c.state == current.value)
-                .values(state=to.value, updated_at=at)
-            ).rowcount
-            if changed != 1:  # pragma: no cover - the row lock above rules this out
-                raise InvalidTransitionError(f"job {job_id} changed state concurrently")
-            self._event(conn, job_id, at, current, to, reason)
-            return current
+            # Sorted: concurrent writers lock rows in one order and cannot deadlock.
+            ids = sorted({c.job_id for c in changes})
+            first: dict[str, JobState] = {}
+            for chunk in _chunks(ids):
+                rows = conn.execute(_Q_LOCK_STATES, {"ids": chunk})
+                first.update({str(r.id): JobState(r.state) for r in rows})
+            current = dict(first)
+            left: list[JobState] = []
+            events: list[dict[str, Any]] = []
+            for change in changes:
+                job_id, to, reason = change.job_id, JobState(change.to), change.reason
+                if job_id not in current:
+                    raise JobNotFoundError(f"no job {job_id!r}")
+                src = current[job_id]
+                expected = None if change.expect is None else _states(change.expect)
+                if expected is not None and src not in expected:
+                    raise InvalidTransitionError(
+                        f"job {job_id} is {src.value}, expected {_names(expected)} "
+                        f"(wanted {to.value}: {reason})"
+                    )
+                if not can_transition(src, to):
+                    raise InvalidTransitionError(
+                        f"job {job_id} cannot go from {src.value} to {to.value}; "
+                        f"{src.value} may go to {_names(TRANSITIONS[src])}"
+                    )
+                current[job_id] = to
+                left.append(src)
+                events.append(_event_row(job_id, at, src, to, reason))
+            moves: dict[tuple[JobState, JobState], list[str]] = defaultdict(list)
+            for job_id in {c.job_id for c in changes}:
+                moves[(first[job_id], current[job_id])].append(job_id)
+            for (src, dst), group in moves.items():
+                for chunk in _chunks(sorted(group)):
+                    changed = conn.execute(
+                        _Q_MOVE, {"ids": chunk, "src": src.value, "dst": dst.value, "at": at}
+                    ).rowcount
+                    if changed != len(chunk):  # pragma: no cover - the row locks rule it out
+                        raise InvalidTransitionError("a job changed state concurrently")
+            conn.execute(sa.insert(_EVENTS), events)
+            return left
 
     @staticmethod
     def _event(
@@ -996,11 +1242,13 @@ class Store:
 
     @staticmethod
     def _require_jobs(conn: Connection, job_ids: Iterable[str]) -> None:
-        wanted = set(job_ids)
+        wanted = sorted(set(job_ids))
         if not wanted:
             return
-        found = set(conn.execute(sa.select(_JOBS.c.id).where(_JOBS.c.id.in_(wanted))).scalars())
-        missing = sorted(wanted - found)
+        found: set[str] = set()
+        for chunk in _chunks(wanted):
+            found.update(conn.execute(_Q_JOB_IDS, {"ids": chunk}).scalars())
+        missing = [j for j in wanted if j not in found]
         if missing:
             raise JobNotFoundError(f"no job {', '.join(repr(m) for m in missing)}")
 
@@ -1086,6 +1334,109 @@ class Store:
                 raise
             return raced
 
+    def begin_attempts(
+        self, attempts: Sequence[NewAttempt], *, now: datetime
+    ) -> list[AttemptRecord]:
+        """Record several launches before they are sent, like :meth:`begin_attempt`.
+
+        Args:
+            attempts: The launches.
+            now: When they were decided.
+
+        Returns:
+            One attempt per item: the one already recorded under its request id if any.
+
+        Raises:
+            JobNotFoundError: A job does not exist; nothing is recorded.
+            IdempotencyConflictError: A request id already belongs to another job or
+                attempt number; nothing is recorded.
+        """
+        at = _utc(now)
+        if not attempts:
+            return []
+        try:
+            with self._tx(write=True) as conn:
+                found: dict[str, AttemptRecord] = {}
+                for chunk in _chunks(sorted({a.request_id for a in attempts})):
+                    rows = conn.execute(_Q_ATTEMPTS, {"ids": chunk}).mappings()
+                    found.update({str(r["request_id"]): _attempt(r) for r in rows})
+                out: list[AttemptRecord] = []
+                rows_new: list[dict[str, Any]] = []
+                for a in attempts:
+                    known = found.get(a.request_id)
+                    if known is not None:
+                        if (known.job_id, known.attempt) != (a.job_id, a.attempt):
+                            raise IdempotencyConflictError(
+                                f"request id {a.request_id!r} already names attempt "
+                                f"{known.attempt} of job {known.job_id}"
+                            )
+                        out.append(known)
+                        continue
+                    record = AttemptRecord(
+                        job_id=a.job_id,
+                        attempt=a.attempt,
+                        request_id=a.request_id,
+                        provider=a.provider,
+                        region=a.region,
+                        zone=a.zone,
+                        instance_type=a.instance_type,
+                        nodes=a.nodes,
+                        market=MarketKind(a.market),
+                        price_per_hour=a.price_per_hour,
+                        handle=None,
+                        outcome=None,
+                        started_at=at,
+                        ended_at=None,
+                        reservation=a.reservation,
+                    )
+                    found[a.request_id] = record
+                    out.append(record)
+                    rows_new.append(
+                        {
+                            "job_id": a.job_id,
+                            "attempt": a.attempt,
+                            "request_id": a.request_id,
+                            "provider": a.provider,
+                            "region": a.region,
+                            "zone": a.zone,
+                            "instance_type": a.instance_type,
+                            "nodes": a.nodes,
+                            "market": record.market.value,
+                            "price_per_hour": a.price_per_hour,
+                            "handle": None,
+                            "outcome": None,
+                            "started_at": at,
+                            "ended_at": None,
+                            "reservation": a.reservation,
+                        }
+                    )
+                if rows_new:
+                    self._require_jobs(conn, (r["job_id"] for r in rows_new))
+                    conn.execute(sa.insert(_ATTEMPTS), rows_new)
+                return out
+        except IntegrityError:
+            # Lost a race with another process recording one of the request ids: one at a
+            # time now (each call finds the other's row). A caller's batch is lost anyway.
+            if self._in_batch():
+                raise
+            return [
+                self.begin_attempt(
+                    a.job_id,
+                    attempt=a.attempt,
+                    request_id=a.request_id,
+                    provider=a.provider,
+                    region=a.region,
+                    zone=a.zone,
+                    instance_type=a.instance_type,
+                    nodes=a.nodes,
+                    market=a.market,
+                    price_per_hour=a.price_per_hour,
+                    now=now,
+                    reservation=a.reservation,
+                )
+                for a in attempts
+            ]
+
     @staticmethod
     def _attempt_by_request(
         conn: Connection, request_id: str, job_id: str | None = None, attempt: int | None = None
@@ -1165,6 +1516,68 @@ class Store:
             )
             return self._require_attempt(conn, request_id)
 
+    @staticmethod
+    def _outcomes(conn: Connection, request_ids: Iterable[str]) -> dict[str, str | None]:
+        """Request id → outcome of each attempt (AttemptNotFoundError if one is missing)."""
+        wanted = sorted(set(request_ids))
+        found: dict[str, str | None] = {}
+        for chunk in _chunks(wanted):
+            for row in conn.execute(_Q_OUTCOMES, {"ids": chunk}):
+                found[str(row.request_id)] = row.outcome
+        missing = [r for r in wanted if r not in found]
+        if missing:
+            raise AttemptNotFoundError(
+                f"no attempt with request id {', '.join(repr(m) for m in missing)}"
+            )
+        return found
+
+    def set_attempt_handles(self, handles: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """Record several launches' handles in one transaction, like :meth:`set_attempt_handle`.
+
+        Args:
+            handles: ``(request_id, handle)`` pairs.
+
+        Raises:
+            AttemptNotFoundError: An attempt does not exist; nothing changes.
+        """
+        if not handles:
+            return
+        with self._tx(write=True) as conn:
+            self._outcomes(conn, (r for r, _ in handles))
+            conn.execute(_Q_SET_HANDLE, [{"rid": r, "new_handle": dict(h)} for r, h in handles])
+
+    def end_attempts(self, ends: Sequence[tuple[str, str]], *, now: datetime) -> None:
+        """End several attempts in one transaction, like :meth:`end_attempt`.
+
+        Args:
+            ends: ``(request_id, outcome)`` pairs.
+            now: When.
+
+        Raises:
+            AttemptNotFoundError: An attempt does not exist; nothing changes.
+            AttemptEndedError: One already ended with another outcome; nothing changes.
+        """
+        at = _utc(now)
+        if any(not outcome for _, outcome in ends):
+            raise ValueError("outcome must be a non-empty string")
+        if not ends:
+            return
+        with self._tx(write=True) as conn:
+            known = self._outcomes(conn, (r for r, _ in ends))
+            updates: list[dict[str, Any]] = []
+            for request, outcome in ends:
+                before = known[request]
+                if before is not None:
+                    if before != outcome:
+                        raise AttemptEndedError(
+                            f"attempt {request} already ended as {before!r}, not {outcome!r}"
+                        )
+                    continue
+                known[request] = outcome
+                updates.append({"rid": request, "new_outcome": outcome, "new_end": at})
+            if updates:
+                conn.execute(_Q_END, updates)
+
     def live_attempts(self) -> list[AttemptRecord]:
         """Return every attempt without an outcome (what the orphan sweep must keep).
 
@@ -1235,6 +1648,37 @@ class Store:
                     catalog_version=catalog_version,
                 )
             )
+
+    def record_decisions(self, decisions: Sequence[Decision], *, now: datetime) -> None:
+        """Record several decisions in one transaction, like :meth:`record_decision`.
+
+        Args:
+            decisions: The decisions.
+            now: When.
+
+        Raises:
+            JobNotFoundError: A job does not exist; nothing is recorded.
+        """
+        at = _utc(now)
+        if not decisions:
+            return
+        rows = [
+            {
+                "job_id": d.job_id,
+                "at": at,
+                "placement": (
+                    dict(d.placement)
+                    if isinstance(d.placement, Mapping)
+                    else [dict(p) for p in d.placement]
+                ),
+                "reasons": list(d.reasons),
+                "catalog_version": d.catalog_version,
+            }
+            for d in decisions
+        ]
+        with self._tx(write=True) as conn:
+            self._require_jobs(conn, (d.job_id for d in decisions))
+            conn.execute(sa.insert(_DECISIONS), rows)
 
     def record_audit(self, entries: Sequence[AuditEntry], *, now: datetime) -> None:
         """Append ROFR offers and answers to the audit ledger, all or none.

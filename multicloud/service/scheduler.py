@@ -26,7 +26,8 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -48,7 +49,14 @@ from multicloud.provider import (
 )
 from multicloud.service.effects import Effects, LaunchItem, LaunchOutcome
 from multicloud.service.metrics import Metrics
-from multicloud.store import AttemptRecord, JobState, Store
+from multicloud.store import (
+    AttemptRecord,
+    Decision,
+    JobState,
+    NewAttempt,
+    Store,
+    Transition,
+)
 
 __all__ = ["CRASH_POINTS", "CrashPoints", "Scheduler", "Settings"]
 
@@ -80,6 +88,8 @@ class Settings:
         sweep_interval_s: How often the orphan sweep runs (it also runs at start).
         launch_batch: Launches sent to one provider in one call at most.
         status_chunk: Jobs whose status changes are recorded per store transaction.
+        max_plan_jobs: Pending jobs one plan takes at most, in queue order (the rest go
+            in the next plan, right after).
     """
 
     tick_s: float = 0.05
@@ -93,6 +103,7 @@ class Settings:
     sweep_interval_s: float = 10.0
     launch_batch: int = 256
     status_chunk: int = 64
+    max_plan_jobs: int = 256
 
 
 class CrashPoints:
@@ -148,6 +159,15 @@ class _OfferRound:
     started: float
     futures: dict[str, cf.Future[list[Offer]]]
     jobs: list[str]
+
+
+@dataclass
+class _Writes:
+    """Store writes of one step of the cycle, sent in bulk when its transaction closes."""
+
+    handles: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    ends: list[tuple[str, str]] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
 
 
 @dataclass
@@ -226,6 +246,10 @@ class Scheduler:
         self._live: dict[str, AttemptRecord] = {}
         self._rows: dict[str, set[str]] = defaultdict(set)
         self._in_flight: set[str] = set()
+        # Live rows that have no handle yet (a superset: entries go stale when a row gets
+        # its handle or ends, and dispatch drops them). Dispatch walks these rather than
+        # every live row on every tick, which with thousands running was most of a tick.
+        self._unlaunched: dict[str, None] = {}
         self._launches: list[tuple[cf.Future[list[LaunchOutcome]], str, list[str]]] = []
         self._retry_at: dict[str, float] = {}
         self._tries: Counter[str] = Counter()
@@ -241,6 +265,13 @@ class Scheduler:
         self._next_plan = 0.0
         self._unplaced: dict[str, str] = {}
         self._spent: dict[str, float] = defaultdict(float)
+        self._writes: _Writes | None = None
+        # Pending job → number of the last plan that could not place it.
+        self._tried: dict[str, int] = {}
+        # Accepted jobs wait here for the cycle to take them in: a submission must not
+        # wait for a whole tick (a plan, a status batch) to hold the lock. deque appends
+        # and pops are atomic.
+        self._inbox: deque[_JobInfo] = deque()
         self._recover()
 
     # ------------------------------------------------------------------ start-up
@@ -261,6 +292,8 @@ class Scheduler:
                 self._charge(record.team, a)
         for a in self.store.live_attempts():
             self._live[a.request_id] = a
+            if a.handle is None:
+                self._unlaunched[a.request_id] = None
             self._rows[a.job_id].add(a.request_id)
         # A crash between the store and the cloud leaves launches without handles: they go
         # out again on the first tick under the same request ids.
@@ -298,15 +331,20 @@ class Scheduler:
         """
         now = self.clock()
         results = self.store.submit_many(items, now=now)
-        with self.lock:
-            for (job, _), (job_id, created) in zip(items, results, strict=True):
-                if created:
-                    self._jobs[job_id] = _JobInfo(job_id, job, S.PENDING, 0)
-                    if self.metrics is not None:
-                        self.metrics.submitted()
-            self._dirty = True
+        for (job, _), (job_id, created) in zip(items, results, strict=True):
+            if created:
+                self._inbox.append(_JobInfo(job_id, job, S.PENDING, 0))
+                if self.metrics is not None:
+                    self.metrics.submitted()
         self.wake.set()
         return results
+
+    def _take_inbox(self) -> None:
+        """Move accepted jobs into the index (with the lock held)."""
+        while self._inbox:
+            info = self._inbox.popleft()
+            self._jobs[info.id] = info
+            self._dirty = True
 
     def cancel(self, job_id: str, reason: str = "cancelled by user") -> JobState:
         """Cancel a job and terminate whatever it runs.
@@ -322,12 +360,13 @@ class Scheduler:
             JobNotFoundError: No such job.
         """
         with self.lock:
+            self._take_inbox()
             record = self.store.get(job_id)
             if record.state.is_terminal:
                 return record.state
             now = self.clock()
-            with self.store.batch():
-                self.store.transition(job_id, S.CANCELLED, reason=reason, now=now)
+            with self._writing(now) as writes:
+                writes.transitions.append(Transition(job_id, S.CANCELLED, reason))
                 ended = self._end_rows(job_id, "cancelled", now)
             self._finish(job_id, S.CANCELLED)
             self._terminate_rows(ended)
@@ -362,6 +401,7 @@ class Scheduler:
     def stats(self) -> dict[str, Any]:
         """Return counters for ``ping`` and tests."""
         with self.lock:
+            self._take_inbox()
             states = Counter(info.state.value for info in self._jobs.values())
             return {
                 "install_id": self.install_id,
@@ -388,7 +428,13 @@ class Scheduler:
         with self.lock:
             mono = time.monotonic()
             self.counters.cycles += 1
+            self._take_inbox()
             self._reap_launches()
+            # Placement and launch first: they are what a submitter waits for, while a
+            # status batch of thousands of workloads can wait a few milliseconds.
+            self._expire_blocks(mono)
+            self._plan_pending(mono)
+            self._dispatch(mono)
             self._reap_terminations()
             self._reap_status()
             self._reap_sweeps()
@@ -398,9 +444,6 @@ class Scheduler:
             if mono >= self._next_sweep:
                 self._send_sweeps()
                 self._next_sweep = mono + self.settings.sweep_interval_s
-            self._expire_blocks(mono)
-            self._plan_pending(mono)
-            self._dispatch(mono)
             if self.metrics is not None:
                 self.metrics.set_active(Counter(i.state.value for i in self._jobs.values()))
 
@@ -424,7 +467,7 @@ class Scheduler:
     def busy(self) -> bool:
         """True while adapter calls are outstanding (tests drive ticks until idle)."""
         with self.lock:
-            return bool(self._launches or self._terminations or self._round)
+            return bool(self._inbox or self._launches or self._terminations or self._round)
 
     # ------------------------------------------------------------------ planning
 
@@ -443,6 +486,17 @@ class Scheduler:
             pending = self._pending()
             if not pending or not (self._dirty or mono >= self._next_plan):
                 return
+            cap = self.settings.max_plan_jobs
+            more = False
+            if len(pending) > cap:
+                # The planner's cost grows faster than the batch (a contended batch goes to
+                # the optimiser), and a backlog would otherwise make every plan bigger and
+                # slower than the last. Jobs never tried go first, then those tried least
+                # recently, each in queue order: a job nothing can place cannot hold back
+                # the ones behind it.
+                pending.sort(key=lambda i: (self._tried.get(i.id, -1), -i.spec.priority))
+                more = any(i.id not in self._tried for i in pending[cap:])
+                del pending[cap:]
             accelerators = tuple(sorted({a for i in pending for a in i.spec.resources.accelerator}))
             request = ResourceRequest(accelerators=accelerators)
             self._round = _OfferRound(
@@ -450,7 +504,7 @@ class Scheduler:
                 {name: self.effects.offers(name, request) for name in self.fleet.providers},
                 [i.id for i in pending],
             )
-            self._dirty = False
+            self._dirty = more  # plan the untried rest right after this one
             # Answers from in-process adapters take well under a millisecond: wait a little
             # rather than a whole tick, it is most of the submit-to-placed latency.
             cf.wait(list(self._round.futures.values()), timeout=0.02)
@@ -522,7 +576,9 @@ class Scheduler:
         by_job: dict[str, list[Assignment]] = defaultdict(list)
         for placed in result.placements:
             by_job[placed.job].append(placed)
-        self._record_plan(jobs, by_job, result, now, snap.catalog_version)
+        # Stamped when the plan was made, not when the cycle began: "placed at" should not
+        # hide the planner's own time from whoever measures submission to placement.
+        self._record_plan(jobs, by_job, result, self.clock(), snap.catalog_version)
         self.counters.decisions.append(
             (len(jobs), elapsed, time.perf_counter() - started - elapsed)
         )
@@ -539,69 +595,73 @@ class Scheduler:
         catalog_version: str,
     ) -> None:
         unplaced = {u.job: u for u in result.unplaced}
-        new_rows: list[AttemptRecord] = []
         changed_unplaced: dict[str, str] = {}
-        with self.store.batch():
-            for info in jobs:
-                assigns = by_job.get(info.id)
-                if not assigns:
-                    u = unplaced.get(info.id)
-                    reason = u.reason if u is not None else "not placed"
-                    if self._unplaced.get(info.id) != reason:
-                        details = list(u.details) if u is not None else []
-                        self.store.record_decision(
-                            info.id,
-                            placement=[],
-                            reasons=[reason, *details],
-                            catalog_version=catalog_version,
-                            now=now,
-                        )
-                        changed_unplaced[info.id] = reason
-                    continue
-                attempt = info.attempt + 1
-                where = ", ".join(
-                    f"{a.offer.provider}/{a.offer.region} {a.offer.instance_type}×{a.nodes}"
-                    for a in assigns
-                )
-                self.store.transition(
-                    info.id, S.PLACED, reason=f"placed on {where}", now=now, expect=S.PENDING
-                )
-                for a in assigns:
-                    new_rows.append(
-                        self.store.begin_attempt(
-                            info.id,
-                            attempt=attempt,
-                            request_id=request_id(info.id, attempt, _place(a.offer)),
-                            provider=a.offer.provider,
-                            region=a.offer.region,
-                            zone=a.offer.zone,
-                            instance_type=a.offer.instance_type,
-                            nodes=a.nodes,
-                            market=a.market,
-                            price_per_hour=a.price_per_hour,
-                            now=now,
-                            reservation=a.offer.reservation,
-                        )
-                    )
-                self.store.record_decision(
+        transitions: list[Transition] = []
+        attempts: list[NewAttempt] = []
+        decisions: list[Decision] = []
+        for info in jobs:
+            assigns = by_job.get(info.id)
+            if not assigns:
+                u = unplaced.get(info.id)
+                reason = u.reason if u is not None else "not placed"
+                if self._unplaced.get(info.id) != reason:
+                    details = list(u.details) if u is not None else []
+                    decisions.append(Decision(info.id, [], [reason, *details], catalog_version))
+                    changed_unplaced[info.id] = reason
+                continue
+            attempt = info.attempt + 1
+            where = ", ".join(
+                f"{a.offer.provider}/{a.offer.region} {a.offer.instance_type}×{a.nodes}"
+                for a in assigns
+            )
+            transitions.append(Transition(info.id, S.PLACED, f"placed on {where}", S.PENDING))
+            attempts.extend(
+                NewAttempt(
                     info.id,
-                    placement=[a.to_dict() for a in assigns],
-                    reasons=[r for a in assigns for r in a.reasons],
-                    catalog_version=assigns[0].offer.catalog_version,
-                    now=now,
+                    attempt=attempt,
+                    request_id=request_id(info.id, attempt, _place(a.offer)),
+                    provider=a.offer.provider,
+                    region=a.offer.region,
+                    zone=a.offer.zone,
+                    instance_type=a.offer.instance_type,
+                    nodes=a.nodes,
+                    market=a.market,
+                    price_per_hour=a.price_per_hour,
+                    reservation=a.offer.reservation,
                 )
-            audit = [e for e in result.audit if e.job in by_job or e.job in changed_unplaced]
+                for a in assigns
+            )
+            decisions.append(
+                Decision(
+                    info.id,
+                    [a.to_dict() for a in assigns],
+                    [r for a in assigns for r in a.reasons],
+                    assigns[0].offer.catalog_version,
+                )
+            )
+        audit = [e for e in result.audit if e.job in by_job or e.job in changed_unplaced]
+        # One transaction, a few statements per kind of row rather than a few per job: the
+        # record is on the path from submission to placement.
+        with self.store.batch():
+            self.store.transition_many(transitions, now=now)
+            new_rows = self.store.begin_attempts(attempts, now=now)
+            self.store.record_decisions(decisions, now=now)
             self.store.record_audit(audit, now=now)
         # Committed: now the memory index may follow.
         self._unplaced.update(changed_unplaced)
+        for info in jobs:
+            if info.id not in by_job:
+                self._tried[info.id] = self.counters.plans
         for row in new_rows:
             self._live[row.request_id] = row
+            self._unlaunched[row.request_id] = None
             self._rows[row.job_id].add(row.request_id)
         for job_id in by_job:
             info = self._jobs[job_id]
             info.state = S.PLACED
             info.attempt += 1
             self._unplaced.pop(job_id, None)
+            self._tried.pop(job_id, None)
             team = info.spec.team
             if team is not None:
                 self._spent[team] += sum(a.cost for a in by_job[job_id])
@@ -644,8 +704,12 @@ class Scheduler:
 
     def _dispatch(self, mono: float) -> None:
         batches: dict[str, list[LaunchItem]] = defaultdict(list)
-        for row in self._live.values():
-            if row.handle is not None or row.request_id in self._in_flight:
+        for key in list(self._unlaunched):
+            row = self._live.get(key)
+            if row is None or row.handle is not None:
+                del self._unlaunched[key]
+                continue
+            if key in self._in_flight:
                 continue
             if self._retry_at.get(row.request_id, 0.0) > mono:
                 continue
@@ -684,7 +748,7 @@ class Scheduler:
         to_terminate: list[AttemptRecord] = []
         settled: list[tuple[str, AttemptRecord]] = []
         failed_jobs: dict[str, tuple[str, str, bool]] = {}
-        with self.store.batch():
+        with self._writing(now) as writes:
             for provider, o in outcomes:
                 row = self._live.get(o.request_id)
                 if o.handle is not None:
@@ -694,7 +758,7 @@ class Scheduler:
                         # launch was in flight: the workload is unwanted.
                         to_terminate.append(_orphan_row(o.request_id, provider, o.handle))
                         continue
-                    self.store.set_attempt_handle(o.request_id, handle)
+                    writes.handles.append((o.request_id, handle))
                     settled.append((o.request_id, _with_handle(row, handle)))
                     self.counters.launches += 1
                     if self.metrics is not None:
@@ -746,8 +810,40 @@ class Scheduler:
 
     # ------------------------------------------------------------------ job state
 
+    @contextmanager
+    def _writing(self, now: datetime) -> Iterator[_Writes]:
+        """One store transaction for a step of the cycle, its writes sent in bulk at the end.
+
+        Per-job store calls cost a few statements each; a step that settles a thousand
+        launches or status answers would spend most of its time on them. The step's
+        logic is unchanged: it queues its writes here, and they go out, in order, as a
+        handful of statements in the same transaction (nothing if the step raised).
+
+        Args:
+            now: The step's time, stamped on its events and ended attempts.
+
+        Yields:
+            The queue of writes.
+        """
+        writes = _Writes()
+        with self.store.batch():
+            self._writes = writes
+            try:
+                yield writes
+            finally:
+                self._writes = None
+            self.store.set_attempt_handles(writes.handles)
+            self.store.end_attempts(writes.ends, now=now)
+            self.store.transition_many(writes.transitions, now=now)
+
+    def _queue(self) -> _Writes:
+        if self._writes is None:
+            raise RuntimeError("store writes of the cycle must run inside _writing()")
+        return self._writes
+
     def _move(self, info: _JobInfo, to: JobState, reason: str, now: datetime) -> None:
-        self.store.transition(info.id, to, reason=reason, now=now, expect=info.state)
+        del now  # stamped when the step's writes are sent
+        self._queue().transitions.append(Transition(info.id, to, reason, info.state))
         info.state = to
         if to.is_terminal:
             self._finish(info.id, to)
@@ -755,6 +851,7 @@ class Scheduler:
     def _finish(self, job_id: str, state: JobState) -> None:
         self._jobs.pop(job_id, None)
         self._unplaced.pop(job_id, None)
+        self._tried.pop(job_id, None)
         if self.metrics is not None:
             self.metrics.finished(state.value)
 
@@ -775,7 +872,7 @@ class Scheduler:
         row = self._live.pop(key, None)
         if row is None:
             return None
-        self.store.end_attempt(key, outcome=outcome, now=now)
+        self._queue().ends.append((key, outcome))
         self._retry_at.pop(key, None)
         self._tries.pop(key, None)
         if row.handle is not None and self.metrics is not None:
@@ -864,7 +961,7 @@ class Scheduler:
                 self.crash("mid_status")
             now = self.clock()
             to_terminate: list[AttemptRecord] = []
-            with self.store.batch():
+            with self._writing(now):
                 for job_id, answers in jobs[start : start + chunk]:
                     to_terminate.extend(self._job_status(job_id, answers, now))
             self._terminate_rows(to_terminate)

@@ -50,6 +50,7 @@ class Cluster:
         ray.shutdown()
         stop_local_ray(timeout=5)
         self.record = start_local_ray(num_cpus=2, dashboard_port=free_port())
+        os.environ["RAY_ADDRESS"] = self.address
         connect_ray(self.address, "mc-tests")
 
 
@@ -69,6 +70,9 @@ def cluster() -> Iterator[Cluster]:
         # A free dashboard port: 8265 may belong to a developer's own cluster.
         record = start_local_ray(num_cpus=2, dashboard_port=free_port())
         connect_ray(str(record["gcs_address"]), "mc-tests")
+        # Ray's state API and subprocesses resolve "auto" by scanning the machine; another
+        # cluster on it (a developer's, a benchmark's) must not be picked up instead.
+        os.environ["RAY_ADDRESS"] = str(record["gcs_address"])
         yield Cluster(home, record)
     finally:
         ray.shutdown()
