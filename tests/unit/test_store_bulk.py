@@ -1,0 +1,227 @@
+"""The store's bulk methods (one transaction, a few statements for many rows).
+
+The scheduler records whole cycles through them, so each must do exactly what the per-row
+method does, row by row, and all or nothing. Run against SQLite and PostgreSQL (the
+PostgreSQL half needs the server the ``pg_database`` fixture describes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from multicloud.store import (
+    AttemptEndedError,
+    AttemptNotFoundError,
+    Decision,
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    JobState,
+    NewAttempt,
+    Store,
+    Transition,
+)
+from multicloud.testing.builders import job
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+S = JobState
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/store.db"
+    else:
+        url = request.getfixturevalue("pg_database")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+    opened = Store.open(url)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def new_attempt(job_id: str, attempt: int = 1, key: str | None = None) -> NewAttempt:
+    return NewAttempt(
+        job_id,
+        attempt=attempt,
+        request_id=key or f"r-{job_id}-{attempt}",
+        provider="aws",
+        region="us-east-1",
+        zone="use1-az1",
+        instance_type="p5.48xlarge",
+        nodes=2,
+        market="on-demand",
+        price_per_hour=196.6,
+        reservation=None,
+    )
+
+
+def submitted(store: Store, n: int) -> list[str]:
+    return [i for i, _ in store.submit_many([(job(f"j{k}"), None) for k in range(n)], now=at(0))]
+
+
+def test_submit_many_keeps_order_and_resolves_a_key_used_twice_in_one_batch(
+    store: Store,
+) -> None:
+    results = store.submit_many(
+        [(job("a"), "k1"), (job("b"), None), (job("a"), "k1"), (job("c"), "k2")], now=at(0)
+    )
+    assert [created for _, created in results] == [True, True, False, True]
+    assert results[2][0] == results[0][0]
+    assert [r.name for r in store.list_jobs()] == ["a", "b", "c"]
+    assert [e["reason"] for e in store.events(results[1][0])] == ["submitted"]
+    with pytest.raises(IdempotencyConflictError):
+        store.submit_many([(job("d"), "k3"), (job("other"), "k3")], now=at(1))
+    assert len(store.list_jobs()) == 3
+
+
+def test_transition_many_applies_changes_in_order_per_job(store: Store) -> None:
+    a, b = submitted(store, 2)
+    left = store.transition_many(
+        [
+            Transition(a, S.PLACED, "placed", S.PENDING),
+            Transition(b, S.PLACED, "placed"),
+            Transition(a, S.PROVISIONING, "launched", S.PLACED),
+            Transition(a, S.RUNNING, "running", S.PROVISIONING),
+        ],
+        now=at(1),
+    )
+    assert left == [S.PENDING, S.PENDING, S.PLACED, S.PROVISIONING]
+    assert store.get(a).state is S.RUNNING and store.get(b).state is S.PLACED
+    assert [e["to_state"] for e in store.events(a)] == [
+        "pending",
+        "placed",
+        "provisioning",
+        "running",
+    ]
+    assert store.get(a).updated_at == at(1)
+    # Preempted and requeued in one call: the job ends where it started, moved twice.
+    store.transition_many(
+        [Transition(a, S.PREEMPTED, "preempted"), Transition(a, S.PENDING, "requeued")],
+        now=at(2),
+    )
+    assert store.get(a).state is S.PENDING
+    assert store.get(a).updated_at == at(2)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (Transition("job-000000000000", S.PLACED, "x"), JobNotFoundError),
+        (Transition("<b>", S.RUNNING, "not from pending"), InvalidTransitionError),
+        (Transition("<b>", S.PLACED, "stale", S.RUNNING), InvalidTransitionError),
+    ],
+)
+def test_transition_many_is_all_or_nothing(
+    store: Store, bad: Transition, error: type[Exception]
+) -> None:
+    a, b = submitted(store, 2)
+    if bad.job_id == "<b>":
+        bad = bad._replace(job_id=b)
+    with pytest.raises(error):
+        store.transition_many([Transition(a, S.PLACED, "placed"), bad], now=at(1))
+    assert {store.get(a).state, store.get(b).state} == {S.PENDING}
+    assert [e["to_state"] for e in store.events(a)] == ["pending"]
+
+
+def test_begin_attempts_records_and_is_idempotent_by_request_id(store: Store) -> None:
+    a, b = submitted(store, 2)
+    first = store.begin_attempts([new_attempt(a), new_attempt(b)], now=at(1))
+    assert [r.request_id for r in store.live_attempts()] == [f"r-{a}-1", f"r-{b}-1"]
+    assert first == store.get(a).attempts + store.get(b).attempts
+    # Resent (say after a crash), plus one new: the recorded ones come back unchanged.
+    again = store.begin_attempts([new_attempt(a), new_attempt(a, 2)], now=at(5))
+    assert again[0] == first[0]
+    assert again[1].attempt == 2 and again[1].started_at == at(5)
+    with pytest.raises(IdempotencyConflictError):
+        store.begin_attempts([new_attempt(b, 3, key=f"r-{a}-1")], now=at(6))
+    with pytest.raises(JobNotFoundError):
+        store.begin_attempts([new_attempt(b, 3), new_attempt("job-000000000000")], now=at(6))
+    assert [r.attempt for r in store.get(b).attempts] == [1]
+
+
+def test_handles_and_ends_in_bulk(store: Store) -> None:
+    a, b = submitted(store, 2)
+    store.begin_attempts([new_attempt(a), new_attempt(b)], now=at(1))
+    ra, rb = f"r-{a}-1", f"r-{b}-1"
+    store.set_attempt_handles([(ra, {"id": "i-a"}), (rb, {"id": "i-b"})])
+    assert store.get(a).attempts[0].handle == {"id": "i-a"}
+    with pytest.raises(AttemptNotFoundError):
+        store.set_attempt_handles([(ra, {"id": "other"}), ("nope", {})])
+    assert store.get(a).attempts[0].handle == {"id": "i-a"}
+
+    store.end_attempts([(ra, "succeeded")], now=at(2))
+    # Ending again with the same outcome changes nothing; another outcome is refused.
+    store.end_attempts([(ra, "succeeded"), (rb, "preempted")], now=at(3))
+    assert store.get(a).attempts[0].ended_at == at(2)
+    assert store.get(b).attempts[0].outcome == "preempted"
+    with pytest.raises(AttemptEndedError):
+        store.end_attempts([(ra, "failed")], now=at(4))
+    with pytest.raises(AttemptNotFoundError):
+        store.end_attempts([("nope", "failed")], now=at(4))
+    assert store.live_attempts() == []
+
+
+def test_record_decisions_in_bulk(store: Store) -> None:
+    a, b = submitted(store, 2)
+    placement = {"provider": "aws", "region": "us-east-1", "nodes": 2}
+    store.record_decisions(
+        [
+            Decision(a, [placement], ["cheapest"], "2026.11.23"),
+            Decision(b, [], ["no capacity", "details"], "2026.11.23"),
+        ],
+        now=at(1),
+    )
+    assert store.decisions(a) == [
+        {
+            "job": a,
+            "at": at(1).isoformat(),
+            "placement": [placement],
+            "reasons": ["cheapest"],
+            "catalog_version": "2026.11.23",
+        }
+    ]
+    assert store.decisions(b)[0]["reasons"] == ["no capacity", "details"]
+    with pytest.raises(JobNotFoundError):
+        store.record_decisions([Decision("job-000000000000", [], ["x"], "v")], now=at(2))
+
+
+def test_bulk_calls_join_a_batch_and_roll_back_with_it(store: Store) -> None:
+    (a,) = submitted(store, 1)
+    with pytest.raises(RuntimeError), store.batch():
+        store.transition_many([Transition(a, S.PLACED, "placed")], now=at(1))
+        store.begin_attempts([new_attempt(a)], now=at(1))
+        raise RuntimeError("crash mid-cycle")
+    assert store.get(a).state is S.PENDING and store.get(a).attempts == []
+
+
+def test_many_rows_cross_the_in_list_chunks(store: Store) -> None:
+    ids = submitted(store, 1203)
+    store.transition_many([Transition(i, S.PLACED, "placed", S.PENDING) for i in ids], now=at(1))
+    store.begin_attempts([new_attempt(i) for i in ids], now=at(1))
+    store.set_attempt_handles([(f"r-{i}-1", {"id": i}) for i in ids])
+    store.end_attempts([(f"r-{i}-1", "capacity") for i in ids], now=at(2))
+    assert store.count_by_state() == {"placed": 1203}
+    assert store.live_attempts() == []
+    assert store.get(ids[-1]).attempts[0].handle == {"id": ids[-1]}
+
+
+def test_nothing_to_do_is_fine(store: Store) -> None:
+    assert store.transition_many([], now=at(0)) == []
+    assert store.begin_attempts([], now=at(0)) == []
+    store.set_attempt_handles([])
+    store.end_attempts([], now=at(0))
+    store.record_decisions([], now=at(0))
+    assert store.submit_many([], now=at(0)) == []
