@@ -1,0 +1,135 @@
+"""Live VM prices from the Azure Retail Prices API (public, unauthenticated REST).
+
+``GET https://prices.azure.com/api/retail/prices?$filter=...`` answers
+``{"Items": [...], "NextPageLink": "..." | null}``; each item is one meter, e.g.
+``{"armSkuName": "Standard_ND96isr_H100_v5", "armRegionName": "eastus", "retailPrice": 98.32,
+"unitOfMeasure": "1 Hour", "type": "Consumption", "skuName": "ND96isr H100 v5 Spot",
+"productName": "NDsr H100 v5 Series"}``. Windows meters, Low Priority meters and anything not
+billed per hour are ignored; Spot meters give the spot price.
+
+Only the standard library is used, so the adapter adds no HTTP dependency for this.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_RETAIL_PRICES_URL", "LivePrice", "fetch_prices"]
+
+DEFAULT_RETAIL_PRICES_URL = "https://prices.azure.com/api/retail/prices"
+"""The public endpoint of the Azure Retail Prices API."""
+
+_MAX_PAGES = 50
+# Keeps each $filter well under URL length limits.
+_SKUS_PER_QUERY = 15
+
+
+@dataclass(frozen=True, slots=True)
+class LivePrice:
+    """Hourly prices of one VM size in one region.
+
+    Attributes:
+        price: Pay-as-you-go USD per hour (Linux), None when no meter was found.
+        spot_price: Spot USD per hour (Linux), None when no meter was found.
+    """
+
+    price: float | None = None
+    spot_price: float | None = None
+
+
+def _odata_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _filter(region: str, skus: Iterable[str], currency: str) -> str:
+    names = " or ".join(f"armSkuName eq {_odata_quote(s)}" for s in skus)
+    return (
+        "serviceName eq 'Virtual Machines' and priceType eq 'Consumption' "
+        f"and armRegionName eq {_odata_quote(region)} and ({names})"
+    )
+
+
+def _get_json(url: str, timeout: float) -> Mapping[str, Any]:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"retail prices URL must be http(s), got {url!r}")
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        doc = json.loads(response.read().decode("utf-8"))
+    if not isinstance(doc, Mapping):
+        raise ValueError("retail prices answer is not a JSON object")
+    return doc
+
+
+def _apply(item: Mapping[str, Any], found: dict[tuple[str, str], LivePrice]) -> None:
+    if str(item.get("unitOfMeasure", "")) != "1 Hour":
+        return
+    if str(item.get("type", "Consumption")) != "Consumption":
+        return
+    sku_name = str(item.get("skuName", ""))
+    product = str(item.get("productName", ""))
+    if "Windows" in product or "Low Priority" in sku_name:
+        return
+    try:
+        value = float(item["retailPrice"])
+    except (KeyError, TypeError, ValueError):
+        return
+    key = (str(item.get("armRegionName", "")), str(item.get("armSkuName", "")))
+    old = found.get(key, LivePrice())
+    if sku_name.endswith("Spot"):
+        found[key] = LivePrice(old.price, value)
+    else:
+        found[key] = LivePrice(value, old.spot_price)
+
+
+def fetch_prices(
+    wanted: Mapping[str, Iterable[str]],
+    *,
+    url: str = DEFAULT_RETAIL_PRICES_URL,
+    currency: str = "USD",
+    timeout: float = 20.0,
+) -> dict[tuple[str, str], LivePrice]:
+    """Fetch the hourly Linux prices of some VM sizes.
+
+    Args:
+        wanted: VM size names by region.
+        url: Endpoint of the Retail Prices API.
+        currency: ISO currency code the prices are asked in.
+        timeout: Seconds per HTTP request.
+
+    Returns:
+        ``(region, vm_size)`` → prices, for the sizes the API knows.
+
+    Raises:
+        OSError: If the endpoint cannot be reached (``urllib.error.URLError`` included).
+        ValueError: If an answer is not the expected JSON.
+    """
+    found: dict[tuple[str, str], LivePrice] = {}
+    for region, skus in sorted(wanted.items()):
+        names = sorted(set(skus))
+        for start in range(0, len(names), _SKUS_PER_QUERY):
+            query = urllib.parse.urlencode(
+                {
+                    "currencyCode": currency,
+                    "$filter": _filter(region, names[start : start + _SKUS_PER_QUERY], currency),
+                }
+            )
+            next_url: str | None = f"{url}?{query}"
+            pages = 0
+            while next_url and pages < _MAX_PAGES:
+                doc = _get_json(next_url, timeout)
+                pages += 1
+                items = doc.get("Items") or []
+                if not isinstance(items, list):
+                    raise ValueError("retail prices answer has no Items list")
+                for item in items:
+                    if isinstance(item, Mapping):
+                        _apply(item, found)
+                link = doc.get("NextPageLink")
+                next_url = str(link) if link else None
+    return found
