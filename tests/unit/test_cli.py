@@ -67,6 +67,19 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.fixture
+def without_cloud_adapters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide the first-party adapters `./dev setup` installs, as on a core-only install."""
+    from multicloud import providers as registry
+
+    installed = registry._entry_points()
+    monkeypatch.setattr(
+        registry,
+        "_entry_points",
+        lambda: {n: ep for n, ep in installed.items() if n not in registry.INSTALL_HINTS},
+    )
+
+
 def run(*args: str | Path) -> Any:
     return runner.invoke(app, [str(a) for a in args])
 
@@ -224,6 +237,7 @@ def test_plan_defaults_to_the_demo_fleet(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.usefixtures("without_cloud_adapters")
 def test_bad_input_exits_2_with_one_clear_message(
     tmp_path: Path, case: str, jobs_text: str, fleet_text: str, expected: list[str]
 ) -> None:
@@ -347,6 +361,7 @@ def test_schema_rejects_unknown_kind() -> None:
     assert "Traceback" not in result.output
 
 
+@pytest.mark.usefixtures("without_cloud_adapters")
 def test_providers_lists_sim() -> None:
     result = run("providers", "--json")
     assert result.exit_code == 0
@@ -356,6 +371,17 @@ def test_providers_lists_sim() -> None:
     assert "pip install multicloud-aws" in rows["aws"]["install"]
     table = run("providers")
     assert table.exit_code == 0 and "sim" in table.stdout
+
+
+def test_providers_lists_installed_cloud_adapters() -> None:
+    from multicloud import providers as registry
+
+    installed = sorted(set(registry._entry_points()) & set(registry.INSTALL_HINTS))
+    if not installed:
+        pytest.skip("no first-party cloud adapter installed (run ./dev setup)")
+    rows = {r["name"]: r for r in json.loads(run("providers", "--json").stdout)}
+    for name in installed:
+        assert rows[name]["installed"] is True, rows[name]
 
 
 def test_version() -> None:
