@@ -1,0 +1,562 @@
+"""GCP adapter behaviour against the fake Compute + TPU REST APIs on 127.0.0.1.
+
+Every test goes through the real ``google-cloud-compute`` / ``google-cloud-tpu`` clients (REST
+transport, anonymous credentials), so request shapes, operations and error payloads are the
+SDK's own; the fake only plays Google's side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from multicloud_gcp import GCPProvider
+from multicloud_gcp.testing import FakeGCP, block_external_network, serve
+from multicloud_gcp.workload import REQUEST_NAMESPACE, label_value, node_request_id
+
+import multicloud.providers as registry
+from multicloud.errors import CapacityError, InvalidRequestError, QuotaError
+from multicloud.fleet import plan_fleet
+from multicloud.models import Job
+from multicloud.provider import (
+    Handle,
+    LaunchSpec,
+    MarketKind,
+    Offer,
+    ResourceRequest,
+    WorkloadState,
+    request_id,
+)
+from multicloud.specs import parse_fleet
+
+REGION = "us-central1"
+ZONE = "us-central1-a"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGCP]:
+    with block_external_network() as refused, serve() as running:
+        yield running
+    # Nothing — not the extended-operation poller, not an auth refresh — left 127.0.0.1.
+    assert refused == []
+
+
+def make(fake: FakeGCP, **options: Any) -> GCPProvider:
+    return GCPProvider(regions=[REGION], **{**fake.options, **options})
+
+
+def offer_of(provider: GCPProvider, instance_type: str, zone: str = ZONE) -> Offer:
+    return next(
+        o
+        for o in provider.offers(ResourceRequest())
+        if (o.instance_type, o.zone) == (instance_type, zone)
+    )
+
+
+def spec(
+    job: str = "job-1",
+    *,
+    nodes: int = 1,
+    market: MarketKind = MarketKind.ON_DEMAND,
+    install: str = "inst-a",
+    **fields: Any,
+) -> LaunchSpec:
+    return LaunchSpec(
+        job_id=job,
+        job_name="train",
+        attempt=1,
+        nodes=nodes,
+        market=market,
+        install_id=install,
+        image="ghcr.io/acme/train:1",
+        command=("python", "train.py"),
+        **fields,
+    )
+
+
+def launch(provider: GCPProvider, offer: Offer, s: LaunchSpec) -> Handle:
+    return provider.launch(offer, s, request_id=request_id(s.job_id, s.attempt, offer.region))
+
+
+def instances_of(fake: FakeGCP, handle: Handle) -> list[dict[str, Any]]:
+    return [i for i in fake.instances.values() if i["labels"].get("multicloud-handle") == handle.id]
+
+
+def metadata_of(instance: dict[str, Any]) -> dict[str, str]:
+    return {item["key"]: item["value"] for item in instance["metadata"]["items"]}
+
+
+# -- registry and fleet files ----------------------------------------------------------------
+
+
+def test_registered_under_gcp_entry_point(fake: FakeGCP) -> None:
+    provider = registry.load("gcp", regions=[REGION], **fake.options)
+    assert isinstance(provider, GCPProvider)
+    assert provider.offers(ResourceRequest(accelerators=("H100",)))
+
+
+def test_job_planned_on_sim_replans_on_gcp_unchanged(fake: FakeGCP) -> None:
+    job = Job.model_validate(
+        {
+            "name": "llm-train",
+            "kind": "training",
+            "resources": {"accelerator": ["H100"], "count": 8, "nodes": 2},
+            "market": "on-demand",
+            "duration_hours": 4,
+        }
+    )
+    sim = parse_fleet(
+        f"providers:\n  gcp:\n    adapter: sim\n    catalog: builtin\n    regions: [{REGION}]\n"
+    )
+    real = parse_fleet(
+        f"providers:\n  gcp:\n    adapter: gcp\n    regions: [{REGION}]\n"
+        f"    options: {json.dumps(fake.options)}\n"
+    )
+    on_sim, on_gcp = plan_fleet([job], sim), plan_fleet([job], real)
+    assert [p.offer.instance_type for p in on_gcp.placements] == [
+        p.offer.instance_type for p in on_sim.placements
+    ]
+    assert on_gcp.placements[0].nodes == 2
+
+
+def test_unknown_fleet_option_is_a_spec_error(fake: FakeGCP) -> None:
+    from multicloud.errors import SpecError
+
+    fleet = parse_fleet("providers:\n  gcp:\n    adapter: gcp\n    options: {projekt: p}\n")
+    with pytest.raises(SpecError, match="did you mean 'project'"):
+        registry.from_fleet(fleet, "gcp")
+
+
+# -- offers ------------------------------------------------------------------------------------
+
+
+def test_offers_are_catalog_rows_narrowed_by_live_listings(fake: FakeGCP) -> None:
+    full = {(o.zone, o.instance_type) for o in make(fake).offers(ResourceRequest())}
+    assert (ZONE, "a3-highgpu-8g") in full
+    assert any(t.startswith("tpu-v5litepod") for _, t in full)
+    # The zone stops listing the machine type; TPU listing of one zone disappears (404).
+    fake.machine_types[ZONE].discard("a3-highgpu-8g")
+    tpu_zone = next(z for z, t in full if t == "tpu-v5p-8")
+    del fake.tpu_types[tpu_zone]
+    narrowed = {(o.zone, o.instance_type) for o in make(fake).offers(ResourceRequest())}
+    assert (ZONE, "a3-highgpu-8g") not in narrowed
+    assert not any(z == tpu_zone and t.startswith("tpu-") for z, t in narrowed)
+    assert narrowed < full
+
+
+def test_offers_use_one_listing_per_api_and_zone_and_are_cached(fake: FakeGCP) -> None:
+    provider = make(fake)
+    provider.offers(ResourceRequest())
+    provider.offers(ResourceRequest(accelerators=("A100",)))
+    assert len(fake.calls_to("machineTypes.aggregatedList")) == 1
+    tpu_calls = fake.calls_to("tpu.acceleratorTypes.list")
+    assert len(tpu_calls) == len({c.path for c in tpu_calls})
+
+
+def test_tpu_offers_carry_zones_even_for_regional_catalog_rows(fake: FakeGCP) -> None:
+    tpus = [o for o in make(fake).offers(ResourceRequest()) if o.instance_type.startswith("tpu-")]
+    assert tpus and all(o.zone and o.zone.startswith(f"{REGION}-") for o in tpus)
+
+
+# -- GPU VM launch -------------------------------------------------------------------------------
+
+
+def test_gpu_launch_is_idempotent_with_uuid5_request_ids(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    s = spec(nodes=2)
+    first = launch(provider, offer, s)
+    # A second provider has no cache: like a scheduler restarted between insert and record.
+    again = launch(make(fake), offer, s)
+    assert again == first
+    assert len(instances_of(fake, first)) == 2
+    inserts = fake.calls_to("instances.insert")
+    assert len(inserts) == 2
+    key = request_id(s.job_id, s.attempt, REGION)
+    for node, call in enumerate(inserts):
+        sent = uuid.UUID(call.query["requestId"])
+        assert sent.version == 5
+        assert sent == uuid.uuid5(REQUEST_NAMESPACE, f"{key}/{ZONE}/{node}")
+        assert call.query["requestId"] == node_request_id(key, ZONE, node)
+
+
+def test_repeated_request_id_reaching_google_creates_nothing_new(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    handle = launch(provider, offer, spec())
+    # Google de-duplicates by requestId: re-sending the same insert returns the first
+    # operation, so even a lost list result cannot double the VMs.
+    call = fake.calls_to("instances.insert")[0]
+    status, reply = fake.handle(
+        "POST", f"{call.path}?requestId={call.query['requestId']}", call.body
+    )
+    assert status == 200 and reply["operationType"] == "insert"
+    assert len(instances_of(fake, handle)) == 1
+
+
+def test_gpu_vms_carry_labels_and_workload_metadata(fake: FakeGCP) -> None:
+    provider = make(fake, install_id="ignored-default")
+    job = "Team-A/LLM_pretrain-" + "x" * 80
+    s = spec(job, env={"EPOCHS": "3"}, secrets=("HF_TOKEN",))
+    handle = launch(provider, offer_of(provider, "a3-highgpu-8g"), s)
+    (instance,) = instances_of(fake, handle)
+    labels = instance["labels"]
+    assert labels["multicloud-job"] == label_value(job)
+    assert labels["multicloud-attempt"] == "1"
+    assert labels["multicloud-install"] == "inst-a"
+    for key, value in labels.items():
+        # GCP label rules: lowercase letters, digits, '-' and '_', at most 63 characters.
+        assert len(key) <= 63 and len(value) <= 63
+        assert value == value.lower() and all(c.isalnum() or c in "-_" for c in value)
+    meta = metadata_of(instance)
+    assert meta["multicloud-job-id"] == job
+    script = meta["startup-script"]
+    assert "ghcr.io/acme/train:1" in script and "train.py" in script and "EPOCHS" in script
+    # Secret by name only: resolved from Secret Manager on the host.
+    assert "secrets/HF_TOKEN/versions/latest:access" in script
+    assert "multicloud-exit" in script and "shutdown -h now" in script
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("job-1", "job-1"),
+        ("Job_1", None),
+        ("a" * 64, None),
+        ("x/y", None),
+    ],
+)
+def test_label_value_rules(value: str, expected: str | None) -> None:
+    got = label_value(value)
+    assert len(got) <= 63 and got == got.lower()
+    if expected is not None:
+        assert got == expected
+    else:
+        # Changed values keep a hash suffix so two job ids never collide.
+        assert got != label_value(value + "2")
+
+
+def test_spot_launch_uses_spot_provisioning_and_preemptible_quota(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    # On-demand quota is gone but spot quota is there: a spot launch must still go.
+    fake.set_quota(REGION, "NVIDIA_H100_GPUS", 0)
+    handle = launch(provider, offer, spec(market=MarketKind.SPOT))
+    (instance,) = instances_of(fake, handle)
+    scheduling = instance["scheduling"]
+    assert scheduling["provisioningModel"] == "SPOT"
+    assert scheduling["instanceTerminationAction"] == "STOP"
+    assert scheduling["onHostMaintenance"] == "TERMINATE"
+
+
+def test_gang_is_n_vms_in_the_offer_zone(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g", "us-central1-b")
+    handle = launch(provider, offer, spec(nodes=4))
+    instances = instances_of(fake, handle)
+    assert sorted(i["name"] for i in instances) == [f"{handle.id}-{n}" for n in range(4)]
+    assert {i["zone"].rsplit("/", 1)[-1] for i in instances} == {"us-central1-b"}
+    script = metadata_of(instances[0])["startup-script"]
+    assert f"{handle.id}-0.us-central1-b.c.{fake.project}.internal" in script
+    assert "MULTICLOUD_NUM_NODES" in script
+
+
+def test_partial_gang_is_deleted_and_capacity_error_raised(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    fake.fail(
+        "instances.insert",
+        in_operation=True,
+        status=503,
+        reason="ZONE_RESOURCE_POOL_EXHAUSTED",
+        message="The zone does not have enough resources available",
+        after=2,
+    )
+    with pytest.raises(CapacityError) as caught:
+        launch(provider, offer, spec(nodes=4))
+    assert caught.value.scope == f"gcp/{ZONE}"
+    # Nothing of the gang is left: not its VMs, not its placement policy.
+    assert fake.instances == {} and fake.policies == {}
+
+
+def test_foreign_and_reserved_offers_are_invalid(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    for bad in (
+        Offer(**{**_fields(offer), "provider": "other"}),
+        Offer(**{**_fields(offer), "zone": "us-central1-z"}),
+    ):
+        with pytest.raises(InvalidRequestError):
+            launch(provider, bad, spec())
+    assert fake.calls_to("instances.insert") == []
+
+
+def _fields(offer: Offer) -> dict[str, Any]:
+    return {f: getattr(offer, f) for f in offer.__dataclass_fields__}
+
+
+# -- quota -------------------------------------------------------------------------------------
+
+
+def test_region_without_quota_fails_fast_without_insert(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    fake.set_quota(REGION, "NVIDIA_H100_GPUS", limit=16, usage=12)
+    started = time.monotonic()
+    with pytest.raises(QuotaError) as caught:
+        launch(provider, offer, spec(nodes=1))
+    assert time.monotonic() - started < 1.0
+    assert caught.value.scope == f"gcp/{REGION}"
+    assert fake.calls_to("instances.insert") == []
+
+
+def test_quota_is_cached_briefly(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "g2-standard-4")
+    launch(provider, offer, spec("a"))
+    launch(provider, offer, spec("b"))
+    assert len(fake.calls_to("regions.get")) == 1
+    expired = make(fake, quota_ttl_s=0.0)
+    launch(expired, offer, spec("c"))
+    launch(expired, offer, spec("d"))
+    assert len(fake.calls_to("regions.get")) == 3
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def test_status_is_one_list_call_per_zone(fake: FakeGCP) -> None:
+    provider = make(fake)
+    handles = [
+        launch(provider, offer_of(provider, "a3-highgpu-8g", zone), spec(f"job-{zone}-{n}"))
+        for zone in ("us-central1-a", "us-central1-b")
+        for n in range(3)
+    ]
+    before = len(fake.calls_to("instances.list"))
+    statuses = provider.status(handles)
+    assert set(statuses) == {h.id for h in handles}
+    lists = fake.calls_to("instances.list")[before:]
+    assert len(lists) == 2
+    assert all(c.query["filter"] == 'labels.multicloud-install = "inst-a"' for c in lists)
+
+
+def test_vm_status_lifecycle_and_exit_codes(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    ok, bad = launch(provider, offer, spec("ok", nodes=2)), launch(provider, offer, spec("bad"))
+    seen = [provider.status([ok])[ok.id].state for _ in range(3)]
+    assert seen[0] is WorkloadState.PROVISIONING and seen[-1] is WorkloadState.RUNNING
+    fake.finish(ok.id, 0)
+    fake.finish(bad.id, 3)
+    got = provider.status([ok, bad])
+    assert (got[ok.id].state, got[ok.id].exit_code) == (WorkloadState.SUCCEEDED, 0)
+    assert (got[bad.id].state, got[bad.id].exit_code) == (WorkloadState.FAILED, 3)
+
+
+def test_spot_preemption_is_reported(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    spot = launch(provider, offer, spec("spot", market=MarketKind.SPOT))
+    fake.preempt(spot.id)
+    status = provider.status([spot])[spot.id]
+    assert status.state is WorkloadState.PREEMPTED
+    assert fake.calls_to("zoneOperations.list")[-1].query["filter"] == (
+        'operationType = "compute.instances.preempted"'
+    )
+
+
+def test_vm_stopped_without_exit_code_and_not_preempted_failed(fake: FakeGCP) -> None:
+    provider = make(fake)
+    handle = launch(provider, offer_of(provider, "a3-highgpu-8g"), spec())
+    for instance in instances_of(fake, handle):
+        instance["status"] = "TERMINATED"
+    assert provider.status([handle])[handle.id].state is WorkloadState.FAILED
+
+
+# -- terminate and the orphan sweep ----------------------------------------------------------------
+
+
+def test_terminate_is_idempotent_and_tolerates_404(fake: FakeGCP) -> None:
+    provider = make(fake)
+    handle = launch(provider, offer_of(provider, "a3-highgpu-8g"), spec(nodes=2))
+    # The VM vanishes between our list and our delete: Google answers 404, a no-op.
+    fake.fail("instances.delete", status=404, reason="notFound", message="gone")
+    provider.terminate(handle, request_id="t-1")
+    provider.terminate(handle, request_id="t-1")
+    assert instances_of(fake, handle) == []
+    assert provider.status([handle])[handle.id].state is WorkloadState.UNKNOWN
+
+
+def test_owned_lists_this_install_and_fleet_only(fake: FakeGCP) -> None:
+    provider = make(fake)
+    other_fleet = GCPProvider(fleet_name="gcp-eu", regions=[REGION], **fake.options)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    mine = launch(provider, offer, spec("Job-Mine", nodes=2))
+    launch(provider, offer, spec("theirs", install="inst-b"))
+    other_offer = offer_of(other_fleet, "a3-highgpu-8g")
+    launch(other_fleet, other_offer, spec("other-fleet"))
+    tpu = launch(provider, offer_of(provider, "tpu-v5litepod-8"), spec("tpu-job"))
+    owned = provider.owned("inst-a")
+    assert sorted((o.job_id, o.attempt, o.handle.id) for o in owned) == sorted(
+        [("Job-Mine", 1, mine.id), ("tpu-job", 1, tpu.id)]
+    )
+    gang = next(o for o in owned if o.handle.id == mine.id)
+    assert gang.handle.nodes == 2 and gang.handle.instance_type == "a3-highgpu-8g"
+    # What owned() returns can be terminated like any handle.
+    provider.terminate(gang.handle, request_id="sweep")
+    assert instances_of(fake, mine) == []
+
+
+# -- TPU ---------------------------------------------------------------------------------------
+
+
+def test_tpu_launch_uses_queued_resource_with_topology(fake: FakeGCP) -> None:
+    from google.cloud import tpu_v2
+
+    provider = make(fake)
+    offer = offer_of(provider, "tpu-v5litepod-8")
+    s = spec("tpu-job")
+    handle = launch(provider, offer, s)
+    again = launch(make(fake), offer, s)
+    assert again == handle and dict(handle.extra)["kind"] == "tpu-qr"
+    (create,) = fake.calls_to("tpu.queuedResources.create")
+    assert uuid.UUID(create.query["requestId"]).version == 5
+    node = create.body["tpu"]["nodeSpec"][0]["node"]
+    # The TPU REST transport sends enums as numbers; 9 is V5LITE_POD.
+    config = node["acceleratorConfig"]
+    assert tpu_v2.AcceleratorConfig.Type(config["type"]).name == "V5LITE_POD"
+    assert config["topology"] == "2x4"
+    assert node["labels"]["multicloud-job"] == "tpu-job"
+    assert "startup-script" in node["metadata"]
+    states = [provider.status([handle])[handle.id].state for _ in range(4)]
+    assert states[0] is WorkloadState.PROVISIONING and states[-1] is WorkloadState.RUNNING
+    fake.finish(handle.id, 0)
+    assert provider.status([handle])[handle.id].state is WorkloadState.SUCCEEDED
+    provider.terminate(handle, request_id="t")
+    provider.terminate(handle, request_id="t")
+    assert fake.tpu_queued == {} and fake.tpu_nodes == {}
+
+
+@pytest.mark.parametrize(
+    ("fake_offers_queued", "option"),
+    [(False, True), (True, False)],
+    ids=["api-without-queued-resources", "option-off"],
+)
+def test_tpu_falls_back_to_nodes(fake: FakeGCP, fake_offers_queued: bool, option: bool) -> None:
+    fake.queued_resources = fake_offers_queued
+    provider = make(fake, tpu_queued_resources=option)
+    handle = launch(provider, offer_of(provider, "tpu-v5p-8"), spec("tpu-node"))
+    assert dict(handle.extra)["kind"] == "tpu-node"
+    assert len(fake.calls_to("tpu.nodes.create")) == 1
+    assert provider.status([handle])[handle.id].state is WorkloadState.RUNNING
+    provider.terminate(handle, request_id="t")
+    assert provider.status([handle])[handle.id].state is WorkloadState.UNKNOWN
+
+
+def test_tpu_spot_preemption(fake: FakeGCP) -> None:
+    # us-central1's TPU rows have no spot price; asia-northeast1-b sells spot v6e.
+    provider = GCPProvider(regions=["asia-northeast1"], **fake.options)
+    tpu = offer_of(provider, "tpu-v6e-8", "asia-northeast1-b")
+    handle = launch(provider, tpu, spec("tpu-spot", market=MarketKind.SPOT))
+    create = fake.calls_to("tpu.queuedResources.create")[-1]
+    assert "spot" in create.body
+    for _ in range(3):
+        provider.status([handle])
+    fake.preempt(handle.id)
+    assert provider.status([handle])[handle.id].state is WorkloadState.PREEMPTED
+
+
+# -- the extended-operation trap -------------------------------------------------------------------
+
+
+def test_extended_operation_poller_uses_our_endpoint(fake: FakeGCP) -> None:
+    from google.cloud import compute_v1
+
+    provider = make(fake)
+    offer = offer_of(provider, "g2-standard-4")
+    launch(provider, offer, spec())
+    body = compute_v1.Instance(name="poller-probe", machine_type=f"zones/{ZONE}/machineTypes/x")
+    # ``insert`` (not ``insert_unary``) returns an ExtendedOperation whose ``.result()`` polls
+    # through the transport's own ZoneOperationsClient: it must be ours, on 127.0.0.1.
+    op = provider.clients.instances.insert(project=fake.project, zone=ZONE, instance_resource=body)
+    op.result(timeout=10)
+    assert fake.calls_to("zoneOperations.get")
+
+
+def test_example_plans_on_sim_without_credentials(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_"))}
+    # An empty config dir: no gcloud application-default credentials either.
+    env.update(CLOUDSDK_CONFIG=str(tmp_path), NO_GCE_CHECK="True")
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "gcp_plan.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "planning on the sim provider" in done.stdout
+    assert "Total: $" in done.stdout
+
+
+@pytest.mark.parametrize(("nodes", "policy"), [(1, False), (3, True)], ids=["single", "gang"])
+def test_multi_node_gang_gets_compact_placement(fake: FakeGCP, nodes: int, policy: bool) -> None:
+    provider = make(fake)
+    handle = launch(provider, offer_of(provider, "a3-highgpu-8g"), spec(nodes=nodes))
+    assert bool(fake.policies) is policy
+    if policy:
+        ((region, name), body) = next(iter(fake.policies.items()))
+        assert (region, name) == (REGION, f"{handle.id}-pp")
+        placement = body["groupPlacementPolicy"]
+        assert placement["collocation"] == "COLLOCATED" and placement["vmCount"] == nodes
+        assert all(
+            i["resourcePolicies"][0].endswith(f"/resourcePolicies/{name}")
+            for i in instances_of(fake, handle)
+        )
+    provider.terminate(handle, request_id="t")
+    # The policy goes with the gang (after its VMs, which use it).
+    assert fake.policies == {}
+
+
+def test_missing_credentials_are_an_auth_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from multicloud.errors import AuthError
+
+    for var in ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    provider = GCPProvider(regions=[REGION])  # ADC, the default
+    with block_external_network() as refused, pytest.raises(AuthError) as caught:
+        provider.check()
+    # ADC's only network step is probing the GCE metadata server (refused here).
+    assert set(refused) <= {"169.254.169.254"}
+    assert caught.value.scope == "gcp"
+
+
+@pytest.mark.parametrize("kind", ["vm", "tpu"])
+def test_startup_script_is_valid_and_holds_no_secret_value(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from multicloud_gcp.workload import startup_script
+
+    # Even with the secret's value in the scheduler's environment, only its name travels.
+    monkeypatch.setenv("HF_TOKEN", "hf_super_secret_value")
+    s = spec(env={"QUOTE": "it's \"quoted\""}, secrets=("HF_TOKEN",), checkpoint="gs://b/ck")
+    script = startup_script(s, kind=kind, nodes=2, coordinator="c0", resource="mc-x")
+    assert "hf_super_secret_value" not in script
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    reporter = script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+    compile(reporter, "reporter", "exec")
