@@ -54,7 +54,8 @@ class ProviderError(MulticloudError):
 
     Attributes:
         provider: Name of the provider that raised it.
-        scope: What the error applies to, as ``provider/region[/zone]`` when known.
+        scope: What the error applies to (see ``error_scope``): ``provider``,
+            ``provider/region`` or ``provider/region/zone``.
     """
 
     retryable: bool = False
@@ -72,6 +73,25 @@ def _rebuild_provider_error(
     cls: type[ProviderError], message: str, provider: str, scope: str
 ) -> ProviderError:
     return cls(message, provider=provider, scope=scope)
+
+
+def error_scope(provider: str, region: str | None = None, zone: str | None = None) -> str:
+    """Return the scope string an adapter puts on a capacity or quota error.
+
+    The scheduler blocks offers under the scope for a while; the planner matches offers
+    against exactly these forms, so adapters build scopes here rather than by hand.
+
+    Args:
+        provider: Fleet provider name.
+        region: Region the error applies to (None: the whole provider).
+        zone: Zone the error applies to (only with a region).
+
+    Returns:
+        ``provider``, ``provider/region`` or ``provider/region/zone``.
+    """
+    if not region:
+        return provider
+    return f"{provider}/{region}/{zone}" if zone else f"{provider}/{region}"
 
 
 class CapacityError(ProviderError):

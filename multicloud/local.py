@@ -47,7 +47,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from multicloud.errors import CapacityError, InvalidRequestError, TransientError
+from multicloud.errors import CapacityError, InvalidRequestError, TransientError, error_scope
 from multicloud.provider import (
     Capability,
     Handle,
@@ -523,7 +523,7 @@ class LocalProvider:
                 raise CapacityError(
                     f"all {self.slots} local slot(s) are busy",
                     provider=self.fleet_name,
-                    scope=f"{self.fleet_name}/{REGION}",
+                    scope=error_scope(self.fleet_name, REGION),
                 )
             self._check_cpus(cpus)
             install = spec.install_id if spec.install_id != "default" else self.install_id

@@ -32,7 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from multicloud.errors import CapacityError, InvalidRequestError, QuotaError, TransientError
+from multicloud.errors import (
+    CapacityError,
+    InvalidRequestError,
+    QuotaError,
+    TransientError,
+    error_scope,
+)
 from multicloud.models import Fault, FaultKind, InlineOffer
 from multicloud.provider import (
     Capability,
@@ -1093,7 +1099,7 @@ class SimProvider:
         return f"sim-{self.fleet_name}-{digest}"
 
     def _zone_scope(self, offer: Offer) -> str:
-        return f"{self.fleet_name}/{offer.zone or offer.region}"
+        return error_scope(self.fleet_name, offer.region, offer.zone)
 
     def _fault_key(self, index: int) -> str:
         return f"{self.fleet_name}#{index}"
@@ -1129,7 +1135,7 @@ class SimProvider:
                     f"injected quota fault: {offer.instance_type} quota exhausted in "
                     f"{offer.region}",
                     provider=self.fleet_name,
-                    scope=f"{self.fleet_name}/{offer.region}",
+                    scope=error_scope(self.fleet_name, offer.region),
                 )
             raise TransientError(
                 f"injected transient fault launching {offer.instance_type} in {where}",

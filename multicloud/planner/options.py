@@ -105,7 +105,8 @@ class OptionIndex:
     Args:
         offers: The offer table (reservation offers included).
         holders: ROFR holders (empty without ROFR).
-        blocked: Blocked scopes: provider, provider/region or provider/zone.
+        blocked: Blocked scopes: provider, provider/region or provider/region/zone (also
+            provider/zone).
         latency: Region latency function.
         preferred: Providers behind a commitment → ranking discount.
     """
@@ -166,11 +167,14 @@ class OptionIndex:
 
     def _is_blocked(self, o: Offer) -> bool:
         b = self.blocked
-        return bool(b) and (
-            o.provider in b
-            or f"{o.provider}/{o.region}" in b
-            or (o.zone is not None and f"{o.provider}/{o.zone}" in b)
-        )
+        if not b:
+            return False
+        region = f"{o.provider}/{o.region}"
+        if o.provider in b or region in b:
+            return True
+        # Zonal scopes come as provider/region/zone (errors.error_scope); provider/zone is
+        # the older short form, still honoured.
+        return o.zone is not None and (f"{region}/{o.zone}" in b or f"{o.provider}/{o.zone}" in b)
 
     def _compute(self, job: Job) -> Options:
         res = job.resources

@@ -52,7 +52,8 @@ class Snapshot:
         job_ids: Ids of ``jobs`` (defaults to their names).
         now: Current time, for deadlines, reservation windows and commitment schedules.
         blocked: Scopes recently failing with capacity/quota errors: ``provider``,
-            ``provider/region`` or ``provider/zone``.
+            ``provider/region`` or ``provider/region/zone`` (``errors.error_scope``; the
+            short ``provider/zone`` is honoured too).
         unresponsive: ROFR holders that did not answer within their window.
         reservation_used: Nodes of each reservation already in use.
         team_spent: Spend already charged against each team's budget.

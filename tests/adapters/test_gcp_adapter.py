@@ -278,7 +278,7 @@ def test_partial_gang_is_deleted_and_capacity_error_raised(fake: FakeGCP) -> Non
     )
     with pytest.raises(CapacityError) as caught:
         launch(provider, offer, spec(nodes=4))
-    assert caught.value.scope == f"gcp/{ZONE}"
+    assert caught.value.scope == f"gcp/{REGION}/{ZONE}"
     # Nothing of the gang is left: not its VMs, not its placement policy.
     assert fake.instances == {} and fake.policies == {}
 

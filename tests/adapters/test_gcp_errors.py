@@ -26,7 +26,7 @@ from multicloud.provider import LaunchSpec, MarketKind, Offer, ResourceRequest, 
 
 REGION = "us-central1"
 ZONE = "us-central1-a"
-ZONE_SCOPE = f"gcp/{ZONE}"
+ZONE_SCOPE = f"gcp/{REGION}/{ZONE}"
 REGION_SCOPE = f"gcp/{REGION}"
 
 

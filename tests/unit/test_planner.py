@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from multicloud.errors import error_scope
 from multicloud.models import Contracts
 from multicloud.planner import Plan, Policy, Snapshot, plan
 from multicloud.provider import Offer
@@ -44,6 +45,11 @@ def where(p: Plan, job_id: str) -> str:
         return "-"
     parts = sorted({f"{a.offer.provider}:{a.market.value}" for a in got})
     return "+".join(parts)
+
+
+def case(name: str) -> Case:
+    """Look a case up by name (indices shift as cases are added)."""
+    return next(c for c in CASES if c.name == name)
 
 
 def run(case: Case, force: bool = False) -> Plan:
@@ -195,6 +201,27 @@ CASES = [
         [offer("aws", price=1, zone="use1-az1"), offer("gcp", price=2)],
         {"a": "gcp:on-demand"},
         state={"blocked": frozenset({"aws/use1-az1"})},
+    ),
+    Case(
+        "blocked zone scope as adapters send it (provider/region/zone)",
+        [job("a")],
+        [offer("aws", price=1, zone="use1-az1"), offer("gcp", price=2)],
+        {"a": "gcp:on-demand"},
+        state={"blocked": frozenset({error_scope("aws", "us-east-1", "use1-az1")})},
+    ),
+    Case(
+        "a blocked zone leaves the region's other zones open",
+        [job("a")],
+        [offer("aws", price=1, zone="use1-az2"), offer("gcp", price=2)],
+        {"a": "aws:on-demand"},
+        state={"blocked": frozenset({error_scope("aws", "us-east-1", "use1-az1")})},
+    ),
+    Case(
+        "a blocked region covers its zones",
+        [job("a")],
+        [offer("aws", price=1, zone="use1-az2"), offer("gcp", price=2)],
+        {"a": "gcp:on-demand"},
+        state={"blocked": frozenset({error_scope("aws", "us-east-1")})},
     ),
     Case(
         "team budget caps spend: cheaper job placed, the other waits",
@@ -527,13 +554,13 @@ def test_reservation_offered_to_holder_when_scope_is_all() -> None:
 
 
 def test_every_placement_and_unplaced_job_has_reasons() -> None:
-    p = run(CASES[3])
+    p = run(case("higher priority gets scarce capacity"))
     assert all(a.reasons for a in p.placements)
     assert all(u.reason for u in p.unplaced)
 
 
 def test_plan_json_shape() -> None:
-    p = run(CASES[21])  # ROFR match
+    p = run(case("ROFR: match bills the outside price"))
     d = p.to_dict()
     assert set(d) == {"placements", "unplaced", "audit", "total_cost", "stats"}
     (a,) = d["placements"]
@@ -544,9 +571,9 @@ def test_plan_json_shape() -> None:
 
 
 def test_fast_path_is_used_without_contention() -> None:
-    p = run(CASES[0])
+    p = run(case("cheapest offer wins"))
     assert p.stats.path == "fast"
-    p = run(CASES[3])
+    p = run(case("higher priority gets scarce capacity"))
     assert p.stats.path == "optimizer"
 
 

@@ -281,7 +281,7 @@ def test_capacity_error_when_pool_is_short() -> None:
     launch(sim, "a", nodes=3)
     with pytest.raises(CapacityError) as info:
         launch(sim, "b", nodes=2)
-    assert info.value.scope == "simcloud/us-east-1a"
+    assert info.value.scope == "simcloud/us-east-1/us-east-1a"
     assert info.value.provider == "simcloud"
     launch(sim, "c", nodes=1)  # exactly what is left still fits
     assert pool(sim).capacity == 0
@@ -352,9 +352,9 @@ def test_handle_ids_are_deterministic_and_distinct() -> None:
 @pytest.mark.parametrize(
     ("kind", "error", "scope"),
     [
-        ("capacity", CapacityError, "simcloud/us-east-1a"),
+        ("capacity", CapacityError, "simcloud/us-east-1/us-east-1a"),
         ("quota", QuotaError, "simcloud/us-east-1"),
-        ("transient", TransientError, "simcloud/us-east-1a"),
+        ("transient", TransientError, "simcloud/us-east-1/us-east-1a"),
     ],
 )
 def test_injected_fault(kind: str, error: type[ProviderError], scope: str) -> None:

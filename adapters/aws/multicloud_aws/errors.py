@@ -34,6 +34,7 @@ from multicloud.errors import (
     ProviderError,
     QuotaError,
     TransientError,
+    error_scope,
 )
 
 __all__ = ["ERROR_TABLE", "PREFIX_TABLE", "aws_errors", "error_class", "translate"]
@@ -122,11 +123,7 @@ def error_class(code: str, http_status: int | None = None) -> tuple[type[Provide
 
 
 def _scope(provider: str, region: str, zone: str | None, level: str) -> str:
-    if not region:
-        return provider
-    if level == "zone" and zone:
-        return f"{provider}/{region}/{zone}"
-    return f"{provider}/{region}"
+    return error_scope(provider, region, zone if level == "zone" else None)
 
 
 def translate(

@@ -53,6 +53,7 @@ from multicloud.errors import (
     InvalidRequestError,
     ProviderError,
     QuotaError,
+    error_scope,
 )
 from multicloud.provider import (
     Capability,
@@ -409,7 +410,7 @@ class AWSProvider:
             raise InvalidRequestError(
                 f"zone {zone_id} is not a zone of {region} for this account",
                 provider=self.fleet_name,
-                scope=f"{self.fleet_name}/{region}",
+                scope=error_scope(self.fleet_name, region),
             )
         if offer.reservation is None:
             self._check_quota(region, offer.instance_type, spec.market, spec.nodes)
@@ -734,7 +735,7 @@ class AWSProvider:
         raise CapacityError(
             f"no zone of {offer.region} offers {offer.instance_type}",
             provider=self.fleet_name,
-            scope=f"{self.fleet_name}/{offer.region}",
+            scope=error_scope(self.fleet_name, offer.region),
         )
 
     def _check_quota(self, region: str, instance_type: str, market: MarketKind, nodes: int) -> None:
@@ -752,7 +753,7 @@ class AWSProvider:
                 f"quota {code} allows {limit:g} vCPUs in {region}; {nodes} x {instance_type} "
                 f"needs {needed}",
                 provider=self.fleet_name,
-                scope=f"{self.fleet_name}/{region}",
+                scope=error_scope(self.fleet_name, region),
             )
 
     def _quota(self, region: str, code: str) -> float | None:
@@ -817,7 +818,7 @@ class AWSProvider:
             raise InvalidRequestError(
                 f"capacity reservation {ref} is not active in {region}",
                 provider=self.fleet_name,
-                scope=f"{self.fleet_name}/{region}",
+                scope=error_scope(self.fleet_name, region),
             )
         chosen: dict[str, Any] = active[0]
         free = int(chosen.get("AvailableInstanceCount", 0))
@@ -825,7 +826,7 @@ class AWSProvider:
             raise CapacityError(
                 f"capacity reservation {ref} has {free} instance(s) free, {nodes} asked",
                 provider=self.fleet_name,
-                scope=f"{self.fleet_name}/{region}/{_zone_of(chosen, live) or region}",
+                scope=error_scope(self.fleet_name, region, _zone_of(chosen, live)),
             )
         return chosen
 
@@ -878,7 +879,7 @@ class AWSProvider:
         raise InvalidRequestError(
             f"none of subnets {list(subnets)} is in {zone_name}; add one per zone",
             provider=self.fleet_name,
-            scope=f"{self.fleet_name}/{region}",
+            scope=error_scope(self.fleet_name, region),
         )
 
     def _install(self, spec: LaunchSpec) -> str:
@@ -989,7 +990,7 @@ class AWSProvider:
                 f"request id {request_id!r} was already used for another launch "
                 "(IdempotentParameterMismatch)",
                 provider=self.fleet_name,
-                scope=f"{self.fleet_name}/{offer.region}",
+                scope=error_scope(self.fleet_name, offer.region),
             )
         zone = instances[0].get("Placement", {}).get("AvailabilityZone", "")
         live = self._region_live(offer.region)

@@ -36,6 +36,7 @@ from multicloud.errors import (
     ProviderError,
     QuotaError,
     TransientError,
+    error_scope,
 )
 
 __all__ = [
@@ -220,8 +221,8 @@ def translate(
         ``QuotaError`` (scoped to the region), ``AuthError``, ``InvalidRequestError`` or
         ``TransientError``. Never the SDK exception itself.
     """
-    region_scope = f"{provider}/{region}" if region else provider
-    zone_scope = f"{region_scope}/{zone}" if region and zone else region_scope
+    region_scope = error_scope(provider, region)
+    zone_scope = error_scope(provider, region, zone)
     prefix = f"{doing}: " if doing else ""
 
     if isinstance(exc, ProviderError):

@@ -41,7 +41,13 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute.models import AvailabilitySet, ProximityPlacementGroup, VirtualMachine
 
 from multicloud.catalog import CatalogRow, load_catalog
-from multicloud.errors import AuthError, InvalidRequestError, ProviderError, QuotaError
+from multicloud.errors import (
+    AuthError,
+    InvalidRequestError,
+    ProviderError,
+    QuotaError,
+    error_scope,
+)
 from multicloud.provider import (
     Capability,
     Handle,
@@ -958,7 +964,7 @@ class AzureProvider:
                     f"quota {name} in {region}: {current} of {limit} vCPUs used, "
                     f"{needed} more needed",
                     provider=self.fleet_name,
-                    scope=f"{self.fleet_name}/{region}",
+                    scope=error_scope(self.fleet_name, region),
                 )
 
     def _availability_set(

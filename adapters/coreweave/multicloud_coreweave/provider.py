@@ -37,7 +37,13 @@ from typing import Any, ClassVar, Literal
 
 from multicloud.accelerators import canonical
 from multicloud.catalog import load_catalog
-from multicloud.errors import AuthError, CapacityError, InvalidRequestError, QuotaError
+from multicloud.errors import (
+    AuthError,
+    CapacityError,
+    InvalidRequestError,
+    QuotaError,
+    error_scope,
+)
 from multicloud.provider import (
     Capability,
     Handle,
@@ -796,7 +802,7 @@ class CoreWeaveProvider:
         return f"mc-{digest[:20]}"
 
     def _scope(self, region: str, zone: str | None) -> str:
-        return f"{self.fleet_name}/{region}" + (f"/{zone}" if zone else "")
+        return error_scope(self.fleet_name, region, zone)
 
     def _labels(self, name: str, request_id: str, spec: LaunchSpec) -> dict[str, str]:
         return {

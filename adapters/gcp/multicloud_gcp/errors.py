@@ -29,6 +29,7 @@ from multicloud.errors import (
     ProviderError,
     QuotaError,
     TransientError,
+    error_scope,
 )
 
 __all__ = [
@@ -193,10 +194,10 @@ def translate(
     rule = classify(failure)
     cls: type[ProviderError] = rule.error if rule else TransientError
     width = rule.scope if rule else "zone"
-    if width == "zone" and zone:
-        scope = f"{provider}/{zone}"
-    elif width in ("zone", "region") and region:
-        scope = f"{provider}/{region}"
+    if zone and not region:
+        region = zone.rsplit("-", 1)[0]  # GCP zones are <region>-<letter>
+    if width in ("zone", "region"):
+        scope = error_scope(provider, region, zone if width == "zone" else None)
     else:
         scope = provider
     codes = ",".join(sorted(failure.codes))

@@ -36,6 +36,7 @@ from multicloud.errors import (
     ProviderError,
     QuotaError,
     TransientError,
+    error_scope,
 )
 from multicloud.provider import (
     Capability,
@@ -579,7 +580,7 @@ class GCPProvider:
                 f"{metric} quota in {offer.region}: {limit - usage:g} free of {limit:g}, "
                 f"{need} needed for {nodes} x {offer.instance_type}",
                 provider=self.fleet_name,
-                scope=f"{self.fleet_name}/{offer.region}",
+                scope=error_scope(self.fleet_name, offer.region),
             )
 
     # -- launch -------------------------------------------------------------------------------
@@ -790,7 +791,7 @@ class GCPProvider:
                 return TransientError(
                     f"{what}: still running after {self.operation_timeout_s}s",
                     provider=self.fleet_name,
-                    scope=f"{self.fleet_name}/{region}",
+                    scope=error_scope(self.fleet_name, region),
                 )
         errors = [(e.code, e.message) for e in op.error.errors] if op.error else []
         if not errors and op.http_error_status_code < 400:
@@ -930,7 +931,7 @@ class GCPProvider:
                     TransientError(
                         f"{what}: operations still running after {self.operation_timeout_s}s",
                         provider=self.fleet_name,
-                        scope=f"{self.fleet_name}/{zone}",
+                        scope=error_scope(self.fleet_name, _region_of(zone), zone),
                     )
                 )
                 break
@@ -1156,7 +1157,7 @@ class GCPProvider:
                 raise TransientError(
                     f"{what}: still running after {self.operation_timeout_s}s",
                     provider=self.fleet_name,
-                    scope=f"{self.fleet_name}/{zone}",
+                    scope=error_scope(self.fleet_name, _region_of(zone), zone),
                 )
             time.sleep(self.poll_interval_s)
         if op.HasField("error") and op.error.code:
