@@ -507,6 +507,22 @@ def test_readme_yaml_examples_parse_and_plan() -> None:
     assert plan.placements
 
 
+def test_readme_cloud_fleet_names_real_options() -> None:
+    from multicloud import providers as registry
+    from multicloud.errors import ProviderNotFoundError
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    (body,) = re.findall(r"<!-- example: cloud-fleet -->\s*```yaml\n(.*?)```", text, re.DOTALL)
+    fleet = parse_fleet(body, "README.md")
+    assert set(fleet.providers) == {"aws", "gcp", "azure", "coreweave"}
+    for name, cfg in fleet.providers.items():
+        try:
+            factory = registry.resolve(fleet.adapter_of(name))
+        except ProviderNotFoundError as exc:  # a core-only install: nothing to check against
+            pytest.skip(f"adapter {name} not installed: {exc}")
+        registry._check_options(factory, name, cfg.options)  # raises SpecError on a typo
+
+
 # ---- service verbs without a service ------------------------------------------------------
 
 
