@@ -110,10 +110,11 @@ def test_evicted_job_is_re_placed_and_finishes(cycle: tuple[Cycle, FakeKube]) ->
     c.run_until(lambda: bool(_live_jobs(kube)) and _live_jobs(kube) != [first])
     c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
     (second,) = _live_jobs(kube)
+    # Read before it finishes: a finished Job may be cleaned up by the next cycle.
+    labels = (kube.object("jobs", second) or {})["metadata"]["labels"]
+    assert labels["multicloud.io/attempt"] == "2"
     kube.succeed(second)
     c.run_until(lambda: c.state(job_id).is_terminal)
     record = c.store.get(job_id)
     assert record.state is JobState.SUCCEEDED
     assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
-    labels = (kube.object("jobs", second) or {})["metadata"]["labels"]
-    assert labels["multicloud.io/attempt"] == "2"
