@@ -172,11 +172,16 @@ class WorkloadStatus:
         state: Current state.
         message: Human detail from the provider.
         exit_code: Exit code once finished, when known.
+        blocked_scope: Set when a launched workload lost its place for lack of capacity or
+            quota (e.g. pods left unschedulable): the scope to avoid, as
+            ``errors.error_scope`` builds it. The scheduler blocks it as it would after a
+            ``CapacityError`` at launch, then re-places the job.
     """
 
     state: WorkloadState
     message: str = ""
     exit_code: int | None = None
+    blocked_scope: str | None = None
 
 
 @runtime_checkable

@@ -21,7 +21,13 @@ from multicloud_coreweave.provider import (
 )
 from multicloud_coreweave.testing import FakeKube, serve
 
-from multicloud.errors import CapacityError, InvalidRequestError, QuotaError, TransientError
+from multicloud.errors import (
+    CapacityError,
+    InvalidRequestError,
+    QuotaError,
+    TransientError,
+    error_scope,
+)
 from multicloud.provider import (
     Handle,
     LaunchSpec,
@@ -420,6 +426,9 @@ def test_unschedulable_for_gpus_after_grace_is_capacity_lost(
     # PREEMPTED makes the scheduler re-place the job elsewhere (see the docs).
     assert status.state is WorkloadState.PREEMPTED
     assert status.message.startswith("capacity:")
+    # ... and names the pool's scope, so the scheduler blocks it before re-placing.
+    assert status.blocked_scope == error_scope(provider.fleet_name, handle.region, handle.zone)
+    assert status.blocked_scope.startswith(f"{provider.fleet_name}/{handle.region}")
 
 
 # ---------------------------------------------------------------------------- terminate

@@ -244,6 +244,44 @@ def test_capacity_error_blocks_the_scope_for_later_jobs(harness: Callable[..., H
     assert [a.provider for a in h.store.get(second).attempts] == ["dear"]
 
 
+def test_capacity_lost_after_launch_blocks_the_scope_and_re_places(
+    harness: Callable[..., Harness],
+) -> None:
+    # A Kubernetes-style cloud: the launch is accepted, then the pods never get GPUs. The
+    # adapter reports PREEMPTED with the scope to avoid; the scheduler must not walk back in.
+    from multicloud.errors import error_scope
+    from multicloud.provider import WorkloadState, WorkloadStatus
+
+    def wrap(name: str, provider: Provider) -> Provider:
+        if name != "cheap":
+            return provider
+        real_status = provider.status
+
+        def status(handles: Any) -> Any:
+            return {
+                h.id: WorkloadStatus(
+                    WorkloadState.PREEMPTED,
+                    "capacity: pods unschedulable",
+                    blocked_scope=error_scope(name, h.region),
+                )
+                for h in handles
+                if h.id in real_status(handles)
+            }
+
+        provider.status = status  # type: ignore[method-assign]
+        return provider
+
+    h = harness(TWO_CLOUDS, wrap=wrap)
+    (job_id,) = h.submit(job("a"))
+    h.run_until(lambda: h.state_of(job_id) is S.SUCCEEDED)
+    record = h.store.get(job_id)
+    assert [(a.provider, a.outcome) for a in record.attempts] == [
+        ("cheap", "preempted"),
+        ("dear", "succeeded"),
+    ]
+    assert "cheap/r1" in h.scheduler.stats()["blocked"]
+
+
 def test_run_failure_fails_the_job_without_retry(harness: Callable[..., Harness]) -> None:
     def wrap(name: str, provider: Provider) -> Provider:
         real_status = provider.status

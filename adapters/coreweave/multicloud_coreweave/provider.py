@@ -1257,7 +1257,9 @@ class CoreWeaveProvider:
             live = False
         if disrupted:
             return WorkloadStatus(WorkloadState.PREEMPTED, disrupted)
-        blocked = self._capacity_blocked(pods)
+        ann = meta.get("annotations") or {}
+        scope = self._scope(str(ann.get(ANN_REGION, "")), ann.get(ANN_ZONE) or None)
+        blocked = self._capacity_blocked(pods, scope)
         if blocked is not None:
             return blocked
         running = sum(1 for p in pods if p.status is not None and p.status.phase == "Running")
@@ -1287,12 +1289,13 @@ class CoreWeaveProvider:
                 return int(terminated.exit_code)
         return None
 
-    def _capacity_blocked(self, pods: Iterable[Any]) -> WorkloadStatus | None:
+    def _capacity_blocked(self, pods: Iterable[Any], scope: str) -> WorkloadStatus | None:
         """Report a gang whose pods cannot be scheduled for lack of GPUs.
 
         Another tenant may take the free nodes between ``offers`` and ``launch``; the pods
         then wait Unschedulable. After ``unschedulable_grace_s`` this is reported PREEMPTED
-        (capacity lost) so the scheduler re-places the job elsewhere; before, PROVISIONING.
+        (capacity lost), with ``scope`` to block, so the scheduler re-places the job
+        elsewhere; before, PROVISIONING.
         """
         now = datetime.now(timezone.utc)
         for pod in pods:
@@ -1312,7 +1315,7 @@ class CoreWeaveProvider:
                 waited = (now - created).total_seconds()
                 text = f"capacity: pod {pod.metadata.name} unschedulable: {message}"
                 if waited >= self.unschedulable_grace_s:
-                    return WorkloadStatus(WorkloadState.PREEMPTED, text)
+                    return WorkloadStatus(WorkloadState.PREEMPTED, text, blocked_scope=scope)
                 return WorkloadStatus(WorkloadState.PROVISIONING, text)
         return None
 
