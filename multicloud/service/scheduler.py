@@ -673,6 +673,7 @@ class Scheduler:
         if info is None:
             return None
         spec = info.spec
+        node_price = row.price_per_hour / max(row.nodes, 1)
         offer = Offer(
             provider=row.provider,
             region=row.region,
@@ -681,7 +682,10 @@ class Scheduler:
             # Adapters launch by instance type; the accelerator is informative here.
             accelerator=spec.resources.accelerator[0],
             count=spec.resources.count,
-            price=row.price_per_hour / max(row.nodes, 1),
+            price=node_price,
+            # A spot attempt was placed on the offer's spot market: say so, as real adapters
+            # (AWS, Azure) refuse a spot launch on an offer without a spot price.
+            spot_price=node_price if row.market is MarketKind.SPOT else None,
             reservation=row.reservation,
         )
         run = spec.run
@@ -998,6 +1002,9 @@ class Scheduler:
                 )
             outcome = "preempted" if s.state is WorkloadState.PREEMPTED else "lost"
             self.counters.preemptions += outcome == "preempted"
+            if s.blocked_scope:
+                # Capacity lost after launch: the next plan must not walk straight back in.
+                self._block(s.blocked_scope)
             return self._fail_attempt(
                 job_id, outcome, f"{outcome} on {where}: {s.message}", now, requeue=True
             )
