@@ -35,6 +35,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 
 from multicloud.catalog import Catalog, load_catalog
@@ -182,6 +184,9 @@ class AWSProvider:
         regions: Region globs to use (empty = every AWS region of the catalog).
         profile: Named profile of the shared AWS config; None uses the standard chain
             (environment, web identity / IRSA, Pod Identity, SSO, instance profile).
+        credentials_file: Shared credentials file to read ``profile`` from instead of
+            ``~/.aws/credentials`` (e.g. a mounted Kubernetes Secret). A path, never keys:
+            the fleet file holds no secret.
         endpoint_url: Send every API call there (a moto server in tests); None for AWS.
         image_id: AMI to boot, one id or a mapping region → id (``"*"`` = default). None
             resolves ``image_parameter`` from SSM in the launch region.
@@ -228,6 +233,7 @@ class AWSProvider:
         fleet_name: str = "aws",
         regions: Sequence[str] = (),
         profile: str | None = None,
+        credentials_file: str | None = None,
         endpoint_url: str | None = None,
         image_id: str | Mapping[str, str] | None = None,
         image_parameter: str = DEFAULT_IMAGE_PARAMETER,
@@ -267,7 +273,12 @@ class AWSProvider:
         self._quota_ttl = float(quota_ttl)
         self._offers_ttl = float(offers_ttl)
         self._clock = _clock
-        self._session = _session if _session is not None else boto3.Session(profile_name=profile)
+        if _session is None:
+            core = botocore.session.get_session()
+            if credentials_file:
+                core.set_config_variable("credentials_file", os.path.expanduser(credentials_file))
+            _session = boto3.Session(botocore_session=core, profile_name=profile)
+        self._session = _session
         self._config = Config(
             retries={"total_max_attempts": int(max_attempts), "mode": "standard"},
             connect_timeout=connect_timeout,

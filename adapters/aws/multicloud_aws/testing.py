@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import re
+import tempfile
 import threading
 import time
 import urllib.request
@@ -70,6 +71,9 @@ FAKE_ENV: dict[str, str] = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 """Credentials that can only ever sign requests to the fake."""
+
+FAKE_PROFILE = "multicloud-fake"
+"""Profile of the fake's shared credentials file (``FakeAWS.options['credentials_file']``)."""
 
 _EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 _CREDENTIAL = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/")
@@ -587,11 +591,25 @@ def serve(*, set_env: bool = True) -> Iterator[FakeAWS]:
     tables = _Tables()
     server = _Server(tables)
     server.start()
+    # The fake's keys as a shared credentials file named in the options, so that another
+    # process (a Ray launch task) reaches the fake through the fleet entry alone.
+    secrets_dir = tempfile.TemporaryDirectory(prefix="multicloud-fake-aws-")
+    credentials = os.path.join(secrets_dir.name, "credentials")
+    with open(credentials, "w", encoding="utf-8") as out:
+        out.write(
+            f"[{FAKE_PROFILE}]\n"
+            f"aws_access_key_id = {FAKE_ENV['AWS_ACCESS_KEY_ID']}\n"
+            f"aws_secret_access_key = {FAKE_ENV['AWS_SECRET_ACCESS_KEY']}\n"
+            f"aws_session_token = {FAKE_ENV['AWS_SESSION_TOKEN']}\n"
+        )
     try:
         host, port = server.get_host_and_port()
-        yield FakeAWS(f"http://{host}:{port}", tables)
+        fake = FakeAWS(f"http://{host}:{port}", tables)
+        fake.options.update(credentials_file=credentials, profile=FAKE_PROFILE)
+        yield fake
     finally:
         server.stop()
+        secrets_dir.cleanup()
         if set_env:
             for key, value in saved.items():
                 if value is None:

@@ -1,0 +1,472 @@
+"""The four real adapters together, each behind its real SDK client and its in-package fake.
+
+Two "Done when" lines of the adapter issues, end to end and without Ray:
+
+- issue 4: a job file planned on a fleet of ``sim`` clouds is re-planned, unchanged, against
+  the real AWS, GCP, Azure and CoreWeave adapters (``multicloud plan``, through the CLI);
+- issue 5: a four-cloud fleet plans and runs through the scheduler: every cloud gets a job
+  only it can take, each runs to SUCCEEDED or FAILED through the fake's own workload
+  controls, a capacity error on one cloud blocks that zone and the job is re-placed on
+  another cloud, and a spot preemption is requeued and finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from multicloud_aws.provider import TAG_ATTEMPT, TAG_INSTALL, TAG_JOB
+from multicloud_aws.testing import FakeAWS
+from multicloud_aws.testing import serve as serve_aws
+from multicloud_azure.provider import TAG_ATTEMPT as AZ_ATTEMPT
+from multicloud_azure.provider import TAG_INSTALL as AZ_INSTALL
+from multicloud_azure.provider import TAG_JOB as AZ_JOB
+from multicloud_azure.testing import FakeArm
+from multicloud_azure.testing import serve as serve_azure
+from multicloud_coreweave.provider import LABEL_ATTEMPT, LABEL_INSTALL, LABEL_JOB
+from multicloud_coreweave.testing import TOKEN as KUBE_TOKEN
+from multicloud_coreweave.testing import FakeKube
+from multicloud_coreweave.testing import serve as serve_coreweave
+from multicloud_gcp.testing import FakeGCP
+from multicloud_gcp.testing import serve as serve_gcp
+from multicloud_gcp.workload import LABEL_ATTEMPT as GCP_ATTEMPT
+from multicloud_gcp.workload import LABEL_INSTALL as GCP_INSTALL
+from multicloud_gcp.workload import LABEL_JOB as GCP_JOB
+from multicloud_gcp.workload import label_value
+from typer.testing import CliRunner
+
+from multicloud import providers as registry
+from multicloud.cli import app
+from multicloud.models import Fleet
+from multicloud.provider import MarketKind, ResourceRequest
+from multicloud.service.effects import InlineEffects
+from multicloud.service.scheduler import Scheduler, Settings
+from multicloud.store import AttemptRecord, JobState, Store
+from multicloud.testing.builders import job
+
+S = JobState
+CLOUDS = ("aws", "gcp", "azure", "coreweave")
+
+# Regions each cloud may use: one per cloud keeps the adapters' live reads (one call per
+# region and service) to a handful, and pins where every job must land.
+REGIONS: dict[str, list[str]] = {
+    "aws": ["us-east-1"],
+    "gcp": ["us-central1"],
+    "azure": ["eastus"],
+    "coreweave": ["US-EAST-04"],
+}
+
+# One job only each cloud can take: a TPU slice only GCP sells, Trainium only AWS sells,
+# and two H100 gangs pinned to Azure and CoreWeave. The file is never changed between the
+# simulated and the real fleet.
+JOBS_YAML = """\
+jobs:
+  - name: tpu-slice
+    resources: {accelerator: TPU-v5e, count: 8}
+    run: {image: ghcr.io/acme/jax:1, command: python train.py}
+  - name: trainium
+    resources: {accelerator: Trainium, count: 16}
+    run: {image: ghcr.io/acme/neuron:1, command: python train.py}
+  - name: nd-h100
+    resources: {accelerator: H100, count: 8}
+    placement: {providers: [azure]}
+    run: {image: ghcr.io/acme/train:1, command: python train.py}
+  - name: cw-h100
+    resources: {accelerator: H100, count: 8}
+    placement: {providers: [coreweave]}
+    run: {image: ghcr.io/acme/train:1, command: python train.py}
+"""
+
+# job name → (provider, region, instance type on the sim fleet, on the real fleet)
+EXPECTED_PLAN: dict[str, tuple[str, str, str, str]] = {
+    "tpu-slice": ("gcp", "us-central1", "tpu-v5litepod-8", "tpu-v5litepod-8"),
+    "trainium": ("aws", "us-east-1", "trn1.32xlarge", "trn1.32xlarge"),
+    "nd-h100": ("azure", "eastus", "Standard_ND96isr_H100_v5", "Standard_ND96isr_H100_v5"),
+    # CoreWeave's real offers are the cluster's node pools, named by their GPU class.
+    "cw-h100": ("coreweave", "US-EAST-04", "cw-hgx-h100-8x", "H100_NVLINK_80GB"),
+}
+
+# Zone of the only a3-highgpu-8g pool left in the fake GCP (see `clouds`).
+GCP_H100_ZONE = "us-central1-a"
+
+
+@dataclass
+class Clouds:
+    """The four fakes, serving on 127.0.0.1 for the whole module."""
+
+    aws: FakeAWS
+    gcp: FakeGCP
+    azure: FakeArm
+    coreweave: FakeKube
+
+    def fleet_doc(self) -> dict[str, Any]:
+        """One fleet document of the four real adapters, pointed at the fakes."""
+        options: dict[str, dict[str, Any]] = {
+            "aws": self.aws.options,
+            "gcp": self.gcp.options,
+            "azure": self.azure.options,
+            # Pending pods count as "no capacity" at once rather than after a minute.
+            "coreweave": {**self.coreweave.options, "unschedulable_grace_s": 0.0},
+        }
+        return {
+            "providers": {
+                name: {"adapter": name, "regions": REGIONS[name], "options": options[name]}
+                for name in CLOUDS
+            }
+        }
+
+
+@pytest.fixture(scope="module")
+def clouds() -> Iterator[Clouds]:
+    with contextlib.ExitStack() as stack:
+        fakes = Clouds(
+            aws=stack.enter_context(serve_aws()),
+            gcp=stack.enter_context(serve_gcp()),
+            azure=stack.enter_context(serve_azure()),
+            coreweave=stack.enter_context(serve_coreweave()),
+        )
+        # Two 8×H100 nodes: room for two CoreWeave gangs at once.
+        fakes.coreweave.add_nodes(2, gpu_class="H100_NVLINK_80GB", region="US-EAST-04")
+        # GCP's cheapest H100 machine listed in one zone only, so that a stock-out there
+        # leaves GCP without a comparable offer and the job must move to another cloud.
+        for zone, types in fakes.gcp.machine_types.items():
+            if zone.startswith("us-central1-") and zone != GCP_H100_ZONE:
+                types.discard("a3-highgpu-8g")
+        yield fakes
+
+
+# ---------------------------------------------------------------------- same job file
+
+
+def _plan_json(jobs_file: Path, fleet_file: Path) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["plan", str(jobs_file), "--fleet", str(fleet_file), "--json"])
+    assert result.exit_code == 0, result.output
+    plan: dict[str, Any] = json.loads(result.output)
+    return plan
+
+
+def test_same_job_file_plans_on_sim_then_on_the_real_adapters(
+    clouds: Clouds, tmp_path: Path
+) -> None:
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text(JOBS_YAML)
+    sim_fleet = tmp_path / "sim-fleet.yaml"
+    sim_fleet.write_text(
+        yaml.safe_dump(
+            {
+                "providers": {
+                    name: {"adapter": "sim", "catalog": "builtin", "regions": REGIONS[name]}
+                    for name in CLOUDS
+                }
+            }
+        )
+    )
+    real_fleet = tmp_path / "fleet.yaml"
+    real_fleet.write_text(yaml.safe_dump(clouds.fleet_doc()))
+
+    plans = {"sim": _plan_json(jobs_file, sim_fleet), "real": _plan_json(jobs_file, real_fleet)}
+    assert jobs_file.read_text() == JOBS_YAML  # planned twice, never changed
+    for which, column in (("sim", 2), ("real", 3)):
+        plan = plans[which]
+        assert plan["unplaced"] == [], f"{which}: {plan['unplaced']}"
+        got = {
+            p["job"]: (p["provider"], p["region"], p["instance_type"]) for p in plan["placements"]
+        }
+        want = {name: (row[0], row[1], row[column]) for name, row in EXPECTED_PLAN.items()}
+        assert got == want, which
+
+    # Every real placement is an offer the adapter built from its fake's live answers...
+    fleet = Fleet.model_validate(clouds.fleet_doc())
+    live = {
+        name: {
+            (o.provider, o.region, o.zone, o.instance_type)
+            for o in registry.from_fleet(fleet, name).offers(ResourceRequest())
+        }
+        for name in CLOUDS
+    }
+    for p in plans["real"]["placements"]:
+        key = (p["provider"], p["region"], p["zone"], p["instance_type"])
+        assert key in live[p["provider"]], key
+    # ...and each one is something the fake cloud itself lists.
+    by_job = {p["job"]: p for p in plans["real"]["placements"]}
+    tpu = by_job["tpu-slice"]
+    assert "v5litepod-8" in clouds.gcp.tpu_types[tpu["zone"]]
+    trn = clouds.aws.client("ec2", "us-east-1").describe_instance_type_offerings(
+        Filters=[{"Name": "instance-type", "Values": ["trn1.32xlarge"]}]
+    )
+    assert trn["InstanceTypeOfferings"], "moto lists no trn1.32xlarge in us-east-1"
+    nd = by_job["nd-h100"]
+    skus = _get(
+        f"{clouds.azure.base_url}/subscriptions/{clouds.azure.subscription_id}/providers/"
+        f"Microsoft.Compute/skus?$filter=location eq '{nd['region']}'",
+        token="fake",
+    )["value"]
+    assert [s["restrictions"] for s in skus if s["name"] == nd["instance_type"]] == [[]]
+    nodes = _get(f"{clouds.coreweave.url}/api/v1/nodes", token=KUBE_TOKEN)["items"]
+    classes = {n["metadata"]["labels"]["gpu.nvidia.com/class"] for n in nodes}
+    assert by_job["cw-h100"]["instance_type"] in classes
+
+
+def _get(url: str, *, token: str) -> Any:
+    """GET a fake's own REST API (127.0.0.1 only), as its cloud's console would read it."""
+    assert url.startswith("http://127.0.0.1:"), url
+    request = urllib.request.Request(
+        url.replace(" ", "%20"), headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+# ---------------------------------------------------------------------- the scheduler
+
+
+class Cycle:
+    """A scheduler over a fresh SQLite store and the four adapters of one fleet document.
+
+    Each test gets its own store, hence its own install id: the orphan sweep of one test
+    never touches another test's workloads in the shared fakes.
+    """
+
+    def __init__(self, tmp_path: Path, clouds: Clouds) -> None:
+        self.clouds = clouds
+        self.fleet = Fleet.model_validate(clouds.fleet_doc())
+        self.effects = InlineEffects(
+            {name: registry.from_fleet(self.fleet, name) for name in self.fleet.providers}
+        )
+        self.store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+        settings = Settings(
+            tick_s=0.0,
+            status_interval_s=0.0,
+            replan_interval_s=0.05,
+            sweep_interval_s=0.5,
+            retry_backoff_s=0.01,
+            # Far longer than the test: a blocked scope must stay blocked throughout.
+            blocked_ttl_s=300.0,
+        )
+        self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=settings)
+
+    def submit(self, *jobs: Any) -> dict[str, str]:
+        """Submit jobs; return name → job id."""
+        ids = self.scheduler.submit([(j, None) for j in jobs])
+        return {j.name: job_id for j, (job_id, _) in zip(jobs, ids, strict=True)}
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out; stats: {self.scheduler.stats()}"
+            self.scheduler.tick()
+            time.sleep(0.005)
+
+    def state(self, job_id: str) -> JobState:
+        return self.store.get(job_id).state
+
+    def last(self, job_id: str) -> AttemptRecord:
+        return self.store.get(job_id).attempts[-1]
+
+    def running(self, job_id: str, attempt: int = 1) -> Callable[[], bool]:
+        def check() -> bool:
+            record = self.store.get(job_id)
+            # A job that ended while we wait for it to run will never run: say why now.
+            assert not record.state.is_terminal, self.store.events(job_id)[-1]["reason"]
+            return record.state is S.RUNNING and record.attempts[-1].attempt == attempt
+
+        return check
+
+    def close(self) -> None:
+        self.effects.close()
+        self.store.close()
+
+
+@pytest.fixture
+def cycle(clouds: Clouds, tmp_path: Path) -> Iterator[Cycle]:
+    c = Cycle(tmp_path, clouds)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def finish(clouds: Clouds, attempt: AttemptRecord, exit_code: int) -> None:
+    """End a workload the way its cloud reports it, through that fake's own control."""
+    handle = str((attempt.handle or {})["id"])
+    if attempt.provider == "aws":
+        clouds.aws.finish(attempt.region, handle.split(","), exit_code=exit_code)
+    elif attempt.provider == "gcp":
+        clouds.gcp.finish(handle, exit_code)
+    elif attempt.provider == "azure":
+        for vm in [n for n in clouds.azure.vm_names() if n.startswith(f"{handle}-")]:
+            clouds.azure.finish(vm, exit_code)
+    elif exit_code == 0:
+        clouds.coreweave.succeed(handle)
+    else:
+        clouds.coreweave.fail(handle, exit_code=exit_code)
+
+
+def ownership(clouds: Clouds, attempt: AttemptRecord) -> dict[str, str]:
+    """Read back, from the cloud side, the job / attempt / install marks of a workload."""
+    handle = str((attempt.handle or {})["id"])
+    if attempt.provider == "aws":
+        ec2 = clouds.aws.client("ec2", attempt.region)
+        answer = ec2.describe_instances(InstanceIds=handle.split(","))
+        (instance,) = [i for r in answer["Reservations"] for i in r["Instances"]]
+        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+        return {"job": tags[TAG_JOB], "attempt": tags[TAG_ATTEMPT], "install": tags[TAG_INSTALL]}
+    if attempt.provider == "gcp":
+        # A TPU slice: its node (created by the queued resource) carries the labels.
+        (node,) = [n for (_, node_id), n in clouds.gcp.tpu_nodes.items() if node_id == handle]
+        labels = node["labels"]
+        return {
+            "job": labels[GCP_JOB],
+            "attempt": labels[GCP_ATTEMPT],
+            "install": labels[GCP_INSTALL],
+        }
+    if attempt.provider == "azure":
+        tags = clouds.azure.vm(f"{handle}-0")["tags"]
+        return {"job": tags[AZ_JOB], "attempt": tags[AZ_ATTEMPT], "install": tags[AZ_INSTALL]}
+    obj = clouds.coreweave.object("jobs", handle)
+    assert obj is not None, f"no Kubernetes Job {handle}"
+    labels = obj["metadata"]["labels"]
+    return {
+        "job": labels[LABEL_JOB],
+        "attempt": labels[LABEL_ATTEMPT],
+        "install": labels[LABEL_INSTALL],
+    }
+
+
+def _run(image: str = "ghcr.io/acme/train:1") -> dict[str, str]:
+    return {"image": image, "command": "python train.py"}
+
+
+# name → (job, exit code the fake reports, final state, [(provider, region, outcome)] per attempt)
+MIX: dict[str, tuple[Any, int, JobState, list[tuple[str, str, str]]]] = {
+    "tpu-slice": (
+        job("tpu-slice", accelerator="TPU-v5e", count=8, run=_run("ghcr.io/acme/jax:1")),
+        0,
+        S.SUCCEEDED,
+        [("gcp", "us-central1", "succeeded")],
+    ),
+    "trainium": (
+        job("trainium", accelerator="Trainium", count=16, run=_run("ghcr.io/acme/neuron:1")),
+        0,
+        S.SUCCEEDED,
+        [("aws", "us-east-1", "succeeded")],
+    ),
+    "nd-h100": (
+        job("nd-h100", accelerator="H100", count=8, providers=["azure"], run=_run()),
+        3,  # the workload exits non-zero: FAILED, not retried
+        S.FAILED,
+        [("azure", "eastus", "failed")],
+    ),
+    "cw-h100": (
+        job("cw-h100", accelerator="H100", count=8, providers=["coreweave"], run=_run()),
+        0,
+        S.SUCCEEDED,
+        [("coreweave", "US-EAST-04", "succeeded")],
+    ),
+    # GCP is the cheapest H100 of these two (a3-highgpu-8g at $43/h against CoreWeave's
+    # $49/h); its only zone answers ZONE_RESOURCE_POOL_EXHAUSTED, so the job moves on.
+    "stockout": (
+        job("stockout", accelerator="H100", count=8, providers=["gcp", "coreweave"], run=_run()),
+        0,
+        S.SUCCEEDED,
+        [("gcp", "us-central1", "capacity"), ("coreweave", "US-EAST-04", "succeeded")],
+    ),
+}
+
+
+def test_four_cloud_mix_runs_through_the_scheduler(cycle: Cycle, clouds: Clouds) -> None:
+    clouds.gcp.fail(
+        "instances.insert",
+        in_operation=True,
+        status=503,
+        reason="ZONE_RESOURCE_POOL_EXHAUSTED",
+        message="The zone does not have enough resources available to fulfil the request",
+    )
+    ids = cycle.submit(*(spec for spec, _, _, _ in MIX.values()))
+    last_attempt = {name: len(want) for name, (_, _, _, want) in MIX.items()}
+    cycle.run_until(
+        lambda: all(cycle.running(ids[n], last_attempt[n])() for n in MIX), timeout=30.0
+    )
+
+    # Every job runs where only that cloud could take it, marked as ours on the cloud side.
+    install = cycle.scheduler.install_id
+    for name in MIX:
+        attempt = cycle.last(ids[name])
+        marks = ownership(clouds, attempt)
+        if attempt.provider == "gcp":
+            assert marks == {
+                "job": label_value(ids[name]),
+                "attempt": "1",
+                "install": label_value(install),
+            }
+        else:
+            assert marks == {"job": ids[name], "attempt": str(attempt.attempt), "install": install}
+
+    # The stock-out blocked exactly that zone, and no second insert went there: GCP was
+    # tried once, then the job went to CoreWeave.
+    scope = f"gcp/us-central1/{GCP_H100_ZONE}"
+    assert scope in cycle.scheduler.stats()["blocked"]
+    inserts = clouds.gcp.calls_to("instances.insert")
+    assert [c.path.split("/zones/")[1].split("/")[0] for c in inserts] == [GCP_H100_ZONE]
+    first = cycle.store.get(ids["stockout"]).attempts[0]
+    assert (first.zone, first.outcome, first.handle) == (GCP_H100_ZONE, "capacity", None)
+
+    for name, (_, code, _, _) in MIX.items():
+        finish(clouds, cycle.last(ids[name]), code)
+    cycle.run_until(lambda: all(cycle.state(i).is_terminal for i in ids.values()))
+
+    for name, (_, _, final, want) in MIX.items():
+        record = cycle.store.get(ids[name])
+        assert record.state is final, name
+        assert [(a.provider, a.region, a.outcome) for a in record.attempts] == want, name
+    assert "exit code 3" in cycle.store.events(ids["nd-h100"])[-1]["reason"]
+    stats = cycle.scheduler.stats()
+    assert stats["launch_errors"] == {"capacity": 1}
+    assert stats["cycle_errors"] == 0
+
+
+def test_spot_preemption_is_requeued_and_finished(cycle: Cycle, clouds: Clouds) -> None:
+    spot = job(
+        "spot-h100",
+        accelerator="H100",
+        count=8,
+        providers=["aws"],
+        market="spot",
+        run={**_run(), "checkpoint": "s3://acme-ckpt/spot/"},
+    )
+    ids = cycle.submit(spot)
+    job_id = ids["spot-h100"]
+    cycle.run_until(cycle.running(job_id, 1))
+    first = cycle.last(job_id)
+    assert (first.provider, first.market) == ("aws", MarketKind.SPOT)
+    # Regression: the scheduler used to hand adapters an offer without its spot price, and
+    # AWS (like Azure) refused every spot launch as invalid, failing the job outright.
+    assert cycle.scheduler.stats()["launch_errors"] == {}
+    (instance,) = clouds.aws.calls("RunInstances")[-1:]
+    assert instance["InstanceMarketOptions.MarketType"] == "spot"
+    # EC2 reclaims the spot capacity: the scheduler sees PREEMPTED and launches attempt 2.
+    clouds.aws.preempt(first.region, str((first.handle or {})["id"]).split(","))
+    cycle.run_until(cycle.running(job_id, 2))
+    second = cycle.last(job_id)
+    assert second.handle != first.handle
+    assert ownership(clouds, second)["attempt"] == "2"
+    finish(clouds, second, 0)
+    cycle.run_until(lambda: cycle.state(job_id).is_terminal)
+
+    record = cycle.store.get(job_id)
+    assert record.state is S.SUCCEEDED
+    assert [(a.provider, a.market, a.outcome) for a in record.attempts] == [
+        ("aws", MarketKind.SPOT, "preempted"),
+        ("aws", MarketKind.SPOT, "succeeded"),
+    ]
+    states = [e["to_state"] for e in cycle.store.events(job_id)]
+    assert states.count("running") == 2 and "preempted" in states
+    assert cycle.scheduler.stats()["preemptions"] == 1
