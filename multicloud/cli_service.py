@@ -77,6 +77,14 @@ def start(
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics here.")
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            help="Address /metrics binds (default loopback; 0.0.0.0 in a pod behind a "
+            "NetworkPolicy).",
+        ),
+    ] = "127.0.0.1",
     namespace: Namespace = "multicloud",
     num_cpus: Annotated[
         int | None, typer.Option("--num-cpus", help="CPUs of a local Ray head started here.")
@@ -112,6 +120,7 @@ def start(
                 fleet_source=source,
                 store_url=store or (saved.store_url if saved else default_store_url()),
                 metrics_port=metrics_port,
+                metrics_host=metrics_host,
             )
         elif ServiceConfig.load_saved() is None:
             from multicloud.demo import demo_paths
@@ -146,7 +155,9 @@ def start(
         f"{info['fleet']} ({', '.join(info['providers'])})"
     )
     if info.get("metrics_port"):
-        console.print(f"Metrics: http://127.0.0.1:{info['metrics_port']}/metrics")
+        host = info.get("metrics_host") or "127.0.0.1"
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        console.print(f"Metrics: http://{shown}:{info['metrics_port']}/metrics")
     if result.dashboard_url:
         env = " ".join(f"{k}={v}" for k, v in result.env.items())
         console.print(

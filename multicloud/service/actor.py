@@ -254,7 +254,7 @@ class SchedulerActor:
         )
         self.metrics = Metrics()
         if self.config.metrics_port is not None:
-            self.metrics.serve(self.config.metrics_port)
+            self.metrics.serve(self.config.metrics_port, addr=self.config.metrics_host)
         settings = Settings(**self.config.settings)  # type: ignore[arg-type]
         self.scheduler = Scheduler(
             self.store,
@@ -287,6 +287,7 @@ class SchedulerActor:
             "fleet": self.config.fleet_source,
             "providers": sorted(self.fleet.providers),
             "metrics_port": self.config.metrics_port,
+            "metrics_host": self.config.metrics_host,
             **self.scheduler.stats(),
         }
 

@@ -37,6 +37,8 @@ class ServiceConfig(BaseModel):
         sim_state: Journal of the simulated clouds (one per store).
         local_logs: Directory of the ``local`` provider's logs.
         metrics_port: Port for Prometheus ``/metrics`` (None: off).
+        metrics_host: Address ``/metrics`` binds: loopback by default; a pod behind a
+            Service and a NetworkPolicy (the Helm chart) binds ``0.0.0.0``.
         settings: Overrides of :class:`multicloud.service.scheduler.Settings` fields.
         crash_points: Crash point → probability (restart-safety tests only).
         crash_seed: Seed for the crash points.
@@ -52,6 +54,7 @@ class ServiceConfig(BaseModel):
     sim_state: str
     local_logs: str
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     # int before float: pydantic keeps 4 an int (chunk sizes, attempt counts) and 0.5 a float.
     settings: dict[str, int | float] = Field(default_factory=dict)
     crash_points: dict[str, float] = Field(default_factory=dict)

@@ -270,6 +270,23 @@ ALLOWED_RULES = {
     ("", "pods"): {"get", "list", "watch"},
     ("", "pods/log"): {"get", "list", "watch"},
     ("", "services"): {"get", "list", "watch", "create", "delete"},
+    ("", "resourcequotas"): {"get", "list"},
+}
+
+# The API calls the CoreWeave adapter makes in a full lifecycle (offers, launch of a Job and
+# a RayJob, status, terminate, sweep), as logged by its fake API server when this list was
+# written: what the chart's RBAC must allow. (verb, resource, cluster-wide?)
+ADAPTER_CALLS = {
+    ("list", "nodes", True),
+    ("list", "pods", True),
+    ("list", "pods", False),
+    ("list", "resourcequotas", False),
+    ("create", "jobs", False),
+    ("list", "jobs", False),
+    ("delete", "jobs", False),
+    ("create", "rayjobs", False),
+    ("list", "rayjobs", False),
+    ("delete", "rayjobs", False),
 }
 
 
@@ -295,8 +312,18 @@ def test_rbac_has_no_wildcards_and_only_what_the_adapter_needs(name: str) -> Non
     if values["rbac"]["nodeReader"]:
         (cr,) = cluster_roles
         assert cr["rules"] == [
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+            {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]}
         ]
+        # Together the Role and the ClusterRole allow every call the adapter makes.
+        allowed = {
+            (verb, resource, obj["kind"] == "ClusterRole")
+            for obj in [role, cr]
+            for rule in obj["rules"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        missing = {c for c in ADAPTER_CALLS if c not in allowed}
+        assert not missing, f"the CoreWeave adapter would be forbidden: {sorted(missing)}"
         assert rendered.one("ClusterRoleBinding")["roleRef"]["name"] == cr["metadata"]["name"]
     else:
         assert not cluster_roles and not rendered.of("ClusterRoleBinding")
@@ -497,6 +524,9 @@ def test_scheduler_script_calls_the_real_start_verb(name: str, tmp_path: Path) -
     assert params["store"] == store
     want_port = values["metrics"]["port"] if values["metrics"]["enabled"] else None
     assert params["metrics_port"] == want_port
+    # The metrics Service targets the pod IP: a loopback bind would serve nobody.
+    if values["metrics"]["enabled"]:
+        assert params["metrics_host"] == "0.0.0.0"
 
 
 def test_default_fleet_is_one_multicloud_accepts(tmp_path: Path) -> None:
