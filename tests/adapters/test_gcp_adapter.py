@@ -19,7 +19,7 @@ from multicloud_gcp.testing import FakeGCP, block_external_network, serve
 from multicloud_gcp.workload import REQUEST_NAMESPACE, label_value, node_request_id
 
 import multicloud.providers as registry
-from multicloud.errors import CapacityError, InvalidRequestError, QuotaError
+from multicloud.errors import CapacityError, InvalidRequestError, QuotaError, TransientError
 from multicloud.fleet import plan_fleet
 from multicloud.models import Job
 from multicloud.provider import (
@@ -217,7 +217,7 @@ def test_gpu_vms_carry_labels_and_workload_metadata(fake: FakeGCP) -> None:
     script = meta["startup-script"]
     assert "ghcr.io/acme/train:1" in script and "train.py" in script and "EPOCHS" in script
     # Secret by name only: resolved from Secret Manager on the host.
-    assert "secrets/HF_TOKEN/versions/latest:access" in script
+    assert 'secret HF_TOKEN "projects/$PROJECT/secrets/"HF_TOKEN HF_TOKEN' in script
     assert "multicloud-exit" in script and "shutdown -h now" in script
 
 
@@ -281,6 +281,122 @@ def test_partial_gang_is_deleted_and_capacity_error_raised(fake: FakeGCP) -> Non
     assert caught.value.scope == f"gcp/{REGION}/{ZONE}"
     # Nothing of the gang is left: not its VMs, not its placement policy.
     assert fake.instances == {} and fake.policies == {}
+
+
+def test_capacity_answered_to_a_later_insert_still_undoes_the_gang(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    # Node 1's insert call itself is refused (HTTP), after node 0's went out.
+    fake.fail(
+        "instances.insert",
+        status=503,
+        reason="ZONE_RESOURCE_POOL_EXHAUSTED",
+        message="no capacity",
+        after=1,
+    )
+    with pytest.raises(CapacityError):
+        launch(provider, offer, spec(nodes=2))
+    assert fake.instances == {} and fake.policies == {}
+
+
+def test_resend_after_an_undone_gang_builds_it_again(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    s = spec(nodes=2)
+    fake.fail(
+        "instances.insert",
+        in_operation=True,
+        status=503,
+        reason="ZONE_RESOURCE_POOL_EXHAUSTED",
+        message="no capacity",
+        after=1,
+    )
+    with pytest.raises(CapacityError):
+        launch(provider, offer, s)
+    assert fake.instances == {} and fake.policies == {}
+    # Capacity is back and the same request id comes again (the block expired): every
+    # requestId of the first send (policy, both VMs) now only answers an old operation.
+    handle = launch(provider, offer, s)
+    assert len(instances_of(fake, handle)) == 2 and len(fake.policies) == 1
+
+
+def test_resend_after_transient_failure_completes_the_same_gang(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    s = spec(nodes=2)
+    # Node 1's insert fails inside its operation with a passing error; node 0 comes up.
+    fake.fail(
+        "instances.insert",
+        in_operation=True,
+        status=503,
+        reason="INTERNAL_ERROR",
+        message="Internal error",
+        after=1,
+    )
+    with pytest.raises(TransientError):
+        launch(provider, offer, s)
+    # Nothing is undone: the scheduler re-sends the same request id and adopts node 0.
+    assert len(fake.instances) == 1
+    handle = launch(provider, offer, s)
+    names = sorted(i["name"] for i in instances_of(fake, handle))
+    assert names == [f"{handle.id}-0", f"{handle.id}-1"] and len(fake.instances) == 2
+    # Node 1 went out again under a fresh requestId (its first one only ever answers the
+    # failed operation); node 0 was not inserted twice.
+    inserted = [(c.body["name"], c.query["requestId"]) for c in fake.calls_to("instances.insert")]
+    assert [n for n, _ in inserted].count(f"{handle.id}-0") == 1
+    node1 = [rid for n, rid in inserted if n == f"{handle.id}-1"]
+    assert len(set(node1)) == 2
+    assert provider.status([handle])[handle.id].state in (
+        WorkloadState.PROVISIONING,
+        WorkloadState.RUNNING,
+    )
+    fake.finish(handle.id, 0)
+    assert provider.status([handle])[handle.id].state is WorkloadState.SUCCEEDED
+
+
+def test_resend_never_adopts_vms_being_deleted(fake: FakeGCP) -> None:
+    provider = make(fake, compact_placement=False)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    s = spec(nodes=2)
+    fake.fail(
+        "instances.insert",
+        in_operation=True,
+        status=503,
+        reason="ZONE_RESOURCE_POOL_EXHAUSTED",
+        message="no capacity",
+        after=1,
+    )
+    # The undo's delete of node 0 does not finish: node 0 is left STOPPING.
+    fake.fail("instances.delete", in_operation=True, status=503, message="still deleting")
+    with pytest.raises(CapacityError):
+        launch(provider, offer, s)
+    [(key, dying)] = list(fake.instances.items())
+    assert dying["status"] == "STOPPING"
+    # A re-send now must not hand back a workload made of a dying VM.
+    with pytest.raises(TransientError):
+        launch(provider, offer, s)
+    # Once it is gone, the re-send builds the whole gang again (fresh requestIds: the first
+    # ones only ever answer the old operations).
+    del fake.instances[key]
+    handle = launch(provider, offer, s)
+    instances = instances_of(fake, handle)
+    assert len(instances) == 2 and all(i["status"] != "STOPPING" for i in instances)
+    assert provider.status([handle])[handle.id].state is not WorkloadState.FAILED
+
+
+def test_resend_replaces_a_vm_stopped_without_reporting(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "a3-highgpu-8g")
+    s = spec(nodes=2)
+    first = launch(provider, offer, s)
+    # Node 0 stopped (host error) before the scheduler recorded the launch.
+    stopped = next(i for i in instances_of(fake, first) if i["name"].endswith("-0"))
+    stopped["status"] = "TERMINATED"
+    again = launch(make(fake), offer, s)
+    assert again == first
+    assert len(fake.calls_to("instances.delete")) == 1
+    assert len(instances_of(fake, again)) == 2
+    assert provider.status([again])[again.id].state is not WorkloadState.FAILED
 
 
 def test_foreign_and_reserved_offers_are_invalid(fake: FakeGCP) -> None:
@@ -457,6 +573,23 @@ def test_tpu_falls_back_to_nodes(fake: FakeGCP, fake_offers_queued: bool, option
     assert provider.status([handle])[handle.id].state is WorkloadState.UNKNOWN
 
 
+def test_tpu_resend_after_transient_failure_creates_the_queued_resource(fake: FakeGCP) -> None:
+    provider = make(fake)
+    offer = offer_of(provider, "tpu-v5litepod-8")
+    s = spec("tpu-retry")
+    fake.fail("tpu.queuedResources.create", in_operation=True, grpc_code=14, message="unavailable")
+    with pytest.raises(TransientError):
+        launch(provider, offer, s)
+    assert fake.tpu_queued == {}
+    # The re-send's first requestId only answers the failed operation: it goes out again
+    # under a fresh one.
+    handle = launch(provider, offer, s)
+    assert list(fake.tpu_queued) == [(offer.zone, handle.id)]
+    sent = [c.query["requestId"] for c in fake.calls_to("tpu.queuedResources.create")]
+    assert len(sent) == 3 and sent[0] == sent[1] != sent[2]
+    assert provider.status([handle])[handle.id].state is WorkloadState.PROVISIONING
+
+
 def test_tpu_spot_preemption(fake: FakeGCP) -> None:
     # us-central1's TPU rows have no spot price; asia-northeast1-b sells spot v6e.
     provider = GCPProvider(regions=["asia-northeast1"], **fake.options)
@@ -554,9 +687,109 @@ def test_startup_script_is_valid_and_holds_no_secret_value(
 
     # Even with the secret's value in the scheduler's environment, only its name travels.
     monkeypatch.setenv("HF_TOKEN", "hf_super_secret_value")
-    s = spec(env={"QUOTE": "it's \"quoted\""}, secrets=("HF_TOKEN",), checkpoint="gs://b/ck")
+    s = spec(
+        env={"QUOTE": 'it\'s "quoted"'},
+        secrets=("HF_TOKEN", "projects/other/secrets/wandb-key"),
+        checkpoint="gs://b/ck",
+    )
     script = startup_script(s, kind=kind, nodes=2, coordinator="c0", resource="mc-x")
     assert "hf_super_secret_value" not in script
+    # Each secret is looked up by name in Secret Manager (the VM's own project unless the
+    # name is a full resource path) and lands in the env file under its env name.
+    lines = script.splitlines()
+    assert 'secret HF_TOKEN "projects/$PROJECT/secrets/"HF_TOKEN HF_TOKEN' in lines
+    assert "secret projects/other/secrets/wandb-key projects/other/secrets/wandb-key WANDB_KEY" in (
+        lines
+    )
+    assert "https://secretmanager.googleapis.com/v1/$2/versions/latest:access" in script
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
     reporter = script.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
     compile(reporter, "reporter", "exec")
+
+
+_SHIMS = {
+    # Metadata server and Secret Manager, as the startup script reaches them through curl.
+    "curl": """#!/bin/bash
+url="${@: -1}"
+echo "$url" >> "$OUT/urls"
+case "$url" in
+  */project/project-id) printf 'proj' ;;
+  */instance/name) printf 'mc-x-0' ;;
+  */instance/zone) printf 'projects/1/zones/us-central1-a' ;;
+  */token) printf '{"access_token": "t"}' ;;
+  https://secretmanager.googleapis.com/*)
+    [ -n "${SECRET_B64-}" ] || exit 22
+    printf '{"payload": {"data": "%s"}}' "$SECRET_B64" ;;
+  *) exit 22 ;;
+esac
+""",
+    "docker": (
+        '#!/bin/bash\nfor a; do [ "$p" = --env-file ] && cp "$a" "$OUT/envfile"; p=$a; done\n'
+    ),
+    "shutdown": '#!/bin/bash\ntouch "$OUT/shutdown"\n',
+    # ``python3 -`` is the exit-code reporter: record the code instead of calling Google.
+    "python3": """#!/bin/bash
+if [ "${1-}" = - ]; then echo "$2" > "$OUT/reported"; exit 0; fi
+exec "$REAL_PYTHON" "$@"
+""",
+}
+
+
+def _run_startup(tmp_path: Any, secret: bytes | None) -> tuple[int, str, dict[str, str]]:
+    import base64
+    import os
+    import subprocess
+    import sys
+
+    from multicloud_gcp.workload import startup_script
+
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for name, text in _SHIMS.items():
+        (shims / name).write_text(text)
+        (shims / name).chmod(0o755)
+    env = {
+        "PATH": f"{shims}:{os.environ['PATH']}",
+        "OUT": str(tmp_path),
+        "REAL_PYTHON": sys.executable,
+    }
+    if secret is not None:
+        env["SECRET_B64"] = base64.b64encode(secret).decode()
+    script = startup_script(
+        spec(secrets=("HF_TOKEN",)), kind="vm", nodes=1, coordinator="c0", resource=""
+    )
+    done = subprocess.run(
+        ["bash"], input=script, text=True, capture_output=True, env=env, timeout=60
+    )
+    out = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
+    return done.returncode, done.stdout + done.stderr, out
+
+
+def test_startup_script_puts_the_secret_into_the_env_file_only(tmp_path: Any) -> None:
+    code, console, out = _run_startup(tmp_path, b"hf_super_secret_value\n")
+    assert code == 0 and out["reported"].strip() == "0" and "shutdown" in out
+    # Looked up by name in the VM's project.
+    lookup = "https://secretmanager.googleapis.com/v1/projects/proj/secrets/HF_TOKEN/versions/"
+    assert f"{lookup}latest:access\n" in out["urls"]
+    # One line, the trailing newline of the stored value dropped.
+    assert "HF_TOKEN=hf_super_secret_value\n" in out["envfile"].splitlines(keepends=True)
+    assert "hf_super_secret_value" not in console
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [None, b"line-one\nline-two-of-the-secret\n", b"not-utf-8-\xff"],
+    ids=["missing-or-forbidden", "multi-line", "undecodable"],
+)
+def test_startup_script_refuses_an_unusable_secret(tmp_path: Any, secret: bytes | None) -> None:
+    from multicloud_gcp.workload import SECRET_EXIT_CODE
+
+    code, console, out = _run_startup(tmp_path, secret)
+    # The workload never starts; the fixed exit code is reported and the VM powers off.
+    assert code == SECRET_EXIT_CODE == 78
+    assert out["reported"].strip() == str(SECRET_EXIT_CODE) and "shutdown" in out
+    assert "envfile" not in out
+    # The console names the secret, never any part of its value.
+    assert "secret HF_TOKEN " in console
+    for part in ("line-one", "line-two", "not-utf-8"):
+        assert part not in console

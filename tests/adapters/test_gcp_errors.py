@@ -146,6 +146,30 @@ GPU_CASES = [
         InvalidRequestError,
         ZONE_SCOPE,
     ),
+    # A project-wide GPU quota is exhausted in every region: the scope is the provider.
+    Case(
+        "op QUOTA_EXCEEDED GPUS_ALL_REGIONS",
+        "instances.insert",
+        {
+            "in_operation": True,
+            "status": 403,
+            "reason": "QUOTA_EXCEEDED",
+            "message": "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 0.0 globally.",
+        },
+        QuotaError,
+        "gcp",
+    ),
+    Case(
+        "http 403 quotaExceeded globally",
+        "instances.insert",
+        {
+            "status": 403,
+            "reason": "quotaExceeded",
+            "message": "Quota 'PREEMPTIBLE_GPUS_ALL_REGIONS' exceeded. Limit: 0.0 globally.",
+        },
+        QuotaError,
+        "gcp",
+    ),
     # HTTP answers to the insert itself.
     Case(
         "http 403 quotaExceeded",
@@ -330,21 +354,40 @@ def test_tpu_launch_errors(fake: FakeGCP, case: Case) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "message", "state"),
+    ("code", "message", "state", "blocked"),
     [
-        (8, 'There is no more capacity in the zone "us-central1-a"', WorkloadState.TERMINATED),
-        (3, "invalid runtime version", WorkloadState.FAILED),
+        (
+            8,
+            'There is no more capacity in the zone "us-central1-a"',
+            WorkloadState.PREEMPTED,
+            ZONE_SCOPE,
+        ),
+        (
+            8,
+            "Quota limit 'TPUV5sLitepodPerProjectPerZoneForTPUAPI' has been exceeded",
+            WorkloadState.PREEMPTED,
+            REGION_SCOPE,
+        ),
+        (14, "The service is currently unavailable", WorkloadState.TERMINATED, None),
+        (3, "invalid runtime version", WorkloadState.FAILED, None),
     ],
-    ids=["capacity-loses-the-attempt", "bad-request-fails-the-job"],
+    ids=[
+        "capacity-is-lost-and-blocks-the-zone",
+        "quota-is-lost-and-blocks-the-region",
+        "transient-loses-the-attempt",
+        "bad-request-fails-the-job",
+    ],
 )
 def test_failed_queued_resource_status(
-    fake: FakeGCP, code: int, message: str, state: WorkloadState
+    fake: FakeGCP, code: int, message: str, state: WorkloadState, blocked: str | None
 ) -> None:
     provider = provider_for(fake)
     handle = provider.launch(offer(provider, "tpu-v5litepod-8"), spec(), request_id="r-q")
     fake.fail_queued(handle.id, code, message)
     status = provider.status([handle])[handle.id]
     assert status.state is state and message in status.message
+    # The scheduler blocks this scope, as after a CapacityError / QuotaError at launch.
+    assert status.blocked_scope == blocked
 
 
 @pytest.mark.parametrize(

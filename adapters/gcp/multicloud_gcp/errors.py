@@ -121,6 +121,11 @@ _CAPACITY_CODES = (
 _QUOTA_CODES = ("QUOTA_EXCEEDED", "QUOTAEXCEEDED")
 _RATE_CODES = ("RATELIMITEXCEEDED", "USERRATELIMITEXCEEDED", "RATE_LIMIT_EXCEEDED")
 
+
+def _is_quota(f: Failure) -> bool:
+    return f.has(*_QUOTA_CODES) or (f.status in (403, 429) and f.says(r"\bquota\b"))
+
+
 RULES: tuple[Rule, ...] = (
     # Capacity first: a stockout can arrive with HTTP 403/429/503 or inside an operation, and
     # it must fail over to another zone, never look like an auth or throttling problem.
@@ -137,13 +142,16 @@ RULES: tuple[Rule, ...] = (
         "zone",
     ),
     # Compute answers an exhausted quota with 403 quotaExceeded (or QUOTA_EXCEEDED inside
-    # the operation); the TPU API with 429 RESOURCE_EXHAUSTED naming a quota limit.
+    # the operation); the TPU API with 429 RESOURCE_EXHAUSTED naming a quota limit. A
+    # project-wide quota (GPUS_ALL_REGIONS, "Limit: 0.0 globally") is exhausted in every
+    # region at once: its scope is the whole provider, or the scheduler walks region by region.
     Rule(
-        "quota exceeded",
-        lambda f: f.has(*_QUOTA_CODES) or (f.status in (403, 429) and f.says(r"\bquota\b")),
+        "global quota exceeded",
+        lambda f: _is_quota(f) and f.says(r"_ALL_REGIONS\b|\bglobally\b"),
         QuotaError,
-        "region",
+        "provider",
     ),
+    Rule("quota exceeded", _is_quota, QuotaError, "region"),
     Rule("rate limited", lambda f: f.has(*_RATE_CODES), TransientError, "zone"),
     Rule("unauthenticated (401)", lambda f: f.status == 401, AuthError, "provider"),
     Rule("permission denied (403)", lambda f: f.status == 403, AuthError, "provider"),
@@ -199,7 +207,7 @@ def translate(
     if width in ("zone", "region"):
         scope = error_scope(provider, region, zone if width == "zone" else None)
     else:
-        scope = provider
+        scope = error_scope(provider)
     codes = ",".join(sorted(failure.codes))
     detail = f"{failure.status or '-'} {codes}".strip()
     prefix = f"{what}: " if what else ""

@@ -23,6 +23,7 @@ import fnmatch
 import logging
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ _KIND_VM = "vm"
 _KIND_QR = "tpu-qr"
 _KIND_NODE = "tpu-node"
 _GONE_INSTANCE = frozenset({"STOPPING", "STOPPED", "TERMINATED", "SUSPENDING", "SUSPENDED"})
+_STOPPING_INSTANCE = frozenset({"STOPPING", "SUSPENDING"})
 _MESSAGES = {
     WorkloadState.PROVISIONING: "provisioning",
     WorkloadState.RUNNING: "running",
@@ -700,6 +702,18 @@ class GCPProvider:
         }
         for instance in existing.values():
             self._reuse_check(dict(instance.labels), labels[LABEL_SPEC], request_id)
+        # A VM stopping or stopped without having reported an exit code is not a node of a
+        # live gang (an undo or terminate deleting it, a preemption, a host error): adopting
+        # it would hand the scheduler a workload that is already lost. It is replaced.
+        stale = [
+            i
+            for i in existing.values()
+            if i.status in _GONE_INSTANCE and LABEL_EXIT not in i.labels
+        ]
+        if stale:
+            self._clear_stale(zone, stale, request_id)
+            for instance in stale:
+                del existing[instance.name]
         names = [f"{handle_id}-{i}" for i in range(spec.nodes)]
         missing = sum(name not in existing for name in names)
         if missing:
@@ -709,25 +723,64 @@ class GCPProvider:
         coordinator = f"{names[0]}.{zone}.c.{self.project}.internal"
         script = startup_script(spec, kind="vm", nodes=spec.nodes, coordinator=coordinator)
         operations: list[tuple[str, Any]] = []
+        failures: list[ProviderError] = []
         for index, name in enumerate(names):
             if name in existing:
                 continue
             body = self._instance_body(name, offer, spec, labels, metadata, script)
             if policy is not None:
                 body.resource_policies = [policy]
-            op = self._insert(zone, body, node_request_id(request_id, zone, index))
+            try:
+                op = self._insert(zone, body, request_id, index)
+            except ProviderError as exc:
+                # Stop here, but still wait for the inserts already sent: what the gang
+                # does next depends on which VMs came up.
+                failures.append(exc)
+                break
             if op is not None:
                 operations.append((name, op))
-        failures = self._wait_all(zone, operations, what="creating instances")
-        if failures:
-            # A partial gang is useless and still billed: delete what did come up.
-            try:
-                self._delete_instances(zone, names, request_id=f"{request_id}/undo")
-                if policy is not None:
-                    self._delete_policy(offer.region, handle_id, request_id=f"{request_id}/undo")
-            except ProviderError as exc:
-                log.warning("could not clean up the partial gang %s: %s", handle_id, exc)
+        try:
+            failures = self._wait_all(zone, operations, what="creating instances") + failures
+        except ProviderError as exc:
+            failures.append(exc)
+        if not failures:
+            return
+        fatal = next((f for f in failures if not isinstance(f, TransientError)), None)
+        if fatal is None:
+            # Only passing errors (5xx, throttling, a timeout): the scheduler re-sends the same
+            # request id, which adopts the VMs that came up and inserts the rest. Deleting
+            # them here would make that re-send start from nothing again.
             raise failures[0]
+        # Capacity, quota, a bad request: the gang cannot be completed here, and a partial
+        # gang is useless and still billed: delete what did come up. A fresh key each time,
+        # so that an earlier undo of the same launch is never answered instead.
+        undo = f"{request_id}/undo/{uuid.uuid4().hex}"
+        try:
+            self._delete_instances(zone, names, request_id=undo)
+            if policy is not None:
+                self._delete_policy(offer.region, handle_id, request_id=undo)
+        except ProviderError as exc:
+            log.warning("could not clean up the partial gang %s: %s", handle_id, exc)
+        raise fatal
+
+    def _clear_stale(self, zone: str, stale: list[Any], request_id: str) -> None:
+        """Get VMs of an earlier send that cannot be adopted out of the way, or raise.
+
+        A VM still stopping (being deleted, or stopped) is waited for by the scheduler's next
+        re-send (TransientError); one at rest (TERMINATED, STOPPED, SUSPENDED) is deleted
+        here, and the launch goes on to create it again.
+        """
+        moving = sorted(i.name for i in stale if i.status in _STOPPING_INSTANCE)
+        if moving:
+            raise TransientError(
+                f"VM(s) {', '.join(moving)} of an earlier send of this launch are still "
+                "stopping or being deleted; re-send once they are gone",
+                provider=self.fleet_name,
+                scope=error_scope(self.fleet_name, _region_of(zone), zone),
+            )
+        names = sorted(i.name for i in stale)
+        log.info("replacing VM(s) %s that stopped without reporting", ", ".join(names))
+        self._delete_instances(zone, names, request_id=f"{request_id}/replace/{uuid.uuid4().hex}")
 
     def _placement_policy(
         self, offer: Offer, spec: LaunchSpec, handle_id: str, request_id: str
@@ -747,25 +800,33 @@ class GCPProvider:
                 collocation="COLLOCATED", vm_count=spec.nodes
             ),
         )
-        request = compute_v1.InsertResourcePolicyRequest(
-            project=self.project,
-            region=region,
-            resource_policy_resource=policy,
-            request_id=request_uuid(f"{request_id}/{region}/placement"),
-        )
-        try:
-            op = self.clients.resource_policies.insert_unary(request=request)
-        except _BUGS:
-            raise
-        except Exception as exc:
-            if self._status_code(exc) == 409:
-                return link
-            raise gerr.translate(
-                gerr.failure_from_exception(exc),
-                provider=self.fleet_name,
+        key = f"{request_id}/{region}/placement"
+        op = None
+        for rid in (request_uuid(key), request_uuid(f"{key}/resend/{uuid.uuid4().hex}")):
+            request = compute_v1.InsertResourcePolicyRequest(
+                project=self.project,
                 region=region,
-                what=f"creating placement policy {name}",
-            ) from exc
+                resource_policy_resource=policy,
+                request_id=rid,
+            )
+            try:
+                op = self.clients.resource_policies.insert_unary(request=request)
+            except _BUGS:
+                raise
+            except Exception as exc:
+                if self._status_code(exc) == 409:
+                    return link
+                raise gerr.translate(
+                    gerr.failure_from_exception(exc),
+                    provider=self.fleet_name,
+                    region=region,
+                    what=f"creating placement policy {name}",
+                ) from exc
+            if op.status != compute_v1.Operation.Status.DONE:
+                break
+            # Answered with an earlier send's finished operation (the policy may have been
+            # deleted by an undo since): send it again as a new request; 409 = it is there.
+        assert op is not None
         failure = self._wait_region(region, op.name, what=f"creating placement policy {name}")
         if failure is not None:
             raise failure
@@ -826,7 +887,23 @@ class GCPProvider:
         if failure is not None:
             log.warning("placement policy %s not deleted: %s", name, failure)
 
-    def _insert(self, zone: str, body: Any, rid: str) -> Any | None:
+    def _insert(self, zone: str, body: Any, request_id: str, node: int) -> Any | None:
+        """Insert one VM of a gang; its operation, or None when the VM already exists."""
+        from google.cloud import compute_v1
+
+        op = self._insert_once(zone, body, node_request_id(request_id, zone, node))
+        if op is not None and op.status == compute_v1.Operation.Status.DONE:
+            # A VM insert is never finished when it is answered: this is the operation of an
+            # earlier send under the same requestId (Google de-duplicates on it), whose VM is
+            # not there (it failed, or was deleted since; the caller listed it missing). Send
+            # it again as a new request; the VM name still rules out a duplicate (409).
+            resend = uuid.uuid4().hex
+            op = self._insert_once(
+                zone, body, node_request_id(request_id, zone, node, resend=resend)
+            )
+        return op
+
+    def _insert_once(self, zone: str, body: Any, rid: str) -> Any | None:
         from google.cloud import compute_v1
 
         request = compute_v1.InsertInstanceRequest(
@@ -1110,31 +1187,38 @@ class GCPProvider:
         )
         if spec.market is MarketKind.SPOT:
             resource.spot = tpu_v2.QueuedResource.Spot()
-        try:
-            op = tpu.create_queued_resource(
-                request=tpu_v2.CreateQueuedResourceRequest(
-                    parent=parent,
-                    queued_resource_id=handle_id,
-                    queued_resource=resource,
-                    request_id=request_uuid(f"{request_id}/{zone}"),
+        key = f"{request_id}/{zone}"
+        for rid in (request_uuid(key), request_uuid(f"{key}/resend/{uuid.uuid4().hex}")):
+            try:
+                op = tpu.create_queued_resource(
+                    request=tpu_v2.CreateQueuedResourceRequest(
+                        parent=parent,
+                        queued_resource_id=handle_id,
+                        queued_resource=resource,
+                        request_id=rid,
+                    )
                 )
-            )
-        except _BUGS:
-            raise
-        except Exception as exc:
-            code = self._status_code(exc)
-            if code in (404, 501):
-                # No queued resources here (API or zone): fall back to a plain node.
-                return False
-            if code == 409:
-                return True
-            raise gerr.translate(
-                gerr.failure_from_exception(exc),
-                provider=self.fleet_name,
-                region=offer.region,
-                zone=zone,
-                what=f"creating queued resource {handle_id}",
-            ) from exc
+            except _BUGS:
+                raise
+            except Exception as exc:
+                code = self._status_code(exc)
+                if code in (404, 501):
+                    # No queued resources here (API or zone): fall back to a plain node.
+                    return False
+                if code == 409:
+                    return True
+                raise gerr.translate(
+                    gerr.failure_from_exception(exc),
+                    provider=self.fleet_name,
+                    region=offer.region,
+                    zone=zone,
+                    what=f"creating queued resource {handle_id}",
+                ) from exc
+            if not op.operation.done:
+                break
+            # Answered with an earlier send's finished operation (the queued resource is not
+            # there: that create failed, or it was deleted since): send it again as a new
+            # request; the queued resource id still rules out a duplicate (409).
         self._wait_tpu(op.operation.name, zone, what=f"creating queued resource {handle_id}")
         return True
 
@@ -1333,12 +1417,19 @@ class GCPProvider:
             failure = gerr.failure_from_status(error.code, error.message)
             rule = gerr.classify(failure)
             message = f"queued resource failed: {error.message}"
-            # Capacity, quota and passing errors lose the attempt (re-placed elsewhere);
-            # anything else is the request's own fault.
-            if rule is not None and issubclass(
-                rule.error, (CapacityError, QuotaError, TransientError)
-            ):
+            if rule is not None and issubclass(rule.error, (CapacityError, QuotaError)):
+                # The slice never got its capacity (a stockout; the quota): PREEMPTED, i.e.
+                # capacity lost and the job re-placed, as a CapacityError at launch would,
+                # with the scope to block so the next plan does not walk straight back in:
+                # the zone for capacity, the region for quota (the provider for a global one).
+                scope = gerr.translate(
+                    failure, provider=self.fleet_name, region=handle.region, zone=zone
+                ).scope
+                return WorkloadStatus(WorkloadState.PREEMPTED, message, blocked_scope=scope)
+            if rule is not None and issubclass(rule.error, TransientError):
+                # A passing error loses the attempt (re-placed), without blocking anything.
                 return WorkloadStatus(WorkloadState.TERMINATED, message)
+            # Anything else is the request's own fault.
             return WorkloadStatus(WorkloadState.FAILED, message)
         if state in (qs.SUSPENDING, qs.SUSPENDED):
             if handle.market is MarketKind.SPOT:

@@ -39,6 +39,7 @@ __all__ = [
     "META_JOB",
     "META_TYPE",
     "REQUEST_NAMESPACE",
+    "SECRET_EXIT_CODE",
     "base_name",
     "label_value",
     "labels_for",
@@ -67,6 +68,24 @@ REQUEST_NAMESPACE = uuid.UUID("8e2b5e15-a710-50e7-8197-6837151d3ff0")
 """UUIDv5 namespace of the ``requestId`` values this adapter sends to Google."""
 
 _LABEL_MAX = 63
+
+SECRET_EXIT_CODE = 78
+"""Exit code reported when a secret cannot be used (missing, forbidden, not one line).
+
+The workload does not start; the message on the serial console names the secret, never its
+value. 78 is ``EX_CONFIG`` of ``sysexits.h``: the job's configuration is wrong, re-placing it
+elsewhere would not help.
+"""
+
+_SECRET_PY = """import base64, json, sys
+try:
+    value = base64.b64decode(json.load(sys.stdin)["payload"]["data"]).decode()
+except Exception:
+    sys.exit(2)  # nothing of the answer is printed: it may hold part of the value
+value = value.rstrip("\\r\\n")
+if "\\n" in value or "\\r" in value:
+    sys.exit(3)
+sys.stdout.write(value)"""
 
 
 def label_value(value: str) -> str:
@@ -110,22 +129,31 @@ def request_uuid(request_id: str) -> str:
     return str(uuid.uuid5(REQUEST_NAMESPACE, request_id))
 
 
-def node_request_id(request_id: str, zone: str, node: int) -> str:
+def node_request_id(request_id: str, zone: str, node: int, *, resend: str = "") -> str:
     """Return the ``requestId`` of one VM insert of a gang.
 
     Each insert of a gang is its own request, so each needs its own ``requestId``; the zone
     is part of it because a re-placement into another zone under the same key is another
     request (Google would otherwise answer it with the first zone's operation).
 
+    Google answers a ``requestId`` it has already seen with that request's (finished)
+    operation and creates nothing, so an insert that failed, or whose VM was deleted since,
+    can never be sent again under its first ``requestId``. Such a re-send passes ``resend``
+    (a fresh random suffix): duplicates are still impossible, because the VM's name is
+    deterministic and Google refuses a second VM of that name (409 ``alreadyExists``).
+
     Args:
         request_id: The launch's idempotency key.
         zone: Zone of the gang.
         node: Index of the VM in the gang.
+        resend: Empty for the first send; a fresh suffix for a re-send.
 
     Returns:
-        ``uuid5(REQUEST_NAMESPACE, f"{request_id}/{zone}/{node}")``.
+        ``uuid5(REQUEST_NAMESPACE, f"{request_id}/{zone}/{node}")``, with
+        ``/resend/<suffix>`` appended to the name for a re-send.
     """
-    return request_uuid(f"{request_id}/{zone}/{node}")
+    key = f"{request_id}/{zone}/{node}"
+    return request_uuid(f"{key}/resend/{resend}" if resend else key)
 
 
 def spec_digest(spec: LaunchSpec, instance_type: str, zone: str) -> str:
@@ -251,6 +279,7 @@ def startup_script(
         env["MULTICLOUD_COORDINATOR"] = coordinator
     if spec.checkpoint:
         env["MULTICLOUD_CHECKPOINT"] = spec.checkpoint
+    stop = "shutdown -h now" if kind == "vm" else ":"
     lines = [
         "#!/bin/bash",
         "# Written by multicloud-gcp. Runs the job's container, then reports its exit code.",
@@ -263,6 +292,38 @@ def startup_script(
         "NAME=$(md instance/name)",
         "ZONE=$(md instance/zone | awk -F/ '{print $NF}')",
         "export MULTICLOUD_NODE_RANK=${NAME##*-}",
+        # The reporter merges the exit code into the resource's existing labels (a labels
+        # update replaces the whole map) with the VM's own service-account token; stdlib
+        # Python only.
+        "report() {",
+        f"python3 - \"$1\" {q(kind)} {q(resource or '-')} <<'PY'",
+        _REPORTER,
+        "PY",
+        "}",
+        # A stopped VM keeps its labels and stops billing for its accelerators.
+        f'finish() {{ report "$1"; {stop}; exit "$1"; }}',
+        # Reads one secret's value from Secret Manager (stdin: the access answer). Prints
+        # nothing but the value, and exits 2 when there is none (missing, disabled, no
+        # access) and 3 when it is not one line: Docker's env-file parser would print the
+        # offending line, i.e. part of the secret, to the serial console.
+        "read -r -d '' SECRET_PY <<'SECRETPY'",
+        _SECRET_PY,
+        "SECRETPY",
+        "secret() {  # $1 = secret name (the only thing ever printed), $2 = resource, $3 = env",
+        "  local value rc",
+        '  value=$(curl -sf -H "Authorization: Bearer $(token)" '
+        '"https://secretmanager.googleapis.com/v1/$2/versions/latest:access" '
+        '| python3 -c "$SECRET_PY")',
+        "  rc=$?",
+        '  if [ "$rc" -eq 0 ]; then printf \'%s=%s\\n\' "$3" "$value" >> "$ENVFILE"; return; fi',
+        "  unset value",
+        '  if [ "$rc" -eq 3 ]; then why="is not a single line (refused: env files hold one line'
+        ' per variable)"; else why="could not be read from Secret Manager (missing, disabled or'
+        ' no access)"; fi',
+        f'  echo "multicloud: secret $1 $why; exiting {SECRET_EXIT_CODE}" >&2',
+        '  rm -f "$ENVFILE"',
+        f"  finish {SECRET_EXIT_CODE}",
+        "}",
         "ENVFILE=$(mktemp)",
         'chmod 600 "$ENVFILE"',
     ]
@@ -270,15 +331,14 @@ def startup_script(
         lines.append(f"printf '%s=%s\\n' {q(key)} {q(value)} >> \"$ENVFILE\"")
     lines.append('printf \'MULTICLOUD_NODE_RANK=%s\\n\' "$MULTICLOUD_NODE_RANK" >> "$ENVFILE"')
     for secret in spec.secrets:
-        path = secret if secret.startswith("projects/") else f"projects/$PROJECT/secrets/{secret}"
-        # The value goes from Secret Manager straight into a 0600 file read by docker.
-        lines.append(
-            f"printf '%s=%s\\n' {q(_env_name(secret))} \"$(curl -sf -H \"Authorization: Bearer "
-            f'$(token)" "https://secretmanager.googleapis.com/v1/{path}/versions/latest:access"'
-            " | python3 -c 'import base64,json,sys; "
-            'print(base64.b64decode(json.load(sys.stdin)["payload"]["data"]).decode())\')"'
-            ' >> "$ENVFILE"'
+        # The path by name only; the value goes from Secret Manager straight into a 0600
+        # file read by docker, and a secret that cannot be used ends the workload.
+        path = (
+            q(secret)
+            if secret.startswith("projects/")
+            else f'"projects/$PROJECT/secrets/"{q(secret)}'
         )
+        lines.append(f"secret {q(secret)} {path} {q(_env_name(secret))}")
     gpu = "--gpus all" if kind == "vm" else "--privileged --net host"
     image = q(spec.image) if spec.image else "ubuntu:22.04"
     command = " ".join(q(part) for part in _command(spec))
@@ -286,15 +346,6 @@ def startup_script(
         f'docker run --rm {gpu} --env-file "$ENVFILE" {image} {command}',
         "RC=$?",
         'rm -f "$ENVFILE"',
+        'finish "$RC"',
     ]
-    # The reporter merges the exit code into the resource's existing labels (a labels update
-    # replaces the whole map) with the VM's own service-account token; stdlib Python only.
-    lines += [
-        f"python3 - \"$RC\" {q(kind)} {q(resource or '-')} <<'PY'",
-        _REPORTER,
-        "PY",
-    ]
-    if kind == "vm":
-        # A stopped VM keeps its labels and stops billing for its accelerators.
-        lines.append("shutdown -h now")
     return "\n".join(lines) + "\n"
