@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +21,17 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from multicloud_aws import AWSProvider, quota_code
 from multicloud_aws.testing import FakeAWS, serve
-from multicloud_aws.userdata import render_user_data, secret_env_name
+from multicloud_aws.userdata import (
+    REPORT_ATTEMPTS,
+    SECRET_MULTILINE_EXIT,
+    SECRET_UNREADABLE_EXIT,
+    render_user_data,
+    secret_env_name,
+)
 
 from multicloud.catalog import load_catalog
-from multicloud.errors import CapacityError, InvalidRequestError, QuotaError
+from multicloud.errors import CapacityError, InvalidRequestError, QuotaError, error_scope
+from multicloud.planner.options import OptionIndex
 from multicloud.provider import (
     Handle,
     LaunchSpec,
@@ -379,6 +387,25 @@ def test_exit_tag_reports_the_end(
     assert (status.state, status.exit_code) == (state, exit_code)
 
 
+def test_host_that_ended_without_its_exit_tag_is_failed_not_lost(fake: FakeAWS) -> None:
+    # The host's create-tags was refused (no instance profile, or one without
+    # ec2:CreateTags) and it powered off: the job ran, so it must not be requeued as lost.
+    provider = make(fake)
+    handle = launch(provider, pick(provider), spec("untagged", nodes=2))
+    first, second = handle.id.split(",")
+    fake.finish(REGION, [first], 0)
+    fake.finish(REGION, [second], None)
+    status = provider.status([handle])[handle.id]
+    assert status.state is WorkloadState.FAILED and status.exit_code is None
+    assert status.message.startswith(
+        "host ended without reporting an exit code (instance profile allowed to tag?)"
+    )
+    # Terminated from outside (the scheduler, a person) it still reads as terminated.
+    other = launch(provider, pick(provider), spec("killed"))
+    provider.terminate(other, request_id="kill")
+    assert provider.status([other])[other.id].state is WorkloadState.TERMINATED
+
+
 def test_spot_interruption_is_preemption(fake: FakeAWS) -> None:
     provider = make(fake)
     handle = launch(provider, pick(provider), spec("pre", nodes=2, market=MarketKind.SPOT))
@@ -396,6 +423,46 @@ def test_terminate_is_idempotent_and_skips_what_is_gone(fake: FakeAWS) -> None:
     ghost = dataclasses.replace(handle, id="i-0123456789abcdef0", request_id="f" * 32)
     provider.terminate(ghost, request_id="ghost")
     assert len(fake.calls("TerminateInstances")) == 1
+
+
+def test_terminate_deletes_the_gangs_placement_group(fake: FakeAWS) -> None:
+    provider = make(fake)
+    handle = launch(provider, pick(provider), spec("pg-end", nodes=2))
+    group = f"multicloud-{handle.request_id}"
+    assert group in fake.placement_groups(REGION)
+    provider.terminate(handle, request_id="end")
+    assert group not in fake.placement_groups(REGION)
+    # Idempotent: the group already gone is fine.
+    provider.terminate(handle, request_id="end")
+    assert [c["GroupName"] for c in fake.calls("DeletePlacementGroup")] == [group, group]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("InvalidPlacementGroup.InUse", 400), ("UnauthorizedOperation", 403), ("Unavailable", 503)],
+)
+def test_placement_group_left_behind_does_not_fail_terminate(
+    fake: FakeAWS, code: str, status: int
+) -> None:
+    # Instances still shutting down keep the group in use (or the principal may not delete
+    # it): the instances are terminated all the same, and the next terminate deletes it.
+    provider = make(fake)
+    handle = launch(provider, pick(provider), spec("pg-busy", nodes=2))
+    group = f"multicloud-{handle.request_id}"
+    fake.fail_next("DeletePlacementGroup", code, status=status)
+    provider.terminate(handle, request_id="end")
+    assert len(fake.calls("TerminateInstances")) == 1
+    assert group in fake.placement_groups(REGION)
+    provider.terminate(handle, request_id="end")
+    assert group not in fake.placement_groups(REGION)
+
+
+def test_sweep_terminate_deletes_the_placement_group_too(fake: FakeAWS) -> None:
+    provider = make(fake)
+    handle = launch(provider, pick(provider), spec("pg-orphan", nodes=2))
+    (orphan,) = make(fake).owned("install-a")
+    make(fake).terminate(orphan.handle, request_id="sweep")
+    assert f"multicloud-{handle.request_id}" not in fake.placement_groups(REGION)
 
 
 def test_owned_lists_live_gangs_of_one_install(fake: FakeAWS) -> None:
@@ -423,15 +490,64 @@ def test_offers_are_narrowed_by_live_instance_type_offerings(fake: FakeAWS) -> N
     offered = {(o["InstanceType"], o["Location"]) for o in answer}
     types = {t for t, _ in offered}
     rows = [r for r in load_catalog().rows if r.provider == "aws" and r.region == REGION]
-    expected = {
-        (r.instance_type, r.zone)
-        for r in rows
-        if ((r.instance_type, r.zone) in offered if r.zone else r.instance_type in types)
-    }
-    got = {(o.instance_type, o.zone) for o in make(fake).offers(ResourceRequest())}
-    assert got == expected
+    # A zoned row stays if its zone sells the type; a regional row becomes one offer per
+    # zone that sells it.
+    expected = {(r.instance_type, r.zone) for r in rows if (r.instance_type, r.zone) in offered}
+    expected |= {(t, z) for r in rows if r.zone is None for t, z in offered if t == r.instance_type}
+    assert any(r.zone is None and r.instance_type in types for r in rows)
+    offers = make(fake).offers(ResourceRequest())
+    got = {(o.instance_type, o.zone) for o in offers}
+    assert got == expected and len(got) == len(offers)
     # The live answer really removed catalog rows (e.g. zones that stopped selling a type).
-    assert len(expected) < len(rows)
+    assert any(r.zone and (r.instance_type, r.zone) not in offered for r in rows)
+
+
+def _regional_type() -> str:
+    """An instance type the catalog lists for REGION without a zone (a regional row)."""
+    rows = [r for r in load_catalog().rows if r.provider == "aws" and r.region == REGION]
+    assert any(r.zone is None and r.instance_type == "g5.xlarge" for r in rows)
+    return "g5.xlarge"
+
+
+def test_regional_row_becomes_one_offer_per_zone_and_capacity_fails_over(
+    fake: FakeAWS,
+) -> None:
+    provider = make(fake)
+    itype = _regional_type()
+    offers = [o for o in provider.offers(ResourceRequest()) if o.instance_type == itype]
+    zones = [o.zone for o in offers]
+    assert len(zones) > 1 and None not in zones and len(set(zones)) == len(zones)
+    assert len({o.key for o in offers}) == len(offers)
+    first, second = offers[0], offers[1]
+    fake.fail_next("RunInstances", "InsufficientInstanceCapacity", status=500)
+    with pytest.raises(CapacityError) as err:
+        launch(provider, first, spec("full"))
+    assert err.value.scope == error_scope("aws", REGION, first.zone)
+    # The planner blocks that scope: it hides the full zone's offer, not the other zones'.
+    index = OptionIndex(offers, blocked=frozenset({err.value.scope}))
+    assert index._is_blocked(first) and not index._is_blocked(second)
+    # The next zone's offer launches in its own zone.
+    handle = launch(provider, second, spec("full", attempt=2))
+    names = {
+        z["ZoneId"]: z["ZoneName"]
+        for z in fake.client("ec2").describe_availability_zones()["AvailabilityZones"]
+    }
+    placed = [c["Placement.AvailabilityZone"] for c in fake.calls("RunInstances")]
+    assert placed == [names[str(first.zone)], names[str(second.zone)]]
+    assert handle.zone == second.zone
+
+
+def test_regional_row_gets_each_zones_live_spot_price(fake: FakeAWS) -> None:
+    itype = _regional_type()
+    fake.set_spot_price(REGION, itype, "us-east-1b", 0.90)  # use1-az1
+    fake.set_spot_price(REGION, itype, "us-east-1c", 0.20)  # use1-az2
+    provider = make(fake, live_spot_prices=True)
+    by_zone = {o.zone: o for o in provider.offers(ResourceRequest()) if o.instance_type == itype}
+    assert by_zone["use1-az1"].spot_price == 0.90 and by_zone["use1-az2"].spot_price == 0.20
+    assert "+aws-spot-" in by_zone["use1-az2"].catalog_version
+    handle = launch(provider, by_zone["use1-az2"], spec("cheap", market=MarketKind.SPOT))
+    assert fake.calls("RunInstances")[0]["Placement.AvailabilityZone"] == "us-east-1c"
+    assert handle.zone == "use1-az2"
 
 
 def test_offers_need_no_options_beyond_the_endpoint(fake: FakeAWS) -> None:
@@ -533,6 +649,110 @@ def test_user_data_passes_the_right_accelerators(neuron: bool, flag: str) -> Non
     (run_line,) = [line for line in script.splitlines() if line.startswith("docker run")]
     assert flag in run_line and run_line.endswith(" img")
     assert ("--gpus" in run_line) is not neuron
+
+
+def _shell_function(script: str, name: str) -> str:
+    """Return the definition of shell function ``name`` in a generated script."""
+    lines = script.splitlines()
+    start = lines.index(f"{name}() {{")
+    end = lines.index("}", start)
+    return "\n".join(lines[start : end + 1])
+
+
+def _bash(program: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", program], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def _script(**overrides: Any) -> str:
+    args: dict[str, Any] = {
+        "image": "img",
+        "command": None,
+        "env": {},
+        "secrets": (),
+        "request_id": "r",
+        "job_id": "j",
+        "nodes": 1,
+        **overrides,
+    }
+    return render_user_data(**args)
+
+
+def test_user_data_is_valid_bash() -> None:
+    script = _script(env={"A": "1"}, secrets=("prod/hf-token", "/team/wandb_key"))
+    assert _bash(f"bash -n <<'MULTICLOUD_EOF'\n{script}\nMULTICLOUD_EOF").returncode == 0
+
+
+@pytest.mark.parametrize(("failures", "tagged"), [(0, True), (2, True), (10, False)])
+def test_user_data_retries_the_exit_tag_before_powering_off(failures: int, tagged: bool) -> None:
+    # Run the script's own report function with aws, sleep and shutdown stubbed out.
+    stubs = f"""
+    LEFT={failures}
+    aws() {{ echo "aws $*"; if [ "$LEFT" -gt 0 ]; then LEFT=$((LEFT - 1)); return 255; fi; }}
+    sleep() {{ echo "sleep $1"; }}
+    shutdown() {{ echo "shutdown $*"; }}
+    REGION=us-east-1
+    IID=i-0123
+    """
+    done = _bash(stubs + _shell_function(_script(), "report") + "\nreport 3\n")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    calls = [line for line in out if line.startswith("aws ec2 create-tags")]
+    assert calls[0] == (
+        "aws ec2 create-tags --region us-east-1 --resources i-0123"
+        " --tags Key=multicloud:exit,Value=3"
+    )
+    assert len(calls) == (failures + 1 if tagged else REPORT_ATTEMPTS)
+    sleeps = [line for line in out if line.startswith("sleep")]
+    assert sleeps == [f"sleep {2**n}" for n in range(1, len(calls))]
+    assert out[-1] == "shutdown -h now"  # it powers off either way
+    assert ("could not tag" in done.stderr) is not tagged
+
+
+SECRET_CASES = [
+    # (what the CLI prints, exit code, env file afterwards)
+    ("hf_abc=def with spaces\n", 0, "HF_TOKEN=hf_abc=def with spaces\n"),
+    ("line-one-SECRET\nline-two-SECRET\n", SECRET_MULTILINE_EXIT, ""),
+    (None, SECRET_UNREADABLE_EXIT, ""),
+]
+
+
+@pytest.mark.parametrize(("printed", "code", "envfile"), SECRET_CASES)
+def test_user_data_refuses_a_multi_line_secret_without_showing_it(
+    tmp_path: Path, printed: str | None, code: int, envfile: str
+) -> None:
+    # Run the generated secret lines with bash: the CLI is stubbed to print the value (or
+    # fail), report is stubbed to record the exit code instead of tagging and powering off.
+    script = _script(secrets=("prod/hf-token",))
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("VAL=$(aws"))
+    secret_lines = "\n".join(lines[start : start + 2])
+    assert lines[start + 1] == 'secret_line prod/hf-token HF_TOKEN "$VAL"'
+    out = tmp_path / "env"
+    out.write_text("")
+    value = "" if printed is None else printed.replace("\n", "\\n")
+    stub = "return 1" if printed is None else f"printf '{value}'"
+    program = "\n".join(
+        [
+            "set -u",
+            f"ENVFILE={shlex.quote(str(out))}",
+            "REGION=us-east-1",
+            f"aws() {{ {stub}; }}",
+            'report() { echo "report $1"; }',
+            _shell_function(script, "secret_line"),
+            secret_lines,
+            "exit 0",
+        ]
+    )
+    done = _bash(program)
+    assert done.returncode == code, done.stderr
+    assert out.read_text() == envfile
+    if code:
+        assert done.stdout.splitlines() == [f"report {code}"]
+    if code == SECRET_MULTILINE_EXIT:
+        assert "prod/hf-token" in done.stderr and "multi-line" in done.stderr
+        assert "SECRET" not in done.stderr + done.stdout  # no part of the value is shown
 
 
 def test_user_data_reports_the_exit_and_refuses_bad_input() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ProfileNotFound
 from multicloud_aws import AWSProvider
 from multicloud_aws.errors import error_class, translate
 from multicloud_aws.testing import FakeAWS, serve
@@ -157,6 +157,20 @@ def test_errors_of_the_other_calls_are_translated(
             provider.check()
 
 
+def test_placement_group_limit_is_a_region_quota_error(fake: FakeAWS) -> None:
+    # AWS allows a limited number of placement groups per region: no gang fits there.
+    provider = make(fake)
+    offer = offer_of(provider)
+    fake.fail_next("CreatePlacementGroup", "PlacementGroupLimitExceeded")
+    spec = LaunchSpec(
+        job_id="pg", job_name="pg", attempt=1, nodes=2, market=MarketKind.ON_DEMAND, image="x"
+    )
+    with pytest.raises(QuotaError) as err:
+        provider.launch(offer, spec, request_id=request_id("pg", 1, REGION))
+    assert err.value.scope == REGION_SCOPE and "PlacementGroupLimitExceeded" in str(err.value)
+    assert fake.calls("RunInstances") == []
+
+
 def test_unreadable_quota_does_not_block_the_launch(fake: FakeAWS) -> None:
     # No permission for Service Quotas: EC2 still refuses over-quota launches by itself
     # (VcpuLimitExceeded → QuotaError), so the pre-check steps aside instead of failing.
@@ -202,12 +216,25 @@ def test_missing_credentials_are_an_auth_error(
         provider.check()
 
 
+@pytest.mark.parametrize("fleet_name", ["aws", "cloud-a"])
+def test_mistyped_profile_is_an_auth_error_of_the_fleet(fake: FakeAWS, fleet_name: str) -> None:
+    options = {**fake.options, "profile": "no-such-profile"}
+    with pytest.raises(AuthError) as err:
+        AWSProvider(fleet_name=fleet_name, regions=[REGION], **options)
+    assert err.value.scope == fleet_name and err.value.provider == fleet_name
+    assert "no-such-profile" in str(err.value)
+    assert isinstance(err.value.__cause__, ProfileNotFound)
+    # The right profile in the same file works.
+    AWSProvider(fleet_name=fleet_name, regions=[REGION], **fake.options).check()
+
+
 @pytest.mark.parametrize(
     ("code", "status", "expected", "level"),
     [
         ("InvalidParameterValue", 400, InvalidRequestError, "region"),
         ("InvalidInstanceType", 400, InvalidRequestError, "region"),
         ("InsufficientInstanceCapacity", 500, CapacityError, "zone"),
+        ("PlacementGroupLimitExceeded", 400, QuotaError, "region"),
         ("NeverHeardOf", 500, TransientError, "region"),
         ("NeverHeardOf", 429, TransientError, "region"),
         ("NeverHeardOf", 403, AuthError, "region"),

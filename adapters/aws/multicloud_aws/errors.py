@@ -26,6 +26,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError
 
 from multicloud.errors import (
     AuthError,
@@ -51,6 +52,7 @@ ERROR_TABLE: dict[str, tuple[type[ProviderError], str]] = {
     "VcpuLimitExceeded": (QuotaError, "region"),
     "MaxSpotInstanceCountExceeded": (QuotaError, "region"),
     "InstanceLimitExceeded": (QuotaError, "region"),
+    "PlacementGroupLimitExceeded": (QuotaError, "region"),  # 500 groups per region
     # Credentials and permissions.
     "AuthFailure": (AuthError, "region"),
     "UnauthorizedOperation": (AuthError, "region"),
@@ -187,9 +189,12 @@ def aws_errors(provider: str, region: str = "", zone: str | None = None) -> Iter
         Nothing; the block runs as is.
 
     Raises:
-        ProviderError: The translation of any ``BotoCoreError`` or ``ClientError``.
+        ProviderError: The translation of any ``BotoCoreError``, ``ClientError`` or
+            ``ResponseParserError``.
     """
     try:
         yield
-    except (BotoCoreError, ClientError) as exc:
+    except (BotoCoreError, ClientError, ResponseParserError) as exc:
+        # ResponseParserError (an HTML error page from a proxy, a truncated body) is not a
+        # BotoCoreError; it says nothing about the request, so it is retried as transient.
         raise translate(exc, provider=provider, region=region, zone=zone) from exc

@@ -3,7 +3,8 @@
 Offers
     The shipped catalog's AWS rows (prices) for the configured regions, kept only where a
     live ``DescribeInstanceTypeOfferings`` (location type ``availability-zone-id``) says the
-    zone really offers the instance type. With ``live_spot_prices`` the spot price comes from
+    zone really offers the instance type; a regional row becomes one offer per such zone.
+    With ``live_spot_prices`` the spot price of each zone comes from
     ``DescribeSpotPriceHistory``; with ``live_pricing`` the on-demand price from the Price List
     API (``pricing:GetProducts`` in us-east-1). Active capacity reservations and Capacity Blocks
     owned by the account (``DescribeCapacityReservations``) become ``reserved`` offers whose
@@ -22,8 +23,10 @@ Launch
 
 Status, terminate, sweep
     One ``DescribeInstances`` per region, filtered by the request tags; ``multicloud:exit``
-    gives SUCCEEDED/FAILED, a spot interruption PREEMPTED. ``terminate`` ends the gang's live
-    instances and is a no-op for unknown or finished ones. ``owned`` lists live instances by
+    gives SUCCEEDED/FAILED, a spot interruption PREEMPTED, a host that powered itself off
+    without that tag FAILED (it ran; it must not be re-run as lost). ``terminate`` ends the
+    gang's live instances (no call for unknown or finished ones) and deletes the gang's
+    placement group when EC2 allows it (best effort). ``owned`` lists live instances by
     the install tag (``SupportsSweep``).
 """
 
@@ -48,9 +51,11 @@ from typing import Any, ClassVar
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError
 
 from multicloud.catalog import Catalog, load_catalog
 from multicloud.errors import (
+    AuthError,
     CapacityError,
     InvalidRequestError,
     ProviderError,
@@ -111,6 +116,9 @@ _PREEMPT_REASONS = frozenset(
     }
 )
 _LIVE_STATES = ("pending", "running", "stopping", "stopped")
+_ENDED_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+_SELF_SHUTDOWN = "Client.InstanceInitiatedShutdown"
+"""``StateReason`` of an instance that powered itself off (the boot script's last step)."""
 _FILTER_CHUNK = 200  # EC2 accepts at most 200 values in one filter.
 _RESERVATION_ID = re.compile(r"^cr-[0-9a-f]{8,17}$")
 
@@ -214,6 +222,8 @@ class AWSProvider:
 
     Raises:
         InvalidRequestError: If no catalog region matches ``regions``.
+        AuthError: If the credential set-up fails, e.g. ``profile`` names no profile
+            (scope: the fleet name).
     """
 
     name: ClassVar[str] = "aws"
@@ -274,10 +284,21 @@ class AWSProvider:
         self._offers_ttl = float(offers_ttl)
         self._clock = _clock
         if _session is None:
-            core = botocore.session.get_session()
-            if credentials_file:
-                core.set_config_variable("credentials_file", os.path.expanduser(credentials_file))
-            _session = boto3.Session(botocore_session=core, profile_name=profile)
+            try:
+                core = botocore.session.get_session()
+                if credentials_file:
+                    core.set_config_variable(
+                        "credentials_file", os.path.expanduser(credentials_file)
+                    )
+                _session = boto3.Session(botocore_session=core, profile_name=profile)
+            except BotoCoreError as exc:
+                # A mistyped profile (ProfileNotFound) or an unreadable shared config: the
+                # fleet entry cannot get credentials, which is an auth problem of the fleet.
+                raise AuthError(
+                    f"cannot set up AWS credentials for {fleet_name}: {exc}",
+                    provider=fleet_name,
+                    scope=fleet_name,
+                ) from exc
         self._session = _session
         self._config = Config(
             retries={"total_max_attempts": int(max_attempts), "mode": "standard"},
@@ -344,8 +365,8 @@ class AWSProvider:
             request: Accelerators, minimum accelerators per node and region globs.
 
         Returns:
-            Matching offers: catalog offers narrowed by live instance-type offerings (with live
-            prices when enabled), then reserved offers.
+            Matching offers: catalog offers narrowed by live instance-type offerings, one per
+            zone (with live prices when enabled), then reserved offers.
 
         Raises:
             ProviderError: If a region's offerings cannot be read (translated SDK error).
@@ -379,9 +400,7 @@ class AWSProvider:
             for offer in self._base:
                 if offer.region != region or not keep(offer):
                     continue
-                narrowed = self._narrow(offer, live, prices)
-                if narrowed is not None:
-                    out.append(narrowed)
+                out.extend(self._narrow(offer, live, prices))
             reserved.extend(o for o in live.reservations if keep(o))
         return out + reserved
 
@@ -461,7 +480,12 @@ class AWSProvider:
         return out
 
     def terminate(self, handle: Handle, *, request_id: str) -> None:
-        """Terminate the gang's live instances; a no-op for unknown or finished ones.
+        """Terminate the gang's live instances, then delete its placement group (best effort).
+
+        Unknown or finished instances need no call. The placement group named in
+        ``handle.extra`` is deleted when EC2 allows it: a group still in use (instances shutting
+        down) or refused otherwise is logged and left for a later ``terminate``; one already
+        gone is fine.
 
         Args:
             handle: The workload.
@@ -478,16 +502,18 @@ class AWSProvider:
             for i in found
             if i["InstanceId"] in ids and i["State"]["Name"] in _LIVE_STATES
         )
-        if not live:
-            return
-        try:
-            with aws_errors(self.fleet_name, handle.region):
-                self._ec2(handle.region).terminate_instances(InstanceIds=live)
-        except InvalidRequestError as exc:
-            # Terminated between the look-up and the call: that is what we wanted.
-            if "InvalidInstanceID.NotFound" not in str(exc):
-                raise
-        if dict(handle.extra).get("reservation"):
+        if live:
+            try:
+                with aws_errors(self.fleet_name, handle.region):
+                    self._ec2(handle.region).terminate_instances(InstanceIds=live)
+            except InvalidRequestError as exc:
+                # Terminated between the look-up and the call: that is what we wanted.
+                if "InvalidInstanceID.NotFound" not in str(exc):
+                    raise
+        extra = dict(handle.extra)
+        if extra.get("placement_group"):
+            self._delete_placement_group(handle.region, extra["placement_group"])
+        if live and extra.get("reservation"):
             self._forget(handle.region)  # instances went back to the reservation
 
     # -- the orphan sweep (SupportsSweep) ---------------------------------------------------
@@ -535,31 +561,35 @@ class AWSProvider:
         offer: Offer,
         live: _RegionLive,
         prices: tuple[Mapping[tuple[str, str], float], str] | None,
-    ) -> Offer | None:
+    ) -> list[Offer]:
+        """Return the offer in each zone that sells its type now (zonal: itself, or none).
+
+        A regional catalog row becomes one offer per zone offering the type, so that an offer
+        names the zone its launch goes to: a zonal ``CapacityError`` then blocks that zone's
+        offer only, and the planner fails over to the next zone.
+        """
         zones = [offer.zone] if offer.zone else sorted(live.zone_names)
         offered = [z for z in zones if (offer.instance_type, z) in live.offered]
-        if not offered:
-            return None
-        version = offer.catalog_version
-        changes: dict[str, Any] = {}
+        base = offer
         if prices is not None:
             live_price = prices[0].get((offer.region, offer.instance_type))
             if live_price is not None:
-                changes["price"] = live_price
-                version += f"+{prices[1]}"
-        if self._live_spot:
-            spots = [
-                live.spot[(offer.instance_type, z)]
-                for z in offered
-                if (offer.instance_type, z) in live.spot
-            ]
-            if spots:
-                changes["spot_price"] = min(spots)
-                version += f"+aws-spot-{_today()}"
-        if changes:
-            changes["catalog_version"] = version
-            return dataclasses.replace(offer, **changes)
-        return offer
+                base = dataclasses.replace(
+                    offer,
+                    price=live_price,
+                    catalog_version=f"{offer.catalog_version}+{prices[1]}",
+                )
+        out: list[Offer] = []
+        for zone in offered:
+            changes: dict[str, Any] = {}
+            if zone != base.zone:
+                changes["zone"] = zone
+            spot = live.spot.get((offer.instance_type, zone)) if self._live_spot else None
+            if spot is not None:
+                changes["spot_price"] = spot
+                changes["catalog_version"] = f"{base.catalog_version}+aws-spot-{_today()}"
+            out.append(dataclasses.replace(base, **changes) if changes else base)
+        return out
 
     def _region_live(self, region: str) -> _RegionLive:
         now = self._clock()
@@ -862,6 +892,30 @@ class AWSProvider:
                 raise
         return name
 
+    def _delete_placement_group(self, region: str, name: str) -> None:
+        """Delete a gang's placement group; best effort, never fails the termination.
+
+        EC2 refuses while the group's instances are still shutting down
+        (``InvalidPlacementGroup.InUse``): a later ``terminate`` of the same handle, once they
+        are terminated, deletes it then. A group already gone (``InvalidPlacementGroup.Unknown``)
+        is what we wanted.
+        """
+        try:
+            with aws_errors(self.fleet_name, region):
+                self._ec2(region).delete_placement_group(GroupName=name)
+        except ProviderError as exc:
+            if "InvalidPlacementGroup.Unknown" in str(exc):
+                return
+            level = logging.INFO if "InvalidPlacementGroup.InUse" in str(exc) else logging.WARNING
+            log.log(
+                level,
+                "%s: placement group %s in %s not deleted (left for later): %s",
+                self.fleet_name,
+                name,
+                region,
+                exc,
+            )
+
     def _image(self, region: str) -> str:
         chosen = _per_region(self._image_id, region)
         if chosen:
@@ -1053,6 +1107,9 @@ class AWSProvider:
             market = MarketKind.SPOT
         else:
             market = MarketKind.ON_DEMAND
+        # Gangs get a placement group named after the request id (see launch), so that the
+        # sweep's terminate deletes it too.
+        group = (("placement_group", f"multicloud-{request_id}"),) if len(members) > 1 else ()
         return Handle(
             provider=self.fleet_name,
             id=",".join(sorted(str(i["InstanceId"]) for i in members)),
@@ -1063,6 +1120,7 @@ class AWSProvider:
             nodes=len(members),
             market=market,
             job_id=tags.get(TAG_JOB, ""),
+            extra=group,
         )
 
     # -- look-ups ---------------------------------------------------------------------------
@@ -1114,7 +1172,7 @@ def _gang_status(members: list[dict[str, Any]]) -> WorkloadStatus:
     if not members:
         return WorkloadStatus(WorkloadState.UNKNOWN, "no such instances (gone or never made)")
     codes: list[int] = []
-    preempted = gone = pending = 0
+    preempted = gone = pending = unreported = 0
     for inst in members:
         tags = _tags(inst)
         state = str(inst.get("State", {}).get("Name", ""))
@@ -1126,7 +1184,11 @@ def _gang_status(members: list[dict[str, Any]]) -> WorkloadStatus:
                 codes.append(1)
         elif reason in _PREEMPT_REASONS:
             preempted += 1
-        elif state in ("shutting-down", "terminated", "stopping", "stopped"):
+        elif state in _ENDED_STATES and reason == _SELF_SHUTDOWN:
+            # The host powered itself off (the end of the boot script) without its exit tag:
+            # the workload ran and ended, so it must not be re-run as if it were lost.
+            unreported += 1
+        elif state in _ENDED_STATES:
             gone += 1
         elif state == "pending":
             pending += 1
@@ -1135,6 +1197,12 @@ def _gang_status(members: list[dict[str, Any]]) -> WorkloadStatus:
         return WorkloadStatus(WorkloadState.FAILED, f"a node exited {failed[0]}", failed[0])
     if preempted:
         return WorkloadStatus(WorkloadState.PREEMPTED, f"{preempted} spot node(s) reclaimed by EC2")
+    if unreported:
+        return WorkloadStatus(
+            WorkloadState.FAILED,
+            "host ended without reporting an exit code (instance profile allowed to tag?): "
+            f"{unreported} node(s) powered off without the {EXIT_TAG} tag",
+        )
     if len(codes) == len(members):
         return WorkloadStatus(WorkloadState.SUCCEEDED, "every node exited 0", 0)
     if gone:

@@ -11,7 +11,8 @@ answered by a small WSGI layer in front of it, from tables the test fills in:
 - Service Quotas for EC2 (moto's only knows ``vpc``): :meth:`FakeAWS.set_quota`;
 - real spot prices (moto returns 0.00001 everywhere): :meth:`FakeAWS.set_spot_price`;
 - capacity reservations and Capacity Blocks: :meth:`FakeAWS.add_reservation`;
-- cluster placement groups (``CreatePlacementGroup`` is not implemented in moto);
+- cluster placement groups (``CreatePlacementGroup`` and ``DeletePlacementGroup`` are not
+  implemented in moto; a group is in use while instances with its request tag are live);
 - errors: :meth:`FakeAWS.fail_next` makes the next matching call(s) fail with any AWS error
   code and HTTP status, optionally after a delay, so the adapter's real botocore error
   parsing and translation run.
@@ -50,7 +51,7 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.instances import StateReason
 from moto.server import ThreadedMotoServer
 
-from multicloud_aws.userdata import EXIT_TAG
+from multicloud_aws.userdata import EXIT_TAG, REQUEST_TAG
 
 __all__ = ["ACCOUNT_ID", "DEFAULT_AMI", "FAKE_ENV", "FakeAWS", "serve"]
 
@@ -328,6 +329,43 @@ class _Layer:
         )
         return self._ok(start, _xml("CreatePlacementGroup", body))
 
+    def _ec2_DeletePlacementGroup(
+        self, region: str, params: dict[str, Any], start: Callable[..., Any]
+    ) -> list[bytes]:
+        name = str(params.get("GroupName", ""))
+        with self.lock:
+            group = self.t.groups.get((region, name))
+            if group is None:
+                return self._error(
+                    start,
+                    False,
+                    "InvalidPlacementGroup.Unknown",
+                    f"The Placement Group '{name}' is unknown.",
+                    400,
+                )
+            request = group["tags"].get(REQUEST_TAG)
+            if request and self._in_use(region, request):
+                return self._error(
+                    start,
+                    False,
+                    "InvalidPlacementGroup.InUse",
+                    f"The placement group '{name}' is in use and may not be deleted.",
+                    400,
+                )
+            del self.t.groups[(region, name)]
+        body = _leaf("return", "true")
+        return self._ok(start, _xml("DeletePlacementGroup", body))
+
+    @staticmethod
+    def _in_use(region: str, request_id: str) -> bool:
+        # moto does not record an instance's placement group; the gang's request tag does.
+        backend = ec2_backends[ACCOUNT_ID][region]
+        return any(
+            backend.tags.get(instance.id, {}).get(REQUEST_TAG) == request_id
+            and instance.state != "terminated"
+            for instance in backend.all_instances()
+        )
+
     def _ec2_RunInstances(
         self, region: str, params: dict[str, Any], start: Callable[..., Any]
     ) -> None:
@@ -526,11 +564,16 @@ class FakeAWS:
 
     # -- workload controls --------------------------------------------------------------------
 
-    def finish(self, region: str, instance_ids: Iterable[str], exit_code: int = 0) -> None:
-        """Do what the host does when the workload ends: tag the exit code, power off."""
+    def finish(self, region: str, instance_ids: Iterable[str], exit_code: int | None = 0) -> None:
+        """Do what the host does when the workload ends: tag the exit code, power off.
+
+        ``exit_code=None`` plays a host whose ``create-tags`` was refused (an instance profile
+        without ``ec2:CreateTags``): it powers off without the exit tag.
+        """
         ids = list(instance_ids)
         ec2 = self.client("ec2", region)
-        ec2.create_tags(Resources=ids, Tags=[{"Key": EXIT_TAG, "Value": str(exit_code)}])
+        if exit_code is not None:
+            ec2.create_tags(Resources=ids, Tags=[{"Key": EXIT_TAG, "Value": str(exit_code)}])
         ec2.terminate_instances(InstanceIds=ids)
         self._set_reason(region, ids, "Client.InstanceInitiatedShutdown")
 

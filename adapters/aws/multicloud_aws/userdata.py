@@ -6,7 +6,10 @@ root, and the script
 1. reads the instance id and region from the instance metadata service (IMDSv2);
 2. writes the job's plain environment to a root-only env file, then resolves each secret
    *name* on the host — Secrets Manager first, then SSM Parameter Store (with decryption) —
-   and appends it to that file; secret values never travel in user-data, the API or the tags;
+   and appends it to that file; secret values never travel in user-data, the API or the tags.
+   A secret that cannot be read ends the workload with exit code 97, one whose value spans
+   lines (the env file holds one ``KEY=value`` a line) with 96; the message names the secret,
+   never its value;
 3. works out its rank in the gang (instances tagged with the same ``multicloud:request``,
    ordered by private IP) and exports ``MULTICLOUD_RANK``, ``MULTICLOUD_NODES`` and
    ``MULTICLOUD_MASTER_ADDR``;
@@ -16,6 +19,9 @@ root, and the script
    The adapter launches with ``InstanceInitiatedShutdownBehavior=terminate``, so power-off
    terminates the instance and stops the bill; the tag stays readable on the terminated instance
    (for about an hour), which is how ``status`` tells SUCCEEDED (0) from FAILED (non-zero).
+   ``create-tags`` is tried :data:`REPORT_ATTEMPTS` times with backoff; a host that still
+   powers off untagged reads as FAILED ("host ended without reporting an exit code"), never
+   as lost, so the job is not run again.
 
 The instance therefore needs an instance profile allowing ``ec2:CreateTags`` on itself,
 ``ec2:DescribeInstances`` (gang rank) and read access to the named secrets.
@@ -27,7 +33,13 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 
-__all__ = ["MAX_USER_DATA_BYTES", "render_user_data", "secret_env_name"]
+__all__ = [
+    "MAX_USER_DATA_BYTES",
+    "SECRET_MULTILINE_EXIT",
+    "SECRET_UNREADABLE_EXIT",
+    "render_user_data",
+    "secret_env_name",
+]
 
 MAX_USER_DATA_BYTES = 16 * 1024
 """EC2's limit on user-data before base64 encoding."""
@@ -37,6 +49,15 @@ EXIT_TAG = "multicloud:exit"
 
 REQUEST_TAG = "multicloud:request"
 """Tag carrying the launch's idempotency key (also identifies the gang)."""
+
+SECRET_UNREADABLE_EXIT = 97
+"""Exit code the host reports when a secret can be read from neither Secrets Manager nor SSM."""
+
+SECRET_MULTILINE_EXIT = 96
+"""Exit code the host reports when a secret's value spans lines (the env file cannot hold it)."""
+
+REPORT_ATTEMPTS = 5
+"""Tries of the host's exit-tag ``create-tags`` (backoff 2, 4, 8, 16 s) before it powers off."""
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -102,10 +123,35 @@ def render_user_data(
         'md() { curl -sf -H "X-aws-ec2-metadata-token: $TOKEN" "$IMDS/meta-data/$1"; }',
         "IID=$(md instance-id)",
         "REGION=$(md placement/region)",
+        # The exit tag is the only way the scheduler learns how the workload ended: retry it
+        # with backoff (throttling, a slow instance-profile credential) before powering off.
         "report() {",
-        f'  aws ec2 create-tags --region "$REGION" --resources "$IID" '
-        f'--tags "Key={EXIT_TAG},Value=$1" || true',
+        "  local try=1",
+        f'  until aws ec2 create-tags --region "$REGION" --resources "$IID" '
+        f'--tags "Key={EXIT_TAG},Value=$1"; do',
+        f'    if [ "$try" -ge {REPORT_ATTEMPTS} ]; then',
+        '      echo "multicloud: could not tag the exit code $1 after $try tries" >&2',
+        "      break",
+        "    fi",
+        '    sleep "$(( 2 ** try ))"',
+        "    try=$(( try + 1 ))",
+        "  done",
         "  shutdown -h now",
+        "}",
+        # Docker's env file holds one KEY=value a line: a value spanning lines would break it
+        # and docker would print the offending line (part of the secret) to the boot log.
+        # Refuse it naming the secret, never showing its value.
+        "# secret_line NAME VARIABLE VALUE: append VARIABLE=VALUE, or end on a multi-line value.",
+        "secret_line() {",
+        '  case "$3" in',
+        "    *$'\\n'*)",
+        '      echo "multicloud: secret $1 has a multi-line value;'
+        ' store it on one line (e.g. base64)" >&2',
+        f"      report {SECRET_MULTILINE_EXIT}",
+        f"      exit {SECRET_MULTILINE_EXIT}",
+        "      ;;",
+        "  esac",
+        '  printf \'%s=%s\\n\' "$2" "$3" >> "$ENVFILE"',
         "}",
         "umask 077",
         "ENVFILE=$(mktemp)",
@@ -126,9 +172,11 @@ def render_user_data(
             f" --secret-id {q(secret)}"
             " --query SecretString --output text 2>/dev/null"
             f' || aws ssm get-parameter --region "$REGION" --name {q(secret)}'
-            " --with-decryption --query Parameter.Value --output text) || { report 97; exit 97; }",
-            f'printf \'%s=%s\\n\' {q(var)} "$VAL" >> "$ENVFILE"',
+            " --with-decryption --query Parameter.Value --output text)"
+            f" || {{ report {SECRET_UNREADABLE_EXIT}; exit {SECRET_UNREADABLE_EXIT}; }}",
+            f'secret_line {q(secret)} {q(var)} "$VAL"',
         ]
+    lines += ["unset VAL"] if secrets else []
     lines += [
         # Rank within the gang: members share the request tag; order them by private IP.
         'IPS=$(aws ec2 describe-instances --region "$REGION" --filters '
