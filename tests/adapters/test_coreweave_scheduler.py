@@ -118,3 +118,29 @@ def test_evicted_job_is_re_placed_and_finishes(cycle: tuple[Cycle, FakeKube]) ->
     record = c.store.get(job_id)
     assert record.state is JobState.SUCCEEDED
     assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
+
+
+def test_succeeded_workloads_are_deleted_by_the_sweep(cycle: tuple[Cycle, FakeKube]) -> None:
+    """A succeeded attempt is not terminated by the scheduler: the orphan sweep deletes it."""
+    c, kube = cycle
+    ((job_id, _),) = c.scheduler.submit([(_train(), None)])
+    c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
+    (name,) = _live_jobs(kube)
+    kube.succeed(name)
+    c.run_until(lambda: c.state(job_id).is_terminal)
+    assert c.store.get(job_id).state is JobState.SUCCEEDED
+    # The finished Job and its completed pod do not pile up in the namespace.
+    c.run_until(lambda: kube.objects("jobs") == [])
+    assert kube.pods_of(name) == []
+    assert kube.deletions == [("jobs", name, "Foreground")]
+    assert c.scheduler.counters.orphans_terminated >= 1
+
+
+def test_the_sweep_spares_a_live_workload(cycle: tuple[Cycle, FakeKube]) -> None:
+    c, kube = cycle
+    ((job_id, _),) = c.scheduler.submit([(_train(), None)])
+    c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
+    deadline = time.monotonic() + 0.5  # several sweeps (sweep_interval_s = 0.1)
+    c.run_until(lambda: time.monotonic() > deadline)
+    assert len(_live_jobs(kube)) == 1
+    assert kube.deletions == []

@@ -369,12 +369,73 @@ def test_rayjob_failure_is_failed(kube: FakeKube) -> None:
 
 @pytest.mark.parametrize("how", ["evicted", "preempted", "disrupted"])
 @pytest.mark.parametrize("nodes", [1, 2])
-def test_evicted_or_preempted_pods_are_preempted(kube: FakeKube, how: str, nodes: int) -> None:
-    provider = _provider(kube)
+def test_evicted_or_preempted_job_pods_are_preempted(kube: FakeKube, how: str, nodes: int) -> None:
+    # One node: a Job; two: an Indexed Job (no RayJob).
+    provider = _provider(kube, rayjob="never")
     handle = _launch(provider, _spec(nodes=nodes))
     kube.evict(handle.id, how=how)
     status = provider.status([handle])[handle.id]
     assert status.state is WorkloadState.PREEMPTED, status
+
+
+@pytest.mark.parametrize("how", ["preempted", "disrupted"])
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_job_whose_disrupted_pod_was_deleted_is_preempted(
+    kube: FakeKube, how: str, nodes: int
+) -> None:
+    """Kubernetes deletes a preempted or API-evicted pod: only the Job's verdict is left."""
+    provider = _provider(kube, rayjob="never")
+    handle = _launch(provider, _spec(nodes=nodes))
+    job = kube.object("jobs", handle.id)
+    assert job is not None
+    assert job["spec"]["podFailurePolicy"] == {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            }
+        ]
+    }
+    assert _pod_spec(job)["restartPolicy"] == "Never"  # required by podFailurePolicy
+    kube.evict(handle.id, how=how)
+    assert len(kube.pods_of(handle.id)) == nodes - 1  # the victim is gone
+    failed = [
+        c
+        for c in (kube.object("jobs", handle.id) or {})["status"]["conditions"]
+        if c["type"] == "Failed"
+    ]
+    assert [c["reason"] for c in failed] == ["PodFailurePolicy"]
+    status = provider.status([handle])[handle.id]
+    # PREEMPTED is requeued by the scheduler; FAILED would be final.
+    assert status.state is WorkloadState.PREEMPTED, status
+    assert "DisruptionTarget" in status.message
+
+
+def test_plain_job_failure_stays_failed_with_the_policy(kube: FakeKube) -> None:
+    provider = _provider(kube, rayjob="never")
+    handle = _launch(provider, _spec(nodes=2))
+    kube.fail(handle.id, exit_code=2, message="bad input")
+    status = provider.status([handle])[handle.id]
+    assert (status.state, status.exit_code) == (WorkloadState.FAILED, 2)
+
+
+@pytest.mark.parametrize(
+    ("how", "state"),
+    [
+        ("evicted", WorkloadState.PREEMPTED),
+        # Known limitation (docs/providers/coreweave.md): a RayJob has no pod failure
+        # policy; once Kubernetes deleted the disrupted pod, its failure looks like any other.
+        ("preempted", WorkloadState.FAILED),
+        ("disrupted", WorkloadState.FAILED),
+    ],
+)
+def test_disrupted_rayjob_pods(kube: FakeKube, how: str, state: WorkloadState) -> None:
+    provider = _provider(kube)
+    handle = _launch(provider, _spec(nodes=2))
+    assert dict(handle.extra)["kind"] == "rayjob"
+    kube.evict(handle.id, how=how)
+    status = provider.status([handle])[handle.id]
+    assert status.state is state, status
 
 
 def _fill_every_node(kube: FakeKube) -> None:
@@ -431,6 +492,51 @@ def test_unschedulable_for_gpus_after_grace_is_capacity_lost(
     assert status.blocked_scope.startswith(f"{provider.fleet_name}/{handle.region}")
 
 
+def _launch_past_a_raced_quota_probe(
+    kube: FakeKube, provider: CoreWeaveProvider, monkeypatch: pytest.MonkeyPatch, nodes: int
+) -> tuple[Handle, Handle]:
+    """Two launches run concurrently: both pass the GPU quota probe before either creates."""
+    kube.set_quota("gpu", {"requests.nvidia.com/gpu": str(8 * nodes)})  # room for one gang
+    first = _launch(provider, _spec("first", nodes=nodes))
+    with monkeypatch.context() as m:
+        # The second probe ran before the first Job's pods existed, so it saw room.
+        m.setattr(provider, "_check_quota", lambda gpus, scope: None)
+        second = _launch(provider, _spec("second", nodes=nodes))
+    assert len(kube.pods_of(first.id)) == nodes
+    assert kube.pods_of(second.id) == []  # the Job controller's pod creates were refused
+    return first, second
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_job_whose_pods_quota_refuses_is_provisioning_within_grace(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch, nodes: int
+) -> None:
+    provider = _provider(kube, unschedulable_grace_s=600.0, rayjob="never")
+    first, second = _launch_past_a_raced_quota_probe(kube, provider, monkeypatch, nodes)
+    statuses = provider.status([first, second])
+    assert statuses[first.id].state is WorkloadState.RUNNING
+    assert statuses[second.id].state is WorkloadState.PROVISIONING
+    assert "not created (quota?)" in statuses[second.id].message
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_job_whose_pods_quota_refuses_is_capacity_lost_after_grace(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch, nodes: int
+) -> None:
+    provider = _provider(kube, unschedulable_grace_s=600.0, rayjob="never")
+    # Both Jobs were created an hour ago; the second has had no pod ever since.
+    kube.now = datetime.now(timezone.utc) - timedelta(hours=1)
+    first, second = _launch_past_a_raced_quota_probe(kube, provider, monkeypatch, nodes)
+    statuses = provider.status([first, second])
+    assert statuses[first.id].state is WorkloadState.RUNNING
+    status = statuses[second.id]
+    # Not PROVISIONING for ever: PREEMPTED, with the scope the scheduler blocks before
+    # re-placing the job.
+    assert status.state is WorkloadState.PREEMPTED, status
+    assert status.message.startswith(f"capacity: {nodes} of {nodes} pod(s) not created (quota?)")
+    assert status.blocked_scope == error_scope(provider.fleet_name, second.region, second.zone)
+
+
 # ---------------------------------------------------------------------------- terminate
 
 
@@ -471,15 +577,17 @@ def test_workload_being_deleted_is_terminated(kube: FakeKube) -> None:
 # ---------------------------------------------------------------------------- sweep
 
 
-def test_owned_lists_live_workloads_of_the_install(kube: FakeKube) -> None:
-    kube.add_nodes(2, gpu_class=H100, region="US-EAST-04")
+def test_owned_lists_the_workloads_of_the_install(kube: FakeKube) -> None:
+    kube.add_nodes(3, gpu_class=H100, region="US-EAST-04")
     provider = _provider(kube)
     assert isinstance(provider, SupportsSweep)
     live = _launch(provider, _spec("live"))
     gang = _launch(provider, _spec("gang", nodes=2, attempt=2))
     done = _launch(provider, _spec("done"))
+    done_gang = _launch(provider, _spec("done-gang", nodes=2))
     _launch(provider, _spec("theirs", install_id="install-b"))
     kube.succeed(done.id)
+    kube.succeed(done_gang.id)
     # Another fleet entry on the same cluster keeps its own workloads.
     other_fleet = _provider(kube, fleet_name="cw-b")
     (offer,) = other_fleet.offers(ResourceRequest())
@@ -487,10 +595,48 @@ def test_owned_lists_live_workloads_of_the_install(kube: FakeKube) -> None:
 
     owned = provider.owned("install-a")
 
-    assert sorted((w.job_id, w.attempt) for w in owned) == [("gang", 2), ("live", 1)]
+    # Finished workloads too: the scheduler never terminates a succeeded attempt, so the
+    # orphan sweep is what deletes them (and their pods).
+    assert sorted((w.job_id, w.attempt) for w in owned) == [
+        ("done", 1),
+        ("done-gang", 1),
+        ("gang", 2),
+        ("live", 1),
+    ]
     by_id = {w.handle.id: w.handle for w in owned}
     assert by_id[live.id] == live
     assert by_id[gang.id] == gang
+    assert by_id[done.id] == done
+    assert by_id[done_gang.id] == done_gang
+
+
+def test_owned_skips_workloads_being_deleted(kube: FakeKube) -> None:
+    kube.keep_terminating = True
+    provider = _provider(kube)
+    handle = _launch(provider, _spec("going"))
+    provider.terminate(handle, request_id="t")
+    assert provider.owned("install-a") == []
+
+
+def test_jobs_carry_a_finished_ttl_as_a_backstop(kube: FakeKube) -> None:
+    provider = _provider(kube, rayjob="never")
+    single, indexed = _launch(provider, _spec("a")), _launch(provider, _spec("b", nodes=2))
+    for handle in (single, indexed):
+        job = kube.object("jobs", handle.id)
+        assert job is not None
+        assert job["spec"]["ttlSecondsAfterFinished"] == 3600
+
+
+def test_finished_ttl_option(kube: FakeKube) -> None:
+    provider = _provider(kube, finished_ttl_s=None)
+    handle = _launch(provider, _spec())
+    assert "ttlSecondsAfterFinished" not in (kube.object("jobs", handle.id) or {})["spec"]
+    provider = _provider(kube, finished_ttl_s=86400)
+    handle = _launch(provider, _spec("other"))
+    assert (kube.object("jobs", handle.id) or {})["spec"]["ttlSecondsAfterFinished"] == 86400
+    for bad in (0, 30, -1, 1.5, True, "3600"):
+        with pytest.raises(ValueError, match="finished_ttl_s"):
+            _provider(kube, finished_ttl_s=bad)
 
 
 def test_owned_handles_terminate(kube: FakeKube) -> None:

@@ -111,6 +111,9 @@ _LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)
 _VENDOR_WORDS = frozenset({"nvidia", "tesla", "geforce", "sxm", "sxm4", "sxm5", "pcie", "hbm3"})
 # Reasons and conditions by which Kubernetes reports a pod pushed off its node.
 _DISRUPTION_REASONS = frozenset({"Evicted", "Preempting", "Preempted", "Shutdown", "Terminated"})
+# Reason of a Job's Failed condition when its pod failure policy (FailJob on a pod's
+# DisruptionTarget condition) fired.
+_POD_FAILURE_POLICY = "PodFailurePolicy"
 
 
 @dataclass(frozen=True)
@@ -236,9 +239,13 @@ class CoreWeaveProvider:
         gpu_classes: Class label value → accelerator name, for classes the built-in
             mapping does not recognise.
         tolerations: Extra tolerations added to every pod (Kubernetes toleration dicts).
-        unschedulable_grace_s: How long a pod may stay Unschedulable for lack of GPUs
-            before status reports the workload PREEMPTED (capacity lost, re-place it).
+        unschedulable_grace_s: How long a pod may stay Unschedulable for lack of GPUs, or
+            a Job may lack pods its controller could not create (quota), before status
+            reports the workload PREEMPTED (capacity lost, re-place it).
         request_timeout_s: Timeout of each API request.
+        finished_ttl_s: ``ttlSecondsAfterFinished`` of every Job: Kubernetes deletes a
+            finished Job (and its pods) this long after it ended, a backstop to the orphan
+            sweep. Keep it well above the scheduler's status interval; None disables it.
         ray_image: Image of the Ray head/workers (default: the job's image).
         api_client: A ready ``kubernetes.client.ApiClient`` (tests, embedding); when given,
             ``kubeconfig``/``context``/``in_cluster`` are ignored.
@@ -271,6 +278,7 @@ class CoreWeaveProvider:
         tolerations: Sequence[Mapping[str, Any]] = (),
         unschedulable_grace_s: float = 60.0,
         request_timeout_s: float = 30.0,
+        finished_ttl_s: int | None = 3600,
         ray_image: str | None = None,
         api_client: Any = None,
     ) -> None:
@@ -285,6 +293,15 @@ class CoreWeaveProvider:
             card[str(key)] = float(value)
         if unschedulable_grace_s < 0 or request_timeout_s <= 0:
             raise ValueError("unschedulable_grace_s must be >= 0 and request_timeout_s > 0")
+        if finished_ttl_s is not None and (
+            isinstance(finished_ttl_s, bool)
+            or not isinstance(finished_ttl_s, int)
+            or finished_ttl_s < 60
+        ):
+            raise ValueError(
+                "finished_ttl_s must be a whole number of seconds >= 60 (longer than any "
+                f"status poll) or null, got {finished_ttl_s!r}"
+            )
         for accelerator in (gpu_classes or {}).values():
             canonical(accelerator)  # a typo raises ValueError with a "did you mean"
         self.fleet_name = fleet_name
@@ -298,6 +315,7 @@ class CoreWeaveProvider:
         self.tolerations = [dict(t) for t in tolerations]
         self.unschedulable_grace_s = float(unschedulable_grace_s)
         self.request_timeout_s = float(request_timeout_s)
+        self.finished_ttl_s = finished_ttl_s
         self.ray_image = ray_image
         self._regions = tuple(regions)
         self._kubeconfig = kubeconfig
@@ -553,13 +571,19 @@ class CoreWeaveProvider:
                     raise
 
     def owned(self, install_id: str) -> list[OwnedWorkload]:
-        """Return the live workloads this fleet entry launched for ``install_id``.
+        """Return the workloads this fleet entry launched for ``install_id``, for the sweep.
+
+        Finished workloads are included: the scheduler does not terminate an attempt that
+        succeeded (it only ends its row), so the orphan sweep, which terminates what no
+        live attempt owns, is what deletes them with their pods (a Job's
+        ``ttlSecondsAfterFinished`` is the backstop). An attempt whose status the scheduler
+        has not read yet is still live, so its result is never swept away unread.
 
         Args:
             install_id: The install whose workloads to list.
 
         Returns:
-            Workloads neither finished nor being deleted, sorted by name.
+            Workloads not already being deleted, sorted by name.
 
         Raises:
             AuthError: If listing is not allowed.
@@ -575,7 +599,7 @@ class CoreWeaveProvider:
             ann = obj["metadata"].get("annotations") or {}
             if ann.get(ANN_INSTALL_ID, install_id) != install_id:
                 continue  # two install ids hashed to one label value
-            if obj["metadata"].get("deletionTimestamp") or self._finished(kind, obj):
+            if obj["metadata"].get("deletionTimestamp"):
                 continue
             handle = self._handle_from(name, kind, obj)
             attempt = _int((obj["metadata"].get("labels") or {}).get(LABEL_ATTEMPT))
@@ -1026,10 +1050,27 @@ class CoreWeaveProvider:
             # The scheduler owns retries (and re-placement); a failed or evicted pod fails
             # the Job at once instead of being retried on the same cluster.
             "backoffLimit": 0,
+            # Kubernetes deletes a pod preempted by the scheduler or evicted through the
+            # Eviction API (a node drain); only the Job's own verdict survives. This rule
+            # makes that verdict tell a disruption (reason PodFailurePolicy, reported
+            # PREEMPTED) from a failure of the workload (BackoffLimitExceeded, FAILED).
+            # batch/v1, GA in Kubernetes 1.31; needs restartPolicy Never (see _pod_spec).
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    }
+                ]
+            },
             "completions": spec.nodes,
             "parallelism": spec.nodes,
             "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod},
         }
+        if self.finished_ttl_s is not None:
+            # The scheduler does not delete a workload that succeeded; the orphan sweep
+            # does (see owned), and this is the backstop should no scheduler run.
+            job_spec["ttlSecondsAfterFinished"] = self.finished_ttl_s
         if kind == KIND_INDEXED:
             job_spec["completionMode"] = "Indexed"
             pod["subdomain"] = name
@@ -1207,19 +1248,6 @@ class CoreWeaveProvider:
             out[name] = self._state_of(kind, obj, pods_by.get(name, []), handle.nodes)
         return out
 
-    @staticmethod
-    def _finished(kind: str, obj: Mapping[str, Any]) -> bool:
-        status = obj.get("status") or {}
-        if kind == KIND_RAYJOB:
-            return status.get("jobDeploymentStatus") in ("Complete", "Failed") or status.get(
-                "jobStatus"
-            ) in ("SUCCEEDED", "FAILED", "STOPPED")
-        return any(
-            c.get("type") in ("Complete", "Failed", "SuccessCriteriaMet", "FailureTarget")
-            and c.get("status") == "True"
-            for c in status.get("conditions") or []
-        )
-
     def _state_of(
         self, kind: str, obj: Mapping[str, Any], pods: list[Any], nodes: int
     ) -> WorkloadStatus:
@@ -1252,6 +1280,11 @@ class CoreWeaveProvider:
             if failed is not None:
                 if disrupted:
                     return WorkloadStatus(WorkloadState.PREEMPTED, disrupted)
+                if failed.get("reason") == _POD_FAILURE_POLICY:
+                    # The Job's only rule (FailJob on DisruptionTarget) fired: a pod was
+                    # preempted or evicted, and Kubernetes may have deleted it since.
+                    detail = str(failed.get("message") or "a pod was disrupted")
+                    return WorkloadStatus(WorkloadState.PREEMPTED, f"disrupted: {detail}")
                 message = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or ''}"
                 return WorkloadStatus(WorkloadState.FAILED, message.strip(": "), exit_code)
             live = False
@@ -1262,6 +1295,10 @@ class CoreWeaveProvider:
         blocked = self._capacity_blocked(pods, scope)
         if blocked is not None:
             return blocked
+        if kind != KIND_RAYJOB:
+            missing = self._pods_missing(meta, pods, nodes, scope)
+            if missing is not None:
+                return missing
         running = sum(1 for p in pods if p.status is not None and p.status.phase == "Running")
         if running >= max(1, nodes) or (kind == KIND_RAYJOB and live):
             return WorkloadStatus(WorkloadState.RUNNING, f"{running}/{nodes} pod(s) running")
@@ -1318,6 +1355,31 @@ class CoreWeaveProvider:
                     return WorkloadStatus(WorkloadState.PREEMPTED, text, blocked_scope=scope)
                 return WorkloadStatus(WorkloadState.PROVISIONING, text)
         return None
+
+    def _pods_missing(
+        self, meta: Mapping[str, Any], pods: Sequence[Any], nodes: int, scope: str
+    ) -> WorkloadStatus | None:
+        """Report a Job the Job controller could not create all pods of.
+
+        The GPU quota probe at launch cannot see a concurrent launch that takes the quota
+        between the probe and the pods, nor a ``count/pods`` quota: the Job controller's
+        pod creation is refused (an Event, nothing on the Job) and it retries for ever.
+        A Job still short of pods ``unschedulable_grace_s`` after its creation is reported
+        PREEMPTED with ``scope`` to block, so the scheduler re-places the job; before,
+        PROVISIONING.
+        """
+        want = max(1, nodes)
+        if len(pods) >= want:
+            return None
+        created = _parse_time(meta.get("creationTimestamp"))
+        now = datetime.now(timezone.utc)
+        waited = (now - created).total_seconds() if created is not None else 0.0
+        text = f"capacity: {want - len(pods)} of {want} pod(s) not created (quota?)"
+        if waited >= self.unschedulable_grace_s:
+            return WorkloadStatus(
+                WorkloadState.PREEMPTED, f"{text} after {waited:.0f}s", blocked_scope=scope
+            )
+        return WorkloadStatus(WorkloadState.PROVISIONING, text)
 
     def _handle_from(self, name: str, kind: str, obj: Mapping[str, Any]) -> Handle:
         meta = obj.get("metadata") or {}

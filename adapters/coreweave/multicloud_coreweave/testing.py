@@ -384,16 +384,33 @@ class FakeKube:
     def evict(self, name: str, *, how: str = "evicted", namespace: str | None = None) -> None:
         """Evict or preempt one running pod of workload ``name``; the workload then fails.
 
+        As in Kubernetes (1.26+), the pod gets a ``DisruptionTarget`` condition and fails;
+        a pod preempted by the scheduler or evicted through the Eviction API is then
+        deleted, while a kubelet (node-pressure) eviction leaves the failed pod in place.
+        A Job's controller applies the Job's ``podFailurePolicy`` (``FailJob`` rules on pod
+        conditions: ``FailureTarget`` and ``Failed`` with reason ``PodFailurePolicy``),
+        else fails it with ``BackoffLimitExceeded``; a RayJob fails.
+
         Args:
             name: Workload (Job or RayJob) name.
-            how: ``evicted`` (kubelet eviction: reason Evicted), ``preempted`` (scheduler
-                preemption: DisruptionTarget PreemptionByScheduler) or ``disrupted``
-                (API-initiated eviction: DisruptionTarget only).
+            how: ``evicted`` (kubelet eviction: reason Evicted, DisruptionTarget
+                TerminationByKubelet; the pod stays), ``preempted`` (scheduler preemption:
+                DisruptionTarget PreemptionByScheduler; the pod is deleted) or ``disrupted``
+                (API-initiated eviction: DisruptionTarget EvictionByEvictionAPI; the pod
+                is deleted).
             namespace: Namespace (default: the adapter's).
 
         Raises:
             KeyError: If the workload has no pod.
+            ValueError: If ``how`` is none of the above.
         """
+        reasons = {
+            "evicted": "TerminationByKubelet",
+            "preempted": "PreemptionByScheduler",
+            "disrupted": "EvictionByEvictionAPI",
+        }
+        if how not in reasons:
+            raise ValueError(f"how must be one of {sorted(reasons)}, got {how!r}")
         ns = namespace or self.namespace
         with self._lock:
             pods = self._pods_of(ns, name)
@@ -402,16 +419,23 @@ class FakeKube:
             pod = pods[0]
             status = pod["status"]
             status["phase"] = "Failed"
+            reason = reasons[how]
+            status["conditions"].append(
+                self._cond("DisruptionTarget", "True", reason, f"{reason} of the pod")
+            )
             if how == "evicted":
                 status["reason"] = "Evicted"
                 status["message"] = "The node was low on resource: memory."
-            else:
-                reason = "PreemptionByScheduler" if how == "preempted" else "EvictionByEvictionAPI"
-                status["conditions"].append(
-                    self._cond("DisruptionTarget", "True", reason, f"{reason} of the pod")
-                )
             self._terminate_containers(pod, 137, "Error")
-            self._workload_failed(ns, name, "BackoffLimitExceeded", "pod was evicted")
+            if ("jobs", ns, name) in self._objs:
+                self._job_pod_failed(ns, name, pod, "pod was evicted")
+            else:
+                self._workload_failed(ns, name, "BackoffLimitExceeded", "pod was evicted")
+            if how != "evicted":
+                # The API server removes the victim once it has shut down (the Job
+                # controller has accounted it first: its finalizer holds the pod till then).
+                self._objs.pop(("pods", ns, pod["metadata"]["name"]), None)
+            self._schedule()
 
     def advance(self, seconds: float) -> None:
         """Move the fake clock forward (timestamps of objects created afterwards)."""
@@ -682,6 +706,33 @@ class FakeKube:
             else:
                 self._workload_failed(ns, name, "BackoffLimitExceeded", message)
             self._schedule()
+
+    def _job_pod_failed(self, ns: str, name: str, pod: Obj, message: str) -> None:
+        """The Job controller's verdict on a failed pod: the pod failure policy, else backoff.
+
+        Only ``FailJob`` rules with ``onPodConditions`` are evaluated (what the adapter
+        sets); with ``backoffLimit: 0`` any other failed pod fails the Job.
+        """
+        job = self._objs[("jobs", ns, name)]
+        policy = job["spec"].get("podFailurePolicy") or {}
+        conditions = {c["type"]: c for c in pod["status"].get("conditions") or [] if c.get("type")}
+        for index, rule in enumerate(policy.get("rules") or []):
+            for pattern in rule.get("onPodConditions") or []:
+                cond = conditions.get(pattern.get("type"))
+                if cond is None or cond.get("status") != (pattern.get("status") or "True"):
+                    continue
+                if rule.get("action") != "FailJob":
+                    continue
+                text = (
+                    f"Pod {ns}/{pod['metadata']['name']} has condition {cond['type']} "
+                    f"matching FailJob rule at index {index}"
+                )
+                job["status"]["conditions"].append(
+                    self._cond("FailureTarget", "True", "PodFailurePolicy", text)
+                )
+                self._workload_failed(ns, name, "PodFailurePolicy", text)
+                return
+        self._workload_failed(ns, name, "BackoffLimitExceeded", message)
 
     def _workload_failed(self, ns: str, name: str, reason: str, message: str) -> None:
         if ("jobs", ns, name) in self._objs:
