@@ -216,6 +216,58 @@ def test_failed_gang_is_cleaned_up_before_the_error(fake: FakeArm) -> None:
     assert fake.vm_names() == []
 
 
+@pytest.mark.parametrize("availability_set", [False, True])
+def test_failed_gang_leaves_no_placement_group_or_availability_set(
+    fake: FakeArm, availability_set: bool
+) -> None:
+    # The sweep lists VMs only: a group left by a failed launch would never be found again.
+    provider = make_provider(fake, availability_set=availability_set)
+    fake.inject("vm_put", code="AllocationFailed", in_operation=True, times=2)
+    with pytest.raises(CapacityError):
+        launch(provider, find_offer(provider, H100), make_spec(nodes=2))
+    assert fake.vm_names() == []
+    assert fake.placement_groups() == [] and fake.availability_sets() == []
+
+
+def test_failed_availability_set_takes_its_placement_group_along(fake: FakeArm) -> None:
+    provider = make_provider(fake, availability_set=True)
+    fake.inject("avset_put", status=400, code="InvalidParameter")
+    with pytest.raises(InvalidRequestError):
+        launch(provider, find_offer(provider, H100), make_spec(nodes=2))
+    assert fake.count("PUT", "ppg_put") == 1
+    assert fake.placement_groups() == [] and fake.vm_names() == []
+
+
+def test_terminate_retries_groups_still_in_use(fake: FakeArm) -> None:
+    # terminate_wait_s=0: the VMs are still deleting when the set and group are asked to go,
+    # and ARM answers 409 "in use" until they are gone.
+    fake.lro_polls = 5
+    provider = make_provider(fake, availability_set=True, terminate_wait_s=0)
+    handle = launch(provider, find_offer(provider, H100), make_spec(nodes=2))
+    provider.terminate(handle, request_id="t")
+    assert fake.vm_names() == []
+    assert fake.availability_sets() == [] and fake.placement_groups() == []
+    assert fake.count("DELETE", "avset_delete") > 1
+
+
+def test_terminate_logs_groups_that_stay_in_use(
+    fake: FakeArm, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = make_provider(fake, availability_set=True)
+    provider._in_use_retry_s = 0.5
+    handle = launch(provider, find_offer(provider, H100), make_spec(nodes=2))
+    busy = fake.inject("avset_delete", status=409, code="OperationNotAllowed", times=1000)
+    provider.terminate(handle, request_id="t")  # does not raise
+    assert fake.vm_names() == []
+    assert fake.availability_sets() == [f"{handle.id}-avset"]
+    assert fake.placement_groups() == [f"{handle.id}-ppg"]  # the set still refers to it
+    assert f"{handle.id}-avset" in caplog.text and "left behind" in caplog.text
+    # A later terminate of the same handle finishes the job.
+    busy.times = 0
+    provider.terminate(handle, request_id="t")
+    assert fake.availability_sets() == [] and fake.placement_groups() == []
+
+
 def test_launch_without_subnet_is_invalid(fake: FakeArm) -> None:
     provider = make_provider(fake, subnet_id=None)
     with pytest.raises(InvalidRequestError, match="subnet_id"):
@@ -288,6 +340,22 @@ def test_live_retail_prices_are_fetched_once_and_versioned(fake: FakeArm) -> Non
     assert pages > 1  # 7 meters over pages of 3: NextPageLink was followed
     provider.offers(ResourceRequest())
     assert fake.count("GET", "prices") == pages
+
+
+def test_zero_retail_prices_fall_back_to_the_catalog(fake: FakeArm) -> None:
+    # A $0 meter (promotion, placeholder) is no price: an offer at 0 would win every plan.
+    fake.set_price("eastus", H100, 0.0, spot_price=0.0)
+    fake.set_price("eastus", A100, 3.5, spot_price=-1.0)
+    catalog = {
+        r.instance_type: r
+        for r in load_catalog().rows
+        if (r.provider, r.region) == ("azure", "eastus")
+    }
+    provider = make_provider(fake, live_pricing=True)
+    h100, a100 = find_offer(provider, H100), find_offer(provider, A100)
+    assert (h100.price, h100.spot_price) == (catalog[H100].price, catalog[H100].spot_price)
+    assert (a100.price, a100.spot_price) == (3.5, catalog[A100].spot_price)
+    assert h100.price and a100.spot_price  # the catalog has real prices for both
 
 
 def test_unreachable_retail_prices_fall_back_to_the_catalog(fake: FakeArm) -> None:
@@ -401,6 +469,40 @@ def test_vm_failed_after_launch_reports_failed(fake: FakeArm) -> None:
     status = provider.status([handle])[handle.id]
     assert status.state is WorkloadState.FAILED
     assert "OSProvisioningTimedOut" in status.message
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "zone", "scope"),
+    [
+        ("AllocationFailed", "no room", None, "azure/eastus"),
+        ("ZonalAllocationFailed", "no room", "eastus-2", "azure/eastus/eastus-2"),
+        ("OverconstrainedAllocationRequest", "no room", "eastus-2", "azure/eastus/eastus-2"),
+        ("QuotaExceeded", "cores", "eastus-2", "azure/eastus"),
+        ("OperationNotAllowed", "exceeding approved quota", None, "azure/eastus"),
+    ],
+)
+def test_capacity_lost_after_launch_is_preempted_with_a_blocked_scope(
+    fake: FakeArm, code: str, message: str, zone: str | None, scope: str
+) -> None:
+    # Past launch_wait_s the handle is out; a later allocation (or quota) failure is lost
+    # capacity, to be re-placed elsewhere, not the job's failure.
+    provider = make_provider(fake, launch_wait_s=0, zonal=zone is not None)
+    fake.inject("vm_put", code=code, message=message, in_operation=True)
+    handle = launch(provider, find_offer(provider, H100, zone=zone), make_spec(nodes=2))
+    fake.complete_operations()
+    status = provider.status([handle])[handle.id]
+    assert status.state is WorkloadState.PREEMPTED, status.message
+    assert status.blocked_scope == scope
+    assert code in status.message
+
+
+def test_unrelated_operation_not_allowed_after_launch_stays_failed(fake: FakeArm) -> None:
+    provider = make_provider(fake, launch_wait_s=0)
+    fake.inject("vm_put", code="OperationNotAllowed", message="disk busy", in_operation=True)
+    handle = launch(provider, find_offer(provider, A100), make_spec())
+    fake.complete_operations()
+    status = provider.status([handle])[handle.id]
+    assert status.state is WorkloadState.FAILED and status.blocked_scope is None
 
 
 # -- terminate and sweep ------------------------------------------------------------------------

@@ -95,6 +95,11 @@ LAUNCH_CASES: list[Case] = [
     ),
     Case("InvalidTemplateDeployment", CapacityError, details=nested("SkuNotAvailable")),
     Case("OperationNotAllowed", QuotaError, in_operation=True, message=QUOTA_MESSAGE),
+    # An Azure Policy denial is a 403, but a regional refusal (fail over), not a credential one.
+    Case("RequestDisallowedByPolicy", QuotaError, status=403),
+    Case("RequestDisallowedByPolicy", QuotaError, status=403, zonal=True),
+    Case("RequestDisallowedByPolicy", QuotaError, in_operation=True),
+    Case("InvalidTemplateDeployment", QuotaError, details=nested("RequestDisallowedByPolicy")),
     # Credentials and permissions.
     Case("AuthenticationFailed", AuthError, status=401),
     Case("InvalidAuthenticationToken", AuthError, status=401),
@@ -297,6 +302,24 @@ def test_quota_error_is_scoped_to_the_region_even_when_zonal(fake: FakeArm) -> N
     with pytest.raises(QuotaError) as info:
         provider.launch(pick(provider, True), spec(), request_id="r-q")
     assert info.value.scope == "azure/eastus"
+
+
+def test_policy_denial_says_so_and_blocks_only_the_region(fake: FakeArm) -> None:
+    provider = make_provider(fake, zonal=True)
+    fake.inject(
+        "vm_put",
+        status=403,
+        code="RequestDisallowedByPolicy",
+        message="Resource 'x' was disallowed by policy.",
+    )
+    with pytest.raises(ProviderError) as info:
+        provider.launch(pick(provider, True), spec(), request_id="r-p")
+    assert type(info.value) is QuotaError
+    assert info.value.scope == "azure/eastus"
+    assert "Azure Policy" in str(info.value)
+    # Nothing about the credential: the provider stays usable elsewhere.
+    fake.clear_log()
+    provider.check()
 
 
 def test_translated_errors_pickle_with_their_scope() -> None:

@@ -12,7 +12,8 @@ Azure reports a failure in one of three places, and all three end up here:
 ARM wraps the interesting code in an outer one more often than not (``InvalidTemplateDeployment``
 holding ``QuotaExceeded``; ``OperationNotAllowed`` whose message is about quota), so the
 classification looks at every code in the error tree, most telling first: capacity, then quota,
-then authorisation, then the HTTP status.
+then an Azure Policy denial (a 403 that is scoped like quota, not an auth failure), then
+authorisation, then the HTTP status.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from multicloud.errors import (
 __all__ = [
     "AUTH_CODES",
     "CAPACITY_CODES",
+    "POLICY_CODES",
     "QUOTA_CODES",
     "ArmError",
     "arm_error_of",
+    "lost_place_scope",
     "translate",
 ]
 
@@ -73,6 +76,9 @@ AUTH_CODES: frozenset[str] = frozenset(
     }
 )
 """Codes ARM uses for a missing or insufficient credential (lower case)."""
+
+POLICY_CODES: frozenset[str] = frozenset({"requestdisallowedbypolicy"})
+"""Codes of an Azure Policy denial (lower case): a 403 that is no credential problem."""
 
 # Codes of a failed long-running operation that no retry can fix.
 _INVALID_CODES: frozenset[str] = frozenset(
@@ -189,6 +195,37 @@ def _is_quota(err: ArmError) -> bool:
     return code == "operationnotallowed" and "quota" in err.message.lower()
 
 
+def lost_place_scope(
+    code: str,
+    message: str = "",
+    *,
+    provider: str,
+    region: str | None,
+    zone: str | None = None,
+) -> str | None:
+    """Return the scope to block when an accepted VM later failed for want of room.
+
+    A VM whose creation ARM accepted can still end ``ProvisioningState/failed/<code>`` once
+    ``launch`` has stopped waiting. When ``<code>`` says capacity or quota, the workload lost
+    its place rather than failed: the caller reports it re-placeable, blocking this scope.
+
+    Args:
+        code: The failure code (e.g. ``AllocationFailed``).
+        message: Its message (``OperationNotAllowed`` is about quota only when this says so).
+        provider: Fleet provider name.
+        region: Region of the VM.
+        zone: Zone of the VM, as offers name it, if any.
+
+    Returns:
+        The zone's scope for a capacity code, the region's for a quota code, None otherwise.
+    """
+    if code.lower() in CAPACITY_CODES:
+        return error_scope(provider, region, zone)
+    if _is_quota(ArmError(code, message)):
+        return error_scope(provider, region)
+    return None
+
+
 def _summary(exc: BaseException, err: ArmError | None) -> str:
     if err is None:
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -237,6 +274,18 @@ def translate(
             return CapacityError(message, provider=provider, scope=zone_scope)
         if any(_is_quota(e) for e in nodes):
             return QuotaError(message, provider=provider, scope=region_scope)
+        if codes & POLICY_CODES:
+            # An Azure Policy assignment (allowed locations, allowed sizes, required tags)
+            # refused this request. It comes as a 403 but says nothing about the credential,
+            # and a policy is usually scoped to some regions or sizes: block this region and
+            # let the job fail over, as for quota, rather than an AuthError that disables the
+            # whole provider.
+            return QuotaError(
+                f"{prefix}denied by Azure Policy in {region or 'this subscription'}: "
+                + _summary(exc, err),
+                provider=provider,
+                scope=region_scope,
+            )
         if status in (401, 403) or codes & AUTH_CODES:
             return AuthError(message, provider=provider, scope=region_scope)
         if isinstance(exc, ClientAuthenticationError) and status == 0:

@@ -4,8 +4,8 @@
 ``{"Items": [...], "NextPageLink": "..." | null}``; each item is one meter, e.g.
 ``{"armSkuName": "Standard_ND96isr_H100_v5", "armRegionName": "eastus", "retailPrice": 98.32,
 "unitOfMeasure": "1 Hour", "type": "Consumption", "skuName": "ND96isr H100 v5 Spot",
-"productName": "NDsr H100 v5 Series"}``. Windows meters, Low Priority meters and anything not
-billed per hour are ignored; Spot meters give the spot price.
+"productName": "NDsr H100 v5 Series"}``. Windows meters, Low Priority meters, meters priced at
+zero or less and anything not billed per hour are ignored; Spot meters give the spot price.
 
 Only the standard library is used, so the adapter adds no HTTP dependency for this.
 """
@@ -13,6 +13,7 @@ Only the standard library is used, so the adapter adds no HTTP dependency for th
 from __future__ import annotations
 
 import json
+import math
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -78,6 +79,10 @@ def _apply(item: Mapping[str, Any], found: dict[tuple[str, str], LivePrice]) -> 
     try:
         value = float(item["retailPrice"])
     except (KeyError, TypeError, ValueError):
+        return
+    if not math.isfinite(value) or value <= 0:
+        # A $0 meter (a promotion, a placeholder for a size not yet billed) is no price: an
+        # offer at 0 would win every plan. Leave it out, so the catalog price stays.
         return
     key = (str(item.get("armRegionName", "")), str(item.get("armSkuName", "")))
     old = found.get(key, LivePrice())

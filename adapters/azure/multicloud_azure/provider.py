@@ -61,7 +61,7 @@ from multicloud.provider import (
     handle_extra,
 )
 from multicloud_azure import pricing
-from multicloud_azure.errors import translate
+from multicloud_azure.errors import lost_place_scope, translate
 from multicloud_azure.workload import EXIT_TAG, WorkloadConfig, custom_data, program
 
 __all__ = [
@@ -105,6 +105,9 @@ CREDENTIALS: tuple[str, ...] = (
 _DEFAULT_IMAGE = "microsoft-dsvm:ubuntu-hpc:2204:latest"
 _SPOT_QUOTA = "lowPriorityCores"
 _REGIONAL_QUOTA = "cores"
+# How long deleting a gang's availability set or placement group is retried while ARM still
+# answers 409 "in use" (its VMs finishing their delete), before it is logged and left.
+_IN_USE_RETRY_S = 15.0
 
 T = TypeVar("T")
 
@@ -221,19 +224,25 @@ class _Vm:
     provisioning: str
     power: str | None
     failure: str
+    failure_code: str = ""
+    failure_message: str = ""
 
 
 def _vm_from(raw: Mapping[str, Any]) -> _Vm:
     props = raw.get("properties") or {}
     view = props.get("instanceView") or {}
     power: str | None = None
-    failure = ""
+    failure = failure_code = failure_message = ""
     for status in view.get("statuses") or []:
         code = str(status.get("code", ""))
         if code.startswith("PowerState/"):
             power = code.split("/", 1)[1].lower()
         elif code.lower().startswith("provisioningstate/failed"):
-            failure = f"{code}: {status.get('message', '')}".strip()
+            failure_message = str(status.get("message", "") or "")
+            failure = f"{code}: {failure_message}".strip()
+            # "ProvisioningState/failed/AllocationFailed": the last part is ARM's error code.
+            parts = code.split("/", 2)
+            failure_code = parts[2] if len(parts) == 3 else ""
     zones = raw.get("zones") or []
     return _Vm(
         name=str(raw.get("name", "")),
@@ -245,6 +254,8 @@ def _vm_from(raw: Mapping[str, Any]) -> _Vm:
         provisioning=str(props.get("provisioningState", "")).lower(),
         power=power,
         failure=failure,
+        failure_code=failure_code,
+        failure_message=failure_message,
     )
 
 
@@ -418,6 +429,7 @@ class AzureProvider:
         self._prices: _Cached | None = None
         # Handles this process terminated: a spot VM that vanished otherwise was evicted.
         self._terminated: set[str] = set()
+        self._in_use_retry_s = _IN_USE_RETRY_S
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -642,7 +654,11 @@ class AzureProvider:
         if spec.nodes > 1:
             ppg_id = self._placement_group(group, gang, offer.region, zone, tags)
             if self.availability_set:
-                avset_id = self._availability_set(group, gang, offer.region, ppg_id, tags)
+                try:
+                    avset_id = self._availability_set(group, gang, offer.region, ppg_id, tags)
+                except ProviderError:
+                    self._delete_gang_groups(group, gang)  # the placement group just made
+                    raise
         bodies = {
             rank: self._vm_body(
                 names[rank],
@@ -690,7 +706,11 @@ class AzureProvider:
         return out
 
     def terminate(self, handle: Handle, *, request_id: str) -> None:
-        """Delete the gang's VMs (and placement group); unknown or deleted ones are a no-op.
+        """Delete the gang's VMs, then its availability set and placement group.
+
+        Unknown or already deleted resources are a no-op. The set and group are deleted once
+        the VMs' deletes are done (or ``terminate_wait_s`` ran out), retrying ARM's 409 "in
+        use" for a few seconds; if they still cannot go they are logged and left.
 
         Args:
             handle: The workload.
@@ -713,24 +733,51 @@ class AzureProvider:
             for poller in pollers:
                 self._wait(poller, deadline)
             self._terminated.add(handle.id)
-            if handle.nodes > 1:
-                # The availability set (if any) first: it refers to the placement group.
-                self._delete_quietly(
-                    self.compute.availability_sets.delete, group, f"{handle.id}-avset"
-                )
-                self._delete_quietly(
-                    self.compute.proximity_placement_groups.delete, group, f"{handle.id}-ppg"
-                )
+        if handle.nodes > 1:
+            # Only now that the VMs are gone (or going) can their groups go.
+            self._delete_gang_groups(group, handle.id)
 
-    def _delete_quietly(self, delete: Callable[[str, str], object], group: str, name: str) -> None:
-        try:
-            delete(group, name)
-        except ResourceNotFoundError:
-            pass
-        except HttpResponseError as exc:
-            # Still in use while a VM finishes deleting; it costs nothing, and the next
-            # terminate of the same handle (or the sweep) removes it.
-            log.info("%s not deleted yet: %s", name, exc)
+    def _delete_gang_groups(self, group: str, gang: str) -> None:
+        """Delete a gang's availability set, then its placement group; never raises.
+
+        Both refuse to go (409) while a VM still refers to them, so this runs after the VMs'
+        deletes; a 409 is retried for ``_in_use_retry_s`` while those finish, then logged and
+        left (an empty set or group costs nothing; a later terminate of the handle retries).
+
+        Args:
+            group: Resource group.
+            gang: Gang name (the handle id).
+        """
+        deadline = time.monotonic() + self._in_use_retry_s
+        # The availability set first: it refers to the placement group.
+        if self._delete_in_use(
+            self.compute.availability_sets.delete, group, f"{gang}-avset", deadline
+        ):
+            self._delete_in_use(
+                self.compute.proximity_placement_groups.delete, group, f"{gang}-ppg", deadline
+            )
+
+    def _delete_in_use(
+        self, delete: Callable[[str, str], object], group: str, name: str, deadline: float
+    ) -> bool:
+        """Delete one gang resource, retrying "in use" until ``deadline``; True once gone."""
+        pause = 0.2
+        while True:
+            try:
+                delete(group, name)
+                return True
+            except ResourceNotFoundError:
+                return True
+            except HttpResponseError as exc:
+                if exc.status_code == 409 and time.monotonic() + pause < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+                    continue
+                log.warning("%s in %s left behind, not deleted: %s", name, group, exc)
+                return False
+            except (AzureError, OSError) as exc:
+                log.warning("%s in %s left behind, not deleted: %s", name, group, exc)
+                return False
 
     # -- sweeping (SupportsSweep) ------------------------------------------------------------
 
@@ -1145,20 +1192,32 @@ class AzureProvider:
             raise error from exc
 
     def _cleanup(self, group: str, names: Sequence[str], region: str) -> None:
+        """Delete the VMs of a failed launch, then the gang's availability set and group."""
         pollers: list[LROPoller[None]] = []
+        all_going = True
         for name in names:
             try:
                 pollers.append(self.compute.virtual_machines.begin_delete(group, name))
             except ResourceNotFoundError:
                 continue
             except (AzureError, OSError) as exc:
+                all_going = False
                 log.warning("could not delete %s after a failed launch: %s", name, exc)
         deadline = time.monotonic() + min(self.launch_wait_s, self.terminate_wait_s)
         for poller in pollers:
             try:
                 self._wait(poller, deadline)
             except (AzureError, OSError) as exc:
+                all_going = False
                 log.warning("deleting a VM of a failed launch in %s failed: %s", region, exc)
+        if len(names) > 1:
+            gang = names[0].rsplit("-", 1)[0]
+            if all_going:
+                self._delete_gang_groups(group, gang)
+            else:
+                # A VM that stays still uses them; the sweep finds that VM by its tags, and
+                # its terminate deletes them.
+                log.warning("placement group of %s kept: a VM of it was not deleted", gang)
 
     # -- internals: status ---------------------------------------------------------------------
 
@@ -1190,6 +1249,25 @@ class AzureProvider:
             else s
             for i, s in enumerate(states)
         ]
+        # A VM that ended Failed for want of capacity or quota after launch stopped waiting
+        # (launch_wait_s): the gang lost its place, as a CapacityError at launch would have
+        # said. PREEMPTED re-places the job; blocked_scope keeps the next plan away.
+        for vm in present:
+            if vm.provisioning != "failed" or EXIT_TAG in vm.tags:
+                continue
+            scope = lost_place_scope(
+                vm.failure_code,
+                vm.failure_message,
+                provider=self.fleet_name,
+                region=handle.region,
+                zone=handle.zone,
+            )
+            if scope is not None:
+                return WorkloadStatus(
+                    WorkloadState.PREEMPTED,
+                    f"{vm.name} could not be placed after launch: {vm.failure}",
+                    blocked_scope=scope,
+                )
         for wanted in (WorkloadState.FAILED, WorkloadState.TERMINATED):
             for status in states:
                 if status.state is wanted:

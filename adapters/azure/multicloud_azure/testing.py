@@ -650,6 +650,10 @@ class _Handler(BaseHTTPRequestHandler):
             fake._auto_finish()
             fault = fake._take_fault(op)
             if fault is not None and not fault.in_operation:
+                # Read the unused body, or it is taken for the next request on the connection.
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
                 self._send(fault.status, {"error": fault.error()})
                 return
             getattr(self, f"_do_{name}")(method, match.groupdict(), query, fault)
