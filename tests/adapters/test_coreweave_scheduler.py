@@ -18,9 +18,10 @@ from multicloud_coreweave.testing import FakeKube, serve
 from multicloud import providers as registry
 from multicloud.models import Fleet
 from multicloud.service.effects import InlineEffects
-from multicloud.service.scheduler import Scheduler, Settings
+from multicloud.service.scheduler import Scheduler
 from multicloud.store import JobState, Store
 from multicloud.testing.builders import job
+from multicloud.testing.scheduling import quick_settings, run_until
 
 
 class Cycle:
@@ -32,22 +33,11 @@ class Cycle:
         self.fleet = Fleet.model_validate(doc)
         self.effects = InlineEffects({"cw": registry.from_fleet(self.fleet, "cw")})
         self.store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-        settings = Settings(
-            tick_s=0.0,
-            status_interval_s=0.0,
-            replan_interval_s=0.05,
-            sweep_interval_s=0.1,
-            retry_backoff_s=0.01,
-            blocked_ttl_s=30.0,
-        )
+        settings = quick_settings()
         self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=settings)
 
     def run_until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, f"timed out; stats: {self.scheduler.stats()}"
-            self.scheduler.tick()
-            time.sleep(0.005)
+        run_until(self.scheduler, done, timeout=timeout, pause=0.005)
 
     def state(self, job_id: str) -> JobState:
         return self.store.get(job_id).state

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,9 +47,10 @@ from multicloud.cli import app
 from multicloud.models import Fleet
 from multicloud.provider import MarketKind, ResourceRequest
 from multicloud.service.effects import InlineEffects
-from multicloud.service.scheduler import Scheduler, Settings
+from multicloud.service.scheduler import Scheduler
 from multicloud.store import AttemptRecord, JobState, Store
 from multicloud.testing.builders import job
+from multicloud.testing.scheduling import quick_settings, run_until
 
 S = JobState
 CLOUDS = ("aws", "gcp", "azure", "coreweave")
@@ -242,15 +242,8 @@ class Cycle:
             {name: registry.from_fleet(self.fleet, name) for name in self.fleet.providers}
         )
         self.store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-        settings = Settings(
-            tick_s=0.0,
-            status_interval_s=0.0,
-            replan_interval_s=0.05,
-            sweep_interval_s=0.5,
-            retry_backoff_s=0.01,
-            # Far longer than the test: a blocked scope must stay blocked throughout.
-            blocked_ttl_s=300.0,
-        )
+        # A blocked scope must stay blocked throughout the test.
+        settings = quick_settings(sweep_interval_s=0.5, blocked_ttl_s=300.0)
         self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=settings)
 
     def submit(self, *jobs: Any) -> dict[str, str]:
@@ -259,11 +252,7 @@ class Cycle:
         return {j.name: job_id for j, (job_id, _) in zip(jobs, ids, strict=True)}
 
     def run_until(self, done: Callable[[], bool], timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, f"timed out; stats: {self.scheduler.stats()}"
-            self.scheduler.tick()
-            time.sleep(0.005)
+        run_until(self.scheduler, done, timeout=timeout, pause=0.005)
 
     def state(self, job_id: str) -> JobState:
         return self.store.get(job_id).state

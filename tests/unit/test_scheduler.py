@@ -29,6 +29,7 @@ from multicloud.service.scheduler import CrashPoints, Scheduler, Settings
 from multicloud.sim import SimProvider, SimState
 from multicloud.store import JobState, Store
 from multicloud.testing.builders import job
+from multicloud.testing.scheduling import quick_settings, run_until
 
 S = JobState
 HOUR_S = 0.05
@@ -83,14 +84,7 @@ class Harness:
             self.sims[name] = built
             providers[name] = wrap(name, built) if wrap else built
         self.store = store or Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-        self.settings = settings or Settings(
-            tick_s=0.0,
-            status_interval_s=0.0,
-            replan_interval_s=0.05,
-            sweep_interval_s=0.1,
-            retry_backoff_s=0.01,
-            blocked_ttl_s=30.0,
-        )
+        self.settings = settings or quick_settings()
         self.effects = InlineEffects(providers)
         self.scheduler = Scheduler(
             self.store, self.fleet, self.effects, settings=self.settings, crash=crash
@@ -100,11 +94,7 @@ class Harness:
         return [job_id for job_id, _ in self.scheduler.submit([(j, None) for j in jobs])]
 
     def run_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, f"timed out; stats: {self.scheduler.stats()}"
-            self.scheduler.tick()
-            time.sleep(0.002)
+        run_until(self.scheduler, done, timeout=timeout, pause=0.002)
 
     def state_of(self, job_id: str) -> JobState:
         return self.store.get(job_id).state

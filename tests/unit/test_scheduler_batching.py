@@ -5,7 +5,6 @@ The scheduler over a SQLite store and in-memory simulated clouds, driven tick by
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from multicloud.service.scheduler import Scheduler, Settings
 from multicloud.sim import SimState
 from multicloud.store import JobState, Store
 from multicloud.testing.builders import job
+from multicloud.testing.scheduling import run_until
 
 S = JobState
 
@@ -58,6 +58,7 @@ class Cycle:
             self.store,
             fleet,
             self.effects,
+            # Default sweep and back-off: these tests count adapter calls.
             settings=Settings(
                 tick_s=0.0, status_interval_s=0.0, replan_interval_s=0.01, **settings
             ),
@@ -67,11 +68,7 @@ class Cycle:
         return [job_id for job_id, _ in self.scheduler.submit([(j, None) for j in jobs])]
 
     def run_until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not done():
-            assert time.monotonic() < deadline, f"timed out; stats: {self.scheduler.stats()}"
-            self.scheduler.tick()
-            time.sleep(0.002)
+        run_until(self.scheduler, done, timeout=timeout, pause=0.002)
 
     def states(self, ids: list[str]) -> set[str]:
         return set(self.store.job_states(ids).values())
