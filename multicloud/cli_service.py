@@ -97,7 +97,11 @@ def start(
     store.
     """
     from multicloud.service.client import start as start_service
-    from multicloud.service.config import ServiceConfig, default_store_url
+    from multicloud.service.config import (
+        ServiceConfig,
+        default_store_url,
+        store_password_warning,
+    )
 
     with _reported():
         config = None
@@ -115,6 +119,9 @@ def start(
             else:
                 assert saved is not None
                 parsed, source = saved.fleet_model(), saved.fleet_source
+            warning = store_password_warning(store) if store else None
+            if warning:
+                _console(stderr=True).print(f"[yellow]warning:[/] {warning}")
             config = ServiceConfig.build(
                 parsed,
                 fleet_source=source,

@@ -18,6 +18,34 @@ DEFAULT_NAMESPACE = "multicloud"
 ACTOR_NAME = "scheduler"
 
 
+def store_password_warning(url: str) -> str | None:
+    """Say why a store URL with an inline password is a bad idea, if it has one.
+
+    The service keeps its store URL in ``service.json`` and hands it to the scheduler actor,
+    whose arguments Ray keeps in its metadata: a password there is a secret at rest in two
+    places. libpq reads it from ``PGPASSWORD`` or a ``passfile`` instead.
+
+    Args:
+        url: The store URL.
+
+    Returns:
+        The warning text, or None when the URL carries no password.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(url).password
+    except ArgumentError:
+        return None
+    if not password:
+        return None
+    return (
+        "the store URL carries a password: it would be kept in service.json and in Ray's "
+        "actor metadata. Give it through PGPASSWORD or '?passfile=PATH' instead."
+    )
+
+
 def default_store_url() -> str:
     """Return the default store: a SQLite file in the multicloud home."""
     return f"sqlite:///{paths.home() / 'multicloud.db'}"

@@ -545,3 +545,23 @@ def test_service_verbs_say_how_to_start_when_nothing_runs(
     result = run("status")
     assert result.exit_code == 2
     assert "multicloud start" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "warns"),
+    [
+        ("postgresql://mc:s3cret@db:5432/mc", True),
+        ("postgresql+psycopg://mc:s3cret@127.0.0.1/mc", True),
+        ("postgresql://mc@db:5432/mc", False),
+        ("postgresql://mc@db/mc?passfile=/etc/mc/pgpass", False),
+        ("sqlite:////data/mc.db", False),
+        ("not a url", False),
+    ],
+)
+def test_store_url_with_a_password_is_warned_about(url: str, warns: bool) -> None:
+    from multicloud.service.config import store_password_warning
+
+    warning = store_password_warning(url)
+    assert (warning is not None) is warns
+    if warning:
+        assert "s3cret" not in warning and "PGPASSWORD" in warning
