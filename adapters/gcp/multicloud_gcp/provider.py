@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -324,35 +324,43 @@ class GCPProvider:
         except _BUGS:
             raise
         except Exception as exc:
-            raise gerr.translate(
-                gerr.failure_from_exception(exc),
-                provider=self.fleet_name,
-                region=region or (_region_of(zone) if zone else None),
-                zone=zone,
-                what=what,
+            raise self._translated(
+                exc, what=what, region=region or (_region_of(zone) if zone else None), zone=zone
             ) from exc
+
+    def _translated(
+        self, exc: BaseException, *, what: str, region: str | None, zone: str | None = None
+    ) -> ProviderError:
+        """The ProviderError an SDK exception of one call becomes."""
+        return gerr.translate(
+            gerr.failure_from_exception(exc),
+            provider=self.fleet_name,
+            region=region,
+            zone=zone,
+            what=what,
+        )
 
     @staticmethod
     def _status_code(exc: BaseException) -> int | None:
         code = getattr(exc, "code", None)
         return code if isinstance(code, int) else None
 
-    def _call_or_missing(self, fn: Callable[[], T], *, what: str, zone: str) -> T | None:
-        """Like ``_call`` but a 404 answer is None (gone, or never existed)."""
+    def _call_unless(
+        self, fn: Callable[[], T], codes: Collection[int], *, what: str, zone: str
+    ) -> T | None:
+        """Like ``_call``, but an answer with one of ``codes`` is None instead of an error."""
         try:
             return fn()
         except _BUGS:
             raise
         except Exception as exc:
-            if self._status_code(exc) == 404:
+            if self._status_code(exc) in codes:
                 return None
-            raise gerr.translate(
-                gerr.failure_from_exception(exc),
-                provider=self.fleet_name,
-                region=_region_of(zone),
-                zone=zone,
-                what=what,
-            ) from exc
+            raise self._translated(exc, what=what, region=_region_of(zone), zone=zone) from exc
+
+    def _call_or_missing(self, fn: Callable[[], T], *, what: str, zone: str) -> T | None:
+        """Like ``_call`` but a 404 answer is None (gone, or never existed)."""
+        return self._call_unless(fn, (404,), what=what, zone=zone)
 
     # -- check --------------------------------------------------------------------------------
 
@@ -816,11 +824,8 @@ class GCPProvider:
             except Exception as exc:
                 if self._status_code(exc) == 409:
                     return link
-                raise gerr.translate(
-                    gerr.failure_from_exception(exc),
-                    provider=self.fleet_name,
-                    region=region,
-                    what=f"creating placement policy {name}",
+                raise self._translated(
+                    exc, what=f"creating placement policy {name}", region=region
                 ) from exc
             if op.status != compute_v1.Operation.Status.DONE:
                 break
@@ -917,12 +922,8 @@ class GCPProvider:
             if self._status_code(exc) == 409:
                 # alreadyExists: an earlier send created it; the caller re-lists on re-send.
                 return None
-            raise gerr.translate(
-                gerr.failure_from_exception(exc),
-                provider=self.fleet_name,
-                region=_region_of(zone),
-                zone=zone,
-                what=f"inserting {body.name}",
+            raise self._translated(
+                exc, what=f"inserting {body.name}", region=_region_of(zone), zone=zone
             ) from exc
 
     def _instance_body(
@@ -1128,12 +1129,8 @@ class GCPProvider:
         except Exception as exc:
             if self._status_code(exc) == 409:
                 return _KIND_NODE
-            raise gerr.translate(
-                gerr.failure_from_exception(exc),
-                provider=self.fleet_name,
-                region=offer.region,
-                zone=zone,
-                what=f"creating TPU node {handle_id}",
+            raise self._translated(
+                exc, what=f"creating TPU node {handle_id}", region=offer.region, zone=zone
             ) from exc
         self._wait_tpu(op.operation.name, zone, what=f"creating TPU node {handle_id}")
         return _KIND_NODE
@@ -1164,12 +1161,8 @@ class GCPProvider:
             if code == 501:
                 return False
             if code != 404:
-                raise gerr.translate(
-                    gerr.failure_from_exception(exc),
-                    provider=self.fleet_name,
-                    region=offer.region,
-                    zone=zone,
-                    what=f"reading queued resource {handle_id}",
+                raise self._translated(
+                    exc, what=f"reading queued resource {handle_id}", region=offer.region, zone=zone
                 ) from exc
             found = None
         if found is not None:
@@ -1207,12 +1200,11 @@ class GCPProvider:
                     return False
                 if code == 409:
                     return True
-                raise gerr.translate(
-                    gerr.failure_from_exception(exc),
-                    provider=self.fleet_name,
+                raise self._translated(
+                    exc,
+                    what=f"creating queued resource {handle_id}",
                     region=offer.region,
                     zone=zone,
-                    what=f"creating queued resource {handle_id}",
                 ) from exc
             if not op.operation.done:
                 break
@@ -1633,20 +1625,7 @@ class GCPProvider:
 
     def _tpu_list_or_none(self, fn: Callable[[], list[Any]], zone: str) -> list[Any] | None:
         """A TPU list call where 404 (zone not served) and 501 (no such API) mean nothing."""
-        try:
-            return fn()
-        except _BUGS:
-            raise
-        except Exception as exc:
-            if self._status_code(exc) in (404, 501):
-                return None
-            raise gerr.translate(
-                gerr.failure_from_exception(exc),
-                provider=self.fleet_name,
-                region=_region_of(zone),
-                zone=zone,
-                what=f"listing TPU resources in {zone}",
-            ) from exc
+        return self._call_unless(fn, (404, 501), what=f"listing TPU resources in {zone}", zone=zone)
 
     def _owned(
         self,
