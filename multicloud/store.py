@@ -23,7 +23,9 @@ import contextlib
 import hashlib
 import json
 import secrets
+import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -604,9 +606,26 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
         # WAL lets readers (the CLI's status) run while the scheduler writes.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cursor)
     finally:
         cursor.close()
+
+
+def _set_wal(cursor: Any) -> None:
+    # Switching a new database to WAL needs an exclusive lock and does not wait on the busy
+    # timeout: processes opening a fresh store together get "database is locked". The mode
+    # is persistent, so once one of them has switched it the others find it set.
+    deadline = time.monotonic() + 30.0
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
