@@ -7,7 +7,7 @@ handles hundreds of thousands of them per second.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -70,6 +70,123 @@ class Offer:
         """Identity of the capacity pool this offer draws from."""
         base = f"{self.provider}/{self.zone or self.region}/{self.instance_type}"
         return f"{base}#{self.reservation}" if self.reservation else base
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the offer as a JSON-ready dict (every field, by name)."""
+        return {name: getattr(self, name) for name in _OFFER_FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Offer:
+        """Rebuild an offer written by :meth:`to_json`.
+
+        Args:
+            data: The dict.
+
+        Returns:
+            The offer, field for field.
+
+        Raises:
+            KeyError: If a required field is missing.
+        """
+        return cls(**{name: data[name] for name in _OFFER_FIELDS if name in data})
+
+
+_OFFER_FIELDS: tuple[str, ...] = tuple(Offer.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where one gang of a job runs: the offer exactly as planned, and how it is used.
+
+    The planner's choice travels as this one value from the plan into the store, to the
+    adapter's ``launch``, to status and ``explain``; nothing downstream rebuilds or guesses
+    any part of it (which accelerator of ``[H100, H200]``, the spot price, the catalog
+    version).
+
+    Attributes:
+        offer: The offer as the planner saw it (accelerator, count per node, prices,
+            reservation, catalog version).
+        nodes: Nodes of the gang on this offer.
+        market: Market the gang is billed in.
+        price_per_hour: Billed price of all its nodes per hour (after a ROFR match; 0 on
+            a reservation).
+    """
+
+    offer: Offer
+    nodes: int
+    market: MarketKind
+    price_per_hour: float
+
+    @property
+    def provider(self) -> str:
+        """Fleet provider name."""
+        return self.offer.provider
+
+    @property
+    def region(self) -> str:
+        """Region."""
+        return self.offer.region
+
+    @property
+    def zone(self) -> str | None:
+        """Zone, when the offer is zonal."""
+        return self.offer.zone
+
+    @property
+    def instance_type(self) -> str:
+        """Instance type, VM size, TPU slice or node pool."""
+        return self.offer.instance_type
+
+    @property
+    def reservation(self) -> str | None:
+        """Prepaid reservation drawn on, if any."""
+        return self.offer.reservation
+
+    @property
+    def key(self) -> str:
+        """Provider, region, zone and instance type: one launch of an attempt.
+
+        An inference job may use two offers of one region in one attempt (even two
+        providers' regions of the same name); each launch needs its own key.
+        """
+        o = self.offer
+        return f"{o.provider}/{o.region}/{o.zone or '-'}/{o.instance_type}"
+
+    @property
+    def pool(self) -> str:
+        """The capacity pool the gang holds while its launch is not yet confirmed."""
+        o = self.offer
+        return f"{o.provider}/{o.zone or o.region}/{o.instance_type}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the place as a JSON-ready dict."""
+        return {
+            "offer": self.offer.to_json(),
+            "nodes": self.nodes,
+            "market": self.market.value,
+            "price_per_hour": self.price_per_hour,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Place:
+        """Rebuild a place written by :meth:`to_json`.
+
+        Args:
+            data: The dict.
+
+        Returns:
+            The place.
+
+        Raises:
+            KeyError: If a field is missing.
+            ValueError: If the market is not a known one.
+        """
+        return cls(
+            offer=Offer.from_json(data["offer"]),
+            nodes=int(data["nodes"]),
+            market=MarketKind(data["market"]),
+            price_per_hour=float(data["price_per_hour"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +267,98 @@ class Handle:
     market: MarketKind
     job_id: str
     extra: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def at(
+        cls,
+        offer: Offer,
+        spec: LaunchSpec,
+        *,
+        id: str,
+        request_id: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> Handle:
+        """Return the handle of a launch of ``spec`` on ``offer``.
+
+        Args:
+            offer: The offer launched on.
+            spec: The launch (nodes, market, job).
+            id: The adapter's id of the workload.
+            request_id: The launch's idempotency key.
+            extra: Adapter data needed to find the workload again.
+
+        Returns:
+            The handle.
+        """
+        return cls(
+            provider=offer.provider,
+            id=id,
+            request_id=request_id,
+            region=offer.region,
+            zone=offer.zone,
+            instance_type=offer.instance_type,
+            nodes=spec.nodes,
+            market=spec.market,
+            job_id=spec.job_id,
+            extra=tuple(sorted((str(k), str(v)) for k, v in (extra or {}).items())),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the handle as a JSON-ready dict (what the store keeps)."""
+        return {
+            "provider": self.provider,
+            "id": self.id,
+            "request_id": self.request_id,
+            "region": self.region,
+            "zone": self.zone,
+            "instance_type": self.instance_type,
+            "nodes": self.nodes,
+            "market": self.market.value,
+            "job_id": self.job_id,
+            "extra": [list(pair) for pair in self.extra],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Handle:
+        """Rebuild a handle written by :meth:`to_json`.
+
+        Args:
+            data: The dict.
+
+        Returns:
+            The handle.
+
+        Raises:
+            KeyError: If a field is missing.
+            ValueError: If the market is not a known one.
+        """
+        return cls(
+            provider=str(data["provider"]),
+            id=str(data["id"]),
+            request_id=str(data["request_id"]),
+            region=str(data["region"]),
+            zone=None if data.get("zone") is None else str(data["zone"]),
+            instance_type=str(data["instance_type"]),
+            nodes=int(data["nodes"]),
+            market=MarketKind(data["market"]),
+            job_id=str(data["job_id"]),
+            extra=tuple((str(k), str(v)) for k, v in data.get("extra", ())),
+        )
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """Return one item of ``extra``.
+
+        Args:
+            key: The item's name.
+            default: What to return when it is absent.
+
+        Returns:
+            The value, or ``default``.
+        """
+        for k, v in self.extra:
+            if k == key:
+                return v
+        return default
 
 
 class WorkloadState(str, Enum):
