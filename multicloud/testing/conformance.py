@@ -19,7 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from multicloud.accelerators import CANONICAL_NAMES
-from multicloud.errors import InvalidRequestError, ProviderError
+from multicloud.errors import CapacityError, InvalidRequestError, ProviderError
 from multicloud.provider import (
     Capability,
     Handle,
@@ -28,6 +28,7 @@ from multicloud.provider import (
     Offer,
     Provider,
     ResourceRequest,
+    SupportsSweep,
     WorkloadState,
     WorkloadStatus,
     request_id,
@@ -96,6 +97,7 @@ class ProviderConformance:
         attempt: int = 1,
         nodes: int = 1,
         market: MarketKind | None = None,
+        install_id: str = "conformance",
     ) -> LaunchSpec:
         """Build the launch spec the tests use.
 
@@ -105,6 +107,7 @@ class ProviderConformance:
             attempt: Attempt number.
             nodes: Nodes in the gang.
             market: Market; on-demand when the offer has a price, else spot.
+            install_id: Scheduler install id tagged on what the launch creates.
 
         Returns:
             The spec.
@@ -117,7 +120,7 @@ class ProviderConformance:
             attempt=attempt,
             nodes=nodes,
             market=market,
-            install_id="conformance",
+            install_id=install_id,
             image="busybox:1.36",
             command="true",
             duration_hours=1.0,
@@ -130,8 +133,19 @@ class ProviderConformance:
         """The provider under test, fresh for every test."""
         return self.make_provider()
 
-    def _launch(self, provider: Provider, offer: Offer, job: str, *, nodes: int = 1) -> Handle:
-        spec = self.make_spec(offer, job_id=job, nodes=nodes)
+    def _launch(
+        self,
+        provider: Provider,
+        offer: Offer,
+        job: str,
+        *,
+        nodes: int = 1,
+        install_id: str = "conformance",
+    ) -> Handle:
+        # Subclasses may override make_spec without the install id: set it afterwards.
+        spec = dataclasses.replace(
+            self.make_spec(offer, job_id=job, nodes=nodes), install_id=install_id
+        )
         key = request_id(job, spec.attempt, offer.region)
         return provider.launch(offer, spec, request_id=key)
 
@@ -226,15 +240,26 @@ class ProviderConformance:
             self._launch(provider, offer, "foreign")
 
     @pytest.mark.parametrize(
-        "case",
-        ["foreign-offer", "spot-without-spot-market", "over-capacity", "reused-request-id"],
+        ("case", "error"),
+        [
+            ("foreign-offer", InvalidRequestError),
+            ("spot-without-spot-market", InvalidRequestError),
+            ("over-capacity", CapacityError),
+            ("reused-request-id", InvalidRequestError),
+        ],
     )
-    def test_errors_are_provider_errors(self, provider: Provider, case: str) -> None:
+    def test_errors_are_the_exact_provider_errors(
+        self, provider: Provider, case: str, error: type[ProviderError]
+    ) -> None:
         call = self._bad_launch(provider, case)
         if call is None:
             pytest.skip(f"{case}: no offer of this provider can provoke it")
-        with pytest.raises(ProviderError):
+        with pytest.raises(error) as caught:
             call()
+        # Exactly that class: a CapacityError must not arrive as its ProviderError base,
+        # and an InvalidRequestError must not be a CapacityError (no fail-over helps).
+        assert type(caught.value) is error, type(caught.value)
+        assert caught.value.provider == provider.offers(ResourceRequest())[0].provider
 
     def _bad_launch(self, provider: Provider, case: str) -> Callable[[], object] | None:
         offers = provider.offers(ResourceRequest())
@@ -254,6 +279,8 @@ class ProviderConformance:
             if finite is None or finite.capacity is None:
                 return None
             too_many = finite.capacity + 1
+            if too_many > 1 and Capability.MULTI_NODE not in type(provider).capabilities:
+                return None  # a gang it could never form is invalid, not out of capacity
             return lambda: self._launch(provider, finite, "bad-big", nodes=too_many)
         if case == "reused-request-id":
             key = request_id("bad-reuse", 1, offer.region)
@@ -321,3 +348,33 @@ class ProviderConformance:
         handle = self._launch(provider, offer, "free")
         provider.terminate(handle, request_id=f"{handle.request_id}-term")
         assert self._capacity_of(provider, offer) == before
+
+    # -- orphan sweep ---------------------------------------------------------------------
+
+    def test_owned_lists_exactly_this_installs_live_workloads(self, provider: Provider) -> None:
+        if not isinstance(provider, SupportsSweep):
+            pytest.skip("this provider keeps no ownership tags to sweep by")
+        offer = self.pick_offer(provider)
+        if offer.capacity is not None and offer.capacity < 3:
+            pytest.skip("the picked offer has no room for three launches")
+        mine = [self._launch(provider, offer, f"owned-{i}") for i in range(2)]
+        theirs = self._launch(provider, offer, "owned-other", install_id="another-install")
+        owned = provider.owned("conformance")
+        by_id = {w.handle.id: w for w in owned}
+        assert set(by_id) == {h.id for h in mine}
+        for handle in mine:
+            workload = by_id[handle.id]
+            assert (workload.job_id, workload.attempt) == (handle.job_id, 1)
+            assert workload.handle.provider == offer.provider
+        assert theirs.id not in by_id
+        provider.terminate(mine[0], request_id=f"{mine[0].request_id}-term")
+        assert {w.handle.id for w in provider.owned("conformance")} == {mine[1].id}
+
+    def test_an_owned_handle_can_be_terminated(self, provider: Provider) -> None:
+        if not isinstance(provider, SupportsSweep):
+            pytest.skip("this provider keeps no ownership tags to sweep by")
+        handle = self._launch(provider, self.pick_offer(provider), "owned-term")
+        [workload] = [w for w in provider.owned("conformance") if w.handle.id == handle.id]
+        provider.terminate(workload.handle, request_id="sweep-" + workload.handle.id)
+        assert provider.status([handle])[handle.id].state in _GONE
+        assert handle.id not in {w.handle.id for w in provider.owned("conformance")}
