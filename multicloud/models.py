@@ -144,6 +144,10 @@ class Run(_Strict):
         env: Plain environment variables (never secrets).
         secrets: Names of secrets resolved on the host; values never travel with the job.
         checkpoint: Where the job writes checkpoints; declared → resume on re-placement.
+        ray: The command is a Ray program (it connects to a Ray cluster and runs once,
+            against the head). Where a cloud can start a Ray cluster for the gang (KubeRay),
+            it does and submits the command to it; otherwise, and by default, every node of
+            the gang runs the command itself (torchrun, MPI, JAX).
     """
 
     image: str | None = None
@@ -151,6 +155,7 @@ class Run(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     checkpoint: str | None = None
+    ray: bool = False
 
     @field_validator("secrets")
     @classmethod

@@ -223,6 +223,8 @@ class LaunchSpec:
         checkpoint: Checkpoint location, when the job declares one.
         cpus: CPUs per node to reserve, when the job asks for a number (the ``local``
             provider requests this many Ray CPUs; None means the adapter's default).
+        ray: The command is a Ray program that runs once, against a Ray cluster formed by
+            the gang (``run.ray``); otherwise every node runs the command.
     """
 
     job_id: str
@@ -238,6 +240,7 @@ class LaunchSpec:
     duration_hours: float = 1.0
     checkpoint: str | None = None
     cpus: float | None = None
+    ray: bool = False
 
 
 @dataclass(frozen=True, slots=True)

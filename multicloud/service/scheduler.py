@@ -703,6 +703,7 @@ class Scheduler:
             duration_hours=spec.duration_hours,
             checkpoint=run.checkpoint,
             cpus=spec.resources.cpus,
+            ray=run.ray,
         )
         return LaunchItem(row.request_id, offer, launch)
 
