@@ -370,8 +370,9 @@ def node_end(reported: str | None, *, reclaimed: bool = False) -> WorkloadStatus
             preemption, eviction), whatever the node reported.
 
     Returns:
-        PREEMPTED, SUCCEEDED or FAILED (with the exit code and what it means); None when the
-        node has not reported and was not reclaimed.
+        PREEMPTED, SUCCEEDED or FAILED (with the exit code and what it means), TERMINATED
+        when the gang never formed (re-placed); None when the node has not reported and was
+        not reclaimed.
     """
     if reclaimed or reported == PREEMPTED:
         return WorkloadStatus(WorkloadState.PREEMPTED, "the cloud reclaimed the node")
@@ -383,6 +384,10 @@ def node_end(reported: str | None, *, reclaimed: bool = False) -> WorkloadStatus
         return WorkloadStatus(WorkloadState.FAILED, f"the node reported {reported!r}")
     if code == 0:
         return WorkloadStatus(WorkloadState.SUCCEEDED, "exit code 0", exit_code=0)
+    if code == NodeExit.NO_PEERS:
+        # The gang never formed (a peer did not boot, say): the workload is lost, and the
+        # scheduler re-places it rather than failing the job for its command.
+        return WorkloadStatus(WorkloadState.TERMINATED, _EXIT_MEANING[code], exit_code=code)
     meaning = _EXIT_MEANING.get(code, f"the command exited with {code}")
     return WorkloadStatus(WorkloadState.FAILED, meaning, exit_code=code)
 

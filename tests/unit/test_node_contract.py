@@ -184,6 +184,7 @@ def test_the_container_gets_the_devices_of_its_family(
         (PREEMPTED, False, WorkloadState.PREEMPTED, None),
         ("137", False, WorkloadState.FAILED, 137),
         ("77", False, WorkloadState.FAILED, 77),
+        ("75", False, WorkloadState.TERMINATED, 75),
         ("garbage", False, WorkloadState.FAILED, None),
     ],
 )
