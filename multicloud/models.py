@@ -35,6 +35,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _region_globs(value: tuple[str, ...]) -> tuple[str, ...]:
+    # An empty or blank glob can never match a region: a constraint nothing satisfies is a
+    # typo, not a wish, and must be named rather than leave the job unplaceable.
+    for glob in value:
+        if not glob.strip():
+            raise ValueError("a region glob cannot be empty (e.g. 'us-*' or 'europe-west4')")
+        if glob != glob.strip() or any(c.isspace() for c in glob):
+            raise ValueError(f"region glob {glob!r} contains white space")
+    return value
+
+
+RegionGlobs = Annotated[tuple[str, ...], AfterValidator(_region_globs)]
+
+
 class Kind(str, Enum):
     """What a job is: a training gang or an inference service."""
 
@@ -90,7 +104,7 @@ class Placement(_Strict):
     """
 
     providers: tuple[str, ...] = ()
-    regions: tuple[str, ...] = ()
+    regions: RegionGlobs = ()
     residency: tuple[str, ...] = ()
 
     @field_validator("residency")
@@ -120,7 +134,7 @@ class Serving(_Strict):
     """
 
     replicas: Annotated[int, Field(ge=1, le=10_000)] = 1
-    regions_near: tuple[str, ...] = ()
+    regions_near: RegionGlobs = ()
     max_latency_ms: Annotated[float, Field(gt=0)] | None = None
     spread: Annotated[int, Field(ge=1, le=16)] = 1
 
@@ -292,7 +306,7 @@ class ProviderConfig(_Strict):
     """
 
     adapter: str | None = None
-    regions: tuple[str, ...] = ()
+    regions: RegionGlobs = ()
     options: dict[str, Any] = Field(default_factory=dict)
     catalog: Literal["builtin"] | None = None
     offers: tuple[InlineOffer, ...] = ()

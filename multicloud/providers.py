@@ -122,11 +122,11 @@ def resolve(name: str) -> Callable[..., Provider]:
     except ImportError as exc:
         # Usually the adapter's cloud SDK is missing or broken; say which adapter it was.
         raise ProviderNotFoundError(
-            f"provider '{name}' is registered as {target} but failed to import: {exc}"
+            f"adapter '{name}' is registered as {target} but failed to import: {exc}"
         ) from exc
     if not callable(factory):
         raise ProviderNotFoundError(
-            f"provider '{name}' is registered as {target}, which is not a class or factory"
+            f"adapter '{name}' is registered as {target}, which is not a class or factory"
         )
     return factory  # type: ignore[no-any-return]
 
@@ -134,15 +134,15 @@ def resolve(name: str) -> Callable[..., Provider]:
 def _not_found(name: str, loadable: list[str]) -> str:
     hint = INSTALL_HINTS.get(name)
     if hint is not None:
-        return f"provider '{name}' is not installed; run: {hint}"
+        return f"adapter '{name}' is not installed; run: {hint}"
     known = sorted({*loadable, *INSTALL_HINTS})
     close = suggest(name, known)
     if close is not None:
         tail = f"did you mean '{close}'?"
         if close in INSTALL_HINTS and close not in loadable:
             tail += f" (not installed: {INSTALL_HINTS[close]})"
-        return f"unknown provider '{name}'; {tail}"
-    return f"unknown provider '{name}'; known: {', '.join(known)}"
+        return f"unknown adapter '{name}'; {tail}"
+    return f"unknown adapter '{name}'; known: {', '.join(known)}"
 
 
 def load(name: str, **options: Any) -> Provider:
@@ -188,6 +188,11 @@ def from_fleet(fleet: Fleet, name: str, **runtime: Any) -> Provider:
         raise ProviderNotFoundError(f"fleet has no provider '{name}'; {tail}")
     cfg = fleet.providers[name]
     adapter = fleet.adapter_of(name)
+    # The adapter's name first: a misspelt one ("simm") must be named as such, not met with
+    # a complaint about the settings it would have taken. Nothing is imported yet.
+    loadable = [*_builtins(), *_entry_points()]
+    if adapter not in loadable:
+        raise ProviderNotFoundError(_not_found(adapter, loadable))
     base: dict[str, Any] = {"fleet_name": name, "regions": cfg.regions}
     if adapter == "sim":
         base.update(

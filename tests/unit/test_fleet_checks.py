@@ -53,3 +53,27 @@ def test_regions_near_must_be_known(region: str, error: str | None) -> None:
     with pytest.raises(SpecError, match=error) as exc:
         check_against_fleet(jobs, fleet, "jobs.yaml")
     assert "job 's'.serving.regions_near[0]" in exc.value.render()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("name: a\nresources: {accelerator: H100}\nplacement: {regions: ['']}\n",
+         "placement.regions"),
+        ("name: a\nresources: {accelerator: H100}\nplacement: {regions: ['us-*', ' ']}\n",
+         "placement.regions"),
+        ("name: a\nresources: {accelerator: H100}\nplacement: {regions: ['us east']}\n",
+         "placement.regions"),
+    ],
+)
+def test_a_region_glob_that_can_never_match_is_refused(text: str, field: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_jobs(text, "jobs.yaml")
+    assert f"jobs.yaml: {field}" in exc.value.render()
+    assert "region glob" in exc.value.render()
+
+
+def test_an_empty_provider_region_glob_is_refused() -> None:
+    with pytest.raises(SpecError, match="region glob cannot be empty") as exc:
+        parse_fleet("providers: {aws: {adapter: sim, catalog: builtin, regions: ['']}}\n", "f.yaml")
+    assert "providers.aws.regions" in exc.value.render()

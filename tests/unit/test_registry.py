@@ -114,10 +114,10 @@ def test_load_sim() -> None:
 @pytest.mark.parametrize(
     ("name", "fragments"),
     [
-        ("smi", ["unknown provider 'smi'", "did you mean 'sim'?"]),
+        ("smi", ["unknown adapter 'smi'", "did you mean 'sim'?"]),
         ("azur", ["did you mean 'azure'?", "pip install multicloud-azure"]),
         ("coreweav", ["did you mean 'coreweave'?"]),
-        ("zzzzzz", ["unknown provider 'zzzzzz'", "known:", "sim"]),
+        ("zzzzzz", ["unknown adapter 'zzzzzz'", "known:", "sim"]),
     ],
 )
 def test_unknown_name(name: str, fragments: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -305,3 +305,12 @@ def test_from_fleet_adapter_not_installed(monkeypatch: pytest.MonkeyPatch) -> No
     fleet = fleet_of({"prod": {"adapter": "aws", "regions": ["us-east-1"]}})
     with pytest.raises(ProviderNotFoundError, match="pip install multicloud-aws"):
         providers.from_fleet(fleet, "prod")
+
+
+def test_a_misspelt_adapter_is_named_before_its_settings(
+    fake_entry_points: list[str],
+) -> None:
+    fleet = fleet_of({"gpu": {"adapter": "simm", "offers": [OFFER]}})
+    with pytest.raises(ProviderNotFoundError, match="unknown adapter 'simm'; did you mean 'sim'"):
+        providers.from_fleet(fleet, "gpu")
+    assert fake_entry_points == []
