@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from multicloud_oci.errors import RULES
-from multicloud_oci.testing import FakeOCI, serve
+from multicloud_oci.testing import FakeOCI, launch_spec, pick, serve
 
 from multicloud.errors import (
     AuthError,
@@ -24,7 +24,8 @@ from multicloud.errors import (
     TransientError,
 )
 from multicloud.provider import request_id
-from tests.adapters.oci_builders import AD1, REGION, offer, provider, spec
+
+REGION, AD1 = "us-ashburn-1", "FAKE:US-ASHBURN-1-AD-1"
 
 
 @pytest.fixture
@@ -70,11 +71,11 @@ ROWS = [
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r.operation}-{r.error}")
 def test_each_oci_error_becomes_one_typed_error(fake: FakeOCI, row: Row) -> None:
-    p = provider(fake, cache_ttl_s=0.0)
-    o = offer(p)
+    p = fake.provider(cache_ttl_s=0.0)
+    o = pick(p)
     fake.fail_next(row.operation, row.error)
     with pytest.raises(ProviderError) as caught:
-        p.launch(o, spec(), request_id=request_id("job-1", 1, REGION))
+        p.launch(o, launch_spec(), request_id=request_id("job-1", 1, REGION))
     assert type(caught.value) is row.expected, caught.value
     assert caught.value.scope == row.scope()
     assert caught.value.provider == "oci"
@@ -89,14 +90,14 @@ def test_a_request_signed_with_another_key_is_not_authenticated(fake: FakeOCI) -
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = other.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()).decode()
-    p = provider(fake, config={**fake.options["config"], "key_content": pem})
+    p = fake.provider(config={**fake.options["config"], "key_content": pem})
     with pytest.raises(AuthError) as caught:
         p.check()
     assert caught.value.scope == "oci"
 
 
 def test_an_unreachable_endpoint_is_transient(fake: FakeOCI) -> None:
-    p = provider(fake, endpoint="http://127.0.0.1:9")
+    p = fake.provider(endpoint="http://127.0.0.1:9")
     with pytest.raises(TransientError) as caught:
         p.check()
     assert caught.value.scope == f"oci/{REGION}"
@@ -106,8 +107,8 @@ def test_a_status_listing_that_fails_raises_rather_than_losing_the_workload(
     fake: FakeOCI,
 ) -> None:
     # The scheduler counts an UNKNOWN workload as lost; a throttled listing must not be.
-    p = provider(fake)
-    handle = p.launch(offer(p), spec(), request_id="r" * 32)
+    p = fake.provider()
+    handle = p.launch(pick(p), launch_spec(), request_id="r" * 32)
     fake.fail_next("ListInstances", "TooManyRequests")
     with pytest.raises(TransientError):
         p.status([handle])

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import oci
+import oci  # type: ignore[import-untyped]
 
 from multicloud_oci.clients import list_all
 

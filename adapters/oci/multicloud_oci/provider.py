@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import oci
+import oci  # type: ignore[import-untyped]
 
 from multicloud.adapterkit import (
     NodeShape,
@@ -226,7 +226,9 @@ class OCIProvider:
         out: list[Offer] = []
         for region in self._in_scope():
             here = [
-                r for r in rows if r.region == region and self._image(region, family_of(r.accelerator))
+                r
+                for r in rows
+                if r.region == region and self._image(region, family_of(r.accelerator))
             ]
             if not here:
                 continue
@@ -263,7 +265,8 @@ class OCIProvider:
                 out.append(offer)
                 out += [
                     dataclasses.replace(
-                        offer, price=0.0, spot_price=None, capacity=p.free, reservation=p.reservation
+                        offer, price=0.0, spot_price=None, capacity=p.free,
+                        reservation=p.reservation,
                     )
                     for p in pools
                     if p.ad == ad and p.shape == row.instance_type

@@ -37,9 +37,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from multicloud.catalog import load_catalog
+from multicloud.provider import LaunchSpec, MarketKind, Offer, ResourceRequest
 from multicloud.testing.fakecloud import Call, FakeCloud, serve_json
+from multicloud_oci.provider import OCIProvider
 
-__all__ = ["COMPARTMENT", "ERRORS", "FakeOCI", "serve"]
+__all__ = ["COMPARTMENT", "ERRORS", "FakeOCI", "launch_spec", "pick", "serve"]
 
 COMPARTMENT = "ocid1.compartment.oc1..fakecompartment"
 TENANCY = "ocid1.tenancy.oc1..faketenancy"
@@ -119,6 +121,7 @@ class FakeOCI(FakeCloud):
         self.clusters: dict[str, dict[str, Any]] = {}
         self._tokens: dict[tuple[str, str], tuple[str, str]] = {}
         self.report_permission = True
+        self.terminate_to = "TERMINATED"  # "TERMINATING": instances take a while to go
 
     # -- controls ---------------------------------------------------------------------------
 
@@ -133,6 +136,15 @@ class FakeOCI(FakeCloud):
             "config": {"user": USER, "tenancy": TENANCY, "fingerprint": FINGERPRINT,
                        "key_content": self.key_content},
         }
+
+    def provider(self, **options: Any) -> OCIProvider:
+        """Return an adapter (fleet entry ``oci``) on this fake's first region."""
+        first = next(iter(self.ads))
+        return OCIProvider(**{"fleet_name": "oci", "regions": [first], **self.options, **options})
+
+    def count(self, method: str, path_part: str) -> int:
+        """Return how many requests of ``method`` had ``path_part`` in their path."""
+        return sum(1 for c in self.calls if c.method == method and path_part in c.path)
 
     def fail_next(self, operation: str, error: str, *, times: int = 1) -> None:
         """Answer the next calls of an OCI operation (``LaunchInstance``) with an error code."""
@@ -158,11 +170,18 @@ class FakeOCI(FakeCloud):
         return [base64.b64decode(i["metadata"]["user_data"]).decode()
                 for i in self.members(workload) if i["lifecycleState"] not in _DEAD]
 
+    def settle(self) -> None:
+        """Finish every termination in progress."""
+        with self._lock:
+            for inst in self.instances.values():
+                if inst["lifecycleState"] == "TERMINATING":
+                    inst["lifecycleState"] = "TERMINATED"
+
     def preempt(self, workload: str) -> None:
         """Reclaim a preemptible launch: OCI terminates its instances."""
         for inst in self.members(workload):
             if inst.get("preemptibleInstanceConfig") is None:
-                raise ValueError(f"{inst['displayName']} is not preemptible; OCI reclaims only those")
+                raise ValueError(f"{inst['displayName']} is not preemptible (OCI reclaims those)")
             inst.update(lifecycleState="TERMINATED", _preempted=True)
 
     def finish(self, workload: str, exit_code: int) -> None:
@@ -179,7 +198,7 @@ class FakeOCI(FakeCloud):
         with self._lock:
             self.calls.append(call)
             url = urllib.parse.urlsplit(call.path)
-            _, region, service, rest = (url.path.split("/", 3) + [""])[:4]
+            _, region, service, rest = [*url.path.split("/", 3), ""][:4]
             query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
             try:
                 self._authenticate(call)
@@ -310,7 +329,8 @@ class FakeOCI(FakeCloud):
         for item in body.get("shapeAvailabilities", []):
             shape = item["instanceShape"]
             if shape not in self.shapes.get(ad, {}):
-                rows.append({"instanceShape": shape, "availabilityStatus": "HARDWARE_NOT_SUPPORTED"})
+                rows.append({"instanceShape": shape,
+                             "availabilityStatus": "HARDWARE_NOT_SUPPORTED"})
                 continue
             free = self._free(ad, shape)
             status = "AVAILABLE" if free else "OUT_OF_HOST_CAPACITY"
@@ -380,7 +400,7 @@ class FakeOCI(FakeCloud):
         if cluster is None or cluster["lifecycleState"] == "DELETED":
             raise _Refused("NotAuthorizedOrNotFound")
         if any(b.get("computeClusterId") == cid and self.instances[i]["lifecycleState"]
-               not in _DEAD for i, b in self.launch_bodies.items()):
+               != "TERMINATED" for i, b in self.launch_bodies.items()):
             raise _Refused("IncorrectState", "the compute cluster still has instances")
         cluster["lifecycleState"] = "DELETED"
         return 204, None
@@ -433,11 +453,11 @@ class FakeOCI(FakeCloud):
             raise _Refused("InvalidParameter", "user_data is not base64") from exc
         self._check_tags(body.get("freeformTags") or {})
         reservation = body.get("capacityReservationId")
-        if body.get("preemptibleInstanceConfig") is not None:
-            # Preemptible instances: not on bare metal, not in a capacity reservation
-            # (Compute docs, "Preemptible Instances", Support and Limitations).
-            if shape.startswith("BM.") or reservation:
-                raise _Refused("InvalidParameter", "preemptible capacity is not available "
+        # Preemptible instances: not on bare metal, not in a capacity reservation (Compute
+        # docs, "Preemptible Instances", Support and Limitations).
+        if body.get("preemptibleInstanceConfig") is not None and (
+                shape.startswith("BM.") or reservation):
+            raise _Refused("InvalidParameter", "preemptible capacity is not available "
                                "for bare metal shapes or in capacity reservations")
         cluster = body.get("computeClusterId")
         if cluster is not None:
@@ -512,7 +532,8 @@ class FakeOCI(FakeCloud):
     def _terminate(self, region: str, query: dict[str, str], body: Any, iid: str
                    ) -> tuple[int, Any]:
         inst = self._instance(iid)
-        inst["lifecycleState"] = "TERMINATED"
+        if inst["lifecycleState"] != "TERMINATED":
+            inst["lifecycleState"] = self.terminate_to
         return 204, None
 
 
@@ -535,3 +556,24 @@ def serve(regions: tuple[str, ...] = ("us-ashburn-1",)) -> Iterator[FakeOCI]:
     with serve_json(fake.answer, name="fake-oci") as url:
         fake.url = url
         yield fake
+
+
+def pick(
+    provider: OCIProvider, shape: str = "BM.GPU.H100.8", zone: int = 1, reserved: bool = False
+) -> Offer:
+    """Return the adapter's offer of ``shape`` in availability domain number ``zone``."""
+    return next(
+        o for o in provider.offers(ResourceRequest())
+        if o.instance_type == shape and str(o.zone).endswith(f"-AD-{zone}")
+        and (o.reservation is not None) == reserved
+    )
+
+
+def launch_spec(
+    job: str = "job-1", *, nodes: int = 1, market: MarketKind = MarketKind.ON_DEMAND,
+    **fields: Any,
+) -> LaunchSpec:
+    """Return a launch spec of ``job`` (attempt 1, a container image and a command)."""
+    values: dict[str, Any] = {"image": "ghcr.io/acme/train:1", "command": "python train.py"}
+    values.update(fields)
+    return LaunchSpec(job_id=job, job_name=job, attempt=1, nodes=nodes, market=market, **values)
