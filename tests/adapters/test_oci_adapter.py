@@ -11,7 +11,13 @@ import pytest
 from multicloud_oci.testing import FakeOCI, launch_spec, pick, serve
 from multicloud_oci.workload import OCI_TAGS, gang_status
 
-from multicloud.errors import CapacityError, InvalidRequestError, QuotaError, SpecError
+from multicloud.errors import (
+    CapacityError,
+    InvalidRequestError,
+    QuotaError,
+    SpecError,
+    TransientError,
+)
 from multicloud.provider import MarketKind, ResourceRequest, WorkloadState
 
 REGION = "us-ashburn-1"
@@ -167,6 +173,17 @@ def test_a_gang_that_cannot_form_leaves_nothing_running_and_can_be_retried(
     fake.host_capacity[(AD1, H100)] = 2
     handle = p.launch(o, launch_spec(nodes=2), request_id="f" * 32)
     assert p.status([handle])[handle.id].state is WorkloadState.RUNNING
+
+
+def test_a_transient_failure_keeps_the_nodes_the_re_send_finds(fake: FakeOCI) -> None:
+    p = fake.provider()
+    fake.fail_next("LaunchInstance", "")
+    fake.fail_next("LaunchInstance", "ServiceUnavailable")
+    with pytest.raises(TransientError):
+        p.launch(pick(p), launch_spec(nodes=2), request_id="o" * 32)
+    handle = p.launch(pick(p), launch_spec(nodes=2), request_id="o" * 32)
+    assert [i["lifecycleState"] for i in fake.members(handle.id)] == ["RUNNING", "RUNNING"]
+    assert sorted(fake.launches.values()) == [1, 1]
 
 
 @pytest.mark.parametrize(

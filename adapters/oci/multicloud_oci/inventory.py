@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import oci  # type: ignore[import-untyped]
 
+from multicloud.errors import CapacityError, QuotaError, error_scope
+from multicloud.provider import Offer
 from multicloud_oci.clients import list_all
 
 __all__ = ["Inventory", "Pool", "ShapeFacts", "limit_name"]
@@ -244,3 +246,40 @@ class Inventory:
             log.info("no resource availability for %s in %s: %s", limit, ad, exc.code)
             return None
         return None if data.available is None else int(data.available)
+
+    def preflight(self, fleet_name: str, offer: Offer, facts: ShapeFacts, nodes: int) -> None:
+        """Refuse a launch before it is sent when its reservation or GPU limit has no room.
+
+        Args:
+            fleet_name: Fleet provider name (for the error).
+            offer: The planned offer (its zone is the availability domain).
+            facts: The shape's facts there.
+            nodes: Nodes about to be launched.
+
+        Raises:
+            CapacityError: The reservation has fewer free nodes (scope: the AD).
+            QuotaError: The GPU limit has no room in the AD (scope: the AD), or in no AD of
+                the region (scope: the region, so the region is skipped at once).
+        """
+        region, ad = offer.region, str(offer.zone)
+        if offer.reservation is not None:
+            free = sum(p.free for p in self.reservations(region)
+                       if p.reservation == offer.reservation and p.shape == offer.instance_type)
+            if free < nodes:
+                raise CapacityError(
+                    f"reservation {offer.reservation} has {free} of {nodes} nodes free",
+                    provider=fleet_name, scope=error_scope(fleet_name, region, ad),
+                )
+            return
+        limit = limit_name(offer.instance_type, facts)
+        need = nodes * (facts.gpus or offer.count)
+        room = None if limit is None else self.headroom(region, ad, limit)
+        if limit is None or room is None or room >= need:
+            return
+        others = [self.headroom(region, a, limit) for a in self.ads(region) if a != ad]
+        elsewhere = any(o is None or o >= need for o in others)
+        raise QuotaError(
+            f"{limit} has {room} GPUs left in {ad}; {offer.instance_type} x{nodes} needs {need}",
+            provider=fleet_name,
+            scope=error_scope(fleet_name, region, ad if elsewhere else None),
+        )

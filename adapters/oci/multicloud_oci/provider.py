@@ -37,11 +37,10 @@ from multicloud.adapterkit import (
 from multicloud.catalog import load_catalog
 from multicloud.errors import (
     AuthError,
-    CapacityError,
     InvalidRequestError,
     ProviderError,
-    QuotaError,
     SpecError,
+    TransientError,
     error_scope,
 )
 from multicloud.provider import (
@@ -56,7 +55,7 @@ from multicloud.provider import (
 )
 from multicloud_oci.clients import AUTH_MODES, Auth, Clients, list_all
 from multicloud_oci.errors import boundary
-from multicloud_oci.inventory import Inventory, ShapeFacts, limit_name
+from multicloud_oci.inventory import Inventory
 from multicloud_oci.node import RANK_KEY, user_data
 from multicloud_oci.workload import (
     CLUSTER_KEY,
@@ -310,8 +309,12 @@ class OCIProvider:
         base = resource_name(self.fleet_name, request_id)
         own = Ownership.of(spec, offer, request_id)
         with self._errors(region=region, zone=offer.zone, doing=f"launching {base}"):
-            ad = offer.zone or self.inventory.ads(region)[0]
-            facts = self.inventory.shapes(region, ad).get(offer.instance_type)
+            ad = offer.zone or next(
+                (a for a in self.inventory.ads(region)
+                 if offer.instance_type in self.inventory.shapes(region, a)),
+                "",
+            )
+            facts = self.inventory.shapes(region, ad).get(offer.instance_type) if ad else None
             if facts is None:
                 raise self._refuse(f"{offer.instance_type} cannot be launched in {ad}", region)
             offer = dataclasses.replace(offer, zone=ad)
@@ -327,7 +330,7 @@ class OCIProvider:
                 None,
             )
             if missing:
-                self._preflight(offer, facts, len(missing))
+                self.inventory.preflight(self.fleet_name, offer, facts, len(missing))
                 if cluster is None and spec.nodes > 1 and facts.rdma:
                     cluster = self._cluster(region, ad, base, own, spec.nodes)
                 shape = NodeShape.of(offer, rdma=facts.rdma)
@@ -340,37 +343,6 @@ class OCIProvider:
                 self.inventory.forget(region, ad)
         extra = {"cluster": cluster} if cluster else {}
         return Handle.at(offer, spec, id=base, request_id=request_id, extra=extra)
-
-    def _preflight(self, offer: Offer, facts: ShapeFacts, nodes: int) -> None:
-        """Refuse before launching when the reservation or the GPU limit has no room."""
-        region, ad = offer.region, str(offer.zone)
-        if offer.reservation is not None:
-            free = sum(
-                p.free
-                for p in self.inventory.reservations(region)
-                if p.reservation == offer.reservation and p.shape == offer.instance_type
-            )
-            if free < nodes:
-                raise CapacityError(
-                    f"reservation {offer.reservation} has {free} of {nodes} nodes free",
-                    provider=self.fleet_name, scope=error_scope(self.fleet_name, region, ad),
-                )
-            return
-        limit = limit_name(offer.instance_type, facts)
-        if limit is None:
-            return
-        need = nodes * (facts.gpus or offer.count)
-        room = self.inventory.headroom(region, ad, limit)
-        if room is None or room >= need:
-            return
-        others = [self.inventory.headroom(region, a, limit) for a in self.inventory.ads(region)
-                  if a != ad]
-        elsewhere = any(o is None or o >= need for o in others)
-        raise QuotaError(
-            f"{limit} has {room} GPUs left in {ad}; {offer.instance_type} x{nodes} needs {need}",
-            provider=self.fleet_name,
-            scope=error_scope(self.fleet_name, region, ad if elsewhere else None),
-        )
 
     def _cluster(self, region: str, ad: str, base: str, own: Ownership, nodes: int) -> str:
         """Return the gang's compute cluster, creating it (idempotently) when absent."""
@@ -430,10 +402,12 @@ class OCIProvider:
                 )
                 token = f"{name}-{how['try']}"
                 created.append(compute.launch_instance(details, opc_retry_token=token).data)
-        except Exception:
-            # All or nothing: no node of a gang that cannot form keeps billing.
-            for inst in [*live, *created]:
-                self._terminate_quietly(compute, inst.id)
+        except Exception as exc:
+            # All or nothing: no node of a gang that cannot form keeps billing. After a
+            # transient failure the scheduler re-sends the same request id, which keeps them.
+            if not isinstance(self._errors.translate(exc), TransientError):
+                for inst in [*live, *created]:
+                    self._terminate_quietly(compute, inst.id)
             raise
 
     @staticmethod

@@ -147,8 +147,11 @@ class FakeOCI(FakeCloud):
         return sum(1 for c in self.calls if c.method == method and path_part in c.path)
 
     def fail_next(self, operation: str, error: str, *, times: int = 1) -> None:
-        """Answer the next calls of an OCI operation (``LaunchInstance``) with an error code."""
-        if error not in ERRORS:
+        """Answer the next calls of an OCI operation (``LaunchInstance``) with an error code.
+
+        An empty ``error`` lets that many calls through first.
+        """
+        if error and error not in ERRORS:
             raise ValueError(f"unknown OCI error {error!r}; known: {', '.join(ERRORS)}")
         super().fail_next(operation, error, times=times)
 
@@ -206,7 +209,7 @@ class FakeOCI(FakeCloud):
                     hit = re.fullmatch(pattern, "/" + rest)
                     if call.method == method and svc == service and hit:
                         fault = self.faults.take(operation)
-                        if fault is not None:
+                        if fault:  # "" lets one call through (fail the second, say)
                             raise _Refused(fault)
                         if region not in self.ads:
                             raise _Refused("NotAuthorizedOrNotFound", f"no region {region}")
