@@ -301,3 +301,18 @@ def inst(rank: int, state: str = "RUNNING", name: str = "", preemptible: bool = 
 def test_gang_status(instances: list[Any], state: WorkloadState, exit_code: int | None) -> None:
     got = gang_status(2, instances)
     assert (got.state, got.exit_code) == (state, exit_code)
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+
+def test_the_oci_adapter_is_registered_and_hinted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from multicloud_oci import OCIProvider
+
+    from multicloud import providers
+
+    assert providers.resolve("oci") is OCIProvider
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda *, group: [])
+    assert providers.available()["oci"] == "not installed: pip install multicloud-oci"
