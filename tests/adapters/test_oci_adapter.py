@@ -74,10 +74,19 @@ def test_only_preemptible_vm_shapes_have_a_spot_price(fake: FakeOCI) -> None:
     assert spot and all(s.startswith("VM.GPU3.") for s in spot)
 
 
-def test_a_region_or_family_without_an_image_gets_no_offers(fake: FakeOCI) -> None:
-    p = fake.provider(images={f"{REGION}/nvidia": "ocid1.image.oc1..nv"})
+def test_a_shape_without_an_image_gets_no_offers_and_the_most_specific_image_wins(
+    fake: FakeOCI,
+) -> None:
+    fake.images[REGION] = "ocid1.image.oc1..nv"
+    arm = "ocid1.image.oc1..arm"
+    p = fake.provider(images={f"{REGION}/nvidia": fake.images[REGION],
+                              f"{REGION}/BM.GPU.GB200.4": arm})
     accelerators = {o.accelerator for o in p.offers(ResourceRequest())}
-    assert "MI300X" not in accelerators and "H100" in accelerators
+    assert "MI300X" not in accelerators and {"H100", "GB200"} <= accelerators
+    fake.images[REGION] = arm
+    handle = p.launch(pick(p, "BM.GPU.GB200.4"), launch_spec(), request_id="p" * 32)
+    (inst,) = fake.members(handle.id)
+    assert inst["imageId"] == arm
 
 
 @pytest.mark.parametrize(

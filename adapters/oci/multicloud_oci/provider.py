@@ -82,9 +82,10 @@ class OCIProvider:
         compartment_id: Compartment launched into (and listed for status and the sweep).
         subnets: Region → subnet OCID of the nodes' primary VNIC (a regional subnet with
             DNS enabled: rank 0 is found by its hostname).
-        images: ``<region>`` or ``<region>/<family>`` (``nvidia``, ``amd``) → image OCID.
-            The image needs docker (with the NVIDIA container toolkit or ROCm) and the OCI
-            CLI. A region and family without an image gets no offers.
+        images: ``<region>``, ``<region>/<family>`` (``nvidia``, ``amd``) or
+            ``<region>/<shape>`` → image OCID, the most specific winning. The image needs
+            docker (with the NVIDIA container toolkit or ROCm) and the OCI CLI. A shape
+            without an image gets no offers.
         vault_id: OCI Vault holding the jobs' secrets (by secret name).
         auth: ``api_key``, ``instance_principal`` or ``workload_identity``.
         config_file: OCI config file for ``api_key`` (default ``~/.oci/config``).
@@ -167,8 +168,10 @@ class OCIProvider:
             }
         )
 
-    def _image(self, region: str, family: str) -> str | None:
-        return self.images.get(f"{region}/{family}") or self.images.get(region)
+    def _image(self, region: str, shape: str, accelerator: str) -> str | None:
+        # Most specific first: a shape (GB200 hosts are Arm), a device family, the region.
+        keys = (f"{region}/{shape}", f"{region}/{family_of(accelerator)}", region)
+        return next((self.images[k] for k in keys if k in self.images), None)
 
     def _refuse(self, message: str, region: str) -> InvalidRequestError:
         return InvalidRequestError(
@@ -227,7 +230,7 @@ class OCIProvider:
             here = [
                 r
                 for r in rows
-                if r.region == region and self._image(region, family_of(r.accelerator))
+                if r.region == region and self._image(region, r.instance_type, r.accelerator)
             ]
             if not here:
                 continue
@@ -303,7 +306,7 @@ class OCIProvider:
         if spec.secrets and not self.vault_id:
             raise self._refuse("the job has secrets: set the vault_id option", region)
         subnet = self.subnets.get(region)
-        image = self._image(region, family_of(offer.accelerator))
+        image = self._image(region, offer.instance_type, offer.accelerator)
         if subnet is None or image is None:
             raise self._refuse(f"no subnet or image configured for {region}", region)
         base = resource_name(self.fleet_name, request_id)
