@@ -152,9 +152,8 @@ class OCIProvider:
             self._clients, compartment_id, ttl_s=cache_ttl_s, capacity_report=capacity_report
         )
         self._errors = boundary(fleet_name)
-        catalog = load_catalog()
-        self._catalog = catalog
-        self._rows = [r for r in catalog.rows if r.provider == "oci"]
+        # Oracle's price list as regional offers; offers() places them on the ADs.
+        self._rows = load_catalog().offers("oci", fleet_name=fleet_name)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -243,7 +242,7 @@ class OCIProvider:
                 log.warning("OCI offers of %s skipped: %s", region, exc)
         return out
 
-    def _region_offers(self, region: str, rows: list[Any]) -> list[Offer]:
+    def _region_offers(self, region: str, rows: list[Offer]) -> list[Offer]:
         pools = self.inventory.reservations(region)
         out: list[Offer] = []
         for ad in self.inventory.ads(region):
@@ -251,19 +250,7 @@ class OCIProvider:
             launchable = [r for r in rows if r.instance_type in shapes]
             capacity = self.inventory.capacity(region, ad, [r.instance_type for r in launchable])
             for row in launchable:
-                offer = Offer(
-                    provider=self.fleet_name,
-                    region=region,
-                    zone=ad,
-                    instance_type=row.instance_type,
-                    accelerator=row.accelerator,
-                    count=row.count,
-                    price=row.price,
-                    spot_price=row.spot_price,
-                    capacity=capacity.get(row.instance_type),
-                    jurisdiction=self._catalog.jurisdiction(region),
-                    catalog_version=self._catalog.version,
-                )
+                offer = dataclasses.replace(row, zone=ad, capacity=capacity.get(row.instance_type))
                 out.append(offer)
                 out += [
                     dataclasses.replace(
