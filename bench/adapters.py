@@ -71,13 +71,14 @@ from multicloud.provider import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapters.json"
-CLOUDS = ("aws", "gcp", "azure", "coreweave")
+CLOUDS = ("aws", "gcp", "azure", "coreweave", "oci")
 INSTALL = "bench"
 SDKS: dict[str, tuple[str, ...]] = {
     "aws": ("boto3", "botocore", "moto"),
     "gcp": ("google-cloud-compute", "google-cloud-tpu", "google-api-core", "google-auth"),
     "azure": ("azure-mgmt-compute", "azure-core", "azure-identity"),
     "coreweave": ("kubernetes", "urllib3"),
+    "oci": ("oci",),
 }
 NOTE = (
     "adapter + SDK + in-package fake + loopback (127.0.0.1) overhead on this machine, "
@@ -716,7 +717,72 @@ def bench_cloud(c: Cloud, repeat: int, total: int, sizes: list[int]) -> dict[str
     return res
 
 
-CLASSES: dict[str, type[Cloud]] = {"aws": AWS, "gcp": GCP, "azure": Azure, "coreweave": CoreWeave}
+class OCI(Cloud):
+    """Oracle Cloud: the fake OCI REST API (Compute, Identity, Limits), signed requests."""
+
+    name = "oci"
+    launch_region = "us-ashburn-1"
+    quota_region = "us-phoenix-1"
+    launch_request = "Compute LaunchInstance POST"
+
+    def serve(self) -> contextlib.AbstractContextManager[Any]:
+        from multicloud_oci.testing import serve
+
+        return serve((self.launch_region, self.quota_region))
+
+    def make(self, **options: Any) -> Any:
+        from multicloud_oci import OCIProvider
+
+        return OCIProvider(**{**self.fake.options, **options})
+
+    def prepare(self, nodes: int) -> None:
+        # Hosts for every single-node launch in one availability domain.
+        self.fake.default_capacity = nodes + 10
+
+    def launch_offer(self, offers: list[Offer]) -> Offer:
+        return _first(
+            offers,
+            lambda o: (
+                o.region == self.launch_region
+                and o.instance_type == "BM.GPU.H100.8"
+                and str(o.zone).endswith("AD-1")
+                and o.reservation is None
+            ),
+            "BM.GPU.H100.8 in us-ashburn-1 AD-1",
+        )
+
+    def quota_offer(self, offers: list[Offer]) -> Offer:
+        return _first(
+            offers,
+            lambda o: o.region == self.quota_region and o.instance_type == "BM.GPU.H100.8",
+            f"BM.GPU.H100.8 in {self.quota_region}",
+        )
+
+    def zero_quota(self, offer: Offer) -> str:
+        for ad in self.fake.ads[offer.region]:
+            self.fake.limits[(ad, "gpu-h100-count")] = 0
+        return f"Limits compute/gpu-h100-count = 0 GPUs in every AD of {offer.region}"
+
+    def launch_requests(self) -> int:
+        return int(self.fake.count("POST", "/20160918/instances"))
+
+    def http_requests(self) -> int:
+        return len(self.fake.calls)
+
+    def notes(self) -> list[str]:
+        return [
+            "offers: the catalog's OCI rows of the two regions the fake serves, per "
+            "availability domain (3 each), plus the fake's capacity report",
+            "quota: the launch reads the shape (ListShapes, cached), the instances of the "
+            "compartment (idempotency), then GetResourceAvailability of the GPU limit in the "
+            "offer's AD and, when short, in the region's other ADs (region-wide QuotaError)",
+            "every request is signed (RSA-SHA256) and the fake verifies the signature",
+        ]
+
+
+CLASSES: dict[str, type[Cloud]] = {
+    "aws": AWS, "gcp": GCP, "azure": Azure, "coreweave": CoreWeave, "oci": OCI,
+}
 
 
 @contextlib.contextmanager

@@ -33,8 +33,8 @@ from multicloud.catalog import COLUMNS  # noqa: E402
 from multicloud.catalog import CatalogRow as Row  # noqa: E402
 from multicloud.models import JURISDICTIONS  # noqa: E402
 
-VERSION = "2026.11.23"
-DATE = "2026-11-23"
+VERSION = "2026.12.06"
+DATE = "2026-12-06"
 DEFAULT_PRICES = REPO_ROOT.parent / "shared" / "data" / "prices"
 DEFAULT_OUT = REPO_ROOT / "multicloud" / "catalog" / "data" / "catalog.json"
 
@@ -58,6 +58,8 @@ SOURCES = (
     "(supplement table in tools/build_catalog.py)",
     "Google Cloud TPU list prices, https://cloud.google.com/tpu/pricing "
     "(supplement table in tools/build_catalog.py)",
+    "skypilot-catalog v8 catalogs/v8/oci/vms.csv (commit 0588751), GPU rows, transcribed in "
+    "shared/data/prices/oci_gpu.csv; Oracle prices a shape the same in every region",
 )
 
 _SRC_AWS = "skypilot-catalog v8 via shared/data/prices/aws_gpu.csv"
@@ -68,12 +70,36 @@ _SRC_AZURE = "skypilot-catalog v8 (coopslarhette fork) via shared/data/prices/az
 _SRC_CW = "coreweave.com/pricing 2026-09-20 via shared/data/prices/neocloud_list_prices.csv"
 _SRC_AWS_PAGE = "aws.amazon.com/ec2/pricing/on-demand (Linux list price)"
 _SRC_TPU_PAGE = "cloud.google.com/tpu/pricing (on-demand list price per chip-hour)"
+_SRC_OCI = "skypilot-catalog v8 via shared/data/prices/oci_gpu.csv (one global price per shape)"
 
 # GCP's L4 rows are named after the accelerator, not the VM; these are the g2 shapes that
 # carry 1/2/4/8 L4 GPUs.
 _GCP_L4_SHAPES = {1: "g2-standard-4", 2: "g2-standard-24", 4: "g2-standard-48", 8: "g2-standard-96"}
 
 COREWEAVE_REGIONS = ("US-EAST-04", "US-WEST-01", "US-CENTRAL-03")
+
+# Oracle publishes one price list for every region, and the source catalog lists every GPU
+# shape in every region: where a shape can really be launched is the tenancy's to say (the
+# OCI adapter narrows these rows per availability domain with the Compute API's ListShapes).
+# These are OCI's large commercial regions, one row per shape in each.
+OCI_REGIONS = (
+    "us-ashburn-1",
+    "us-phoenix-1",
+    "us-chicago-1",
+    "us-sanjose-1",
+    "ca-toronto-1",
+    "sa-saopaulo-1",
+    "uk-london-1",
+    "eu-frankfurt-1",
+    "eu-amsterdam-1",
+    "ap-tokyo-1",
+    "ap-osaka-1",
+    "ap-singapore-1",
+    "ap-mumbai-1",
+    "ap-sydney-1",
+    "me-jeddah-1",
+    "af-johannesburg-1",
+)
 
 # ---------------------------------------------------------------------------------------------
 # Supplements: accelerators the vocabulary names but the transcribed CSVs do not cover.
@@ -189,6 +215,23 @@ REGIONS: dict[str, tuple[str, str, float, float]] = {
     "US-EAST-04": ("coreweave", "US", 39.04, -77.49),  # Northern Virginia
     "US-WEST-01": ("coreweave", "US", 36.17, -115.14),  # Las Vegas
     "US-CENTRAL-03": ("coreweave", "US", 41.88, -87.63),  # Chicago
+    # Oracle Cloud (OCI)
+    "us-ashburn-1": ("oci", "US", 39.04, -77.49),  # Ashburn, Virginia
+    "us-phoenix-1": ("oci", "US", 33.45, -112.07),  # Phoenix
+    "us-chicago-1": ("oci", "US", 41.88, -87.63),  # Chicago
+    "us-sanjose-1": ("oci", "US", 37.34, -121.89),  # San Jose
+    "ca-toronto-1": ("oci", "CA", 43.65, -79.38),  # Toronto
+    "sa-saopaulo-1": ("oci", "BR", -23.55, -46.63),  # São Paulo
+    "uk-london-1": ("oci", "UK", 51.51, -0.13),  # London
+    "eu-frankfurt-1": ("oci", "EU", 50.11, 8.68),  # Frankfurt
+    "eu-amsterdam-1": ("oci", "EU", 52.37, 4.90),  # Amsterdam
+    "ap-tokyo-1": ("oci", "JP", 35.68, 139.77),  # Tokyo
+    "ap-osaka-1": ("oci", "JP", 34.69, 135.50),  # Osaka
+    "ap-singapore-1": ("oci", "SG", 1.35, 103.82),  # Singapore
+    "ap-mumbai-1": ("oci", "IN", 19.08, 72.88),  # Mumbai
+    "ap-sydney-1": ("oci", "AU", -33.87, 151.21),  # Sydney
+    "me-jeddah-1": ("oci", "SA", 21.49, 39.19),  # Jeddah
+    "af-johannesburg-1": ("oci", "ZA", -26.20, 28.05),  # Johannesburg
 }
 
 
@@ -274,6 +317,25 @@ def _coreweave_rows(path: Path) -> Iterator[Row]:
             )
 
 
+def _oci_rows(path: Path) -> Iterator[Row]:
+    """Yield Oracle's shapes, one row per OCI region (one global price per shape).
+
+    Shapes whose accelerator the vocabulary does not know yet are skipped, as in every
+    other table.
+    """
+    for rec in _read_csv(path):
+        accelerator = _canonical_or_none(rec["accelerator"])
+        price = _price(rec["price_per_hour_usd"])
+        spot = _price(rec["spot_price_per_hour_usd"])
+        if accelerator is None or (price is None and spot is None):
+            continue
+        count = int(rec["accelerator_count"])
+        for region in OCI_REGIONS:
+            yield Row(
+                "oci", region, None, rec["shape"].strip(), accelerator, count, price, spot, _SRC_OCI
+            )
+
+
 def _supplement_rows() -> Iterator[Row]:
     """Yield the hand-maintained supplement rows (see the tables above)."""
     for region in _AWS_SUPPLEMENT_REGIONS:
@@ -323,6 +385,7 @@ def collect_rows(prices: Path) -> list[Row]:
         *_cloud_rows(prices / "gcp_gpu_tpu.csv", _SRC_GCP),
         *_cloud_rows(prices / "azure_gpu.csv", _SRC_AZURE),
         *_coreweave_rows(prices / "neocloud_list_prices.csv"),
+        *_oci_rows(prices / "oci_gpu.csv"),
         *_supplement_rows(),
     ]
     unique: dict[tuple[str, str, str, str], Row] = {}

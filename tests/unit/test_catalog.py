@@ -53,6 +53,7 @@ def test_rows_are_unique_and_sorted(cat: Catalog) -> None:
         ("gcp", {"H100", "TPU-v6e", "TPU-v5e", "TPU-v5p", "L4"}),
         ("azure", {"H100", "A100-80GB"}),
         ("coreweave", {"H100", "H200", "B200", "GB200"}),
+        ("oci", {"H100", "H200", "B200", "GB200", "A100-80GB", "MI300X", "A10"}),
     ],
 )
 def test_cloud_has_accelerators(cat: Catalog, cloud: str, accelerators: set[str]) -> None:
@@ -61,7 +62,26 @@ def test_cloud_has_accelerators(cat: Catalog, cloud: str, accelerators: set[str]
 
 
 def test_providers(cat: Catalog) -> None:
-    assert {"aws", "gcp", "azure", "coreweave"} <= set(cat.providers())
+    assert {"aws", "gcp", "azure", "coreweave", "oci"} <= set(cat.providers())
+
+
+def test_oci_prices_a_shape_the_same_in_every_region(cat: Catalog) -> None:
+    rows = [r for r in cat.rows if r.provider == "oci"]
+    regions = {r.region for r in rows}
+    assert len(regions) > 10
+    by_shape: dict[str, set[tuple[float | None, float | None]]] = {}
+    for row in rows:
+        by_shape.setdefault(row.instance_type, set()).add((row.price, row.spot_price))
+        assert row.zone is None  # the adapter places on an availability domain itself
+    assert all(len(prices) == 1 for prices in by_shape.values()), by_shape
+    # Every shape is listed in every region: the tenancy narrows them, not the catalog.
+    assert {len({r.region for r in rows if r.instance_type == s}) for s in by_shape} == {
+        len(regions)
+    }
+    assert by_shape["BM.GPU.H100.8"] == {(80.0, None)}
+    # Preemptible capacity exists for VM shapes only (bare metal has none).
+    assert by_shape["VM.GPU3.1"] == {(2.95, 1.475)}
+    assert all(s.startswith("VM.") for s, p in by_shape.items() if next(iter(p))[1] is not None)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +96,10 @@ def test_providers(cat: Catalog) -> None:
         ("me-central2", "SA"),
         ("europe-west4", "EU"),
         ("US-EAST-04", "US"),
+        ("us-ashburn-1", "US"),
+        ("uk-london-1", "UK"),
+        ("me-jeddah-1", "SA"),
+        ("af-johannesburg-1", "ZA"),
         ("nowhere-1", None),
     ],
 )
