@@ -258,8 +258,8 @@ class AWSProvider:
         if reservation is not None:
             self._offers.forget(region)  # the reservation's free count changed
         extra = {"placement_group": created} if created else {}
-        if offer.reservation:
-            extra["reservation"] = str(reservation and reservation["CapacityReservationId"])
+        if reservation is not None:
+            extra["reservation"] = str(reservation["CapacityReservationId"])
         return Handle.at(
             dataclasses.replace(offer, zone=zone_id),
             spec,
