@@ -216,7 +216,7 @@ class AWS(Cloud):
     name = "aws"
     launch_region = "us-east-1"
     quota_region = "us-west-2"
-    launch_request = "EC2 RunInstances"
+    launch_request = "EC2 RunInstances accepted as a new launch (ClientToken)"
 
     def __init__(self) -> None:
         super().__init__()
@@ -285,7 +285,9 @@ class AWS(Cloud):
         return f"Service Quotas ec2/{code} = 0 vCPUs in {offer.region}"
 
     def launch_requests(self) -> int:
-        return len(self.fake.calls("RunInstances"))
+        # RunInstances the fake accepted as a new launch: a re-send with the same ClientToken
+        # reaches EC2 and gets the first launch's answer, creating nothing.
+        return sum(self.fake.launches.values())
 
     def http_requests(self) -> int:
         return self.sends
@@ -299,8 +301,9 @@ class AWS(Cloud):
             "offers than catalog rows",
             "http_requests_per_call is counted client-side (botocore before-send hook); "
             "fake_log_per_call is the fake's own DescribeInstances count",
-            "the quota check runs after DescribeInstances (idempotency lookup), the region's "
-            "live listing and DescribeInstanceTypes (vCPUs), then GetServiceQuota",
+            "the quota check runs after the region's zone names (DescribeAvailabilityZones), "
+            "as GetServiceQuota then DescribeInstanceTypes (vCPUs); no DescribeInstances comes "
+            "before RunInstances (EC2 de-duplicates a re-sent launch by its ClientToken)",
         ]
 
 

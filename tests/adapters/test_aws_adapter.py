@@ -7,11 +7,8 @@ answered by the fake's tables in ``multicloud_aws.testing``; the Price List API 
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
-import shlex
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +16,10 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 from multicloud_aws import AWSProvider, quota_code
+from multicloud_aws.node import EXIT_TAG, IMAGE_PARAMETERS
 from multicloud_aws.testing import FakeAWS, serve
-from multicloud_aws.userdata import (
-    REPORT_ATTEMPTS,
-    SECRET_MULTILINE_EXIT,
-    SECRET_UNREADABLE_EXIT,
-    render_user_data,
-    secret_env_name,
-)
 
 from multicloud.catalog import load_catalog
 from multicloud.errors import CapacityError, InvalidRequestError, QuotaError, error_scope
@@ -138,12 +130,25 @@ def test_same_request_id_twice_makes_one_set_of_instances(fake: FakeAWS) -> None
     provider = make(fake)
     offer = pick(provider)
     first = launch(provider, offer, spec(nodes=2))
-    # A scheduler that crashed after launching builds a new adapter and re-sends the key.
+    # A scheduler that crashed after launching builds a new adapter and re-sends the key:
+    # EC2 answers the same ClientToken with the first launch's reservation.
     second = launch(make(fake), offer, spec(nodes=2))
     assert second == first
-    assert len(fake.calls("RunInstances")) == 1
-    assert fake.calls("RunInstances")[0]["ClientToken"] == first.request_id
+    tokens = [c["ClientToken"] for c in fake.calls("RunInstances")]
+    assert tokens == [first.request_id, first.request_id]
+    assert fake.launches == {first.request_id: 1}
     assert len(instances(fake, first)) == 2
+
+
+def test_same_request_id_for_another_launch_is_refused_as_ec2_does(fake: FakeAWS) -> None:
+    provider = make(fake)
+    offer = pick(provider)
+    key = request_id("reuse", 1, REGION)
+    provider.launch(offer, spec("reuse"), request_id=key)
+    with pytest.raises(InvalidRequestError) as err:
+        provider.launch(offer, spec("reuse", env={"OTHER": "1"}), request_id=key)
+    assert "IdempotentParameterMismatch" in str(err.value)
+    assert fake.launches == {key: 1}
 
 
 def test_instances_carry_tags_shutdown_behaviour_and_user_data(fake: FakeAWS) -> None:
@@ -156,14 +161,16 @@ def test_instances_carry_tags_shutdown_behaviour_and_user_data(fake: FakeAWS) ->
     assert tags["multicloud:attempt"] == "3"
     assert tags["multicloud:install"] == "install-a"
     assert tags["multicloud:request"] == handle.request_id
+    assert tags["multicloud:fleet"] == "aws" and len(tags["multicloud:spec"]) == 16
     call = fake.calls("RunInstances")[0]
     assert call["InstanceInitiatedShutdownBehavior"] == "terminate"
+    assert call["MetadataOptions.HttpTokens"] == "required"  # IMDSv2 only
     assert call["MinCount"] == call["MaxCount"] == "1"
-    user_data = base64.b64decode(call["UserData"]).decode()
+    user_data = fake.user_data()
     assert "ghcr.io/acme/train:1" in user_data and "'python train.py'" in user_data
-    assert "EPOCHS" in user_data
-    # The secret travels by name, resolved on the host; the value is never in the request.
-    assert "--secret-id prod/hf-token" in user_data and "HF_TOKEN" in user_data
+    assert "put EPOCHS 2" in user_data
+    # The secret travels by name, resolved on the node; the value is never in the request.
+    assert "secret prod/hf-token HF_TOKEN" in user_data
 
 
 def test_gang_lands_in_one_zone_with_its_cluster_placement_group(fake: FakeAWS) -> None:
@@ -287,6 +294,68 @@ def test_reservation_without_room_fails_before_run_instances(fake: FakeAWS) -> N
     assert fake.calls("RunInstances") == []
 
 
+@pytest.mark.parametrize(
+    ("kind", "group", "expected_group"),
+    [
+        ("default", None, None),
+        ("capacity-block", None, None),
+        ("default", "team-cpg", "team-cpg"),
+        ("capacity-block", "block-cpg", "block-cpg"),
+    ],
+)
+def test_a_reserved_gang_gets_no_new_placement_group(
+    fake: FakeAWS, kind: str, group: str | None, expected_group: str | None
+) -> None:
+    # Regression: a reserved gang got a fresh cluster placement group, which a reservation
+    # not created in it does not serve; now it launches into the reservation's own group or
+    # none, and the fake refuses anything else as EC2 does.
+    rid = fake.add_reservation(
+        REGION, "p5.48xlarge", "us-east-1b", total=2, kind=kind, placement_group=group
+    )
+    provider = make(fake)
+    handle = launch(
+        provider, pick(provider, reserved=True), spec("cr", nodes=2, market=MarketKind.RESERVED)
+    )
+    assert fake.calls("CreatePlacementGroup") == []
+    call = fake.calls("RunInstances")[0]
+    assert call.get("Placement.GroupName") == expected_group
+    assert fake.launches and fake.reservation_available(rid) == 0
+    # terminate never deletes a group the gang did not create (the reservation's).
+    assert handle.get("placement_group") is None
+    provider.terminate(handle, request_id="end")
+    assert fake.calls("DeletePlacementGroup") == []
+
+
+@pytest.mark.parametrize(
+    ("group", "market", "refused"),
+    [
+        ("other-cpg", None, "it cannot serve group other-cpg"),
+        (None, None, "needs InstanceMarketOptions MarketType capacity-block"),
+    ],
+)
+def test_the_fake_refuses_a_launch_the_reservation_does_not_serve(
+    fake: FakeAWS, group: str | None, market: str | None, refused: str
+) -> None:
+    fake.client("ec2").create_placement_group(GroupName="other-cpg", Strategy="cluster")
+    kind = "default" if group else "capacity-block"
+    rid = fake.add_reservation(REGION, "p5.48xlarge", "us-east-1b", total=2, kind=kind)
+    placement = {"AvailabilityZone": "us-east-1b", **({"GroupName": group} if group else {})}
+    with pytest.raises(ClientError) as err:
+        fake.client("ec2").run_instances(
+            ImageId="ami-03cf127a",
+            InstanceType="p5.48xlarge",
+            MinCount=2,
+            MaxCount=2,
+            Placement=placement,
+            CapacityReservationSpecification={
+                "CapacityReservationTarget": {"CapacityReservationId": rid}
+            },
+        )
+    assert err.value.response["Error"]["Code"] == "InvalidParameterCombination"
+    assert refused in err.value.response["Error"]["Message"]
+    assert fake.launches == {} and fake.reservation_available(rid) == 2
+
+
 # -- quota -------------------------------------------------------------------------------------
 
 
@@ -382,7 +451,7 @@ def test_exit_tag_reports_the_end(
     provider = make(fake)
     handle = launch(provider, pick(provider), spec("end", nodes=len(exit_codes)))
     for instance_id, code in zip(handle.id.split(","), exit_codes, strict=True):
-        fake.finish(REGION, [instance_id], code)
+        fake.finish(instance_id, code)
     status = provider.status([handle])[handle.id]
     assert (status.state, status.exit_code) == (state, exit_code)
 
@@ -393,8 +462,8 @@ def test_host_that_ended_without_its_exit_tag_is_failed_not_lost(fake: FakeAWS) 
     provider = make(fake)
     handle = launch(provider, pick(provider), spec("untagged", nodes=2))
     first, second = handle.id.split(",")
-    fake.finish(REGION, [first], 0)
-    fake.finish(REGION, [second], None)
+    fake.finish(first, 0)
+    fake.finish(second, None)
     status = provider.status([handle])[handle.id]
     assert status.state is WorkloadState.FAILED and status.exit_code is None
     assert status.message.startswith(
@@ -409,8 +478,32 @@ def test_host_that_ended_without_its_exit_tag_is_failed_not_lost(fake: FakeAWS) 
 def test_spot_interruption_is_preemption(fake: FakeAWS) -> None:
     provider = make(fake)
     handle = launch(provider, pick(provider), spec("pre", nodes=2, market=MarketKind.SPOT))
-    fake.preempt(REGION, handle.id.split(",")[:1])
+    fake.preempt(handle.id.split(",")[0])
     assert provider.status([handle])[handle.id].state is WorkloadState.PREEMPTED
+
+
+@pytest.mark.parametrize("code", [143, 137, 0])
+def test_a_reclaimed_node_whose_command_was_killed_reads_preempted(
+    fake: FakeAWS, code: int
+) -> None:
+    # Regression: the reclaim killed the container, the node still tagged 143 (or 137) and
+    # status read the tag first: FAILED, never re-placed. EC2's reason now comes first.
+    provider = make(fake)
+    handle = launch(provider, pick(provider), spec("reclaimed", nodes=2, market=MarketKind.SPOT))
+    fake.preempt(handle.id)
+    fake.client("ec2").create_tags(
+        Resources=handle.id.split(","), Tags=[{"Key": EXIT_TAG, "Value": str(code)}]
+    )
+    status = provider.status([handle])[handle.id]
+    assert (status.state, status.exit_code) == (WorkloadState.PREEMPTED, None)
+
+
+def test_an_on_demand_node_that_exits_3_reads_failed(fake: FakeAWS) -> None:
+    provider = make(fake)
+    handle = launch(provider, pick(provider), spec("three"))
+    fake.finish(handle.id, 3)
+    status = provider.status([handle])[handle.id]
+    assert (status.state, status.exit_code) == (WorkloadState.FAILED, 3)
 
 
 def test_terminate_is_idempotent_and_skips_what_is_gone(fake: FakeAWS) -> None:
@@ -472,7 +565,7 @@ def test_owned_lists_live_gangs_of_one_install(fake: FakeAWS) -> None:
     mine = launch(provider, offer, spec("mine", nodes=2, attempt=2))
     launch(provider, offer, spec("theirs", install="install-b"))
     done = launch(provider, offer, spec("done"))
-    fake.finish(REGION, done.id.split(","), 0)
+    fake.finish(done.id, 0)
     owned = provider.owned("install-a")
     assert [(o.handle.id, o.job_id, o.attempt) for o in owned] == [(mine.id, "mine", 2)]
     assert owned[0].handle.request_id == mine.request_id and owned[0].handle.nodes == 2
@@ -602,6 +695,41 @@ def test_live_pricing_refresh_updates_prices_and_records_the_version(fake: FakeA
     assert seen2 == []
 
 
+# -- images ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "kind"),
+    [
+        ("p5.48xlarge", "nvidia"),
+        ("g5.xlarge", "nvidia"),
+        ("p3dn.24xlarge", "nvidia-proprietary"),
+        ("trn1.32xlarge", "neuron"),
+        ("inf2.xlarge", "neuron"),
+    ],
+)
+def test_each_accelerator_family_boots_its_own_image(
+    fake: FakeAWS, instance_type: str, kind: str
+) -> None:
+    # Regression: every type booted the OSS-driver DLAMI, which drives neither V100 (p3,
+    # p3dn) nor Trainium / Inferentia.
+    fake.public_parameters.update({name: f"ami-{k}" for k, name in IMAGE_PARAMETERS.items()})
+    provider = make(fake, image_id=None)
+    launch(provider, pick(provider, instance_type), spec("img"))
+    assert fake.calls("RunInstances")[0]["ImageId"] == f"ami-{kind}"
+    assert [c["Name"] for c in fake.calls("GetParameter")] == [IMAGE_PARAMETERS[kind]]
+
+
+def test_images_stay_overridable(fake: FakeAWS) -> None:
+    fake.public_parameters["/team/neuron-ami"] = "ami-team"
+    provider = make(fake, image_id=None, image_parameter={"neuron": "/team/neuron-ami"})
+    launch(provider, pick(provider, "trn1.32xlarge"), spec("own"))
+    assert fake.calls("RunInstances")[0]["ImageId"] == "ami-team"
+    pinned = make(fake, image_id={"us-east-1": "ami-pinned"})
+    launch(pinned, pick(pinned, "trn1.32xlarge"), spec("pinned"))
+    assert fake.calls("RunInstances")[1]["ImageId"] == "ami-pinned"
+
+
 # -- loading -------------------------------------------------------------------------------------
 
 
@@ -621,174 +749,3 @@ def test_loads_from_the_registry_and_a_fleet_file(fake: FakeAWS, tmp_path: Path)
     provider = from_fleet(load_fleet(path), "cloud-a")
     assert isinstance(provider, AWSProvider)
     assert {o.provider for o in provider.offers(ResourceRequest())} == {"cloud-a"}
-
-
-# -- user-data -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("secret", "env_name"),
-    [("prod/hf-token", "HF_TOKEN"), ("/team/wandb_key", "WANDB_KEY"), ("9lives", "_9LIVES")],
-)
-def test_secret_env_names(secret: str, env_name: str) -> None:
-    assert secret_env_name(secret) == env_name
-
-
-@pytest.mark.parametrize(("neuron", "flag"), [(False, "--gpus all"), (True, "/dev/neuron*")])
-def test_user_data_passes_the_right_accelerators(neuron: bool, flag: str) -> None:
-    script = render_user_data(
-        image="img",
-        command=None,
-        env={},
-        secrets=(),
-        request_id="r",
-        job_id="j",
-        nodes=1,
-        neuron=neuron,
-    )
-    (run_line,) = [line for line in script.splitlines() if line.startswith("docker run")]
-    assert flag in run_line and run_line.endswith(" img")
-    assert ("--gpus" in run_line) is not neuron
-
-
-def _shell_function(script: str, name: str) -> str:
-    """Return the definition of shell function ``name`` in a generated script."""
-    lines = script.splitlines()
-    start = lines.index(f"{name}() {{")
-    end = lines.index("}", start)
-    return "\n".join(lines[start : end + 1])
-
-
-def _bash(program: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "-c", program], capture_output=True, text=True, timeout=30, check=False
-    )
-
-
-def _script(**overrides: Any) -> str:
-    args: dict[str, Any] = {
-        "image": "img",
-        "command": None,
-        "env": {},
-        "secrets": (),
-        "request_id": "r",
-        "job_id": "j",
-        "nodes": 1,
-        **overrides,
-    }
-    return render_user_data(**args)
-
-
-def test_user_data_is_valid_bash() -> None:
-    script = _script(env={"A": "1"}, secrets=("prod/hf-token", "/team/wandb_key"))
-    assert _bash(f"bash -n <<'MULTICLOUD_EOF'\n{script}\nMULTICLOUD_EOF").returncode == 0
-
-
-@pytest.mark.parametrize(("failures", "tagged"), [(0, True), (2, True), (10, False)])
-def test_user_data_retries_the_exit_tag_before_powering_off(failures: int, tagged: bool) -> None:
-    # Run the script's own report function with aws, sleep and shutdown stubbed out.
-    stubs = f"""
-    LEFT={failures}
-    aws() {{ echo "aws $*"; if [ "$LEFT" -gt 0 ]; then LEFT=$((LEFT - 1)); return 255; fi; }}
-    sleep() {{ echo "sleep $1"; }}
-    shutdown() {{ echo "shutdown $*"; }}
-    REGION=us-east-1
-    IID=i-0123
-    """
-    done = _bash(stubs + _shell_function(_script(), "report") + "\nreport 3\n")
-    assert done.returncode == 0, done.stderr
-    out = done.stdout.splitlines()
-    calls = [line for line in out if line.startswith("aws ec2 create-tags")]
-    assert calls[0] == (
-        "aws ec2 create-tags --region us-east-1 --resources i-0123"
-        " --tags Key=multicloud:exit,Value=3"
-    )
-    assert len(calls) == (failures + 1 if tagged else REPORT_ATTEMPTS)
-    sleeps = [line for line in out if line.startswith("sleep")]
-    assert sleeps == [f"sleep {2**n}" for n in range(1, len(calls))]
-    assert out[-1] == "shutdown -h now"  # it powers off either way
-    assert ("could not tag" in done.stderr) is not tagged
-
-
-SECRET_CASES = [
-    # (what the CLI prints, exit code, env file afterwards)
-    ("hf_abc=def with spaces\n", 0, "HF_TOKEN=hf_abc=def with spaces\n"),
-    ("line-one-SECRET\nline-two-SECRET\n", SECRET_MULTILINE_EXIT, ""),
-    (None, SECRET_UNREADABLE_EXIT, ""),
-]
-
-
-@pytest.mark.parametrize(("printed", "code", "envfile"), SECRET_CASES)
-def test_user_data_refuses_a_multi_line_secret_without_showing_it(
-    tmp_path: Path, printed: str | None, code: int, envfile: str
-) -> None:
-    # Run the generated secret lines with bash: the CLI is stubbed to print the value (or
-    # fail), report is stubbed to record the exit code instead of tagging and powering off.
-    script = _script(secrets=("prod/hf-token",))
-    lines = script.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("VAL=$(aws"))
-    secret_lines = "\n".join(lines[start : start + 2])
-    assert lines[start + 1] == 'secret_line prod/hf-token HF_TOKEN "$VAL"'
-    out = tmp_path / "env"
-    out.write_text("")
-    value = "" if printed is None else printed.replace("\n", "\\n")
-    stub = "return 1" if printed is None else f"printf '{value}'"
-    program = "\n".join(
-        [
-            "set -u",
-            f"ENVFILE={shlex.quote(str(out))}",
-            "REGION=us-east-1",
-            f"aws() {{ {stub}; }}",
-            'report() { echo "report $1"; }',
-            _shell_function(script, "secret_line"),
-            secret_lines,
-            "exit 0",
-        ]
-    )
-    done = _bash(program)
-    assert done.returncode == code, done.stderr
-    assert out.read_text() == envfile
-    if code:
-        assert done.stdout.splitlines() == [f"report {code}"]
-    if code == SECRET_MULTILINE_EXIT:
-        assert "prod/hf-token" in done.stderr and "multi-line" in done.stderr
-        assert "SECRET" not in done.stderr + done.stdout  # no part of the value is shown
-
-
-def test_user_data_reports_the_exit_and_refuses_bad_input() -> None:
-    script = render_user_data(
-        image=None,
-        command=("echo", "a b"),
-        env={},
-        secrets=(),
-        request_id="r",
-        job_id="j",
-        nodes=1,
-    )
-    assert "multicloud:exit" in script and "shutdown -h now" in script
-    # Argument lists keep their word boundaries through both levels of quoting.
-    assert "exec sh -c " + shlex.quote("echo 'a b'") in script
-    with pytest.raises(ValueError):
-        render_user_data(
-            image=None, command=None, env={}, secrets=(), request_id="r", job_id="j", nodes=1
-        )
-    with pytest.raises(ValueError):
-        render_user_data(
-            image="x",
-            command=None,
-            env={"BAD-NAME": "1"},
-            secrets=(),
-            request_id="r",
-            job_id="j",
-            nodes=1,
-        )
-    with pytest.raises(ValueError):
-        render_user_data(
-            image="x",
-            command=None,
-            env={"BIG": "x" * 20000},
-            secrets=(),
-            request_id="r",
-            job_id="j",
-            nodes=1,
-        )

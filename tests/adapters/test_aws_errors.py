@@ -1,9 +1,9 @@
-"""AWS errors become typed ProviderErrors, for every code the issue names, and none leak.
+"""AWS errors become typed ProviderErrors, row by row of the table, and none leak.
 
 Errors are injected server-side by the fake (``FakeAWS.fail_next``), so each one travels as a
-real HTTP error response through botocore's own parser before the adapter translates it.
-The adapter runs with ``max_attempts=1`` (the fake's default options) so that retryable codes
-are not retried by botocore first.
+real HTTP error response through botocore's own parser before the adapter's error boundary
+(``multicloud_aws.errors.RULES`` first, then the kit's HTTP fallback) translates it. The
+adapter runs with ``max_attempts=1`` (the fake's options) so botocore retries nothing first.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ProfileNotFound
 from multicloud_aws import AWSProvider
-from multicloud_aws.errors import error_class, translate
+from multicloud_aws.errors import RULES, boundary
 from multicloud_aws.testing import FakeAWS, serve
 
+from multicloud.adapterkit import Failure, codes
 from multicloud.errors import (
     AuthError,
     CapacityError,
@@ -31,6 +32,7 @@ from multicloud.provider import LaunchSpec, MarketKind, Offer, ResourceRequest, 
 REGION = "us-east-1"
 ZONE_SCOPE = "aws/us-east-1/use1-az1"
 REGION_SCOPE = "aws/us-east-1"
+FLEET_SCOPE = "aws"
 
 
 @pytest.fixture(scope="module")
@@ -65,26 +67,53 @@ def try_launch(provider: AWSProvider, offer: Offer, market: MarketKind) -> None:
     provider.launch(offer, spec, request_id=request_id("err", 1, offer.region))
 
 
+# One row per rule of AWS's table, then the kit's HTTP fallback as AWS reaches it:
 # (AWS code, HTTP status, expected error, expected scope, market of the launch)
 RUN_INSTANCES_CASES: list[tuple[str, int, type[ProviderError], str, MarketKind]] = [
+    # no capacity in the zone (EC2 sends these with 500)
     ("InsufficientInstanceCapacity", 500, CapacityError, ZONE_SCOPE, MarketKind.ON_DEMAND),
-    ("InsufficientCapacityOnHost", 400, CapacityError, ZONE_SCOPE, MarketKind.ON_DEMAND),
+    ("InsufficientCapacityOnHost", 500, CapacityError, ZONE_SCOPE, MarketKind.ON_DEMAND),
+    ("InsufficientHostCapacity", 500, CapacityError, ZONE_SCOPE, MarketKind.ON_DEMAND),
+    ("InsufficientReservedInstanceCapacity", 500, CapacityError, ZONE_SCOPE, MarketKind.ON_DEMAND),
+    ("ReservationCapacityExceeded", 400, CapacityError, ZONE_SCOPE, MarketKind.ON_DEMAND),
+    ("SpotMaxPriceTooLow", 400, CapacityError, ZONE_SCOPE, MarketKind.SPOT),
+    # quota
     ("VcpuLimitExceeded", 400, QuotaError, REGION_SCOPE, MarketKind.ON_DEMAND),
     ("MaxSpotInstanceCountExceeded", 400, QuotaError, REGION_SCOPE, MarketKind.SPOT),
     ("InstanceLimitExceeded", 400, QuotaError, REGION_SCOPE, MarketKind.ON_DEMAND),
-    ("AuthFailure", 401, AuthError, REGION_SCOPE, MarketKind.ON_DEMAND),
-    ("UnauthorizedOperation", 403, AuthError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    ("PlacementGroupLimitExceeded", 400, QuotaError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    # region not enabled
     ("OptInRequired", 401, AuthError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    # credentials: the whole fleet entry
+    ("AuthFailure", 401, AuthError, FLEET_SCOPE, MarketKind.ON_DEMAND),
+    ("UnauthorizedOperation", 403, AuthError, FLEET_SCOPE, MarketKind.ON_DEMAND),
+    ("RequestExpired", 400, AuthError, FLEET_SCOPE, MarketKind.ON_DEMAND),
+    ("ExpiredToken", 400, AuthError, FLEET_SCOPE, MarketKind.ON_DEMAND),
+    ("UnrecognizedClientException", 400, AuthError, FLEET_SCOPE, MarketKind.ON_DEMAND),
+    # throttled, whatever the status
+    ("RequestLimitExceeded", 503, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    ("Throttling", 400, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    ("ThrottlingException", 400, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    # the kit's HTTP fallback
     ("InvalidParameterValue", 400, InvalidRequestError, REGION_SCOPE, MarketKind.ON_DEMAND),
     ("InvalidParameterCombination", 400, InvalidRequestError, REGION_SCOPE, MarketKind.SPOT),
-    ("InvalidParameter", 400, InvalidRequestError, REGION_SCOPE, MarketKind.ON_DEMAND),
     ("IdempotentParameterMismatch", 400, InvalidRequestError, REGION_SCOPE, MarketKind.ON_DEMAND),
-    ("RequestLimitExceeded", 503, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    ("ConcurrentTagAccess", 409, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
     ("InternalError", 500, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
     ("Unavailable", 503, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
-    ("ServiceUnavailable", 503, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
     ("SomeFutureServerFault", 502, TransientError, REGION_SCOPE, MarketKind.ON_DEMAND),
+    ("SomeFutureRefusal", 403, AuthError, FLEET_SCOPE, MarketKind.ON_DEMAND),
 ]
+
+
+def test_every_rule_of_the_table_has_a_row() -> None:
+    rows = {code.upper() for code, *_ in RUN_INSTANCES_CASES}
+    for rule in RULES[:-1]:  # the last one (no region) has no AWS code: see below
+        assert any(rule.matches(_failure(code)) for code in rows), rule.name
+
+
+def _failure(code: str) -> Failure:
+    return Failure(400, codes(code))
 
 
 @pytest.mark.parametrize(
@@ -228,25 +257,6 @@ def test_mistyped_profile_is_an_auth_error_of_the_fleet(fake: FakeAWS, fleet_nam
     AWSProvider(fleet_name=fleet_name, regions=[REGION], **fake.options).check()
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "expected", "level"),
-    [
-        ("InvalidParameterValue", 400, InvalidRequestError, "region"),
-        ("InvalidInstanceType", 400, InvalidRequestError, "region"),
-        ("InsufficientInstanceCapacity", 500, CapacityError, "zone"),
-        ("PlacementGroupLimitExceeded", 400, QuotaError, "region"),
-        ("NeverHeardOf", 500, TransientError, "region"),
-        ("NeverHeardOf", 429, TransientError, "region"),
-        ("NeverHeardOf", 403, AuthError, "region"),
-        ("NeverHeardOf", 400, InvalidRequestError, "region"),
-    ],
-)
-def test_error_table_lookup(
-    code: str, status: int, expected: type[ProviderError], level: str
-) -> None:
-    assert error_class(code, status) == (expected, level)
-
-
-def test_non_sdk_exceptions_are_wrapped_too() -> None:
-    err = translate(RuntimeError("boom"), provider="aws", region=REGION)
-    assert isinstance(err, TransientError) and err.scope == REGION_SCOPE
+def test_an_exception_that_is_not_the_sdks_passes_unchanged(fake: FakeAWS) -> None:
+    with pytest.raises(RuntimeError), boundary("aws")(region=REGION):
+        raise RuntimeError("a programming error")

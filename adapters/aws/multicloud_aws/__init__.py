@@ -4,12 +4,14 @@ Registered in the ``multicloud.providers`` entry-point group as ``aws``, so
 ``multicloud.providers.load("aws", regions=["us-*"])`` or a fleet entry ``adapter: aws`` builds
 an :class:`AWSProvider`. Modules:
 
-- :mod:`multicloud_aws.provider`: the adapter (offers, quota check, launch, status, terminate,
-  orphan sweep, live pricing).
-- :mod:`multicloud_aws.errors`: the AWS error code → ``ProviderError`` table.
-- :mod:`multicloud_aws.userdata`: the boot script that runs the workload and reports its end.
-- :mod:`multicloud_aws.testing`: a moto server with fault, quota, price and reservation
-  injection, for tests and demos (needs the ``test`` extra).
+- :mod:`multicloud_aws.provider`: the adapter (launch, status, terminate, orphan sweep).
+- :mod:`multicloud_aws.offers`: offers, live prices and owned reservations.
+- :mod:`multicloud_aws.launch`: instance facts, quota, images, reservations, placement, EFA.
+- :mod:`multicloud_aws.node`: the node contract's AWS binding and the image per family.
+- :mod:`multicloud_aws.status`: how a gang ended.
+- :mod:`multicloud_aws.errors`: AWS's error rules on the kit's error boundary.
+- :mod:`multicloud_aws.session`: credentials and clients.
+- :mod:`multicloud_aws.testing`: a fake AWS (moto plus what moto lacks) for tests and demos.
 
 See docs/providers/aws.md for credentials, IAM permissions and options.
 """
