@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from multicloud_coreweave.kube.status import Reading, job_status, pod_status, rayjob_status
+from multicloud_coreweave.kube.status import (
+    Reading,
+    job_status,
+    pod_status,
+    rayjob_status,
+    workload_status,
+)
 
 from multicloud.provider import WorkloadState
 
@@ -157,8 +163,9 @@ def test_a_failed_rayjob_with_a_disrupted_pod_was_preempted() -> None:
     assert rayjob_status(obj, pods, READING).state is S.PREEMPTED
 
 
-@pytest.mark.parametrize("rayjob", [False, True])
-def test_being_deleted_is_terminated(rayjob: bool) -> None:
-    obj = {"metadata": {"deletionTimestamp": "2026-06-01T12:00:00Z"}, "status": {}}
-    status = rayjob_status(obj, [], READING) if rayjob else job_status(obj, [], 1, READING)
-    assert status.state is S.TERMINATED
+@pytest.mark.parametrize("kind", ["job", "rayjob"])
+def test_being_deleted_is_terminated(kind: str) -> None:
+    obj = {"metadata": {"deletionTimestamp": "2026-06-01T12:00:00Z"},
+           "status": {"jobStatus": "SUCCEEDED", "conditions": [{"type": "Complete",
+                                                                "status": "True"}]}}
+    assert workload_status(kind, obj, [], 1, READING).state is S.TERMINATED

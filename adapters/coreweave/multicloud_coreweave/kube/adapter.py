@@ -51,7 +51,7 @@ from multicloud_coreweave.kube.pools import (
     quota_refusal,
     read_pools,
 )
-from multicloud_coreweave.kube.status import Reading, job_status, rayjob_status
+from multicloud_coreweave.kube.status import Reading, workload_status
 
 __all__ = ["KubernetesAdapter", "accelerator_of"]
 
@@ -339,12 +339,9 @@ class KubernetesAdapter:
                 kind, obj = objs.get(name, ("", {}))
                 reading = Reading(error_scope(self.fleet_name, handle.region, handle.zone),
                                   self.grace_s, now)
-                if not obj:
-                    out[name] = WorkloadStatus(WorkloadState.UNKNOWN, "no such workload")
-                elif kind == mf.RAYJOB:
-                    out[name] = rayjob_status(obj, pods[name], reading)
-                else:
-                    out[name] = job_status(obj, pods[name], max(1, handle.nodes), reading)
+                out[name] = workload_status(kind, obj, pods[name], max(1, handle.nodes),
+                                            reading) if obj else WorkloadStatus(
+                    WorkloadState.UNKNOWN, "no such workload")
         return {h.id: out[h.id] for h in handles}
 
     def terminate(self, handle: Handle, *, request_id: str) -> None:

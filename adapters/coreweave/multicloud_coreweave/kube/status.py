@@ -18,7 +18,7 @@ from typing import Any
 from multicloud.adapterkit import gang_end, node_end
 from multicloud.provider import WorkloadState, WorkloadStatus
 
-__all__ = ["Reading", "job_status", "pod_status", "rayjob_status"]
+__all__ = ["Reading", "job_status", "pod_status", "rayjob_status", "workload_status"]
 
 S = WorkloadState
 # Pod status reasons by which Kubernetes reports a pod pushed off its node (kubelet
@@ -143,8 +143,6 @@ def job_status(
         The workload's status.
     """
     meta = obj.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return WorkloadStatus(S.TERMINATED, "being deleted")
     conditions = _true_conditions(obj)
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
         return WorkloadStatus(S.SUCCEEDED, "job complete", exit_code=0)
@@ -199,9 +197,6 @@ def rayjob_status(obj: Mapping[str, Any], pods: Sequence[Any], reading: Reading)
     Returns:
         The workload's status.
     """
-    meta = obj.get("metadata") or {}
-    if meta.get("deletionTimestamp"):
-        return WorkloadStatus(S.TERMINATED, "being deleted")
     status = obj.get("status") or {}
     job, deployment = status.get("jobStatus") or "", status.get("jobDeploymentStatus") or ""
     reason, message = status.get("reason") or "", status.get("message") or ""
@@ -230,3 +225,25 @@ def rayjob_status(obj: Mapping[str, Any], pods: Sequence[Any], reading: Reading)
     if deployment == "Running":
         return WorkloadStatus(S.RUNNING, f"ray job {job.lower() or 'submitted'}")
     return WorkloadStatus(S.PROVISIONING, f"RayJob {deployment or 'new'}")
+
+
+def workload_status(
+    kind: str, obj: Mapping[str, Any], pods: Sequence[Any], nodes: int, reading: Reading
+) -> WorkloadStatus:
+    """Read a workload of either kind (``job`` or ``rayjob``) and its pods.
+
+    Args:
+        kind: The workload's kind.
+        obj: The object as the API server sent it (a dict).
+        pods: Its pods.
+        nodes: Nodes of the gang.
+        reading: The reading's scope, grace and time.
+
+    Returns:
+        TERMINATED while it is being deleted, else what its kind's reader says.
+    """
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return WorkloadStatus(S.TERMINATED, "being deleted")
+    if kind == "rayjob":
+        return rayjob_status(obj, pods, reading)
+    return job_status(obj, pods, nodes, reading)
