@@ -402,12 +402,10 @@ class FakeKube(FakeCloud):
     def evict(self, workload: str, *, how: str = "evicted", pods: int | None = 1) -> None:
         """Push pods of a workload off their nodes, as Kubernetes 1.26+ shows it.
 
-        Each pod gets the ``DisruptionTarget`` condition and fails (exit 137 from the
-        kubelet, 143 from a graceful termination). A pod preempted by the scheduler or
-        evicted through the Eviction API is then deleted; a kubelet (node-pressure)
-        eviction leaves the failed pod. A Job's controller applies its ``podFailurePolicy``
-        (``FailJob`` on the condition: reason ``PodFailurePolicy``) before the pod goes; a
-        RayJob's Ray job fails.
+        Each pod gets ``DisruptionTarget`` and fails (exit 137 from the kubelet, 143 from a
+        graceful termination); a pod preempted or evicted through the API is then deleted
+        (a kubelet eviction leaves it). A Job's controller first applies its
+        ``podFailurePolicy``; a RayJob's Ray job fails.
 
         Args:
             workload: Job or RayJob name.
@@ -416,8 +414,7 @@ class FakeKube(FakeCloud):
             pods: How many pods (None: all).
 
         Raises:
-            KeyError: If the workload has no pod.
-            ValueError: If ``how`` is none of the above.
+            KeyError: If ``how`` is unknown or the workload has no pod.
         """
         reason = {"evicted": "TerminationByKubelet", "preempted": "PreemptionByScheduler",
                   "disrupted": "EvictionByEvictionAPI"}[how]

@@ -94,11 +94,8 @@ class NodePool:
 
     def matches(self, offer: Offer) -> bool:
         """Return True if ``offer`` was made from this pool."""
-        return (self.region, self.zone, self.instance_type) == (
-            offer.region,
-            offer.zone,
-            offer.instance_type,
-        )
+        return (self.region, self.zone, self.instance_type) == (offer.region, offer.zone,
+                                                                offer.instance_type)
 
 
 _VENDOR_WORDS = frozenset({"nvidia", "tesla", "geforce", "sxm", "sxm4", "sxm5", "pcie", "hbm3"})
