@@ -40,6 +40,7 @@ RAY = ("ray.io", "v1", "rayjobs")
 """KubeRay's RayJob: group, version, plural."""
 JOB, RAYJOB = "job", "rayjob"
 """The kinds of workload (``Handle.get("kind")``)."""
+# Local until the kit's pod_contract can leave the rank out (a Ray pod has none): to lift.
 _RANK_ENV = frozenset({"NODE_RANK", "PET_NODE_RANK", "MASTER_ADDR", "PET_MASTER_ADDR"})
 
 
