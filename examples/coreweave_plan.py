@@ -84,7 +84,8 @@ def _fake_cluster() -> Iterator[dict[str, Any]]:
     from multicloud_coreweave.testing import serve
 
     with serve() as kube:
-        kube.add_nodes(3, gpu_class="H100_NVLINK_80GB", region="US-EAST-04")
+        # InfiniBand H100 nodes labelled as CKS labels them: the instance id only.
+        kube.add_nodes(3, gpu_class=None, instance_type="gd-8xh100ib-i128", region="US-EAST-04")
         kube.add_nodes(2, gpu_class="A100_NVLINK_80GB", region="US-EAST-04")
         kube.add_nodes(1, gpu_class="L40S", region="US-EAST-04")
         yield kube.options

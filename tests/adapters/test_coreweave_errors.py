@@ -1,7 +1,9 @@
-"""Error translation of the CoreWeave adapter: every mapping of the issue, table-driven.
+"""The CoreWeave adapter's error table, row by row, through the real kubernetes client.
 
-Errors are injected into the fake API server, so each one travels through the kubernetes
-client's real HTTP handling before the adapter translates it; no SDK exception may leak.
+Errors are answered by the fake API server (``fail_next``), so each travels the client's own
+HTTP handling before the kit's error boundary translates it: first the Kubernetes rows
+(``multicloud_coreweave.kube.errors.RULES``), then the kit's one HTTP fallback. No SDK
+exception may leak.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from multicloud_coreweave import CoreWeaveProvider
-from multicloud_coreweave.errors import translate
+from multicloud_coreweave.kube.errors import RULES, boundary, to_failure
 from multicloud_coreweave.testing import FakeKube, serve, write_kubeconfig
 
 from multicloud.errors import (
@@ -29,37 +31,28 @@ from multicloud.errors import (
 )
 from multicloud.provider import Handle, LaunchSpec, MarketKind, ResourceRequest
 
-QUOTA_MESSAGE = (
-    'jobs.batch "x" is forbidden: exceeded quota: compute, requested: count/jobs.batch=1, '
-    "used: count/jobs.batch=10, limited: count/jobs.batch=10"
+QUOTA = (
+    "Forbidden: jobs.batch \"x\" is forbidden: exceeded quota: compute, requested: "
+    "count/jobs.batch=1, used: count/jobs.batch=10, limited: count/jobs.batch=10"
 )
 
-# (status, reason, message, expected error)
-API_ERRORS: list[tuple[int, str, str, type[ProviderError]]] = [
-    (403, "Forbidden", QUOTA_MESSAGE, QuotaError),
-    (401, "Unauthorized", "Unauthorized", AuthError),
-    (403, "Forbidden", 'jobs.batch is forbidden: User "x" cannot create resource', AuthError),
-    (400, "BadRequest", "bad request body", InvalidRequestError),
-    (
-        422,
-        "Invalid",
-        'Job.batch "x" is invalid: spec.template.spec.containers[0].image',
-        InvalidRequestError,
-    ),
-    (429, "TooManyRequests", "too many requests, please try again later", TransientError),
-    (500, "InternalError", "etcdserver: request timed out", TransientError),
-    (
-        503,
-        "ServiceUnavailable",
-        "the server is currently unable to handle the request",
-        TransientError,
-    ),
-    (
-        504,
-        "Timeout",
-        "the server was unable to return a response in the time allotted",
-        TransientError,
-    ),
+# (the API server's answer, the error, the row of the table that decides it)
+ROWS: list[tuple[str, type[ProviderError], str]] = [
+    (QUOTA, QuotaError, RULES[0].name),
+    ("Unauthorized", AuthError, "unauthenticated (401)"),
+    ("Forbidden: jobs.batch is forbidden: User \"x\" cannot create", AuthError,
+     "permission denied (403)"),
+    ("BadRequest: bad request body", InvalidRequestError, "bad request (other 4xx)"),
+    ("Invalid: spec.template.spec.containers[0].image: Required value", InvalidRequestError,
+     "bad request (other 4xx)"),
+    ("NotFound: namespaces \"jobs\" not found", InvalidRequestError, "bad request (other 4xx)"),
+    ("MethodNotAllowed", InvalidRequestError, "bad request (other 4xx)"),
+    ("Conflict: the object has been modified", TransientError, "conflict (409)"),
+    ("TooManyRequests: please try again later", TransientError, "throttled (429)"),
+    ("InternalError: etcdserver: request timed out", TransientError, "server error (5xx)"),
+    ("ServiceUnavailable", TransientError, "server error (5xx)"),
+    ("Timeout: the server was unable to return a response", TransientError,
+     "server error (5xx)"),
 ]
 
 
@@ -70,82 +63,79 @@ def kube() -> Iterator[FakeKube]:
         yield k
 
 
-def _spec(nodes: int = 1) -> LaunchSpec:
-    return LaunchSpec(
-        job_id="err",
-        job_name="err",
-        attempt=1,
-        nodes=nodes,
-        market=MarketKind.ON_DEMAND,
-        image="busybox:1.36",
-        command="true",
-    )
+def _spec(nodes: int = 1, ray: bool = False) -> LaunchSpec:
+    return LaunchSpec(job_id="err", job_name="err", attempt=1, nodes=nodes,
+                      market=MarketKind.ON_DEMAND, image="busybox:1.36", command="true", ray=ray)
 
 
 def _call(provider: CoreWeaveProvider, what: str) -> Callable[[], object]:
-    """The adapter call that the injected error hits."""
-    if what == "check":
-        return provider.check
-    if what == "offers":
-        return lambda: provider.offers(ResourceRequest())
-    if what == "launch":
+    """The adapter call that the fake's error answers."""
+    if what in ("launch", "launch-rayjob"):
         (offer,) = provider.offers(ResourceRequest())
-        return lambda: provider.launch(offer, _spec(), request_id="err-1")
-    if what == "launch-rayjob":
-        (offer,) = provider.offers(ResourceRequest())
-        return lambda: provider.launch(offer, _spec(2), request_id="err-2")
-    handle = Handle("coreweave", "mc-x", "r", "US-EAST-04", None, "t", 1, MarketKind.ON_DEMAND, "j")
-    if what == "status":
-        return lambda: provider.status([handle])
-    if what == "terminate":
-        return lambda: provider.terminate(handle, request_id="t")
-    if what == "owned":
-        return lambda: provider.owned("default")
-    raise AssertionError(what)
+        spec = _spec(2, ray=what == "launch-rayjob")
+        return lambda: provider.launch(offer, spec, request_id=what)
+    handle = Handle("coreweave", "mc-x", "r", "US-EAST-04", None, "t", 1, MarketKind.ON_DEMAND,
+                    "j")
+    return {
+        "check": provider.check,
+        "offers": lambda: provider.offers(ResourceRequest()),
+        "status": lambda: provider.status([handle]),
+        "terminate": lambda: provider.terminate(handle, request_id="t"),
+        "owned": lambda: provider.owned("default"),
+    }[what]
 
 
-# Which request each adapter call is failed at.
+# Which operation of the API each adapter call is failed at.
 CALLS = [
-    ("check", "GET", r"/jobs$"),
-    ("offers", "GET", r"/nodes$"),
-    ("launch", "POST", r"/jobs$"),
-    ("launch-rayjob", "POST", r"/rayjobs$"),
-    ("status", "GET", r"/jobs$"),
-    ("terminate", "DELETE", r"/jobs/"),
-    ("owned", "GET", r"/jobs$"),
+    ("check", "list Job"),
+    ("offers", "list Node"),
+    ("launch", "create Job"),
+    ("launch-rayjob", "create RayJob"),
+    ("status", "list Job"),
+    ("terminate", "delete Job"),
+    ("owned", "list Job"),
 ]
 
 
-@pytest.mark.parametrize(("what", "method", "path"), CALLS)
-@pytest.mark.parametrize(("status", "reason", "message", "expected"), API_ERRORS)
-def test_api_errors_are_translated(
-    kube: FakeKube,
-    what: str,
-    method: str,
-    path: str,
-    status: int,
-    reason: str,
-    message: str,
-    expected: type[ProviderError],
+@pytest.mark.parametrize(("what", "operation"), CALLS)
+@pytest.mark.parametrize(("answer", "expected", "row"), ROWS)
+def test_api_errors_are_translated_row_by_row(
+    kube: FakeKube, what: str, operation: str, answer: str, expected: type[ProviderError],
+    row: str,
 ) -> None:
+    if what == "terminate" and answer.startswith("NotFound"):
+        pytest.skip("a 404 on delete means gone: a no-op (tested below)")
     provider = CoreWeaveProvider(**kube.options)
     call = _call(provider, what)
-    kube.inject(status, method=method, path=path, reason=reason, message=message)
+    kube.fail_next(operation, answer)
     with pytest.raises(ProviderError) as err:
         call()
-    assert type(err.value) is expected, (what, status, err.value)
-    assert not isinstance(err.value, ApiException)
-    assert isinstance(err.value.__cause__, ApiException)
+    assert type(err.value) is expected, (what, answer, err.value)
+    cause = err.value.__cause__
+    assert isinstance(cause, ApiException) and not isinstance(err.value, ApiException)
+    failure = to_failure(cause)
+    assert failure is not None
+    assert getattr(provider.errors.rule_for(failure), "name", None) == row
     assert err.value.provider == "coreweave"
     if expected is QuotaError:
-        launching = what.startswith("launch")
-        assert err.value.scope == ("coreweave/US-EAST-04" if launching else "coreweave")
+        # Scoped to the region where the call was about one (a launch, a delete).
+        regional = what.startswith("launch") or what == "terminate"
+        assert err.value.scope == ("coreweave/US-EAST-04" if regional else "coreweave")
 
 
 def test_not_found_on_terminate_is_a_noop(kube: FakeKube) -> None:
     provider = CoreWeaveProvider(**kube.options)
-    kube.inject(404, method="DELETE", path=r"/jobs/", reason="NotFound")
+    kube.fail_next("delete Job", "NotFound")
     _call(provider, "terminate")()
+
+
+def test_already_exists_on_create_is_decided_by_the_launch(kube: FakeKube) -> None:
+    # Answered for a name nobody created: it must be the same launch, so the re-read
+    # finds nothing and the AlreadyExists surfaces, translated (409: transient).
+    provider = CoreWeaveProvider(**kube.options)
+    kube.fail_next("create Job", "AlreadyExists")
+    with pytest.raises(TransientError):
+        _call(provider, "launch")()
 
 
 def test_unschedulable_gang_is_a_capacity_error(kube: FakeKube) -> None:
@@ -195,21 +185,44 @@ def test_in_cluster_outside_a_pod_is_an_auth_error() -> None:
         CoreWeaveProvider(in_cluster=True).check()
 
 
+def _validation_error() -> Exception:
+    from kubernetes import client
+
+    try:
+        client.V1JobSpec(completions="many", template=client.V1PodTemplateSpec())
+    except Exception as exc:
+        return exc
+    raise AssertionError("the client model accepted a non-integer")
+
+
 @pytest.mark.parametrize(
-    ("exc", "expected"),
+    ("exc", "expected", "row"),
     [
-        (ApiException(status=403, reason="Forbidden"), AuthError),
-        (ApiException(status=409, reason="Conflict"), TransientError),
-        (ApiException(status=502, reason="Bad Gateway"), TransientError),
-        (ConfigException("Invalid kube-config file. No configuration found."), AuthError),
-        (urllib3.exceptions.MaxRetryError(None, "/api", "refused"), TransientError),  # type: ignore[arg-type]
-        (urllib3.exceptions.ReadTimeoutError(None, "/api", "read timed out"), TransientError),  # type: ignore[arg-type]
-        (urllib3.exceptions.SSLError("certificate verify failed"), AuthError),
-        (ConnectionResetError("reset"), TransientError),
-        (ValueError("bad value for a typed field"), InvalidRequestError),
+        (ConfigException("Invalid kube-config file. No configuration found."), AuthError,
+         RULES[1].name),
+        (urllib3.exceptions.SSLError("certificate verify failed"), AuthError, RULES[2].name),
+        (urllib3.exceptions.MaxRetryError(None, "/api", urllib3.exceptions.SSLError("bad cert")),  # type: ignore[arg-type]
+         AuthError, RULES[2].name),
+        (_validation_error(), InvalidRequestError, RULES[3].name),
+        (urllib3.exceptions.MaxRetryError(None, "/api", "refused"), TransientError,  # type: ignore[arg-type]
+         "timeout or connection failure"),
+        (urllib3.exceptions.ReadTimeoutError(None, "/api", "read timed out"), TransientError,  # type: ignore[arg-type]
+         "timeout or connection failure"),
+        (ConnectionResetError("reset"), TransientError, "timeout or connection failure"),
+        (ApiException(status=0, reason="connection dropped"), TransientError,
+         "timeout or connection failure"),
     ],
 )
-def test_translate_table(exc: BaseException, expected: type[ProviderError]) -> None:
-    error = translate(exc, provider="cw", scope="cw/US-EAST-04")
-    assert type(error) is expected
-    assert error.provider == "cw"
+def test_rows_without_an_http_answer(
+    exc: BaseException, expected: type[ProviderError], row: str
+) -> None:
+    errors = boundary("cw")
+    failure = to_failure(exc)
+    assert failure is not None and getattr(errors.rule_for(failure), "name", None) == row
+    error = errors.translate(exc, region="US-EAST-04")
+    assert type(error) is expected and getattr(error, "provider", None) == "cw"
+
+
+def test_a_programming_error_passes_the_boundary() -> None:
+    assert boundary("cw").translate(KeyError("bug")) is not None
+    assert to_failure(KeyError("bug")) is None

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from multicloud_coreweave import CoreWeaveProvider, accelerator_of
+from multicloud_coreweave import CoreWeaveProvider, accelerator_of, instance_type_of
 from multicloud_coreweave.testing import FakeKube, serve
 
 from multicloud.catalog import load_catalog
@@ -61,6 +61,53 @@ def test_gpu_class_labels_map_to_canonical_accelerators(label: str, expected: st
     assert accelerator_of(label) == expected
 
 
+@pytest.mark.parametrize(
+    ("instance_id", "expected"),
+    [
+        ("gd-8xh100ib-i128", ("H100", 8, True)),
+        ("gd-8xh200ib-i128", ("H200", 8, True)),
+        ("gd-8xl40s-i128", ("L40S", 8, False)),
+        ("gd-8xa100-i128", ("A100-80GB", 8, False)),
+        ("gb200-4x", ("GB200", 4, False)),
+        ("cd-gp-i64-erapids", None),
+        ("gd-8xq9000-i128", None),
+    ],
+)
+def test_cks_instance_ids_name_gpu_count_and_infiniband(
+    instance_id: str, expected: tuple[str, int, bool] | None
+) -> None:
+    assert instance_type_of(instance_id) == expected
+
+
+@pytest.mark.parametrize(
+    ("instance_id", "gpus", "accelerator", "list_price_of"),
+    [
+        ("gd-8xh100ib-i128", 8, "H100", "H100"),
+        ("gd-8xa100-i128", 8, "A100-80GB", "A100-80GB"),
+        ("gb200-4x", 4, "GB200", "GB200"),
+    ],
+)
+def test_nodes_labelled_only_with_the_cks_instance_id_are_offered(
+    kube: FakeKube, instance_id: str, gpus: int, accelerator: str, list_price_of: str
+) -> None:
+    """Regression: without gpu_classes such a cluster had no offers at all."""
+    kube.add_nodes(2, gpu_class=None, instance_type=instance_id, gpus=gpus)
+    (offer,) = _provider(kube).offers(ResourceRequest())
+    assert (offer.instance_type, offer.accelerator, offer.count, offer.capacity) == (
+        instance_id, accelerator, gpus, 2
+    )
+    assert offer.price == pytest.approx(gpus * _list_price(list_price_of))
+    (pool,) = _provider(kube).pools()
+    assert pool.selector()["node.kubernetes.io/instance-type"] == instance_id
+    assert pool.rdma is instance_id.endswith("ib-i128")
+
+
+def test_gpu_feature_discovery_product_label_is_the_last_resort(kube: FakeKube) -> None:
+    kube.add_nodes(1, gpu_class=None, labels={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
+    (offer,) = _provider(kube).offers(ResourceRequest())
+    assert (offer.instance_type, offer.accelerator) == ("NVIDIA-H100-80GB-HBM3", "H100")
+
+
 def test_gpu_classes_option_maps_unknown_labels() -> None:
     assert accelerator_of("gd-8xh100ib-i128", {"gd-8xh100ib-i128": "h100-sxm"}) == "H100"
 
@@ -92,6 +139,8 @@ def test_pools_group_by_class_and_region_with_capacity_in_free_nodes(kube: FakeK
         ({"gpus": 0}, False),
         ({"gpu_class": None}, False),
         ({"gpu_class": None, "labels": {"node.kubernetes.io/instance-type": "H100_8x"}}, True),
+        ({"gpu_class": None, "instance_type": "gd-8xh100ib-i128"}, True),
+        ({"gpu_class": None, "instance_type": "cd-gp-i64-erapids"}, False),
     ],
 )
 def test_only_healthy_labelled_gpu_nodes_are_offered(
@@ -139,8 +188,8 @@ def test_unpriced_class_is_left_out_with_a_reason_never_at_zero(
         offers = _provider(kube).offers(ResourceRequest())
     assert [o.accelerator for o in offers] == ["H100"]
     assert all(o.price and o.price > 0 for o in offers)
-    assert "no price for GPU class 'B300'" in caplog.text
-    assert "no price for GPU class 'Tesla_V100'" in caplog.text
+    assert "no price for B300 (B300)" in caplog.text
+    assert "no price for Tesla_V100 (V100)" in caplog.text
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, "free", True])
@@ -249,7 +298,7 @@ def test_a_ready_api_client_can_be_passed_in(kube: FakeKube) -> None:
 
     kube.add_nodes(1, gpu_class="L40S")
     cfg = client.Configuration()
-    config.load_kube_config(config_file=kube.kubeconfig, client_configuration=cfg)
+    config.load_kube_config(config_file=kube.kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
     provider = CoreWeaveProvider(namespace=kube.namespace, api_client=client.ApiClient(cfg))
     (offer,) = provider.offers(ResourceRequest())
     assert offer.accelerator == "L40S"

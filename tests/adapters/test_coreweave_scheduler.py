@@ -1,8 +1,8 @@
 """The scheduling cycle (no Ray) over the real CoreWeave adapter and the fake API server.
 
 The Scheduler plans against the node pools the adapter reads from the fake cluster, launches
-Kubernetes Jobs through the kubernetes client, follows them with batched status calls, and
-re-places a job whose pod was evicted.
+Indexed Jobs through the kubernetes client, follows them with batched status calls, re-places
+a job whose pods were reclaimed and fails one whose command failed.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ class Cycle:
         self.fleet = Fleet.model_validate(doc)
         self.effects = InlineEffects({"cw": registry.from_fleet(self.fleet, "cw")})
         self.store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-        settings = quick_settings()
-        self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=settings)
+        self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=quick_settings())
 
     def run_until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:
         run_until(self.scheduler, done, timeout=timeout, pause=0.005)
@@ -51,6 +50,7 @@ class Cycle:
 def cycle(tmp_path: Path) -> Iterator[tuple[Cycle, FakeKube]]:
     with serve() as kube:
         kube.add_nodes(2, gpu_class="H100_NVLINK_80GB", region="US-EAST-04")
+        kube.add_nodes(2, gpu_class=None, instance_type="gd-8xh200ib-i128", region="US-EAST-04")
         c = Cycle(tmp_path, kube)
         try:
             yield c, kube
@@ -59,16 +59,12 @@ def cycle(tmp_path: Path) -> Iterator[tuple[Cycle, FakeKube]]:
 
 
 def _train(**fields: Any) -> Any:
-    return job(
-        "train",
-        accelerator="H100",
-        count=8,
-        run={"image": "ghcr.io/acme/train:1", "command": "python train.py"},
-        **fields,
-    )
+    fields.setdefault("accelerator", "H100")
+    return job("train", count=8, run={"image": "ghcr.io/acme/train:1",
+                                      "command": "torchrun train.py"}, **fields)
 
 
-def _live_jobs(kube: FakeKube) -> list[str]:
+def _live(kube: FakeKube) -> list[str]:
     return [
         j["metadata"]["name"]
         for j in kube.objects("jobs")
@@ -76,12 +72,14 @@ def _live_jobs(kube: FakeKube) -> list[str]:
     ]
 
 
-def test_job_runs_to_success_on_the_cluster(cycle: tuple[Cycle, FakeKube]) -> None:
+def test_a_gang_runs_to_success_on_every_node(cycle: tuple[Cycle, FakeKube]) -> None:
     c, kube = cycle
-    ((job_id, _),) = c.scheduler.submit([(_train(), None)])
+    ((job_id, _),) = c.scheduler.submit([(_train(nodes=2), None)])
     c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
-    (name,) = _live_jobs(kube)
-    kube.succeed(name)
+    (name,) = _live(kube)
+    assert kube.launches[name] == 1 and kube.objects("rayjobs") == []
+    assert len(kube.pods_of(name)) == 2
+    kube.finish(name, 0)
     c.run_until(lambda: c.state(job_id).is_terminal)
     record = c.store.get(job_id)
     assert record.state is JobState.SUCCEEDED
@@ -90,38 +88,69 @@ def test_job_runs_to_success_on_the_cluster(cycle: tuple[Cycle, FakeKube]) -> No
     ]
 
 
-def test_evicted_job_is_re_placed_and_finishes(cycle: tuple[Cycle, FakeKube]) -> None:
+@pytest.mark.xfail(
+    strict=True,
+    reason="the scheduler at 8ee0b45 rebuilds the offer with accelerator[0]; the Place path "
+    "(service branch) hands adapters the planned offer: drop this mark once it is merged",
+)
+def test_a_job_accepting_h100_or_h200_placed_on_h200_launches_h200(
+    cycle: tuple[Cycle, FakeKube],
+) -> None:
     c, kube = cycle
-    ((job_id, _),) = c.scheduler.submit([(_train(), None)])
+    for node in [n for n in kube.node_names() if n.startswith("h100")]:  # taken
+        kube.add_pod(f"rival-{node}", node=node, gpus=8)
+    ((job_id, _),) = c.scheduler.submit([(_train(accelerator=["H100", "H200"]), None)])
     c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
-    (first,) = _live_jobs(kube)
-    kube.evict(first)
-    # The scheduler sees PREEMPTED, deletes the first Job and launches attempt 2.
-    c.run_until(lambda: bool(_live_jobs(kube)) and _live_jobs(kube) != [first])
+    (name,) = _live(kube)
+    pod = kube.pods_of(name)[0]
+    assert pod["spec"]["nodeSelector"]["node.kubernetes.io/instance-type"] == "gd-8xh200ib-i128"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MULTICLOUD_ACCELERATOR"] == "H200"
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["rdma/ib"] == "1"
+
+
+def test_reclaimed_pods_whose_command_exits_143_are_re_placed(
+    cycle: tuple[Cycle, FakeKube],
+) -> None:
+    c, kube = cycle
+    ((job_id, _),) = c.scheduler.submit([(_train(nodes=2), None)])
     c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
-    (second,) = _live_jobs(kube)
-    # Read before it finishes: a finished Job may be cleaned up by the next cycle.
+    (first,) = _live(kube)
+    kube.preempt(first)  # DisruptionTarget, and the commands die with 143
+    c.run_until(lambda: bool(_live(kube)) and _live(kube) != [first])
+    c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
+    (second,) = _live(kube)
     labels = (kube.object("jobs", second) or {})["metadata"]["labels"]
     assert labels["multicloud.io/attempt"] == "2"
-    kube.succeed(second)
+    kube.finish(second, 0)
     c.run_until(lambda: c.state(job_id).is_terminal)
     record = c.store.get(job_id)
     assert record.state is JobState.SUCCEEDED
     assert [a.outcome for a in record.attempts] == ["preempted", "succeeded"]
 
 
+def test_a_command_that_exits_3_fails_the_job(cycle: tuple[Cycle, FakeKube]) -> None:
+    c, kube = cycle
+    ((job_id, _),) = c.scheduler.submit([(_train(nodes=2), None)])
+    c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
+    (name,) = _live(kube)
+    kube.finish(name, 3)
+    c.run_until(lambda: c.state(job_id).is_terminal)
+    record = c.store.get(job_id)
+    assert record.state is JobState.FAILED
+    assert [a.outcome for a in record.attempts] == ["failed"]
+    assert "exit code 3" in c.store.events(job_id)[-1]["reason"]
+
+
 def test_succeeded_workloads_are_deleted_by_the_sweep(cycle: tuple[Cycle, FakeKube]) -> None:
-    """A succeeded attempt is not terminated by the scheduler: the orphan sweep deletes it."""
     c, kube = cycle
     ((job_id, _),) = c.scheduler.submit([(_train(), None)])
     c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
-    (name,) = _live_jobs(kube)
-    kube.succeed(name)
+    (name,) = _live(kube)
+    kube.finish(name, 0)
     c.run_until(lambda: c.state(job_id).is_terminal)
-    assert c.store.get(job_id).state is JobState.SUCCEEDED
-    # The finished Job and its completed pod do not pile up in the namespace.
     c.run_until(lambda: kube.objects("jobs") == [])
-    assert kube.pods_of(name) == []
+    assert kube.pods_of(name) == [] and kube.objects("services") == []
     assert kube.deletions == [("jobs", name, "Foreground")]
     assert c.scheduler.counters.orphans_terminated >= 1
 
@@ -132,5 +161,4 @@ def test_the_sweep_spares_a_live_workload(cycle: tuple[Cycle, FakeKube]) -> None
     c.run_until(lambda: c.state(job_id) is JobState.RUNNING)
     deadline = time.monotonic() + 0.5  # several sweeps (sweep_interval_s = 0.1)
     c.run_until(lambda: time.monotonic() > deadline)
-    assert len(_live_jobs(kube)) == 1
-    assert kube.deletions == []
+    assert len(_live(kube)) == 1 and kube.deletions == []

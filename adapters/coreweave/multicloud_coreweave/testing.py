@@ -1,21 +1,18 @@
-"""A small fake Kubernetes API server for the CoreWeave adapter's tests and examples.
+"""A fake Kubernetes API server for the CoreWeave adapter's tests, examples and benchmarks.
 
-It serves, on 127.0.0.1 over plain HTTP with a bearer token, exactly the part of the API the
-adapter uses: nodes, pods (all namespaces or one, with label and field selectors), batch/v1
-Jobs, core/v1 Services and ResourceQuotas, KubeRay ``RayJob`` custom objects (``ray.io/v1``)
-with their API discovery document and CRD (both switchable off), and ``/version``.
+It serves on 127.0.0.1 (``multicloud.testing.fakecloud.serve_json``), with a bearer token,
+the part of the API the adapter uses — nodes, pods, Services, ResourceQuotas, batch/v1 Jobs,
+KubeRay ``ray.io/v1`` RayJobs and their API discovery — and stands in for the controllers
+behind it: the Job controller (Indexed Job pods with their completion index and hostname,
+the pod failure policy), the kube-scheduler (node selectors, taints, GPUs, RDMA, CPU and
+memory; ``Unschedulable`` with the scheduler's own wording), KubeRay (its RayJob states,
+including ``STOPPED`` and a failed submitter), the kubelet (:meth:`FakeKube.environment`
+resolves a pod's env as the kubelet would) and cluster DNS (:meth:`FakeKube.resolve`).
 
-A tiny built-in "controller" stands in for the Job controller, KubeRay and the scheduler:
-creating a Job or RayJob creates its pods at once and binds each to a node of the right
-class with enough free ``nvidia.com/gpu`` (honouring node selectors and taints), or leaves
-it Pending with the ``Unschedulable`` / ``Insufficient nvidia.com/gpu`` condition the real
-scheduler writes. Tests then drive the workloads with :meth:`FakeKube.succeed`,
-:meth:`FakeKube.fail` and :meth:`FakeKube.evict`, and inject any HTTP error with
-:meth:`FakeKube.inject`.
-
-Every object it returns is complete (apiVersion, kind, metadata with name, namespace, uid,
-creationTimestamp and labels, spec and status) because the kubernetes 37 client's models
-are strict pydantic models. Only the standard library is used.
+It refuses what the API server refuses for the fields the adapter sends (each rule cites
+where it comes from), so a manifest the fake accepts is one a cluster would. Tests drive it
+with the shared vocabulary (``fail_next``, ``preempt``, ``finish``) and KubeRay's ends
+(:meth:`FakeKube.stop`, :meth:`FakeKube.fail_submitter`).
 
 Usage::
 
@@ -33,114 +30,71 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FakeKube", "Injected", "Request", "serve"]
+from multicloud.testing.fakecloud import Call, FakeCloud, serve_json
 
-GPU = "nvidia.com/gpu"
+__all__ = ["TOKEN", "FakeKube", "field_selector_matches", "label_selector_matches", "serve"]
+
+GPU, RDMA = "nvidia.com/gpu", "rdma/ib"
 TOKEN = "fake-coreweave-token"
-_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
-
+INDEX = "batch.kubernetes.io/job-completion-index"
 Obj = dict[str, Any]
+
+# metav1.StatusReason → HTTP code (k8s.io/apimachinery/pkg/apis/meta/v1/types.go).
+REASONS = {"BadRequest": 400, "Unauthorized": 401, "Forbidden": 403, "NotFound": 404,
+           "MethodNotAllowed": 405, "AlreadyExists": 409, "Conflict": 409, "Invalid": 422,
+           "TooManyRequests": 429, "InternalError": 500, "ServiceUnavailable": 503,
+           "Timeout": 504}
+KINDS = {"nodes": "Node", "pods": "Pod", "services": "Service", "resourcequotas":
+         "ResourceQuota", "jobs": "Job", "rayjobs": "RayJob"}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_FIELD_PATHS = re.compile(
+    r"^(metadata\.(name|namespace|uid)|metadata\.(labels|annotations)\['[^']+'\]|"
+    r"spec\.(nodeName|serviceAccountName)|status\.(hostIP|podIP|podIPs))$"
+)
 
 
 def _ts(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class Request:
-    """One request the fake server answered.
+class Refused(Exception):
+    """What the API server answers instead: a ``metav1.Status`` failure."""
 
-    Attributes:
-        method: HTTP method.
-        path: URL path.
-        query: Query parameters (first value of each).
-    """
-
-    method: str
-    path: str
-    query: dict[str, str]
-
-
-@dataclass
-class Injected:
-    """An error the server answers instead of serving matching requests.
-
-    Attributes:
-        method: HTTP method to match (``*`` for any).
-        path: Regular expression searched in the path.
-        status: HTTP status code.
-        reason: Kubernetes Status ``reason`` (``Forbidden``, ``Invalid`` …).
-        message: Kubernetes Status ``message``.
-        times: How many requests it answers (None: until cleared).
-    """
-
-    method: str
-    path: str
-    status: int
-    reason: str
-    message: str
-    times: int | None = 1
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = REASONS.get(reason, 500), reason, message
 
 
 # ---------------------------------------------------------------------------- selectors
 
-_SET_RE = re.compile(r"^\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 
-
-def _split_selector(selector: str) -> list[str]:
-    # Commas also separate the values inside "in (a,b)", so split only outside parentheses.
-    parts, depth, cur = [], 0, ""
-    for ch in selector:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    return [p.strip() for p in parts if p.strip()]
+def _split(selector: str) -> list[str]:
+    # Commas also separate the values inside "in (a,b)": split outside parentheses only.
+    return [p.strip() for p in re.split(r",(?![^()]*\))", selector or "") if p.strip()]
 
 
 def label_selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
-    """Evaluate a Kubernetes label selector (equality and set-based forms).
-
-    Args:
-        selector: The selector, e.g. ``a=b,c!=d,e in (x,y),!f``; empty matches everything.
-        labels: The object's labels.
-
-    Returns:
-        True if the labels satisfy every requirement.
+    """Evaluate a label selector (``a=b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``!a``).
 
     Raises:
         ValueError: If a requirement cannot be parsed.
     """
-    for req in _split_selector(selector or ""):
-        m = _SET_RE.match(req)
-        if m:
-            key, op, raw = m.groups()
-            values = {v.strip() for v in raw.split(",") if v.strip()}
-            ok = labels.get(key) in values if op == "in" else labels.get(key) not in values
-        elif "!=" in req:
-            key, value = (s.strip() for s in req.split("!=", 1))
-            ok = labels.get(key) != value
-        elif "=" in req:
-            key, value = (s.strip() for s in req.replace("==", "=").split("=", 1))
-            ok = labels.get(key) == value
-        elif req.startswith("!"):
-            ok = req[1:].strip() not in labels
-        elif re.fullmatch(r"[\w./-]+", req):
-            ok = req in labels
+    for req in _split(selector or ""):
+        if m := re.fullmatch(r"([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)", req):
+            values = {v.strip() for v in m[3].split(",")}
+            ok = (labels.get(m[1]) in values) == (m[2] == "in")
+        elif m := re.fullmatch(r"([\w./-]+)\s*(!=|==|=)\s*(\S*)", req):
+            ok = (labels.get(m[1]) == m[3]) == (m[2] != "!=")
+        elif m := re.fullmatch(r"(!?)([\w./-]+)", req):
+            ok = (m[2] in labels) != bool(m[1])
         else:
             raise ValueError(f"unparsable label selector requirement {req!r}")
         if not ok:
@@ -148,76 +102,162 @@ def label_selector_matches(selector: str | None, labels: Mapping[str, str]) -> b
     return True
 
 
-def _field(obj: Obj, path: str) -> str:
-    cur: Any = obj
-    for part in path.split("."):
-        cur = cur.get(part) if isinstance(cur, dict) else None
-    return "" if cur is None else str(cur)
-
-
 def field_selector_matches(selector: str | None, obj: Obj) -> bool:
-    """Evaluate a field selector of ``path=value`` / ``path!=value`` terms.
-
-    Args:
-        selector: The selector (``status.phase!=Succeeded,spec.nodeName=n1``).
-        obj: The object.
-
-    Returns:
-        True if every term holds.
-    """
-    for req in _split_selector(selector or ""):
-        if "!=" in req:
-            path, value = req.split("!=", 1)
-            if _field(obj, path.strip()) == value.strip():
-                return False
-        else:
-            path, value = req.replace("==", "=").split("=", 1)
-            if _field(obj, path.strip()) != value.strip():
-                return False
+    """Evaluate a field selector of ``path=value`` / ``path!=value`` terms."""
+    for req in _split(selector or ""):
+        path, op, value = re.fullmatch(r"([\w.]+)(!=|==|=)(.*)", req).groups()  # type: ignore[union-attr]
+        cur: Any = obj
+        for part in path.split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        if (("" if cur is None else str(cur)) == value) == (op == "!="):
+            return False
     return True
+
+
+def _quantity(text: Any) -> float:
+    """A resource quantity (``500m``, ``64Gi``, ``8``) as a number."""
+    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(text or "0"))
+    if m is None:
+        raise Refused("Invalid", f"quantities must match the regular expression: {text!r}")
+    scale = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10,
+             "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return float(m[1]) * scale[m[2]]
+
+
+# ---------------------------------------------------------------------------- validation
+# What the API server refuses (422 Invalid) for the fields the adapter sends.
+
+
+def _check_meta(kind: str, meta: Obj) -> None:
+    name = str(meta.get("name") or "")
+    # Services need a DNS-1035 label; Jobs and custom objects a DNS-1123 subdomain
+    # (k8s.io/apimachinery/pkg/util/validation).
+    ok = re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name) if kind == "services" else (
+        _DNS_SUBDOMAIN.match(name))
+    if not ok:
+        raise Refused("Invalid", f'{KINDS[kind]} "{name}" is invalid: metadata.name')
+    for key, value in (meta.get("labels") or {}).items():
+        if not _LABEL_VALUE.match(str(value)) or len(str(value)) > 63:
+            raise Refused("Invalid", f"metadata.labels: Invalid value: {value!r} ({key})")
+
+
+def _check_pod(spec: Obj, at: str) -> None:
+    """Pod spec rules of k8s.io/kubernetes/pkg/apis/core/validation (ValidatePodSpec)."""
+    volumes = {v.get("name") for v in spec.get("volumes") or []}
+    for v in spec.get("volumes") or []:
+        medium = (v.get("emptyDir") or {}).get("medium", "")
+        if "emptyDir" in v and medium not in ("", "Memory") and not medium.startswith("HugePages"):
+            raise Refused("Invalid", f"{at}.volumes.emptyDir.medium: Unsupported value: {medium!r}")
+    if spec.get("subdomain") and not _DNS_LABEL.match(spec["subdomain"]):
+        raise Refused("Invalid", f"{at}.subdomain: must be a DNS label")
+    if not spec.get("containers"):
+        raise Refused("Invalid", f"{at}.containers: Required value")
+    for c in spec["containers"]:
+        where = f"{at}.containers[{c.get('name')}]"
+        if not c.get("image"):
+            raise Refused("Invalid", f"{where}.image: Required value")
+        res = c.get("resources") or {}
+        limits, requests = res.get("limits") or {}, res.get("requests") or {}
+        for name in sorted({*limits, *requests}):
+            if "/" not in name or name.split("/")[0].endswith("kubernetes.io"):
+                continue
+            # Extended resources cannot be overcommitted: a request needs an equal limit,
+            # in whole units (ValidateResourceRequirements).
+            if name not in limits or (name in requests and _quantity(requests[name]) !=
+                                      _quantity(limits[name])):
+                raise Refused("Invalid", f"{where}.resources.requests[{name}]: must be equal "
+                                         f"to {name} limit")
+            if _quantity(limits[name]) != int(_quantity(limits[name])):
+                raise Refused("Invalid", f"{where}.resources.limits[{name}]: must be an integer")
+        for mount in c.get("volumeMounts") or []:
+            if mount.get("name") not in volumes:
+                raise Refused("Invalid", f"{where}.volumeMounts.name: Not found: "
+                                         f"{mount.get('name')!r}")
+        for e in c.get("env") or []:
+            source = e.get("valueFrom") or {}
+            if "value" in e and source:
+                raise Refused("Invalid", f"{where}.env[{e['name']}].valueFrom: may not be "
+                                         "specified when `value` is not empty")
+            key = (source.get("secretKeyRef") or {}).get("key")
+            if key is not None and not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
+                raise Refused("Invalid", f"{where}.env[{e['name']}].valueFrom.secretKeyRef.key: "
+                                         f"a valid config key must consist of alphanumeric "
+                                         f"characters, '-', '_' or '.': {key!r}")
+            path = (source.get("fieldRef") or {}).get("fieldPath")
+            if path is not None and not _FIELD_PATHS.match(path):
+                raise Refused("Invalid", f"{where}.env[{e['name']}].valueFrom.fieldRef."
+                                         f"fieldPath: Unsupported value: {path!r}")
+
+
+def _check_job(doc: Obj) -> None:
+    """Job rules of k8s.io/kubernetes/pkg/apis/batch/validation (ValidateJobSpec)."""
+    spec = doc.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    restart = pod.get("restartPolicy")
+    if restart not in ("Never", "OnFailure"):
+        raise Refused("Invalid", 'spec.template.spec.restartPolicy: Required value: valid '
+                                 'values: "OnFailure", "Never"')
+    if spec.get("podFailurePolicy") and restart != "Never":
+        raise Refused("Invalid", 'spec.template.spec.restartPolicy: Invalid value: only '
+                                 '"Never" is supported when podFailurePolicy is specified')
+    if spec.get("completionMode") == "Indexed" and spec.get("completions") is None:
+        raise Refused("Invalid", "spec.completions: Required value: when completion mode "
+                                 "is Indexed")
+    _check_pod(pod, "spec.template.spec")
+
+
+def _check_rayjob(doc: Obj) -> None:
+    """The RayJob CRD's schema and KubeRay's ValidateRayJobSpec (ray-operator, v1.5)."""
+    spec = doc.get("spec") or {}
+    cluster = spec.get("rayClusterSpec")
+    if cluster is None and not spec.get("clusterSelector"):
+        raise Refused("Invalid", "spec.rayClusterSpec: Required value (no clusterSelector)")
+    if (spec.get("backoffLimit") or 0) < 0:
+        raise Refused("Invalid", "spec.backoffLimit: must be >= 0")
+    head = (cluster or {}).get("headGroupSpec") or {}
+    _check_pod((head.get("template") or {}).get("spec") or {}, "spec.rayClusterSpec.head")
+    for g in (cluster or {}).get("workerGroupSpecs") or []:
+        if not g.get("groupName") or not (
+            g.get("minReplicas", 0) <= g.get("replicas", 0) <= g.get("maxReplicas", 1 << 31)
+        ):
+            raise Refused("Invalid", "workerGroupSpecs: groupName and minReplicas <= replicas "
+                                     "<= maxReplicas required")
+        _check_pod((g.get("template") or {}).get("spec") or {}, f"workerGroupSpecs[{g}]")
+
+
+_CHECKS = {"jobs": _check_job, "rayjobs": _check_rayjob}
 
 
 # ---------------------------------------------------------------------------- the fake
 
 
-@dataclass
-class _Quota:
-    name: str
-    hard: dict[str, str]
+class FakeKube(FakeCloud):
+    """One fake cluster: its objects, its controllers and the test controls (thread-safe).
 
-
-@dataclass
-class FakeKube:
-    """State and controls of one fake cluster (thread-safe).
+    Args:
+        namespace: Namespace the adapter is pointed at.
+        rayjob_crd: Whether KubeRay (the ``ray.io/v1`` API) is installed.
 
     Attributes:
         url: Base URL of the server (set by :func:`serve`).
         kubeconfig: Path of the kubeconfig written for it (set by :func:`serve`).
-        namespace: Namespace the adapter is pointed at.
-        rayjob_crd: Whether the RayJob CRD (and its ``ray.io/v1`` API group) exists.
-        keep_terminating: Keep deleted Jobs/RayJobs around with a ``deletionTimestamp``
-            (as a real Foreground deletion does while pods shut down) until
-            :meth:`finish_deletions`.
+        keep_terminating: Keep deleted Jobs/RayJobs, with a ``deletionTimestamp``, until
+            :meth:`finish_deletions` (as a Foreground deletion while pods shut down).
         requests: Every request answered, in order.
-        deletions: ``(kind, name, propagationPolicy)`` of every DELETE of a workload.
-        now: The fake clock used for timestamps.
+        deletions: ``(plural, name, propagationPolicy)`` of every DELETE of a workload.
+        now: The fake clock (creation and transition times).
     """
 
-    url: str = ""
-    kubeconfig: str = ""
-    namespace: str = "jobs"
-    rayjob_crd: bool = True
-    keep_terminating: bool = False
-    requests: list[Request] = field(default_factory=list)
-    deletions: list[tuple[str, str, str]] = field(default_factory=list)
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    _nodes: dict[str, Obj] = field(default_factory=dict)
-    _objs: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
-    _quotas: dict[tuple[str, str], _Quota] = field(default_factory=dict)
-    _errors: list[Injected] = field(default_factory=list)
-    _lock: threading.RLock = field(default_factory=threading.RLock)
-
-    # -- fleet-entry options -------------------------------------------------------------
+    def __init__(self, namespace: str = "jobs", *, rayjob_crd: bool = True) -> None:
+        super().__init__()
+        self.url = self.kubeconfig = ""
+        self.namespace, self.rayjob_crd, self.keep_terminating = namespace, rayjob_crd, False
+        self.requests: list[Call] = []
+        self.deletions: list[tuple[str, str, str]] = []
+        self.now = datetime.now(timezone.utc)
+        self._objs: dict[tuple[str, str, str], Obj] = {}
+        self._secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self._lock = threading.RLock()
 
     @property
     def options(self) -> dict[str, Any]:
@@ -231,6 +271,7 @@ class FakeKube:
         name: str,
         *,
         gpu_class: str | None = "H100_NVLINK_80GB",
+        instance_type: str | None = None,
         gpus: int = 8,
         region: str | None = "US-EAST-04",
         zone: str | None = None,
@@ -238,12 +279,15 @@ class FakeKube:
         taints: Sequence[Mapping[str, str]] = (),
         ready: bool = True,
         unschedulable: bool = False,
+        memory: str = "1Ti",
+        rdma: bool | None = None,
     ) -> None:
-        """Add one node.
+        """Add one node, labelled as CKS labels its nodes.
 
         Args:
             name: Node name.
-            gpu_class: Value of ``gpu.nvidia.com/class`` (None: no such label).
+            gpu_class: ``gpu.nvidia.com/class`` (None: no such label).
+            instance_type: ``node.kubernetes.io/instance-type``, the CKS instance id.
             gpus: Allocatable ``nvidia.com/gpu``.
             region: ``topology.kubernetes.io/region`` (None: no such label).
             zone: ``topology.kubernetes.io/zone`` (None: no such label).
@@ -251,843 +295,592 @@ class FakeKube:
             taints: Taints (``key``, ``value``, ``effect``).
             ready: Whether the Ready condition is True.
             unschedulable: Whether the node is cordoned.
+            memory: Allocatable memory.
+            rdma: Whether it advertises ``rdma/ib`` (default: an ``ib`` instance id).
         """
         all_labels = {"kubernetes.io/hostname": name, "node.coreweave.cloud/state": "production"}
-        if gpu_class is not None:
-            all_labels["gpu.nvidia.com/class"] = gpu_class
-        if region is not None:
-            all_labels["topology.kubernetes.io/region"] = region
-        if zone is not None:
-            all_labels["topology.kubernetes.io/zone"] = zone
+        for key, value in (("gpu.nvidia.com/class", gpu_class), ("topology.kubernetes.io/region",
+                           region), ("topology.kubernetes.io/zone", zone),
+                           ("node.kubernetes.io/instance-type", instance_type)):
+            if value is not None:
+                all_labels[key] = value
         all_labels.update(labels or {})
-        allocatable = {"cpu": "128", "memory": "1Ti", "pods": "110"}
+        allocatable = {"cpu": "128", "memory": memory, "pods": "110"}
         if gpus:
             allocatable[GPU] = str(gpus)
-        node = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": self._meta(name, None, all_labels),
-            "spec": {"taints": [dict(t) for t in taints], "unschedulable": unschedulable},
-            "status": {
-                "allocatable": allocatable,
-                "capacity": dict(allocatable),
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True" if ready else "False",
-                        "reason": "KubeletReady" if ready else "KubeletNotReady",
-                        "message": "",
-                        "lastHeartbeatTime": _ts(self.now),
-                        "lastTransitionTime": _ts(self.now),
-                    }
-                ],
-            },
-        }
+        if rdma if rdma is not None else bool(re.search(r"\dx[a-z0-9]+ib", instance_type or "")):
+            allocatable[RDMA] = "100"
+        cond = {"type": "Ready", "status": "True" if ready else "False",
+                "lastTransitionTime": _ts(self.now)}
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": self._meta(name, None, all_labels),
+                "spec": {"taints": [dict(t) for t in taints], "unschedulable": unschedulable},
+                "status": {"allocatable": allocatable, "capacity": dict(allocatable),
+                           "conditions": [cond]}}
         with self._lock:
-            self._nodes[name] = node
+            self._objs[("nodes", "", name)] = node
             self._schedule()
 
     def add_nodes(self, n: int, *, prefix: str = "", **kwargs: Any) -> list[str]:
-        """Add ``n`` alike nodes named ``<prefix or class>-<i>``; see :meth:`add_node`.
-
-        Returns:
-            The node names.
-        """
-        base = prefix or str(kwargs.get("gpu_class") or "node").lower().replace("_", "-")
-        names = [f"{base}-{len(self._nodes) + i}" for i in range(n)]
+        """Add ``n`` alike nodes named ``<prefix or type>-<i>``; see :meth:`add_node`."""
+        kind = kwargs.get("gpu_class") or kwargs.get("instance_type") or "node"
+        base = prefix or str(kind).lower().replace("_", "-")
+        names = [f"{base}-{len(self.node_names()) + i}" for i in range(n)]
         for name in names:
             self.add_node(name, **kwargs)
         return names
 
+    def delete_node(self, name: str) -> None:
+        """Remove a node (a node pool scaled down or deleted)."""
+        with self._lock:
+            self._objs.pop(("nodes", "", name), None)
+
     def add_pod(
         self, name: str, *, namespace: str = "other", node: str, gpus: int, phase: str = "Running"
     ) -> None:
-        """Add a pod of someone else's that holds GPUs on ``node``.
-
-        Args:
-            name: Pod name.
-            namespace: Its namespace.
-            node: Node it is bound to.
-            gpus: GPUs it requests.
-            phase: Its phase.
-        """
-        pod = self._pod(name, namespace, {}, self._container("main", "busybox", gpus), {})
-        pod["spec"]["nodeName"] = node
-        pod["status"]["phase"] = phase
+        """Add someone else's pod holding ``gpus`` GPUs on ``node``."""
+        limits = {GPU: str(gpus)}
+        pod = self._pod(name, namespace, {}, {}, {"containers": [
+            {"name": "main", "image": "busybox", "resources": {"limits": limits,
+                                                               "requests": limits}}]})
+        pod["spec"]["nodeName"], pod["status"]["phase"] = node, phase
         with self._lock:
             self._objs[("pods", namespace, name)] = pod
 
     def set_quota(self, name: str, hard: Mapping[str, str], namespace: str | None = None) -> None:
-        """Create or replace a ResourceQuota (``requests.nvidia.com/gpu``, ``count/jobs.batch``).
-
-        Args:
-            name: Quota name.
-            hard: Its hard limits.
-            namespace: Namespace (default: the adapter's).
-        """
-        with self._lock:
-            ns = namespace or self.namespace
-            self._quotas[(ns, name)] = _Quota(name, dict(hard))
-
-    # -- fault injection -----------------------------------------------------------------
-
-    def inject(
-        self,
-        status: int,
-        *,
-        method: str = "*",
-        path: str = "",
-        reason: str = "",
-        message: str = "injected",
-        times: int | None = 1,
-    ) -> Injected:
-        """Answer matching requests with an error Status.
-
-        Args:
-            status: HTTP status code.
-            method: Method to match (``*``: any).
-            path: Regular expression searched in the request path.
-            reason: Status reason.
-            message: Status message.
-            times: How many requests to fail (None: until :meth:`clear_errors`).
-
-        Returns:
-            The injection.
-        """
-        error = Injected(method.upper(), path, status, reason, message, times)
-        with self._lock:
-            self._errors.append(error)
-        return error
-
-    def clear_errors(self) -> None:
-        """Remove every injected error."""
-        with self._lock:
-            self._errors.clear()
-
-    # -- driving workloads ---------------------------------------------------------------
-
-    def succeed(self, name: str, namespace: str | None = None) -> None:
-        """Make workload ``name`` (Job or RayJob) finish successfully."""
-        self._finish(name, namespace, ok=True, exit_code=0, message="")
-
-    def fail(
-        self,
-        name: str,
-        *,
-        exit_code: int = 1,
-        message: str = "failed",
-        namespace: str | None = None,
-    ) -> None:
-        """Make workload ``name`` fail with ``exit_code``."""
-        self._finish(name, namespace, ok=False, exit_code=exit_code, message=message)
-
-    def evict(self, name: str, *, how: str = "evicted", namespace: str | None = None) -> None:
-        """Evict or preempt one running pod of workload ``name``; the workload then fails.
-
-        As in Kubernetes (1.26+), the pod gets a ``DisruptionTarget`` condition and fails;
-        a pod preempted by the scheduler or evicted through the Eviction API is then
-        deleted, while a kubelet (node-pressure) eviction leaves the failed pod in place.
-        A Job's controller applies the Job's ``podFailurePolicy`` (``FailJob`` rules on pod
-        conditions: ``FailureTarget`` and ``Failed`` with reason ``PodFailurePolicy``),
-        else fails it with ``BackoffLimitExceeded``; a RayJob fails.
-
-        Args:
-            name: Workload (Job or RayJob) name.
-            how: ``evicted`` (kubelet eviction: reason Evicted, DisruptionTarget
-                TerminationByKubelet; the pod stays), ``preempted`` (scheduler preemption:
-                DisruptionTarget PreemptionByScheduler; the pod is deleted) or ``disrupted``
-                (API-initiated eviction: DisruptionTarget EvictionByEvictionAPI; the pod
-                is deleted).
-            namespace: Namespace (default: the adapter's).
-
-        Raises:
-            KeyError: If the workload has no pod.
-            ValueError: If ``how`` is none of the above.
-        """
-        reasons = {
-            "evicted": "TerminationByKubelet",
-            "preempted": "PreemptionByScheduler",
-            "disrupted": "EvictionByEvictionAPI",
-        }
-        if how not in reasons:
-            raise ValueError(f"how must be one of {sorted(reasons)}, got {how!r}")
+        """Create or replace a ResourceQuota (``requests.nvidia.com/gpu``, ``count/jobs.batch``)."""
         ns = namespace or self.namespace
+        quota = {"apiVersion": "v1", "kind": "ResourceQuota",
+                 "metadata": self._meta(name, ns, {}), "spec": {"hard": dict(hard)}}
         with self._lock:
-            pods = self._pods_of(ns, name)
-            if not pods:
-                raise KeyError(f"workload {name} has no pods")
-            pod = pods[0]
-            status = pod["status"]
-            status["phase"] = "Failed"
-            reason = reasons[how]
-            status["conditions"].append(
-                self._cond("DisruptionTarget", "True", reason, f"{reason} of the pod")
-            )
-            if how == "evicted":
-                status["reason"] = "Evicted"
-                status["message"] = "The node was low on resource: memory."
-            self._terminate_containers(pod, 137, "Error")
-            if ("jobs", ns, name) in self._objs:
-                self._job_pod_failed(ns, name, pod, "pod was evicted")
+            self._objs[("resourcequotas", ns, name)] = quota
+
+    def add_secret(self, name: str, data: Mapping[str, str], namespace: str | None = None) -> None:
+        """Create a Secret the kubelet resolves ``secretKeyRef`` from."""
+        with self._lock:
+            self._secrets[(namespace or self.namespace, name)] = dict(data)
+
+    # -- driving workloads (the shared vocabulary) --------------------------------------
+
+    def finish(self, workload: str, exit_code: int) -> None:
+        """Every pod's command ends with ``exit_code``; the Job or RayJob follows.
+
+        A Job completes, or fails with ``BackoffLimitExceeded``; a RayJob reads KubeRay's
+        SUCCEEDED/Complete, or FAILED/Failed with reason ``AppFailed``.
+        """
+        ns, ok = self.namespace, exit_code == 0
+        with self._lock:
+            for pod in self._pods_of(ns, workload):
+                pod["status"]["phase"] = "Succeeded" if ok else "Failed"
+                self._exit(pod, exit_code)
+            if ("jobs", ns, workload) in self._objs:
+                job = self._objs[("jobs", ns, workload)]
+                if ok:
+                    job["status"]["conditions"].append(self._cond("Complete"))
+                    job["status"].update(succeeded=job["spec"].get("completions", 1), active=0)
+                else:
+                    self._job_failed(job, "BackoffLimitExceeded",
+                                     "Job has reached the specified backoff limit")
             else:
-                self._workload_failed(ns, name, "BackoffLimitExceeded", "pod was evicted")
-            if how != "evicted":
-                # The API server removes the victim once it has shut down (the Job
-                # controller has accounted it first: its finalizer holds the pod till then).
-                self._objs.pop(("pods", ns, pod["metadata"]["name"]), None)
+                self._ray_end(workload, "SUCCEEDED" if ok else "FAILED",
+                              "Complete" if ok else "Failed", "" if ok else "AppFailed",
+                              "" if ok else f"Job entrypoint command failed with exit code "
+                              f"{exit_code}")
             self._schedule()
 
-    def advance(self, seconds: float) -> None:
-        """Move the fake clock forward (timestamps of objects created afterwards)."""
+    def succeed(self, name: str) -> None:
+        """``finish(name, 0)``."""
+        self.finish(name, 0)
+
+    def fail(self, name: str, *, exit_code: int = 1) -> None:
+        """``finish(name, exit_code)``."""
+        self.finish(name, exit_code)
+
+    def preempt(self, workload: str) -> None:
+        """The kube-scheduler preempts every pod of the workload for a higher-priority one."""
+        self.evict(workload, how="preempted", pods=None)
+
+    def evict(self, workload: str, *, how: str = "evicted", pods: int | None = 1) -> None:
+        """Push pods of a workload off their nodes, as Kubernetes 1.26+ shows it.
+
+        Each pod gets ``DisruptionTarget`` and fails (exit 137 from the kubelet, 143 from a
+        graceful termination); a pod preempted or evicted through the API is then deleted
+        (a kubelet eviction leaves it). A Job's controller first applies its
+        ``podFailurePolicy``; a RayJob's Ray job fails.
+
+        Args:
+            workload: Job or RayJob name.
+            how: ``evicted`` (TerminationByKubelet), ``preempted`` (PreemptionByScheduler)
+                or ``disrupted`` (EvictionByEvictionAPI).
+            pods: How many pods (None: all).
+
+        Raises:
+            KeyError: If ``how`` is unknown or the workload has no pod.
+        """
+        reason = {"evicted": "TerminationByKubelet", "preempted": "PreemptionByScheduler",
+                  "disrupted": "EvictionByEvictionAPI"}[how]
+        ns = self.namespace
         with self._lock:
-            self.now += timedelta(seconds=seconds)
+            victims = self._pods_of(ns, workload)[:pods]
+            if not victims:
+                raise KeyError(f"workload {workload} has no pods")
+            for pod in victims:
+                pod["status"]["phase"] = "Failed"
+                pod["status"]["conditions"].append(
+                    self._cond("DisruptionTarget", reason, f"{reason} of the pod"))
+                if how == "evicted":
+                    pod["status"].update(reason="Evicted",
+                                         message="The node was low on resource: memory.")
+                self._exit(pod, 137 if how == "evicted" else 143)
+                if ("jobs", ns, workload) in self._objs:
+                    self._job_pod_failed(ns, workload, pod)
+                if how != "evicted":
+                    self._objs.pop(("pods", ns, pod["metadata"]["name"]), None)
+            if ("rayjobs", ns, workload) in self._objs:
+                self._ray_end(workload, "FAILED", "Failed", "AppFailed", "a Ray node died",
+                              keep_pods=True)
+            self._schedule()
+
+    def stop(self, workload: str) -> None:
+        """``ray job stop``: KubeRay reads jobStatus STOPPED and sets deployment Complete."""
+        with self._lock:
+            self._ray_end(workload, "STOPPED", "Complete", "", "Job was intentionally stopped")
+
+    def fail_submitter(self, workload: str, *, deployment: str = "Failed") -> None:
+        """The submitter Job fails before the Ray job reports (KubeRay's K8sJobMode).
+
+        Args:
+            workload: RayJob name.
+            deployment: ``Failed`` with reason ``SubmissionFailed`` (KubeRay 1.2+), or
+                ``Complete`` with no Ray verdict, as RayJobStatus.EndTime describes it.
+        """
+        reason = "SubmissionFailed" if deployment == "Failed" else ""
+        with self._lock:
+            job = self._objs[("rayjobs", self.namespace, workload)]["status"].get("jobStatus", "")
+            self._ray_end(workload, job, deployment, reason,
+                          "Job submission has failed. Reason: BackoffLimitExceeded")
 
     def finish_deletions(self) -> None:
         """Complete every deletion held by ``keep_terminating``."""
         with self._lock:
             for key, obj in list(self._objs.items()):
                 if obj["metadata"].get("deletionTimestamp"):
-                    self._delete_now(key)
+                    self._delete(key)
 
-    def object(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+    # -- reading state ------------------------------------------------------------------
+
+    def object(self, plural: str, name: str, namespace: str | None = None) -> Obj | None:
         """Return a copy of one stored object (``jobs``, ``rayjobs``, ``services``, ``pods``)."""
         with self._lock:
-            obj = self._objs.get((kind, namespace or self.namespace, name))
-            return copy.deepcopy(obj) if obj is not None else None
+            obj = self._objs.get((plural, namespace or self.namespace, name))
+            return copy.deepcopy(obj)
 
-    def objects(self, kind: str, namespace: str | None = None) -> list[Obj]:
+    def objects(self, plural: str, namespace: str | None = None) -> list[Obj]:
         """Return copies of every stored object of a kind in a namespace."""
         ns = namespace or self.namespace
         with self._lock:
-            return [copy.deepcopy(o) for (k, n, _), o in self._objs.items() if (k, n) == (kind, ns)]
+            return [copy.deepcopy(o) for (k, n, _), o in sorted(self._objs.items())
+                    if (k, n) == (plural, ns)]
 
-    def objects_nodes(self) -> list[str]:
+    def node_names(self) -> list[str]:
         """Return the node names, sorted."""
         with self._lock:
-            return sorted(self._nodes)
+            return sorted(name for k, _, name in self._objs if k == "nodes")
 
-    def pods_of(self, name: str, namespace: str | None = None) -> list[Obj]:
-        """Return copies of the pods of workload ``name``."""
+    def pods_of(self, workload: str, namespace: str | None = None) -> list[Obj]:
+        """Return copies of the pods of a workload, by completion index."""
         with self._lock:
-            return copy.deepcopy(self._pods_of(namespace or self.namespace, name))
+            return copy.deepcopy(self._pods_of(namespace or self.namespace, workload))
 
     def count(self, method: str, path_regex: str) -> int:
         """Count answered requests whose method and path match."""
         return sum(1 for r in self.requests if r.method == method and re.search(path_regex, r.path))
 
-    # -- internals: object building -----------------------------------------------------
+    def environment(self, pod: Obj) -> dict[str, str]:
+        """Return a pod's first container's environment as the kubelet resolves it.
+
+        Plain values; ``fieldRef`` through the downward API (the pod's own metadata);
+        ``secretKeyRef`` from the namespace's Secrets.
+
+        Raises:
+            KeyError: A missing Secret or key (the kubelet's CreateContainerConfigError).
+        """
+        env, meta = {}, pod["metadata"]
+        for e in pod["spec"]["containers"][0].get("env") or []:
+            source = e.get("valueFrom") or {}
+            if "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                if m := re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path):
+                    env[e["name"]] = (meta.get(m[1]) or {}).get(m[2], "")
+                else:
+                    env[e["name"]] = str(meta.get(path.split(".")[1], ""))
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                env[e["name"]] = self._secrets[(meta["namespace"], ref["name"])][ref["key"]]
+            else:
+                env[e["name"]] = e.get("value", "")
+        return env
+
+    def resolve(self, host: str, namespace: str | None = None) -> str | None:
+        """Cluster DNS for ``<hostname>.<subdomain>``: the pod it names, or None.
+
+        A pod's name resolves when it sets that hostname and subdomain and a headless
+        Service named after the subdomain selects it.
+        """
+        ns = namespace or self.namespace
+        hostname, _, subdomain = host.partition(".")
+        subdomain = subdomain.split(".")[0]
+        with self._lock:
+            svc = self._objs.get(("services", ns, subdomain))
+            if svc is None or svc["spec"].get("clusterIP") != "None":
+                return None
+            for (k, n, name), pod in sorted(self._objs.items()):
+                spec = pod.get("spec") or {}
+                if (k, n) == ("pods", ns) and (spec.get("hostname"), spec.get("subdomain")) == (
+                    hostname, subdomain
+                ) and label_selector_matches(",".join(f"{a}={b}" for a, b in
+                                                      svc["spec"]["selector"].items()),
+                                             pod["metadata"]["labels"]):
+                    return name
+        return None
+
+    # -- objects ------------------------------------------------------------------------
 
     def _meta(self, name: str, namespace: str | None, labels: Mapping[str, str]) -> Obj:
-        meta: Obj = {
-            "name": name,
-            "uid": str(uuid.uuid4()),
-            "resourceVersion": "1",
-            "creationTimestamp": _ts(self.now),
-            "labels": dict(labels),
-            "annotations": {},
-        }
+        meta: Obj = {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1",
+                     "creationTimestamp": _ts(self.now), "labels": dict(labels),
+                     "annotations": {}}
         if namespace is not None:
             meta["namespace"] = namespace
         return meta
 
-    @staticmethod
-    def _cond(kind: str, status: str, reason: str = "", message: str = "") -> Obj:
-        return {
-            "type": kind,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": _ts(_EPOCH),
-        }
+    def _cond(self, kind: str, reason: str = "", message: str = "", status: str = "True") -> Obj:
+        return {"type": kind, "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": _ts(self.now)}
+
+    def _pod(self, name: str, ns: str, labels: Mapping[str, str],
+             annotations: Mapping[str, str], spec: Obj) -> Obj:
+        meta = self._meta(name, ns, labels)
+        meta["annotations"] = dict(annotations)
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": copy.deepcopy(spec),
+                "status": {"phase": "Pending", "conditions": []}}
+
+    def _pods_of(self, ns: str, workload: str) -> list[Obj]:
+        pods = [p for (k, n, _), p in self._objs.items()
+                if (k, n) == ("pods", ns) and _owner(p) == workload]
+        return sorted(pods, key=lambda p: (int(p["metadata"]["annotations"].get(INDEX, 0)),
+                                           p["metadata"]["name"]))
+
+    def _exit(self, pod: Obj, code: int) -> None:
+        pod["status"]["containerStatuses"] = [
+            {"name": c["name"], "image": c["image"], "imageID": "", "ready": False,
+             "restartCount": 0, "state": {"terminated": {
+                 "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                 "finishedAt": _ts(self.now)}}}
+            for c in pod["spec"]["containers"]]
+
+    # -- the controllers ----------------------------------------------------------------
+
+    def _create_pods(self, obj: Obj, template: Obj, n: int, *, role: str = "",
+                     indexed: bool = False) -> None:
+        """The Job controller (or KubeRay) creates a workload's pods from its template."""
+        meta, ns, owner = template.get("metadata") or {}, obj["metadata"]["namespace"], \
+            obj["metadata"]["name"]
+        # A Job owns its pods; a RayJob's belong to its RayCluster (here: named as the RayJob).
+        ref = {"apiVersion": obj["apiVersion"], "kind": "Job" if obj["kind"] == "Job" else
+               "RayCluster", "name": owner, "uid": obj["metadata"]["uid"], "controller": True,
+               "blockOwnerDeletion": True}
+        for i in range(n):
+            labels, annotations = dict(meta.get("labels") or {}), dict(meta.get("annotations")
+                                                                        or {})
+            spec = copy.deepcopy(template.get("spec") or {})
+            if indexed:
+                # The Job controller: the index as annotation and label, JOB_COMPLETION_INDEX
+                # in every container, the hostname <job>-<index> (pkg/controller/job).
+                labels[INDEX] = annotations[INDEX] = str(i)
+                spec["hostname"] = f"{owner}-{i}"
+                for c in spec.get("containers") or []:
+                    c.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "valueFrom": {
+                        "fieldRef": {"fieldPath": f"metadata.annotations['{INDEX}']"}}})
+            if not role:
+                labels.setdefault("batch.kubernetes.io/job-name", owner)
+            part = role or (str(i) if indexed else "")
+            pod = self._pod(f"{owner}-{part + '-' if part else ''}{uuid.uuid4().hex[:5]}", ns,
+                            labels, annotations, spec)
+            pod["metadata"]["ownerReferences"] = [ref]
+            if self._over_quota(ns, self._requests(pod).get(GPU, 0)):
+                continue  # the controller's create is refused (403 exceeded quota); it retries
+            self._objs[("pods", ns, pod["metadata"]["name"])] = pod
 
     @staticmethod
-    def _container(name: str, image: str, gpus: int) -> Obj:
-        limits = {GPU: str(gpus)} if gpus else {}
-        return {"name": name, "image": image, "resources": {"limits": limits, "requests": limits}}
-
-    def _pod(
-        self, name: str, ns: str, labels: Mapping[str, str], container: Obj, pod_spec: Obj
-    ) -> Obj:
-        spec = copy.deepcopy(pod_spec)
-        spec["containers"] = [container]
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": self._meta(name, ns, labels),
-            "spec": spec,
-            "status": {"phase": "Pending", "conditions": []},
-        }
-
-    # -- internals: the "controller" -----------------------------------------------------
-
-    @staticmethod
-    def _pod_gpus(pod: Obj) -> int:
-        total = 0
+    def _requests(pod: Obj) -> dict[str, float]:
+        out: dict[str, float] = {}
         for c in pod["spec"].get("containers") or []:
             res = c.get("resources") or {}
-            value = (res.get("limits") or {}).get(GPU) or (res.get("requests") or {}).get(GPU)
-            total += int(value or 0)
-        return total
+            for key, value in {**(res.get("limits") or {}), **(res.get("requests") or {})}.items():
+                out[key] = out.get(key, 0) + _quantity(value)
+        return out
 
-    def _used_gpus(self, node: str) -> int:
-        return sum(
-            self._pod_gpus(p)
-            for (k, _, _), p in self._objs.items()
-            if k == "pods"
-            and p["spec"].get("nodeName") == node
-            and p["status"]["phase"] in ("Pending", "Running")
-        )
+    def _live_pods(self, ns: str | None = None) -> list[Obj]:
+        return [p for (k, n, _), p in self._objs.items() if k == "pods" and (ns in (None, n))
+                and p["status"]["phase"] in ("Pending", "Running")]
 
-    @staticmethod
-    def _tolerates(pod: Obj, node: Obj) -> bool:
-        tolerations = pod["spec"].get("tolerations") or []
-        for taint in node["spec"].get("taints") or []:
-            if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-                continue
-            if not any(
-                (t.get("key") in (None, "", taint["key"]))
-                and (t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
-                and t.get("effect") in (None, "", taint["effect"])
-                for t in tolerations
-            ):
-                return False
-        return True
+    def _over_quota(self, ns: str, gpus: float) -> bool:
+        used = sum(self._requests(p).get(GPU, 0) for p in self._live_pods(ns))
+        return any(used + gpus > _quantity(q["spec"]["hard"][f"requests.{GPU}"])
+                   for (k, n, _), q in self._objs.items()
+                   if (k, n) == ("resourcequotas", ns) and f"requests.{GPU}" in q["spec"]["hard"])
 
-    def _fits(self, pod: Obj, node: Obj) -> str | None:
-        """Why ``pod`` cannot go on ``node`` (None: it fits)."""
-        labels = node["metadata"]["labels"]
-        selector = pod["spec"].get("nodeSelector") or {}
-        if any(labels.get(k) != v for k, v in selector.items()):
-            return "didn't match Pod's node affinity/selector"
+    def _misfit(self, pod: Obj, node: Obj) -> str | None:
+        """Why the kube-scheduler would not put ``pod`` on ``node`` (its own wording)."""
+        labels, spec = node["metadata"]["labels"], pod["spec"]
+        if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            return "node(s) didn't match Pod's node affinity/selector"
         if node["spec"].get("unschedulable"):
             return "node(s) were unschedulable"
-        if not self._tolerates(pod, node):
-            return "node(s) had untolerated taint"
-        free = int(node["status"]["allocatable"].get(GPU, "0")) - self._used_gpus(
-            node["metadata"]["name"]
-        )
-        if self._pod_gpus(pod) > free:
-            return f"Insufficient {GPU}"
+        for taint in node["spec"].get("taints") or []:
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(
+                t.get("key") in (None, "", taint["key"])
+                and (t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
+                and t.get("effect") in (None, "", taint["effect"])
+                for t in spec.get("tolerations") or []
+            ):
+                return f"node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"
+        name = node["metadata"]["name"]
+        held = [p for p in self._live_pods() if p["spec"].get("nodeName") == name]
+        for resource, want in self._requests(pod).items():
+            free = _quantity(node["status"]["allocatable"].get(resource, 0)) - sum(
+                self._requests(p).get(resource, 0) for p in held)
+            if want > free:
+                return f"Insufficient {resource}"
         return None
 
     def _schedule(self) -> None:
-        """Bind every pending, unbound pod that fits somewhere (first fit)."""
-        for (kind, _, _), pod in sorted(self._objs.items()):
-            if kind != "pods" or pod["spec"].get("nodeName") or pod["status"]["phase"] != "Pending":
+        """Bind every pending, unbound pod that fits a node (first fit), then the controllers."""
+        nodes = [o for (k, _, _), o in sorted(self._objs.items()) if k == "nodes"]
+        for (k, _, _), pod in sorted(self._objs.items()):
+            if k != "pods" or pod["spec"].get("nodeName") or pod["status"]["phase"] != "Pending":
                 continue
-            reasons: dict[str, int] = {}
-            for node in self._nodes.values():
-                why = self._fits(pod, node)
-                if why is None:
+            why: dict[str, int] = {}
+            for node in nodes:
+                misfit = self._misfit(pod, node)
+                if misfit is None:
                     pod["spec"]["nodeName"] = node["metadata"]["name"]
-                    pod["status"]["phase"] = "Running"
-                    pod["status"]["conditions"] = [
-                        self._cond("PodScheduled", "True"),
-                        self._cond("Ready", "True"),
-                    ]
+                    pod["status"].update(phase="Running", conditions=[
+                        self._cond("PodScheduled"), self._cond("Ready")])
                     pod["status"]["containerStatuses"] = [
-                        {
-                            "name": c["name"],
-                            "image": c.get("image", ""),
-                            "imageID": "",
-                            "ready": True,
-                            "restartCount": 0,
-                            "started": True,
-                            "state": {"running": {"startedAt": _ts(self.now)}},
-                        }
-                        for c in pod["spec"]["containers"]
-                    ]
+                        {"name": c["name"], "image": c["image"], "imageID": "", "ready": True,
+                         "restartCount": 0, "state": {"running": {"startedAt": _ts(self.now)}}}
+                        for c in pod["spec"]["containers"]]
                     break
-                reasons[why] = reasons.get(why, 0) + 1
+                why[misfit] = why.get(misfit, 0) + 1
             else:
-                detail = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items()))
-                message = f"0/{len(self._nodes)} nodes are available: {detail}."
-                pod["status"]["conditions"] = [
-                    self._cond("PodScheduled", "False", "Unschedulable", message)
-                ]
-        self._refresh_workloads()
+                detail = ", ".join(f"{n} {w}" for w, n in sorted(why.items()))
+                pod["status"]["conditions"] = [self._cond(
+                    "PodScheduled", "Unschedulable",
+                    f"0/{len(nodes)} nodes are available: {detail}.", status="False")]
+        for (k, ns, name), obj in self._objs.items():
+            if k == "rayjobs" and obj["status"].get("jobDeploymentStatus") == "Initializing":
+                pods = self._pods_of(ns, name)
+                if pods and all(p["status"]["phase"] == "Running" for p in pods):
+                    obj["status"].update(jobDeploymentStatus="Running", jobStatus="RUNNING")
 
-    def _pods_of(self, ns: str, workload: str) -> list[Obj]:
-        return [
-            p
-            for (k, n, _), p in sorted(self._objs.items())
-            if k == "pods"
-            and n == ns
-            and p["metadata"]["annotations"].get("fake/owner") == workload
-        ]
-
-    def _create_pods(self, ns: str, owner: str, template: Obj, names: list[str]) -> None:
-        meta = template.get("metadata") or {}
-        spec = template.get("spec") or {}
-        containers = spec.get("containers") or [{"name": "main", "image": "busybox"}]
-        for pod_name in names:
-            pod = self._pod(
-                pod_name,
-                ns,
-                meta.get("labels") or {},
-                copy.deepcopy(containers[0]),
-                {k: v for k, v in spec.items() if k != "containers"},
-            )
-            pod["spec"]["containers"] = copy.deepcopy(containers)
-            pod["metadata"]["annotations"]["fake/owner"] = owner
-            if self._gpu_quota_exceeded(ns, self._pod_gpus(pod)):
-                # The Job controller gets the 403 and retries; no pod exists meanwhile.
-                continue
-            self._objs[("pods", ns, pod_name)] = pod
-
-    def _gpu_quota_exceeded(self, ns: str, more: int) -> bool:
-        for (qns, _), quota in self._quotas.items():
-            hard = quota.hard.get(f"requests.{GPU}")
-            if qns == ns and hard is not None and self._ns_gpus(ns) + more > int(hard):
-                return True
-        return False
-
-    def _ns_gpus(self, ns: str) -> int:
-        return sum(
-            self._pod_gpus(p)
-            for (k, n, _), p in self._objs.items()
-            if k == "pods" and n == ns and p["status"]["phase"] in ("Pending", "Running")
-        )
-
-    def _refresh_workloads(self) -> None:
-        """Recompute the status of live Jobs and RayJobs from their pods."""
-        for (kind, ns, name), obj in self._objs.items():
-            if kind not in ("jobs", "rayjobs") or obj["metadata"].get("deletionTimestamp"):
-                continue
-            status = obj["status"]
-            pods = self._pods_of(ns, name)
-            running = sum(p["status"]["phase"] == "Running" for p in pods)
-            if kind == "jobs":
-                if any(c["type"] in ("Complete", "Failed") for c in status["conditions"]):
-                    continue
-                status["active"] = sum(p["status"]["phase"] in ("Pending", "Running") for p in pods)
-                status["ready"] = running
-            elif status.get("jobDeploymentStatus") not in ("Complete", "Failed"):
-                want = len(pods) and running == len(pods)
-                status["jobDeploymentStatus"] = "Running" if want else "Initializing"
-                status["jobStatus"] = "RUNNING" if want else "PENDING"
-
-    def _terminate_containers(self, pod: Obj, exit_code: int, reason: str) -> None:
-        pod["status"]["containerStatuses"] = [
-            {
-                "name": c["name"],
-                "image": c.get("image", ""),
-                "imageID": "",
-                "ready": False,
-                "restartCount": 0,
-                "state": {
-                    "terminated": {
-                        "exitCode": exit_code,
-                        "reason": reason,
-                        "finishedAt": _ts(self.now),
-                    }
-                },
-            }
-            for c in pod["spec"]["containers"]
-        ]
-
-    def _finish(
-        self, name: str, namespace: str | None, *, ok: bool, exit_code: int, message: str
-    ) -> None:
-        ns = namespace or self.namespace
-        with self._lock:
-            for pod in self._pods_of(ns, name):
-                pod["status"]["phase"] = "Succeeded" if ok else "Failed"
-                self._terminate_containers(pod, exit_code, "Completed" if ok else "Error")
-            if ok:
-                if ("jobs", ns, name) in self._objs:
-                    job = self._objs[("jobs", ns, name)]
-                    job["status"]["conditions"].append(self._cond("Complete", "True"))
-                    job["status"]["succeeded"] = int(job["spec"].get("completions") or 1)
-                    job["status"]["active"] = 0
-                if ("rayjobs", ns, name) in self._objs:
-                    ray = self._objs[("rayjobs", ns, name)]["status"]
-                    ray.update(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
-            else:
-                self._workload_failed(ns, name, "BackoffLimitExceeded", message)
-            self._schedule()
-
-    def _job_pod_failed(self, ns: str, name: str, pod: Obj, message: str) -> None:
-        """The Job controller's verdict on a failed pod: the pod failure policy, else backoff.
-
-        Only ``FailJob`` rules with ``onPodConditions`` are evaluated (what the adapter
-        sets); with ``backoffLimit: 0`` any other failed pod fails the Job.
-        """
+    def _job_pod_failed(self, ns: str, name: str, pod: Obj) -> None:
+        """The Job controller's verdict on a failed pod: its pod failure policy, else backoff."""
         job = self._objs[("jobs", ns, name)]
-        policy = job["spec"].get("podFailurePolicy") or {}
-        conditions = {c["type"]: c for c in pod["status"].get("conditions") or [] if c.get("type")}
-        for index, rule in enumerate(policy.get("rules") or []):
-            for pattern in rule.get("onPodConditions") or []:
-                cond = conditions.get(pattern.get("type"))
-                if cond is None or cond.get("status") != (pattern.get("status") or "True"):
-                    continue
-                if rule.get("action") != "FailJob":
-                    continue
-                text = (
-                    f"Pod {ns}/{pod['metadata']['name']} has condition {cond['type']} "
-                    f"matching FailJob rule at index {index}"
-                )
-                job["status"]["conditions"].append(
-                    self._cond("FailureTarget", "True", "PodFailurePolicy", text)
-                )
-                self._workload_failed(ns, name, "PodFailurePolicy", text)
-                return
-        self._workload_failed(ns, name, "BackoffLimitExceeded", message)
+        conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+        for i, rule in enumerate((job["spec"].get("podFailurePolicy") or {}).get("rules") or []):
+            for want in rule.get("onPodConditions") or []:
+                cond = conditions.get(want.get("type"))
+                if rule.get("action") == "FailJob" and cond and cond["status"] == want.get(
+                        "status", "True"):
+                    text = (f"Pod {ns}/{pod['metadata']['name']} has condition {cond['type']} "
+                            f"matching FailJob rule at index {i}")
+                    job["status"]["conditions"].append(
+                        self._cond("FailureTarget", "PodFailurePolicy", text))
+                    return self._job_failed(job, "PodFailurePolicy", text)
+        self._job_failed(job, "BackoffLimitExceeded", "Job has reached the specified backoff limit")
 
-    def _workload_failed(self, ns: str, name: str, reason: str, message: str) -> None:
-        if ("jobs", ns, name) in self._objs:
-            job = self._objs[("jobs", ns, name)]
-            job["status"]["conditions"].append(self._cond("Failed", "True", reason, message))
-            job["status"]["failed"] = 1
-            job["status"]["active"] = 0
-        if ("rayjobs", ns, name) in self._objs:
-            ray = self._objs[("rayjobs", ns, name)]["status"]
-            ray.update(jobDeploymentStatus="Failed", jobStatus="FAILED", message=message)
+    def _job_failed(self, job: Obj, reason: str, message: str) -> None:
+        if any(c["type"] == "Failed" for c in job["status"]["conditions"]):
+            return
+        job["status"]["conditions"].append(self._cond("Failed", reason, message))
+        job["status"].update(failed=1, active=0)
+        # The controller deletes the pods still running.
+        for pod in self._pods_of(job["metadata"]["namespace"], job["metadata"]["name"]):
+            if pod["status"]["phase"] in ("Pending", "Running"):
+                self._objs.pop(("pods", pod["metadata"]["namespace"], pod["metadata"]["name"]))
 
-    def _delete_now(self, key: tuple[str, str, str]) -> None:
+    def _ray_end(self, workload: str, job: str, deployment: str, reason: str, message: str,
+                 *, keep_pods: bool = False) -> None:
+        """KubeRay ends a RayJob; with shutdownAfterJobFinishes its Ray cluster goes."""
+        ns = self.namespace
+        self._objs[("rayjobs", ns, workload)]["status"].update(
+            jobStatus=job, jobDeploymentStatus=deployment, reason=reason, message=message,
+            endTime=_ts(self.now))
+        if not keep_pods:
+            for pod in self._pods_of(ns, workload):
+                self._objs.pop(("pods", ns, pod["metadata"]["name"]))
+
+    def _delete(self, key: tuple[str, str, str]) -> None:
         obj = self._objs.pop(key, None)
         if obj is None:
             return
-        kind, ns, name = key
         uid = obj["metadata"]["uid"]
         for other_key, other in list(self._objs.items()):
             owners = other["metadata"].get("ownerReferences") or []
-            owned = any(o.get("uid") == uid for o in owners)
-            if owned or (
-                other_key[0] == "pods"
-                and other_key[1] == ns
-                and other["metadata"]["annotations"].get("fake/owner") == name
-                and kind in ("jobs", "rayjobs")
-            ):
+            if any(o.get("uid") == uid for o in owners):
                 self._objs.pop(other_key, None)
         self._schedule()
 
-    # -- internals: HTTP ---------------------------------------------------------------
+    # -- HTTP ---------------------------------------------------------------------------
 
-    def handle(self, method: str, raw_path: str, body: bytes) -> tuple[int, Obj]:
-        """Answer one request.
+    def answer(self, call: Call) -> tuple[int, Obj]:
+        """Answer one request (the ``serve_json`` handler).
 
         Args:
-            method: HTTP method.
-            raw_path: Path with query string.
-            body: Request body.
+            call: The request.
 
         Returns:
             Status code and JSON document.
         """
-        parts = urlsplit(raw_path)
-        path = parts.path.rstrip("/")
+        headers = {k.lower(): v for k, v in call.headers.items()}
+        if headers.get("authorization") != f"Bearer {TOKEN}":
+            return 401, _status(Refused("Unauthorized", "Unauthorized"))
+        parts = urlsplit(call.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         with self._lock:
-            self.requests.append(Request(method, path, query))
-            for error in self._errors:
-                if error.method in ("*", method) and re.search(error.path, path):
-                    if error.times is not None:
-                        error.times -= 1
-                        if error.times <= 0:
-                            self._errors.remove(error)
-                    return error.status, _status(error.status, error.reason, error.message)
-            doc = json.loads(body) if body else {}
+            self.requests.append(call)
             try:
-                return self._route(method, path, query, doc)
-            except _HttpError as exc:
-                return exc.code, _status(exc.code, exc.reason, exc.message)
+                return self._route(call.method, parts.path.rstrip("/"), query, call.body or {})
+            except Refused as exc:
+                return exc.code, _status(exc)
 
     def _route(self, method: str, path: str, query: dict[str, str], doc: Obj) -> tuple[int, Obj]:
-        for pattern, handler in self._routes():
-            m = re.fullmatch(pattern, path)
-            if m:
-                return handler(method, query, doc, **m.groupdict())
-        raise _HttpError(
-            404, "NotFound", f"the server could not find the requested resource ({path})"
-        )
+        if path == "/version":
+            return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "platform":
+                         "linux/amd64"}
+        m = re.fullmatch(r"/(?:api/v1|apis/batch/v1|apis/(?P<ray>ray\.io)/v1)"
+                         r"(?:/namespaces/(?P<ns>[^/]+))?(?:/(?P<plural>[a-z]+)"
+                         r"(?:/(?P<name>[^/]+))?)?", path)
+        if m is None or (m["ray"] and not self.rayjob_crd):
+            raise Refused("NotFound", f"the server could not find the requested resource ({path})")
+        plural, ns, name = m["plural"], m["ns"] or "", m["name"]
+        if plural is None:
+            self._fault("discover ray.io/v1")
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion":
+                         "ray.io/v1", "resources": [{"name": p, "singularName": p[:-1],
+                         "namespaced": True, "kind": k, "verbs": ["create", "delete", "get",
+                         "list"]} for p, k in (("rayjobs", "RayJob"), ("rayclusters",
+                                                                        "RayCluster"))]}
+        if plural not in KINDS:
+            raise Refused("NotFound", f"the server could not find the requested resource ({path})")
+        verb = {"POST": "create", "DELETE": "delete"}.get(method, "get" if name else "list")
+        self._fault(f"{verb} {KINDS[plural]}")
+        if verb == "create":
+            return self._create(plural, ns, doc)
+        if verb == "list":
+            items = [o for (k, n, _), o in sorted(self._objs.items())
+                     if k == plural and (not m["ns"] or n == ns)
+                     and label_selector_matches(query.get("labelSelector"),
+                                                o["metadata"]["labels"])
+                     and field_selector_matches(query.get("fieldSelector"), o)]
+            items = items[: int(query["limit"])] if "limit" in query else items
+            if plural == "resourcequotas":
+                items = [self._quota_status(q) for q in items]
+            version = "ray.io/v1" if m["ray"] else "batch/v1" if plural == "jobs" else "v1"
+            return 200, {"kind": f"{KINDS[plural]}List", "apiVersion": version,
+                         "metadata": {"resourceVersion": "1"}, "items": items}
+        obj = self._objs.get((plural, ns, name or ""))
+        if obj is None:
+            raise Refused("NotFound", f'{plural} "{name}" not found')
+        if verb == "get":
+            return 200, obj
+        policy = query.get("propagationPolicy") or doc.get("propagationPolicy") or ""
+        self.deletions.append((plural, name or "", policy))
+        if self.keep_terminating and plural in ("jobs", "rayjobs"):
+            obj["metadata"]["deletionTimestamp"] = _ts(self.now)
+            return 200, obj
+        self._delete((plural, ns, name or ""))
+        return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
 
-    def _routes(self) -> list[tuple[str, Callable[..., tuple[int, Obj]]]]:
-        ns = r"/namespaces/(?P<ns>[^/]+)"
-        name = r"(?:/(?P<name>[^/]+))?"
-        return [
-            (r"/version", self._version),
-            (r"/api/v1/nodes", self._list_nodes),
-            (r"/api/v1/pods", self._pods),
-            (rf"/api/v1{ns}/pods", self._pods),
-            (rf"/api/v1{ns}/services{name}", self._crud("services")),
-            (rf"/api/v1{ns}/resourcequotas", self._list_quotas),
-            (rf"/apis/batch/v1{ns}/jobs{name}", self._crud("jobs")),
-            (r"/apis/ray.io/v1", self._discovery),
-            (rf"/apis/ray.io/v1{ns}/rayjobs{name}", self._crud("rayjobs")),
-            (
-                r"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/(?P<name>[^/]+)",
-                self._crd,
-            ),
-        ]
+    def _fault(self, operation: str) -> None:
+        error = self.faults.take(operation)
+        if error is not None:
+            reason, _, message = str(error).partition(": ")
+            raise Refused(reason, message or f"injected {reason}")
 
-    def _version(self, method: str, query: dict[str, str], doc: Obj) -> tuple[int, Obj]:
-        return 200, {
-            "major": "1",
-            "minor": "33",
-            "gitVersion": "v1.33.0",
-            "gitCommit": "fake",
-            "gitTreeState": "clean",
-            "buildDate": _ts(_EPOCH),
-            "goVersion": "go1.24",
-            "compiler": "gc",
-            "platform": "linux/amd64",
-        }
+    def _quota_status(self, quota: Obj) -> Obj:
+        ns, hard = quota["metadata"]["namespace"], quota["spec"]["hard"]
+        used = {f"requests.{GPU}": str(int(sum(self._requests(p).get(GPU, 0)
+                                                for p in self._live_pods(ns)))),
+                "count/jobs.batch": str(sum(1 for k, n, _ in self._objs if (k, n) == ("jobs", ns)))}
+        return {**quota, "status": {"hard": dict(hard),
+                                    "used": {k: used.get(k, "0") for k in hard}}}
 
-    def _list_nodes(self, method: str, query: dict[str, str], doc: Obj) -> tuple[int, Obj]:
-        items = [
-            n
-            for n in self._nodes.values()
-            if label_selector_matches(query.get("labelSelector"), n["metadata"]["labels"])
-        ]
-        return 200, _list("NodeList", "v1", items)
-
-    def _pods(
-        self, method: str, query: dict[str, str], doc: Obj, ns: str | None = None
-    ) -> tuple[int, Obj]:
-        items = [
-            p
-            for (k, n, _), p in sorted(self._objs.items())
-            if k == "pods"
-            and (ns is None or n == ns)
-            and label_selector_matches(query.get("labelSelector"), p["metadata"]["labels"])
-            and field_selector_matches(query.get("fieldSelector"), p)
-        ]
-        return 200, _list("PodList", "v1", items)
-
-    def _list_quotas(
-        self, method: str, query: dict[str, str], doc: Obj, ns: str
-    ) -> tuple[int, Obj]:
-        items = []
-        for (qns, qname), quota in sorted(self._quotas.items()):
-            if qns != ns:
-                continue
-            used = {}
-            for key in quota.hard:
-                if key == f"requests.{GPU}":
-                    used[key] = str(self._ns_gpus(ns))
-                elif key == "count/jobs.batch":
-                    used[key] = str(sum(1 for (k, n, _) in self._objs if (k, n) == ("jobs", ns)))
-            items.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "ResourceQuota",
-                    "metadata": self._meta(qname, ns, {}),
-                    "spec": {"hard": dict(quota.hard)},
-                    "status": {"hard": dict(quota.hard), "used": used},
-                }
-            )
-        return 200, _list("ResourceQuotaList", "v1", items)
-
-    def _discovery(self, method: str, query: dict[str, str], doc: Obj) -> tuple[int, Obj]:
-        if not self.rayjob_crd:
-            raise _HttpError(404, "NotFound", "the server could not find the requested resource")
-        return 200, {
-            "kind": "APIResourceList",
-            "apiVersion": "v1",
-            "groupVersion": "ray.io/v1",
-            "resources": [
-                {
-                    "name": plural,
-                    "singularName": plural[:-1],
-                    "namespaced": True,
-                    "kind": kind,
-                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
-                }
-                for plural, kind in (
-                    ("rayjobs", "RayJob"),
-                    ("rayclusters", "RayCluster"),
-                    ("rayservices", "RayService"),
-                )
-            ],
-        }
-
-    def _crd(self, method: str, query: dict[str, str], doc: Obj, name: str) -> tuple[int, Obj]:
-        if name != "rayjobs.ray.io" or not self.rayjob_crd:
-            raise _HttpError(
-                404,
-                "NotFound",
-                f'customresourcedefinitions.apiextensions.k8s.io "{name}" not found',
-            )
-        return 200, {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": self._meta(name, None, {}),
-            "spec": {
-                "group": "ray.io",
-                "names": {"kind": "RayJob", "plural": "rayjobs", "singular": "rayjob"},
-                "scope": "Namespaced",
-                "versions": [{"name": "v1", "served": True, "storage": True}],
-            },
-        }
-
-    def _crud(self, kind: str) -> Callable[..., tuple[int, Obj]]:
-        def handler(
-            method: str, query: dict[str, str], doc: Obj, ns: str, name: str | None = None
-        ) -> tuple[int, Obj]:
-            if kind == "rayjobs" and not self.rayjob_crd:
-                raise _HttpError(404, "NotFound", "the server could not find the resource")
-            if method == "POST" and name is None:
-                return self._create(kind, ns, doc)
-            if method == "GET" and name is None:
-                items = [
-                    o
-                    for (k, n, _), o in sorted(self._objs.items())
-                    if (k, n) == (kind, ns)
-                    and label_selector_matches(query.get("labelSelector"), o["metadata"]["labels"])
-                ]
-                api = {"jobs": "batch/v1", "rayjobs": "ray.io/v1", "services": "v1"}[kind]
-                list_kind = {"jobs": "JobList", "rayjobs": "RayJobList", "services": "ServiceList"}
-                return 200, _list(list_kind[kind], api, items)
-            obj = self._objs.get((kind, ns, name or ""))
-            if obj is None:
-                raise _HttpError(404, "NotFound", f'{kind} "{name}" not found')
-            if method == "GET":
-                return 200, obj
-            if method == "DELETE":
-                policy = query.get("propagationPolicy") or doc.get("propagationPolicy") or ""
-                self.deletions.append((kind, obj["metadata"]["name"], policy))
-                if self.keep_terminating and kind in ("jobs", "rayjobs"):
-                    obj["metadata"]["deletionTimestamp"] = _ts(self.now)
-                    if policy == "Foreground":
-                        obj["metadata"]["finalizers"] = ["foregroundDeletion"]
-                    return 200, obj
-                self._delete_now((kind, ns, obj["metadata"]["name"]))
-                return 200, _status(200, "", "deleted", success=True)
-            raise _HttpError(405, "MethodNotAllowed", f"{method} not allowed")
-
-        return handler
-
-    def _create(self, kind: str, ns: str, doc: Obj) -> tuple[int, Obj]:
+    def _create(self, plural: str, ns: str, doc: Obj) -> tuple[int, Obj]:
         meta = doc.get("metadata") or {}
-        name = meta.get("name")
-        if not name or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
-            raise _HttpError(422, "Invalid", f'{kind} "{name}" is invalid: metadata.name')
-        if (kind, ns, name) in self._objs:
-            raise _HttpError(409, "AlreadyExists", f'{kind} "{name}" already exists')
-        for (qns, qname), quota in self._quotas.items():
-            hard = quota.hard.get(f"count/{kind}.batch") if kind == "jobs" else None
-            used = sum(1 for (k, n, _) in self._objs if (k, n) == (kind, ns))
-            if qns == ns and hard is not None and used + 1 > int(hard):
-                raise _HttpError(
-                    403,
-                    "Forbidden",
-                    f'{kind} "{name}" is forbidden: exceeded quota: {qname}, requested: '
-                    f"count/jobs.batch=1, used: count/jobs.batch={used}, "
-                    f"limited: count/jobs.batch={hard}",
-                )
+        name = str(meta.get("name") or "")
+        _check_meta(plural, meta)
+        if (plural, ns, name) in self._objs:
+            raise Refused("AlreadyExists", f'{plural} "{name}" already exists')
+        _CHECKS.get(plural, lambda _: None)(doc)
+        for (k, n, qname), q in self._objs.items():
+            hard = q["spec"]["hard"].get(f"count/{plural}.batch") if k == "resourcequotas" else None
+            used = sum(1 for kk, nn, _ in self._objs if (kk, nn) == (plural, ns))
+            if n == ns and hard is not None and used + 1 > int(hard):
+                # ResourceQuota admission (k8s.io/apiserver, plugin/resourcequota).
+                raise Refused("Forbidden", f'{plural}.batch "{name}" is forbidden: exceeded '
+                              f"quota: {qname}, requested: count/{plural}.batch=1, used: "
+                              f"count/{plural}.batch={used}, limited: count/{plural}.batch={hard}")
         obj = copy.deepcopy(doc)
-        stored_meta = self._meta(name, ns, meta.get("labels") or {})
-        stored_meta["annotations"] = dict(meta.get("annotations") or {})
-        if meta.get("ownerReferences"):
-            stored_meta["ownerReferences"] = meta["ownerReferences"]
-        obj["metadata"] = stored_meta
-        if kind == "jobs":
+        obj["metadata"] = {**self._meta(name, ns, meta.get("labels") or {}),
+                           "annotations": dict(meta.get("annotations") or {}),
+                           **({"ownerReferences": meta["ownerReferences"]}
+                              if meta.get("ownerReferences") else {})}
+        self._objs[(plural, ns, name)] = obj
+        if plural == "jobs":
+            self.launches[name] += 1
+            spec = obj["spec"]
             obj["status"] = {"conditions": [], "active": 0, "succeeded": 0, "failed": 0}
-            spec = obj.get("spec") or {}
-            n = int(spec.get("parallelism") or spec.get("completions") or 1)
-            names = [f"{name}-{i}" for i in range(n)]
-            obj["spec"].setdefault("backoffLimit", 6)
-            obj["spec"]["template"].setdefault("metadata", {})
-            self._objs[(kind, ns, name)] = obj
-            self._create_pods(ns, name, obj["spec"]["template"], names)
-        elif kind == "rayjobs":
-            obj["status"] = {"jobDeploymentStatus": "Initializing", "jobStatus": "PENDING"}
-            self._objs[(kind, ns, name)] = obj
-            cluster = obj["spec"].get("rayClusterSpec") or {}
-            head = cluster.get("headGroupSpec") or {}
-            self._create_pods(ns, name, head.get("template") or {}, [f"{name}-head"])
-            for group in cluster.get("workerGroupSpecs") or []:
-                replicas = int(group.get("replicas") or 0)
-                names = [f"{name}-{group.get('groupName', 'w')}-{i}" for i in range(replicas)]
-                self._create_pods(ns, name, group.get("template") or {}, names)
-        else:
-            obj["status"] = obj.get("status") or {}
-            if kind == "services":
-                obj["status"] = {"loadBalancer": {}}
-            self._objs[(kind, ns, name)] = obj
+            self._create_pods(obj, spec["template"], int(spec.get("parallelism") or 1),
+                              indexed=spec.get("completionMode") == "Indexed")
+        elif plural == "rayjobs":
+            self.launches[name] += 1
+            obj["status"] = {"jobDeploymentStatus": "Initializing", "jobStatus": ""}
+            if len(name) > 47:
+                # KubeRay's ValidateRayJobMetadata: the RayCluster's name derives from it.
+                obj["status"].update(jobDeploymentStatus="ValidationFailed",
+                                     reason="ValidationFailed", message="name too long")
+            else:
+                cluster = obj["spec"]["rayClusterSpec"]
+                self._create_pods(obj, cluster["headGroupSpec"]["template"], 1, role="head")
+                for g in cluster.get("workerGroupSpecs") or []:
+                    self._create_pods(obj, g["template"], int(g["replicas"]),
+                                      role=f"{g['groupName']}-worker")
+        elif plural == "services":
+            obj["status"] = {"loadBalancer": {}}
         self._schedule()
         return 201, obj
 
 
-class _HttpError(Exception):
-    def __init__(self, code: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message = code, reason, message
+def _owner(obj: Obj) -> str | None:
+    refs = obj["metadata"].get("ownerReferences") or []
+    return refs[0]["name"] if refs else None
 
 
-def _status(code: int, reason: str, message: str, *, success: bool = False) -> Obj:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success" if success else "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-
-
-def _list(kind: str, api_version: str, items: list[Obj]) -> Obj:
-    return {
-        "kind": kind,
-        "apiVersion": api_version,
-        "metadata": {"resourceVersion": "1"},
-        "items": items,
-    }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            code, doc = 401, _status(401, "Unauthorized", "Unauthorized")
-        else:
-            code, doc = self.server.kube.handle(self.command, self.path, body)
-        data = json.dumps(doc).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _answer
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, kube: FakeKube) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.kube = kube
+def _status(exc: Refused) -> Obj:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": exc.message, "reason": exc.reason, "code": exc.code}
 
 
 def write_kubeconfig(path: Path, url: str, token: str = TOKEN, namespace: str = "jobs") -> None:
-    """Write a kubeconfig with one context ``fake`` pointing at ``url`` with ``token``.
-
-    Args:
-        path: File to write.
-        url: API server URL.
-        token: Bearer token.
-        namespace: The context's namespace.
-    """
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": url}}],
-        "users": [{"name": "fake", "user": {"token": token}}],
-        "contexts": [
-            {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}
-        ],
-    }
-    # JSON is valid YAML, and the kubernetes client reads kubeconfigs with a YAML parser.
+    """Write a kubeconfig whose one context ``fake`` points at ``url`` with ``token``."""
+    doc = {"apiVersion": "v1", "kind": "Config", "current-context": "fake",
+           "clusters": [{"name": "fake", "cluster": {"server": url}}],
+           "users": [{"name": "fake", "user": {"token": token}}],
+           "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
+                                                     "namespace": namespace}}]}
+    # JSON is YAML, and the kubernetes client reads kubeconfigs with a YAML parser.
     path.write_text(json.dumps(doc, indent=2))
 
 
@@ -1097,24 +890,15 @@ def serve(*, namespace: str = "jobs", rayjob_crd: bool = True) -> Iterator[FakeK
 
     Args:
         namespace: Namespace the yielded options point the adapter at.
-        rayjob_crd: Whether the RayJob CRD starts installed.
+        rayjob_crd: Whether KubeRay starts installed.
 
     Yields:
         The fake cluster; ``.options`` are fleet-entry options for the adapter.
     """
-    kube = FakeKube(namespace=namespace, rayjob_crd=rayjob_crd)
-    server = _Server(kube)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    with tempfile.TemporaryDirectory(prefix="fake-kube-") as tmp:
-        kube.url = f"http://127.0.0.1:{server.server_address[1]}"
-        kube.kubeconfig = str(Path(tmp) / "kubeconfig")
-        write_kubeconfig(Path(kube.kubeconfig), kube.url, namespace=namespace)
-        thread.start()
-        try:
-            yield kube
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
+    kube = FakeKube(namespace, rayjob_crd=rayjob_crd)
+    with serve_json(kube.answer, name="fake-kube") as url, tempfile.TemporaryDirectory(
+        prefix="fake-kube-"
+    ) as tmp:
+        kube.url, kube.kubeconfig = url, str(Path(tmp) / "kubeconfig")
+        write_kubeconfig(Path(kube.kubeconfig), url, namespace=namespace)
+        yield kube
