@@ -154,21 +154,10 @@ def as_dict(obj: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Vm:
-    """One VM as the status and sweep paths see it.
-
-    Attributes:
-        name: VM name.
-        resource_group: Its resource group.
-        location: Region.
-        zone: Zone number, if zonal.
-        size: VM size.
-        spot: Priority ``Spot``.
-        tags: Tags.
-        provisioning: Provisioning state, lower case.
-        power: Power state (``running``, ``deallocated`` …), when the instance view says.
-        failure_code: ARM code of a ``ProvisioningState/failed/<code>`` status.
-        failure: That status's message.
-    """
+    """One VM as the status and sweep paths see it: where it is, its size and priority, its
+    tags, its provisioning state (lower case), its power state when the instance view says
+    (``running``, ``deallocated`` …), and the ARM code and message of a
+    ``ProvisioningState/failed/<code>`` status."""
 
     name: str
     resource_group: str
@@ -218,15 +207,10 @@ class Vm:
 
 @dataclass(frozen=True, slots=True)
 class Sku:
-    """What the adapter needs from one ``resourceSkus`` entry in one region.
-
-    Attributes:
-        family: Quota family (``standardNDSH100v5Family``).
-        vcpus: vCPUs per VM.
-        zones: Zones it is offered in and not restricted in.
-        restricted: A ``Location`` restriction applies to this subscription.
-        zonal_region: The region has availability zones for it at all.
-    """
+    """What the adapter needs from one ``resourceSkus`` entry in one region: its quota family
+    (``standardNDSH100v5Family``), vCPUs, the zones it is offered and not restricted in, whether
+    a ``Location`` restriction applies to this subscription, and whether the region has zones
+    for it at all."""
 
     family: str
     vcpus: int

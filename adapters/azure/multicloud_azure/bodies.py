@@ -25,16 +25,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class VmSettings:
-    """The adapter options that shape every VM.
-
-    Attributes:
-        subnet_id: Subnet of the NICs (``{region}`` already replaced).
-        admin_username: Admin user.
-        ssh_public_key: Its key; without one a random password, never stored, is set (Azure
-            requires one of the two).
-        identity_id: The user-assigned identity the node reports and reads secrets with.
-        os_disk_gb: OS disk size.
-    """
+    """The adapter options that shape every VM: the subnet of its NIC (``{region}`` already
+    replaced), the admin user and its SSH key (without one a random password, never stored, is
+    set: Azure requires one of the two), the nodes' user-assigned identity, the OS disk size."""
 
     subnet_id: str
     admin_username: str

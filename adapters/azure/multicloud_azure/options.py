@@ -13,13 +13,14 @@ from typing import Any
 from multicloud_azure.arm import CREDENTIALS, is_loopback_http
 from multicloud_azure.bodies import image_reference
 
-__all__ = ["option_problems"]
+__all__ = ["IDENTITY_ID", "option_problems"]
 
-_IDENTITY = re.compile(
+IDENTITY_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
     r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$",
     re.IGNORECASE,
 )
+"""An ARM id of a user-assigned managed identity."""
 # Key Vault names: 3-24 characters, letters, digits and dashes, starting with a letter.
 _KEY_VAULT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
 
@@ -54,7 +55,7 @@ def option_problems(**o: Any) -> list[tuple[str, str]]:
         problems.append(("subnet_id", "required: the subnet the VMs' NICs join"))
     if not o["identity_id"]:
         problems.append(("identity_id", _NO_IDENTITY))
-    elif not _IDENTITY.match(o["identity_id"]):
+    elif not IDENTITY_ID.match(o["identity_id"]):
         problems.append(
             (
                 "identity_id",

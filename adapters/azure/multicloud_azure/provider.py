@@ -47,9 +47,8 @@ from multicloud_azure.bodies import VmSettings, image_reference, vm_body
 from multicloud_azure.errors import boundary
 from multicloud_azure.gang import GangOps
 from multicloud_azure.node import IMAGES, custom_data, has_infiniband, node_binding, secret_problem
-from multicloud_azure.offers import narrow
 from multicloud_azure.options import option_problems
-from multicloud_azure.regions import RegionReads
+from multicloud_azure.regions import RegionReads, narrow
 from multicloud_azure.status import (
     TAG_ATTEMPT,
     TAG_FLEET,

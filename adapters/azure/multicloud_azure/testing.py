@@ -50,7 +50,8 @@ from multicloud.catalog import load_catalog
 from multicloud.testing.fakecloud import FakeCloud
 from multicloud.testing.nodes import Answer
 from multicloud_azure.errors import CAPACITY_CODES
-from multicloud_azure.node import CUSTOM_DATA_LIMIT, EXIT_TAG, IMDS, has_infiniband
+from multicloud_azure.node import CUSTOM_DATA_LIMIT, EXIT_TAG, IMDS
+from multicloud_azure.options import IDENTITY_ID
 
 __all__ = ["FAMILIES", "FakeArm", "Request", "family_of", "serve", "vcpus_of"]
 
@@ -67,29 +68,19 @@ FAMILIES: Mapping[str, str] = {
 }
 """Quota families of the main GPU sizes, as Azure names them."""
 
-_IDENTITY_ID = re.compile(
-    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
-    r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+$",
-    re.IGNORECASE,
-)
 # How Azure shows an error code when no status is given: its usual HTTP status, or None for
 # a failure inside the long-running operation (where Azure reports allocation failures).
-_SHOWN_AS: dict[str, int | None] = {
-    **{code: None for code in CAPACITY_CODES},
-    "SkuNotAvailable": 409,
-    "QuotaExceeded": 409,
-    "OperationNotAllowed": 409,
-    "Conflict": 409,
-    "RequestDisallowedByPolicy": 403,
-    "AuthorizationFailed": 403,
-    "LinkedAuthorizationFailed": 403,
-    "AuthenticationFailed": 401,
-    "InvalidAuthenticationToken": 401,
-    "TooManyRequests": 429,
-    "InternalServerError": 500,
-    "ServiceUnavailable": 503,
-    "GatewayTimeout": 504,
-}
+_SHOWN_AS: dict[str, int | None] = {code: None for code in CAPACITY_CODES}
+for _status, _codes in {
+    409: "SkuNotAvailable QuotaExceeded OperationNotAllowed Conflict",
+    403: "RequestDisallowedByPolicy AuthorizationFailed LinkedAuthorizationFailed",
+    401: "AuthenticationFailed InvalidAuthenticationToken",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}.items():
+    _SHOWN_AS.update(dict.fromkeys(_codes.split(), _status))
 
 
 def family_of(size: str) -> str:
@@ -178,8 +169,7 @@ class FakeArm(FakeCloud):
         self._ids = itertools.count(1)
         self._vms: dict[tuple[str, str], dict[str, Any]] = {}
         self._groups: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
-            "proximityplacementgroups": {},
-            "availabilitysets": {},
+            k: {} for k in ("proximityplacementgroups", "availabilitysets")
         }
         self._ops: dict[str, _Operation] = {}
         self._events: dict[str, list[dict[str, Any]]] = {}
@@ -193,8 +183,6 @@ class FakeArm(FakeCloud):
             if row.provider != "azure":
                 continue
             capabilities = [{"name": "vCPUs", "value": str(vcpus_of(row.instance_type))}]
-            if has_infiniband(row.instance_type):
-                capabilities.append({"name": "RdmaEnabled", "value": "True"})
             self._skus.setdefault(row.region, {})[row.instance_type] = {
                 "resourceType": "virtualMachines",
                 "name": row.instance_type,
@@ -384,14 +372,12 @@ class FakeArm(FakeCloud):
     def vm(self, name: str) -> dict[str, Any]:
         """Return a VM as GET answers it (with its instance view)."""
         with self._lock:
-            return _public(next(vm for _, vm in self._of(name)), view=True)
+            return _public(self._find(name), view=True)
 
     def vm_body(self, name: str) -> dict[str, Any]:
         """Return the body of the PUT that created a VM (custom data included)."""
         with self._lock:
-            body: dict[str, Any] = json.loads(
-                json.dumps(self._find(name)["_body"])
-            )
+            body: dict[str, Any] = json.loads(json.dumps(self._find(name)["_body"]))
             return body
 
     def custom_data(self, name: str) -> str:
@@ -448,8 +434,8 @@ class FakeArm(FakeCloud):
         """
         with self._lock:
             vm = self._find(name)
-            events = {"DocumentIncarnation": len(self._events.get(name, [])), "Events": []}
-            events["Events"] = list(self._events.get(name, []))
+            posted = list(self._events.get(name, []))
+            events = {"DocumentIncarnation": len(posted), "Events": posted}
             names = [v["name"] for v in self._vms.values()] + list(self._gone)
             secrets = dict(self._secrets)
         md = r"^-sf -H Metadata:true " + re.escape(IMDS)
@@ -657,11 +643,7 @@ class FakeArm(FakeCloud):
         rid = f"/subscriptions/{self.subscription_id}/resourceGroups/{g['rg']}/providers/"
         if "kind" in g:  # a placement group or availability set: a synchronous PUT
             store = self._groups[g["kind"].lower()]
-            kind = (
-                "proximityPlacementGroups"
-                if "proximity" in g["kind"].lower()
-                else "availabilitySets"
-            )
+            kind = _KIND_OP[g["kind"].lower()]
             item = {**body, "name": g["name"], "id": f"{rid}Microsoft.Compute/{kind}/{g['name']}"}
             with self._lock:
                 # ARM answers 201 for a new placement group, 200 for any availability set.
@@ -673,7 +655,7 @@ class FakeArm(FakeCloud):
         if len(base64.b64decode(data)) > CUSTOM_DATA_LIMIT:
             return _err(400, "InvalidParameter", "customData is over 65535 bytes")
         identities = (body.get("identity") or {}).get("userAssignedIdentities") or {}
-        if any(not _IDENTITY_ID.match(i) for i in identities):
+        if any(not IDENTITY_ID.match(i) for i in identities):
             return _err(400, "InvalidParameter", "userAssignedIdentities keys must be ids")
         with self._lock:
             existing = self._vms.get(key)
@@ -709,16 +691,13 @@ class FakeArm(FakeCloud):
             if "kind" in g:
                 store = self._groups[g["kind"].lower()]
                 own = str(store.get(key, {}).get("id", "")).lower()
-                users = [v["properties"] for v in self._vms.values()]
-                users += [
-                    a.get("properties") or {} for a in self._groups["availabilitysets"].values()
-                ]
-                refs = [
-                    u.get(r) or {}
+                users = [*self._vms.values(), *self._groups["availabilitysets"].values()]
+                refs = {
+                    str(((u.get("properties") or {}).get(r) or {}).get("id", "")).lower()
                     for u in users
                     for r in ("proximityPlacementGroup", "availabilitySet")
-                ]
-                if key in store and any(str(r.get("id", "")).lower() == own for r in refs):
+                }
+                if key in store and own in refs:
                     return _err(409, "OperationNotAllowed", f"{g['name']} is still in use")
                 return _Answer(200 if store.pop(key, None) else 204)
             vm = self._vms.get(key)
@@ -752,6 +731,8 @@ class FakeArm(FakeCloud):
             if vm is None:
                 return _err(404, "ResourceNotFound", f"VM {g['name']} not found")
             merged = {**vm["tags"], **tags} if body["operation"] == "Merge" else tags
+            if body["operation"] == "Delete":
+                merged = {k: v for k, v in vm["tags"].items() if k not in tags}
             if len(merged) > 50:
                 return _err(400, "InvalidParameter", "a resource holds at most 50 tags")
             vm["tags"] = merged
