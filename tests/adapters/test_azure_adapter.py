@@ -415,8 +415,9 @@ def test_gang_status_follows_its_vms(
     assert (status.state, status.exit_code) == (state, exit_code), status.message
 
 
-def vm(name: str, *, spot: bool = True, provisioning: str = "succeeded", **tags: str) -> Vm:
-    return Vm(name, "rg", "eastus", None, A100, spot, tags, provisioning, "running")
+def vm(name: str, exit_tag: str | None = None, provisioning: str = "succeeded") -> Vm:
+    tags = {} if exit_tag is None else {"multicloud:exit": exit_tag}
+    return Vm(name, "rg", "eastus", None, A100, True, tags, provisioning, "running")
 
 
 SPOT_GANG = Handle("azure", "g", "r", "eastus", None, A100, 2, MarketKind.SPOT, "j")
@@ -426,16 +427,16 @@ SPOT_GANG = Handle("azure", "g", "r", "eastus", None, A100, 2, MarketKind.SPOT, 
     ("vms", "state", "exit_code"),
     [
         # Azure's eviction signal wins over the exit code the killed container reported.
-        ([vm("g-0", **{"multicloud:exit": "143"}), None], WorkloadState.PREEMPTED, None),
+        ([vm("g-0", "143"), None], WorkloadState.PREEMPTED, None),
         (
-            [vm("g-0", provisioning="deleting", **{"multicloud:exit": "143"}), vm("g-1")],
+            [vm("g-0", "143", "deleting"), vm("g-1")],
             WorkloadState.PREEMPTED,
             None,
         ),
-        ([vm("g-0", **{"multicloud:exit": PREEMPTED}), vm("g-1")], WorkloadState.PREEMPTED, None),
-        ([vm("g-0", **{"multicloud:exit": "143"}), vm("g-1")], WorkloadState.FAILED, 143),
+        ([vm("g-0", PREEMPTED), vm("g-1")], WorkloadState.PREEMPTED, None),
+        ([vm("g-0", "143"), vm("g-1")], WorkloadState.FAILED, 143),
         (
-            [vm("g-0", **{"multicloud:exit": "0"}), vm("g-1", **{"multicloud:exit": "0"})],
+            [vm("g-0", "0"), vm("g-1", "0")],
             WorkloadState.SUCCEEDED,
             0,
         ),
@@ -494,7 +495,7 @@ def test_terminate_is_idempotent_and_removes_the_gang(fake: FakeArm) -> None:
 
 def test_owned_lists_this_install_and_fleet_only(fake: FakeArm) -> None:
     provider = make_provider(fake)
-    assert isinstance(provider, SupportsSweep)
+    assert isinstance(make_provider(fake), SupportsSweep)
     offer = find_offer(provider, A100)
     mine = launch(provider, offer, make_spec(job="mine", nodes=2, attempt=4))
     launch(provider, offer, make_spec(job="theirs", install_id="install-b"))

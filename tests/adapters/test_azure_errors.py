@@ -73,14 +73,13 @@ def nested(code: str, message: str = "nested") -> tuple[dict[str, Any], ...]:
     return ({"code": code, "message": message},)
 
 
-LRO = {"in_operation": True}
 CASES: list[Case] = [
     # Capacity: in the operation (where Azure reports allocation) and in the answer.
     Case("AllocationFailed", CapacityError, "capacity"),
     Case("AllocationFailed", CapacityError, "capacity", status=409),
     Case("ZonalAllocationFailed", CapacityError, "capacity", zonal=True),
     Case("SkuNotAvailable", CapacityError, "capacity"),
-    Case("SkuNotAvailable", CapacityError, "capacity", **LRO),
+    Case("SkuNotAvailable", CapacityError, "capacity", in_operation=True),
     Case("OverconstrainedAllocationRequest", CapacityError, "capacity"),
     Case(
         "OverconstrainedZonalAllocationRequest", CapacityError, "capacity", status=409, zonal=True
@@ -90,7 +89,7 @@ CASES: list[Case] = [
     Case("QuotaExceeded", QuotaError, "quota"),
     Case("QuotaExceeded", QuotaError, "quota", zonal=True),
     Case("OperationNotAllowed", QuotaError, "quota", message=QUOTA),
-    Case("OperationNotAllowed", QuotaError, "quota", message=QUOTA, **LRO),
+    Case("OperationNotAllowed", QuotaError, "quota", message=QUOTA, in_operation=True),
     Case("InvalidTemplateDeployment", QuotaError, "quota", details=nested("QuotaExceeded")),
     Case(
         "InvalidTemplateDeployment",
@@ -98,13 +97,19 @@ CASES: list[Case] = [
         "quota",
         details=nested("OperationNotAllowed", QUOTA),
     ),
-    Case("InvalidTemplateDeployment", QuotaError, "quota", details=nested("QuotaExceeded"), **LRO),
+    Case(
+        "InvalidTemplateDeployment",
+        QuotaError,
+        "quota",
+        details=nested("QuotaExceeded"),
+        in_operation=True,
+    ),
     # An OperationNotAllowed that is not about quota is the request's own problem.
     Case("OperationNotAllowed", TransientError, "conflict", message="disk busy"),
     # An Azure Policy denial is a 403, but a regional refusal (fail over), not a credential one.
     Case("RequestDisallowedByPolicy", QuotaError, "Azure Policy"),
     Case("RequestDisallowedByPolicy", QuotaError, "Azure Policy", zonal=True),
-    Case("RequestDisallowedByPolicy", QuotaError, "Azure Policy", **LRO),
+    Case("RequestDisallowedByPolicy", QuotaError, "Azure Policy", in_operation=True),
     Case(
         "InvalidTemplateDeployment",
         QuotaError,
@@ -126,7 +131,12 @@ CASES: list[Case] = [
         "bad request",
         details=nested("InvalidParameter"),
     ),
-    Case("InvalidParameter", InvalidRequestError, "invalid request in a failed operation", **LRO),
+    Case(
+        "InvalidParameter",
+        InvalidRequestError,
+        "invalid request in a failed operation",
+        in_operation=True,
+    ),
     # Passing trouble.
     Case("RequestTimeout", TransientError, "request timeout", status=408),
     Case("Conflict", TransientError, "conflict"),
@@ -328,5 +338,6 @@ def test_policy_denial_leaves_the_provider_usable(fake: FakeArm) -> None:
 def test_translated_errors_pickle_with_their_scope() -> None:
     # Errors cross the Ray boundary by pickling.
     err = ERRORS.translate(HttpResponseError("x"), region="eastus", zone="eastus-1")
+    assert isinstance(err, ProviderError)
     again = pickle.loads(pickle.dumps(err))
     assert (type(again), again.scope) == (type(err), err.scope)
