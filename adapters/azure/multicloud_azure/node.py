@@ -122,7 +122,7 @@ def node_binding(
             f"ARM={q(arm)}",
             f"VM_ID={q(vm_id)}",
             f"VM_NAME={q(vm_id.rsplit('/', 1)[-1])}",
-            'imds() { curl -sf -H Metadata:true "$IMDS/$1"; }',
+            "imds() { curl -sf -H 'Metadata: true' \"$IMDS/$1\"; }",
             "field() { python3 -c 'import json, sys; "
             'sys.stdout.write(json.load(sys.stdin)[sys.argv[1]])\' "$1" 2>/dev/null; }',
             f'token() {{ imds "{_IMDS_TOKEN}&resource=$1&{who}" | field access_token; }}',

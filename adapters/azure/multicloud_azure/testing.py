@@ -438,7 +438,7 @@ class FakeArm(FakeCloud):
             events = {"DocumentIncarnation": len(posted), "Events": posted}
             names = [v["name"] for v in self._vms.values()] + list(self._gone)
             secrets = dict(self._secrets)
-        md = r"^-sf -H Metadata:true " + re.escape(IMDS)
+        md = r"^-sf -H Metadata: true " + re.escape(IMDS)
         curl: list[Answer] = []
         for audience, resource in (("arm", re.escape(self.base_url)), ("vault", "https://vault")):
             token = self._issue(vm, audience) if self._has_identity(vm) else None
