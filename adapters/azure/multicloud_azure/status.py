@@ -17,20 +17,7 @@ from multicloud_azure.arm import Vm
 from multicloud_azure.errors import lost_place_scope
 from multicloud_azure.node import EXIT_TAG
 
-__all__ = [
-    "TAG_ATTEMPT",
-    "TAG_FLEET",
-    "TAG_GANG",
-    "TAG_INSTALL",
-    "TAG_JOB",
-    "TAG_MARKET",
-    "TAG_NODES",
-    "TAG_RANK",
-    "TAG_REQUEST",
-    "gang_status",
-    "node_status",
-    "owned_gangs",
-]
+__all__ = ["gang_status", "node_status", "owned_gangs"]
 
 log = logging.getLogger(__name__)
 
