@@ -426,7 +426,7 @@ class Azure(Cloud):
         return f"usages {family} limit 0 vCPUs in {offer.region}"
 
     def launch_requests(self) -> int:
-        return int(self.fake.count("PUT", "vm_put"))
+        return int(self.fake.count("PUT", "virtualMachines.createOrUpdate"))
 
     def http_requests(self) -> int:
         return len(self.fake.requests)

@@ -2,10 +2,13 @@
 
 Run: ``.venv/bin/python examples/azure_plan.py [--fake]``
 
-- With ``AZURE_SUBSCRIPTION_ID`` set and a credential the DefaultAzureCredential chain can find
-  (environment service principal, workload identity, managed identity, ``az login``), it plans
-  against the real adapter's offers: catalog prices narrowed by what the subscription may use
-  in each region (resource SKU restrictions). Nothing is launched.
+- With ``AZURE_SUBSCRIPTION_ID``, ``AZURE_SUBNET_ID`` and ``AZURE_IDENTITY_ID`` set (the
+  subscription, the subnet of the VMs and the resource id of the user-assigned identity their
+  nodes report with: a fleet entry without them is refused, as ``multicloud start`` refuses
+  it) and a credential the DefaultAzureCredential chain can find (environment service
+  principal, workload identity, managed identity, ``az login``), it plans against the real
+  adapter's offers: catalog prices narrowed by what the subscription may use in each region
+  (resource SKU restrictions). Nothing is launched.
 - Without them (or when the credential is refused), it says so and plans on ``sim`` with the
   shipped catalog's Azure rows: the same job file, the same planner.
 - ``--fake`` runs the real adapter against the fake Azure Resource Manager of
@@ -21,7 +24,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from multicloud.errors import ProviderError
+from multicloud.errors import ProviderError, SpecError
 from multicloud.fleet import plan_fleet
 from multicloud.models import Fleet
 from multicloud.provider import Provider
@@ -99,19 +102,25 @@ def main(argv: list[str]) -> int:
         return 0
     # DefaultAzureCredential logs every credential it tried; the one-line reason below is enough.
     logging.getLogger("azure.identity").setLevel(logging.ERROR)
-    subscription = os.environ.get("AZURE_SUBSCRIPTION_ID")
-    if subscription:
-        fleet = _fleet("azure", {"subscription_id": subscription})
+    env = {
+        "subscription_id": "AZURE_SUBSCRIPTION_ID",
+        "subnet_id": "AZURE_SUBNET_ID",
+        "identity_id": "AZURE_IDENTITY_ID",
+    }
+    options = {option: os.environ.get(var) for option, var in env.items()}
+    missing = [env[option] for option, value in options.items() if not value]
+    if not missing:
+        fleet = _fleet("azure", dict(options))
         try:
             provider = from_fleet(fleet, "azure")
             provider.check()
-        except ProviderError as exc:
-            print(f"Azure credentials did not work ({type(exc).__name__}: {exc}).")
+        except (SpecError, ProviderError) as exc:
+            print(f"Azure did not work ({type(exc).__name__}: {exc}).")
         else:
-            _plan(fleet, provider, f"Azure subscription {subscription}")
+            _plan(fleet, provider, f"Azure subscription {options['subscription_id']}")
             return 0
     else:
-        print("No Azure credentials: AZURE_SUBSCRIPTION_ID is not set.")
+        print(f"No Azure fleet entry: {', '.join(missing)} not set.")
     print("Falling back to the simulated Azure priced from the shipped catalog.\n")
     fleet = _fleet("sim")
     _plan(fleet, from_fleet(fleet, "azure"), "the simulated Azure (sim)")

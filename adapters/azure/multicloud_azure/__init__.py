@@ -7,6 +7,7 @@ Registered in the ``multicloud.providers`` entry-point group as ``azure``; see
 
 from __future__ import annotations
 
-from multicloud_azure.provider import AzureProvider, StaticTokenCredential
+from multicloud_azure.arm import StaticTokenCredential
+from multicloud_azure.provider import AzureProvider
 
 __all__ = ["AzureProvider", "StaticTokenCredential"]

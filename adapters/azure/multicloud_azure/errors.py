@@ -1,311 +1,212 @@
-"""Translation of Azure SDK exceptions into the multicloud ``ProviderError`` family.
+"""Azure's rows of the error table: what ARM codes mean, on top of the kit's HTTP fallback.
 
-Azure reports a failure in one of three places, and all three end up here:
+Azure reports a failure in one of three places, and all three become one kit ``Failure``:
 
-- the HTTP answer to a request (``HttpResponseError`` with the ARM error body
+- the HTTP answer to a request (``HttpResponseError`` with the ARM body
   ``{"error": {"code", "message", "details": [...]}}``);
 - a long-running operation that ended ``Failed``: the poller raises ``HttpResponseError`` whose
-  response is the last poll, ``{"status": "Failed", "error": {...}}`` with status 200;
-- the transport or the credential (``ServiceRequestError``, ``ServiceResponseError``,
-  ``ClientAuthenticationError``), with no ARM body at all.
+  response is the last poll, ``{"status": "Failed", "error": {...}}`` with HTTP 200 — such a
+  failure has no status (``None``), so the HTTP fallback leaves it to these rules (or to the
+  kit's "transient" default);
+- the transport or the credential (``ServiceRequestError``, ``ClientAuthenticationError``).
 
-ARM wraps the interesting code in an outer one more often than not (``InvalidTemplateDeployment``
-holding ``QuotaExceeded``; ``OperationNotAllowed`` whose message is about quota), so the
-classification looks at every code in the error tree, most telling first: capacity, then quota,
-then an Azure Policy denial (a 403 that is scoped like quota, not an auth failure), then
-authorisation, then the HTTP status.
+ARM wraps the telling code in an outer one more often than not (``InvalidTemplateDeployment``
+holding ``QuotaExceeded``), so a failure's codes are every code of the error tree and its
+message joins their messages. See docs/architecture.md ("Adapters").
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
     ServiceResponseError,
 )
 
+from multicloud.adapterkit import ErrorBoundary, Failure, Rule, codes
 from multicloud.errors import (
     AuthError,
     CapacityError,
     InvalidRequestError,
     ProviderError,
     QuotaError,
-    TransientError,
-    error_scope,
 )
 
-__all__ = [
-    "AUTH_CODES",
-    "CAPACITY_CODES",
-    "POLICY_CODES",
-    "QUOTA_CODES",
-    "ArmError",
-    "arm_error_of",
-    "lost_place_scope",
-    "translate",
-]
+__all__ = ["CAPACITY_CODES", "RULES", "boundary", "lost_place_scope", "to_failure"]
 
-CAPACITY_CODES: frozenset[str] = frozenset(
-    {
-        "allocationfailed",
-        "zonalallocationfailed",
-        "skunotavailable",
-        "overconstrainedallocationrequest",
-        "overconstrainedzonalallocationrequest",
-    }
+CAPACITY_CODES = (
+    "AllocationFailed",
+    "ZonalAllocationFailed",
+    "SkuNotAvailable",
+    "OverconstrainedAllocationRequest",
+    "OverconstrainedZonalAllocationRequest",
 )
-"""Codes meaning "no room for this VM size here now" (lower case)."""
+""""No room for this VM size here now"."""
 
-QUOTA_CODES: frozenset[str] = frozenset({"quotaexceeded", "operationnotallowed"})
-"""Codes that mean a quota limit (OperationNotAllowed only when its message says quota)."""
-
-AUTH_CODES: frozenset[str] = frozenset(
-    {
-        "authorizationfailed",
-        "authenticationfailed",
-        "invalidauthenticationtoken",
-        "invalidauthenticationtokentenant",
-        "expiredauthenticationtoken",
-        "linkedauthorizationfailed",
-    }
+_AUTH_CODES = (
+    "AuthorizationFailed",
+    "AuthenticationFailed",
+    "InvalidAuthenticationToken",
+    "InvalidAuthenticationTokenTenant",
+    "ExpiredAuthenticationToken",
+    "LinkedAuthorizationFailed",
 )
-"""Codes ARM uses for a missing or insufficient credential (lower case)."""
 
-POLICY_CODES: frozenset[str] = frozenset({"requestdisallowedbypolicy"})
-"""Codes of an Azure Policy denial (lower case): a 403 that is no credential problem."""
-
-# Codes of a failed long-running operation that no retry can fix.
-_INVALID_CODES: frozenset[str] = frozenset(
-    {
-        "invalidparameter",
-        "badrequest",
-        "invalidrequestformat",
-        "invalidrequestcontent",
-        "propertychangenotallowed",
-        "imagenotfound",
-        "platformimagenotfound",
-        "resourcegroupnotfound",
-        "invalidresourcereference",
-        "notfound",
-    }
+# Codes of a failed long-running operation (no HTTP status) that no retry can fix.
+_INVALID_CODES = (
+    "InvalidParameter",
+    "BadRequest",
+    "InvalidRequestFormat",
+    "InvalidRequestContent",
+    "PropertyChangeNotAllowed",
+    "ImageNotFound",
+    "PlatformImageNotFound",
+    "ResourceGroupNotFound",
+    "InvalidResourceReference",
+    "NotFound",
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ArmError:
-    """One node of an ARM error tree.
-
-    Attributes:
-        code: Error code, as ARM spells it.
-        message: Human message.
-        details: Nested errors.
-    """
-
-    code: str
-    message: str
-    details: tuple[ArmError, ...] = ()
-
-    def walk(self) -> Iterator[ArmError]:
-        """Yield this error and every nested one, depth first."""
-        yield self
-        for child in self.details:
-            yield from child.walk()
+def _quota(f: Failure) -> bool:
+    # OperationNotAllowed also refuses unrelated things (a disk in use); only quota counts.
+    return f.has("QuotaExceeded") or (f.has("OperationNotAllowed") and f.says("quota"))
 
 
-def _parse_error(raw: Any) -> ArmError | None:
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "capacity: " + ", ".join(CAPACITY_CODES),
+        lambda f: f.has(*CAPACITY_CODES),
+        CapacityError,
+        "zone",
+    ),
+    Rule("quota: QuotaExceeded, OperationNotAllowed about quota", _quota, QuotaError),
+    # An Azure Policy assignment (allowed locations or sizes, required tags) refused the
+    # request: a 403 that says nothing about the credential and is usually scoped to some
+    # regions. Block the region and fail over, as for quota, rather than an AuthError that
+    # disables the whole provider.
+    Rule(
+        "Azure Policy denial: RequestDisallowedByPolicy",
+        lambda f: f.has("RequestDisallowedByPolicy"),
+        QuotaError,
+    ),
+    Rule(
+        "authorization: " + ", ".join(_AUTH_CODES),
+        lambda f: f.has(*_AUTH_CODES),
+        AuthError,
+        "provider",
+    ),
+    Rule(
+        "invalid request in a failed operation: InvalidParameter, …",
+        lambda f: f.status is None and f.has(*_INVALID_CODES),
+        InvalidRequestError,
+    ),
+)
+"""Azure's own rows, tried before the kit's HTTP fallback."""
+
+
+def _tree(raw: Any) -> Iterator[tuple[str, str]]:
+    """Yield ``(code, message)`` of an ARM error body and every nested error, depth first."""
     if not isinstance(raw, Mapping):
-        return None
-    # ARM bodies are {"error": {...}}; LRO polls are {"status": "Failed", "error": {...}};
-    # some services answer the inner object alone.
+        return
+    # ARM bodies are {"error": {...}}; LRO polls {"status": "Failed", "error": {...}}.
     inner = raw.get("error", raw)
     if not isinstance(inner, Mapping) or "code" not in inner:
-        return None
-    details_raw = inner.get("details") or []
-    details: list[ArmError] = []
-    if isinstance(details_raw, list):
-        for item in details_raw:
-            parsed = _parse_error(item)
-            if parsed is not None:
-                details.append(parsed)
-    # InvalidTemplateDeployment and friends sometimes carry the real error as JSON text in
-    # the message; take it when it parses.
+        return
     message = str(inner.get("message") or "")
+    yield str(inner.get("code") or ""), message
+    for child in inner.get("details") or []:
+        yield from _tree(child)
+    # InvalidTemplateDeployment and friends may carry the real error as JSON in the message.
     if message.lstrip().startswith("{"):
         try:
-            embedded = _parse_error(json.loads(message))
+            embedded = json.loads(message)
         except ValueError:
             embedded = None
-        if embedded is not None:
-            details.append(embedded)
-    return ArmError(str(inner.get("code") or ""), message, tuple(details))
+        yield from _tree(embedded)
 
 
-def _body_of(exc: HttpResponseError) -> Any:
-    response = exc.response
-    if response is None:
-        return None
+def _body(exc: HttpResponseError) -> Any:
     try:
-        text = response.text()
-    except Exception:  # a streamed body that was already consumed; fall back to exc.error
-        return None
-    try:
+        text = exc.response.text() if exc.response is not None else ""
         return json.loads(text) if text else None
-    except ValueError:
+    except Exception:  # a streamed body already consumed, or not JSON
         return None
 
 
-def _from_odata(error: Any) -> ArmError | None:
-    code = getattr(error, "code", None)
-    if not code:
-        return None
-    details = tuple(
-        child
-        for child in (_from_odata(d) for d in (getattr(error, "details", None) or []))
-        if child is not None
-    )
-    return ArmError(str(code), str(getattr(error, "message", "") or ""), details)
+def _odata(error: Any) -> Iterator[tuple[str, str]]:
+    if getattr(error, "code", None):
+        yield str(error.code), str(getattr(error, "message", "") or "")
+        for child in getattr(error, "details", None) or []:
+            yield from _odata(child)
 
 
-def arm_error_of(exc: HttpResponseError) -> ArmError | None:
-    """Return the ARM error tree an SDK exception carries.
+def to_failure(exc: BaseException) -> Failure | None:
+    """Reduce an Azure SDK (or transport) exception to what the rule table looks at.
 
     Args:
-        exc: The exception.
+        exc: What the SDK raised.
 
     Returns:
-        The parsed error, or None when the answer had no ARM error body.
+        The failure, or None for an exception that is no Azure failure (a programming error).
     """
-    parsed = _parse_error(_body_of(exc))
-    if parsed is not None:
-        return parsed
-    return _from_odata(getattr(exc, "error", None))
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError)):
+        return Failure(None, message=str(exc).splitlines()[0] if str(exc) else "", timeout=True)
+    if isinstance(exc, HttpResponseError):
+        tree = list(_tree(_body(exc))) or list(_odata(getattr(exc, "error", None)))
+        status = exc.status_code
+        if isinstance(exc, ClientAuthenticationError) and not status:
+            status = 401  # a credential that could not get a token: no answer from ARM at all
+        if status is not None and 200 <= status < 300:
+            status = None  # a long-running operation that ended Failed (the poll answered 200)
+        text = "; ".join(f"{c}: {m}".strip() for c, m in tree) or str(exc).split("\n")[0]
+        return Failure(status, codes(*(c for c, _ in tree)), text[:600])
+    if isinstance(exc, (AzureError, OSError)):
+        return Failure(
+            None, message=f"{type(exc).__name__}: {exc}", timeout=isinstance(exc, OSError)
+        )
+    return None
 
 
-def _is_quota(err: ArmError) -> bool:
-    code = err.code.lower()
-    if code == "quotaexceeded":
-        return True
-    # OperationNotAllowed is also used for unrelated refusals; only the quota ones count.
-    return code == "operationnotallowed" and "quota" in err.message.lower()
+def boundary(fleet_name: str) -> ErrorBoundary:
+    """Return the error boundary of one Azure fleet entry.
+
+    Args:
+        fleet_name: Fleet provider name.
+
+    Returns:
+        Azure's rules, then the kit's HTTP fallback.
+    """
+    return ErrorBoundary(fleet_name, RULES, to_failure, catch=(AzureError, OSError))
 
 
 def lost_place_scope(
-    code: str,
-    message: str = "",
-    *,
-    provider: str,
-    region: str | None,
-    zone: str | None = None,
+    errors: ErrorBoundary, code: str, message: str, *, region: str, zone: str | None
 ) -> str | None:
     """Return the scope to block when an accepted VM later failed for want of room.
 
     A VM whose creation ARM accepted can still end ``ProvisioningState/failed/<code>`` once
-    ``launch`` has stopped waiting. When ``<code>`` says capacity or quota, the workload lost
-    its place rather than failed: the caller reports it re-placeable, blocking this scope.
+    ``launch`` has stopped waiting. When the rule table reads ``<code>`` as capacity or quota,
+    the workload lost its place rather than failed.
 
     Args:
+        errors: The fleet entry's boundary.
         code: The failure code (e.g. ``AllocationFailed``).
-        message: Its message (``OperationNotAllowed`` is about quota only when this says so).
-        provider: Fleet provider name.
+        message: Its message.
         region: Region of the VM.
-        zone: Zone of the VM, as offers name it, if any.
+        zone: Zone of the VM, as offers name it.
 
     Returns:
-        The zone's scope for a capacity code, the region's for a quota code, None otherwise.
+        The scope (the zone's for capacity, the region's for quota), or None.
     """
-    if code.lower() in CAPACITY_CODES:
-        return error_scope(provider, region, zone)
-    if _is_quota(ArmError(code, message)):
-        return error_scope(provider, region)
-    return None
-
-
-def _summary(exc: BaseException, err: ArmError | None) -> str:
-    if err is None:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    nested = [e for e in err.walk() if e is not err]
-    text = f"{err.code}: {err.message}".strip()
-    if nested:
-        text += " (" + "; ".join(f"{e.code}: {e.message}" for e in nested[:3]) + ")"
-    return text[:600]
-
-
-def translate(
-    exc: BaseException,
-    *,
-    provider: str,
-    region: str | None = None,
-    zone: str | None = None,
-    doing: str = "",
-) -> ProviderError:
-    """Turn an Azure SDK (or transport) exception into a ``ProviderError``.
-
-    Args:
-        exc: The exception caught at the adapter boundary.
-        provider: Fleet provider name, for the error and its scope.
-        region: Region the call was about, if any.
-        zone: Zone the call was about, if any (capacity errors are scoped to it).
-        doing: Short description of the call, prefixed to the message.
-
-    Returns:
-        The typed error: ``CapacityError`` (scoped to the zone when there is one),
-        ``QuotaError`` (scoped to the region), ``AuthError``, ``InvalidRequestError`` or
-        ``TransientError``. Never the SDK exception itself.
-    """
-    region_scope = error_scope(provider, region)
-    zone_scope = error_scope(provider, region, zone)
-    prefix = f"{doing}: " if doing else ""
-
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, HttpResponseError):
-        err = arm_error_of(exc)
-        status = exc.status_code or 0
-        message = prefix + _summary(exc, err)
-        nodes = list(err.walk()) if err is not None else []
-        codes = {e.code.lower() for e in nodes}
-        if codes & CAPACITY_CODES:
-            return CapacityError(message, provider=provider, scope=zone_scope)
-        if any(_is_quota(e) for e in nodes):
-            return QuotaError(message, provider=provider, scope=region_scope)
-        if codes & POLICY_CODES:
-            # An Azure Policy assignment (allowed locations, allowed sizes, required tags)
-            # refused this request. It comes as a 403 but says nothing about the credential,
-            # and a policy is usually scoped to some regions or sizes: block this region and
-            # let the job fail over, as for quota, rather than an AuthError that disables the
-            # whole provider.
-            return QuotaError(
-                f"{prefix}denied by Azure Policy in {region or 'this subscription'}: "
-                + _summary(exc, err),
-                provider=provider,
-                scope=region_scope,
-            )
-        if status in (401, 403) or codes & AUTH_CODES:
-            return AuthError(message, provider=provider, scope=region_scope)
-        if isinstance(exc, ClientAuthenticationError) and status == 0:
-            return AuthError(message, provider=provider, scope=region_scope)
-        if status == 429 or status >= 500 or status in (408, 409):
-            # 409 is ARM's "another operation on this resource is in progress".
-            return TransientError(message, provider=provider, scope=region_scope)
-        if 400 <= status < 500:
-            return InvalidRequestError(message, provider=provider, scope=region_scope)
-        # A failed long-running operation: the poll itself answered 200.
-        if codes & _INVALID_CODES:
-            return InvalidRequestError(message, provider=provider, scope=region_scope)
-        return TransientError(message, provider=provider, scope=region_scope)
-    if isinstance(exc, ClientAuthenticationError):
-        # Raised by credentials (azure-identity) without any HTTP answer from ARM.
-        return AuthError(prefix + _summary(exc, None), provider=provider, scope=region_scope)
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError, OSError)):
-        return TransientError(prefix + _summary(exc, None), provider=provider, scope=region_scope)
-    return TransientError(
-        f"{prefix}unexpected {type(exc).__name__}: {_summary(exc, None)}",
-        provider=provider,
-        scope=region_scope,
+    error: ProviderError = errors.error(
+        Failure(None, codes(code), message), region=region, zone=zone
     )
+    if isinstance(error, (CapacityError, QuotaError)):
+        return error.scope
+    return None

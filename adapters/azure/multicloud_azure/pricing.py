@@ -12,7 +12,9 @@ Only the standard library is used, so the adapter adds no HTTP dependency for th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import math
 import urllib.parse
 import urllib.request
@@ -20,7 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_RETAIL_PRICES_URL", "LivePrice", "fetch_prices"]
+from multicloud_azure.arm import TtlCache
+
+__all__ = ["DEFAULT_RETAIL_PRICES_URL", "LivePrice", "LivePrices", "fetch_prices"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETAIL_PRICES_URL = "https://prices.azure.com/api/retail/prices"
 """The public endpoint of the Azure Retail Prices API."""
@@ -138,3 +144,43 @@ def fetch_prices(
                 link = doc.get("NextPageLink")
                 next_url = str(link) if link else None
     return found
+
+
+class LivePrices:
+    """Retail prices of the in-scope sizes, fetched at most once per ``ttl_s``, versioned.
+
+    Args:
+        url: Endpoint of the Retail Prices API.
+        ttl_s: How long one fetch is reused.
+        catalog_version: Version of the shipped catalog (the fallback prices).
+    """
+
+    def __init__(self, url: str, ttl_s: float, catalog_version: str) -> None:
+        self.url = url
+        self._catalog_version = catalog_version
+        self._cache: TtlCache[tuple[dict[tuple[str, str], LivePrice], str]] = TtlCache(ttl_s)
+
+    def get(
+        self, wanted: Mapping[str, Iterable[str]]
+    ) -> tuple[Mapping[tuple[str, str], LivePrice], str]:
+        """Return ``(region, size)`` → prices, and the version the offers carry.
+
+        Args:
+            wanted: Every in-scope size by region (one fetch then serves every request).
+
+        Returns:
+            The prices (empty when the API could not be read: catalog prices are a fine
+            fallback) and ``<catalog>+azure-live-<date>`` (or the catalog's version).
+        """
+
+        def load() -> tuple[dict[tuple[str, str], LivePrice], str]:
+            try:
+                found = fetch_prices(wanted, url=self.url)
+            except (OSError, ValueError) as exc:
+                log.warning("Azure retail prices unavailable, using the catalog: %s", exc)
+                return {}, self._catalog_version
+            date = dt.datetime.now(dt.timezone.utc).date().isoformat()
+            return found, f"{self._catalog_version}+azure-live-{date}" if found else ""
+
+        prices, version = self._cache.get("prices", load)
+        return prices, version or self._catalog_version

@@ -1,47 +1,59 @@
-"""A fake Azure Resource Manager on 127.0.0.1, for tests of the real SDK clients.
+"""A fake Azure Resource Manager on 127.0.0.1, and the VM side of Azure for node programs.
 
-It speaks the REST shapes ``azure-mgmt-compute`` uses, so the adapter's real
-``ComputeManagementClient`` (pointed at it through the ``base_url`` option) exercises its real
-serialisation, paging and long-running-operation polling:
+The adapter's real ``ComputeManagementClient`` reaches it through ``base_url`` (its real
+serialisation, paging and long-running-operation polling): VMs (PUT with
+``Azure-AsyncOperation`` polled to ``Succeeded`` or ``Failed``, GET, DELETE, list per resource
+group with ``$expand=instanceView``, ``list_all``), resource SKUs with restrictions, vCPU
+usages that VMs consume, proximity placement groups, availability sets, "Tags - Update At
+Scope", ``deallocate``, and the Retail Prices API.
 
-- ``virtualMachines``: PUT (201 + ``Azure-AsyncOperation``, polled to ``Succeeded`` or
-  ``Failed``), GET, DELETE (202 + ``Azure-AsyncOperation``; 204 when absent), list per resource
-  group (``$expand=instanceView``) and ``list_all`` over the subscription;
-- ``skus`` (resource SKUs with ``Location`` / ``Zone`` restrictions), ``usages`` (vCPU quota,
-  which created VMs consume), ``proximityPlacementGroups``, ``availabilitySets``;
-- the Retail Prices API at ``/retail/prices`` (OData ``$filter``, ``NextPageLink`` paging).
+It refuses what Azure refuses, for the rules multicloud depends on (each cites its source):
 
-The VM side exists too, so the custom-data runner can be run on this machine against it: the
-managed-identity token endpoint of IMDS (``/metadata/identity/oauth2/token``), Key Vault
-secrets (``/vault/<vault>/secrets/<name>``), "Tags - Update At Scope" and ``deallocate`` on a VM.
+* a PUT to an existing VM name is an update, not a second VM (ARM's PUT semantics: the
+  deterministic name is the idempotency key), and ``customData`` cannot change on it
+  (azure-mgmt-compute ``OSProfile.custom_data``: "cannot be updated after the VM is created")
+  — 409 ``PropertyChangeNotAllowed``; decoded custom data over 65535 bytes is refused (same);
+* a resource holds at most 50 tags ("Tags - Update At Scope", learn.microsoft.com);
+* ``userAssignedIdentities`` keys are ``Microsoft.ManagedIdentity/userAssignedIdentities`` ids
+  (azure-mgmt-compute ``VirtualMachineIdentity``);
+* a VM without a managed identity gets no token from IMDS (400, "Identity not found"), so it
+  can neither tag nor deallocate itself: its node can only power off, which leaves it
+  allocated and billed; IMDS answers only requests with ``Metadata: true`` (IMDS docs);
+* Spot eviction (:meth:`FakeArm.preempt`) posts a ``Preempt`` scheduled event naming the VM,
+  then applies the VM's eviction policy (``Delete``: the VM is gone); only Spot VMs are evicted;
+* a placement group or availability set a VM still refers to cannot be deleted (409).
 
-Controls: :meth:`FakeArm.inject` (an HTTP error with an ARM code, nested details, or a failure
-inside the long-running operation), :meth:`FakeArm.evict` (spot eviction),
-:meth:`FakeArm.finish` (the workload ends with an exit code, as the VM's runner reports it),
-:meth:`FakeArm.restrict`, :meth:`FakeArm.set_quota`, :meth:`FakeArm.set_price`, and a request
-log; ``POST /_fake/finish/<vm>?code=N`` and ``POST /_fake/evict/<vm>`` do the same over HTTP for
-another process, and ``serve(auto_finish_s=...)`` ends running VMs by themselves. Use it
-through :func:`serve`; ``fake.options`` are fleet-entry options pointing the adapter
-at it (plain JSON, usable from another process on the same machine).
+Tests speak the shared vocabulary (``fail_next``, ``preempt``, ``finish``, ``launches``). A
+node program runs here with :meth:`FakeArm.node_answers` (stand-ins answering as IMDS, Key
+Vault and Azure DNS answer that VM) and :meth:`FakeArm.replay` (its ARM calls, exactly as it
+made them, applied to the fake).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import itertools
 import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from multicloud.catalog import load_catalog
+from multicloud.testing.fakecloud import FakeCloud
+from multicloud.testing.nodes import Answer
+from multicloud_azure.errors import CAPACITY_CODES
+from multicloud_azure.node import CUSTOM_DATA_LIMIT, EXIT_TAG, IMDS
+from multicloud_azure.options import IDENTITY_ID
 
-__all__ = ["FAMILIES", "FakeArm", "Fault", "Request", "family_of", "serve", "vcpus_of"]
+__all__ = ["FAMILIES", "FakeArm", "Request", "family_of", "serve", "vcpus_of"]
 
 FAMILIES: Mapping[str, str] = {
     "Standard_ND96isr_H100_v5": "standardNDSH100v5Family",
@@ -56,29 +68,25 @@ FAMILIES: Mapping[str, str] = {
 }
 """Quota families of the main GPU sizes, as Azure names them."""
 
-_OPERATIONS = (
-    "vm_put",
-    "vm_get",
-    "vm_delete",
-    "vm_list",
-    "vm_list_all",
-    "skus",
-    "usages",
-    "ppg_put",
-    "ppg_delete",
-    "avset_put",
-    "avset_delete",
-    "prices",
-)
+# How Azure shows an error code when no status is given: its usual HTTP status, or None for
+# a failure inside the long-running operation (where Azure reports allocation failures).
+_SHOWN_AS: dict[str, int | None] = {code: None for code in CAPACITY_CODES}
+for _status, _codes in {
+    409: "SkuNotAvailable QuotaExceeded OperationNotAllowed Conflict",
+    403: "RequestDisallowedByPolicy AuthorizationFailed LinkedAuthorizationFailed",
+    401: "AuthenticationFailed InvalidAuthenticationToken",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}.items():
+    _SHOWN_AS.update(dict.fromkeys(_codes.split(), _status))
 
 
 def family_of(size: str) -> str:
     """Return the quota family of a VM size (a plausible name for sizes not in FAMILIES)."""
-    known = FAMILIES.get(size)
-    if known:
-        return known
     series = re.sub(r"\d+", "", size.removeprefix("Standard_").split("_")[0])
-    return f"standard{series}Family"
+    return FAMILIES.get(size, f"standard{series}Family")
 
 
 def vcpus_of(size: str) -> int:
@@ -87,48 +95,9 @@ def vcpus_of(size: str) -> int:
     return int(match.group(1)) if match else 8
 
 
-@dataclass
-class Fault:
-    """An error the fake answers instead of doing an operation.
-
-    Attributes:
-        op: Operation it applies to (``vm_put``, ``vm_get``, ``vm_delete``, ``vm_list``,
-            ``vm_list_all``, ``skus``, ``usages``, ``ppg_put``, ``ppg_delete``, ``avset_put``,
-            ``avset_delete``, ``prices``).
-        status: HTTP status of the answer (ignored when ``in_operation``).
-        code: ARM error code.
-        message: Error message.
-        details: Nested ARM errors (``{"code", "message", "details"?}`` dicts).
-        in_operation: Accept the request, then fail its long-running operation.
-        times: How many requests it answers before it is used up.
-    """
-
-    op: str
-    status: int = 400
-    code: str = "BadRequest"
-    message: str = "injected"
-    details: list[dict[str, Any]] = field(default_factory=list)
-    in_operation: bool = False
-    times: int = 1
-
-    def error(self) -> dict[str, Any]:
-        """Return the ARM error object."""
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
 @dataclass(frozen=True)
 class Request:
-    """One request the fake answered.
-
-    Attributes:
-        method: HTTP method.
-        op: Operation name (see :class:`Fault`), or ``operation`` for LRO polls.
-        path: URL path.
-        query: Query parameters.
-    """
+    """One request the fake answered: method, operation name, path and query."""
 
     method: str
     op: str
@@ -136,24 +105,45 @@ class Request:
     query: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class _Fault:
+    code: str
+    status: int | None
+    message: str
+    details: tuple[dict[str, Any], ...] = ()
+
+    def error(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        return {**out, "details": list(self.details)} if self.details else out
+
+
 @dataclass
 class _Operation:
     polls_left: int
-    error: dict[str, Any] | None
     kind: str
     key: tuple[str, str]
+    error: dict[str, Any] | None = None
 
 
-class FakeArm:
-    """State and controls of one fake Resource Manager.
+@dataclass
+class _Answer:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _err(status: int, code: str, message: str) -> _Answer:
+    return _Answer(status, {"error": {"code": code, "message": message}})
+
+
+class FakeArm(FakeCloud):
+    """State and controls of one fake Resource Manager (use it through :func:`serve`).
 
     Args:
         subscription_id: The only subscription it knows.
-        resource_group: The resource group the default options name.
+        resource_group: The resource group its options name.
         lro_polls: Polls a long-running operation answers ``InProgress`` before it ends.
         prices_page_size: Items per Retail Prices page (small, so paging is exercised).
-        auto_finish_s: When set, a VM that has run this many seconds ends with exit code 0
-            (for tests that cannot call :meth:`finish`, e.g. a scheduler in another process).
     """
 
     def __init__(
@@ -163,32 +153,36 @@ class FakeArm:
         resource_group: str = "rg-multicloud",
         lro_polls: int = 1,
         prices_page_size: int = 3,
-        auto_finish_s: float | None = None,
     ) -> None:
+        super().__init__()
         self.subscription_id = subscription_id
         self.resource_group = resource_group
         self.lro_polls = lro_polls
         self.prices_page_size = prices_page_size
         self.base_url = ""
+        self.identity_id = (
+            f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/"
+            "Microsoft.ManagedIdentity/userAssignedIdentities/mc-nodes"
+        )
         self.requests: list[Request] = []
         self._lock = threading.RLock()
-        self._vms: dict[tuple[str, str], dict[str, Any]] = {}
-        self._bodies: dict[tuple[str, str], dict[str, Any]] = {}
-        self._ppgs: dict[tuple[str, str], dict[str, Any]] = {}
-        self._avsets: dict[tuple[str, str], dict[str, Any]] = {}
-        self._ops: dict[str, _Operation] = {}
-        self._faults: list[Fault] = []
-        self._secrets: dict[tuple[str, str], str] = {}
-        self.auto_finish_s = auto_finish_s
         self._ids = itertools.count(1)
-        self.evicted: list[str] = []
-        catalog = load_catalog()
+        self._vms: dict[tuple[str, str], dict[str, Any]] = {}
+        self._groups: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
+            k: {} for k in ("proximityplacementgroups", "availabilitysets")
+        }
+        self._ops: dict[str, _Operation] = {}
+        self._events: dict[str, list[dict[str, Any]]] = {}
+        self._gone: dict[str, dict[str, Any]] = {}
+        self._secrets: dict[tuple[str, str], str] = {}
+        self._tokens: dict[str, tuple[str, str]] = {}
         self._skus: dict[str, dict[str, dict[str, Any]]] = {}
         self._usage: dict[str, dict[str, list[int]]] = {}
         self._prices: list[dict[str, Any]] = []
-        for row in catalog.rows:
+        for row in load_catalog().rows:
             if row.provider != "azure":
                 continue
+            capabilities = [{"name": "vCPUs", "value": str(vcpus_of(row.instance_type))}]
             self._skus.setdefault(row.region, {})[row.instance_type] = {
                 "resourceType": "virtualMachines",
                 "name": row.instance_type,
@@ -196,7 +190,7 @@ class FakeArm:
                 "family": family_of(row.instance_type),
                 "locations": [row.region],
                 "locationInfo": [{"location": row.region, "zones": ["1", "2", "3"]}],
-                "capabilities": [{"name": "vCPUs", "value": str(vcpus_of(row.instance_type))}],
+                "capabilities": capabilities,
                 "restrictions": [],
             }
             usage = self._usage.setdefault(
@@ -204,11 +198,9 @@ class FakeArm:
             )
             usage.setdefault(family_of(row.instance_type), [0, 2000])
 
-    # -- options -------------------------------------------------------------------------------
-
     @property
     def options(self) -> dict[str, Any]:
-        """Fleet-entry options that point the Azure adapter at this fake."""
+        """Fleet-entry options that point the Azure adapter at this fake (plain JSON)."""
         sub, rg = self.subscription_id, self.resource_group
         return {
             "subscription_id": sub,
@@ -219,6 +211,7 @@ class FakeArm:
                 f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/"
                 "virtualNetworks/mc-vnet/subnets/default"
             ),
+            "identity_id": self.identity_id,
             "retail_prices_url": f"{self.base_url}/retail/prices",
             "polling_interval": 0.01,
             "retries": 0,
@@ -226,42 +219,88 @@ class FakeArm:
             "terminate_wait_s": 30.0,
         }
 
-    # -- controls ------------------------------------------------------------------------------
+    # -- the shared vocabulary ---------------------------------------------------------------
 
-    def inject(
+    def fail_next(
         self,
-        op: str,
+        operation: str,
+        error: str,
         *,
-        status: int = 400,
-        code: str = "BadRequest",
+        times: int = 1,
+        status: int | None = None,
+        in_operation: bool | None = None,
         message: str = "injected",
         details: Sequence[Mapping[str, Any]] = (),
-        in_operation: bool = False,
-        times: int = 1,
-    ) -> Fault:
-        """Make the next ``times`` requests of ``op`` fail.
+    ) -> None:
+        """Answer the next ``times`` calls of an operation with an ARM error.
 
         Args:
-            op: Operation (see :class:`Fault`).
-            status: HTTP status.
-            code: ARM error code.
-            message: Message.
-            details: Nested errors.
-            in_operation: Fail inside the long-running operation instead.
-            times: How many requests.
+            operation: ARM operation (``virtualMachines.createOrUpdate``, ``.get``,
+                ``.delete``, ``.list``, ``.listAll``, ``.deallocate``, ``resourceSkus.list``,
+                ``usage.list``, ``proximityPlacementGroups.createOrUpdate``/``.delete``,
+                ``availabilitySets.createOrUpdate``/``.delete``, ``tags.updateAtScope``,
+                ``retailPrices.list``).
+            error: ARM error code.
+            times: How many calls.
+            status: HTTP status (default: how Azure usually shows the code).
+            in_operation: Accept the request, then fail its long-running operation (default:
+                for the allocation failures Azure reports there).
+            message: The message.
+            details: Nested errors (``{"code", "message"}``).
+        """
+        shown = _SHOWN_AS.get(error, 400)
+        if in_operation is None:
+            in_operation = status is None and shown is None
+        code = None if in_operation else (status or shown or 409)
+        self.faults.add(operation, _Fault(error, code, message, tuple(map(dict, details))), times)
 
-        Returns:
-            The fault.
+    def preempt(self, workload: str) -> None:
+        """Evict the Spot VMs of a gang (or one VM): a ``Preempt`` scheduled event, then the
+        eviction policy (``Delete``: the VM and its usage are gone; ``Deallocate``: stopped).
 
         Raises:
-            ValueError: If ``op`` is unknown.
+            ValueError: If a VM is not a Spot VM (Azure evicts only those).
         """
-        if op not in _OPERATIONS:
-            raise ValueError(f"unknown operation {op!r}; known: {', '.join(_OPERATIONS)}")
-        fault = Fault(op, status, code, message, [dict(d) for d in details], in_operation, times)
         with self._lock:
-            self._faults.append(fault)
-        return fault
+            for key, vm in self._of(workload):
+                props = vm["properties"]
+                if props.get("priority") != "Spot":
+                    raise ValueError(f"{vm['name']} is not a Spot VM")
+                self._events.setdefault(vm["name"], []).append(
+                    {
+                        "EventId": f"evt-{next(self._ids)}",
+                        "EventType": "Preempt",
+                        "ResourceType": "VirtualMachine",
+                        "Resources": [vm["name"]],
+                        "EventStatus": "Scheduled",
+                        "NotBefore": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
+                        "EventSource": "Platform",
+                        "DurationInSeconds": -1,
+                    }
+                )
+                self._release(vm)
+                if props.get("evictionPolicy") == "Delete":
+                    self._gone[vm["name"]] = self._vms.pop(key)
+                else:
+                    vm["_power"] = "deallocated"
+
+    def finish(self, workload: str, exit_code: int) -> None:
+        """End a gang's (or one VM's) command as its node program reports it.
+
+        A VM with a managed identity tags itself ``multicloud:exit`` and deallocates; one
+        without can do neither (IMDS issues it no token) and only powers off — stopped,
+        still allocated, no exit code.
+        """
+        with self._lock:
+            for _, vm in self._of(workload):
+                if self._has_identity(vm):
+                    vm["tags"][EXIT_TAG] = str(exit_code)
+                    self._release(vm)
+                    vm["_power"] = "deallocated"
+                else:
+                    vm["_power"] = "stopped"
+
+    # -- other controls and views ------------------------------------------------------------
 
     def restrict(
         self,
@@ -272,21 +311,10 @@ class FakeArm:
         zones: Sequence[str] = (),
         reason: str = "NotAvailableForSubscription",
     ) -> None:
-        """Add a restriction to a resource SKU, as Azure reports it for this subscription.
-
-        Args:
-            region: Region.
-            size: VM size.
-            kind: ``Location`` or ``Zone``.
-            zones: Restricted zones (for ``Zone``).
-            reason: ``NotAvailableForSubscription`` or ``QuotaId``.
-        """
+        """Add a ``Location`` (or ``Zone``, for ``zones``) restriction to a resource SKU."""
+        info: dict[str, Any] = {"locations": [region], **({"zones": list(zones)} if zones else {})}
         with self._lock:
-            sku = self._skus[region][size]
-            info: dict[str, Any] = {"locations": [region]}
-            if kind == "Zone":
-                info["zones"] = list(zones)
-            sku["restrictions"].append(
+            self._skus[region][size]["restrictions"].append(
                 {"type": kind, "values": [region], "restrictionInfo": info, "reasonCode": reason}
             )
 
@@ -296,19 +324,11 @@ class FakeArm:
             self._skus.get(region, {}).pop(size, None)
 
     def set_quota(self, region: str, name: str, limit: int, current: int | None = None) -> None:
-        """Set a usage limit (and optionally its current value) of a region.
-
-        Args:
-            region: Region.
-            name: Usage name, e.g. ``standardNDSH100v5Family``, ``cores``, ``lowPriorityCores``.
-            limit: vCPU limit.
-            current: vCPUs in use (unchanged when None).
-        """
+        """Set a usage limit (``cores``, ``lowPriorityCores``, a family), and its current value."""
         with self._lock:
             entry = self._usage.setdefault(region, {}).setdefault(name, [0, limit])
             entry[1] = limit
-            if current is not None:
-                entry[0] = current
+            entry[0] = entry[0] if current is None else current
 
     def usage(self, region: str, name: str) -> tuple[int, int]:
         """Return ``(current, limit)`` of a usage."""
@@ -319,15 +339,10 @@ class FakeArm:
     def set_price(
         self, region: str, size: str, price: float, spot_price: float | None = None
     ) -> None:
-        """Publish Retail Prices meters (Linux pay-as-you-go, and Spot when given).
-
-        Args:
-            region: Region.
-            size: VM size.
-            price: Hourly price.
-            spot_price: Hourly spot price.
-        """
+        """Publish Retail Prices meters: Linux pay-as-you-go (and Spot), plus the Windows and
+        Low Priority meters a client must ignore."""
         short = size.removeprefix("Standard_").replace("_", " ")
+        product = f"Virtual Machines {short.split()[0]} Series"
         base = {
             "currencyCode": "USD",
             "armRegionName": region,
@@ -335,98 +350,40 @@ class FakeArm:
             "serviceName": "Virtual Machines",
             "unitOfMeasure": "1 Hour",
             "type": "Consumption",
-            "productName": f"Virtual Machines {short.split()[0]} Series",
+            "productName": product,
         }
+        meters = [
+            (price, short, product),
+            (price * 1.5, short, f"{product} Windows"),
+            (price / 10, f"{short} Low Priority", product),
+        ]
+        if spot_price is not None:
+            meters.append((spot_price, f"{short} Spot", product))
         with self._lock:
-            self._prices.append({**base, "retailPrice": price, "skuName": short})
-            # Meters the client must ignore: Windows and Low Priority.
-            self._prices.append(
-                {
-                    **base,
-                    "retailPrice": price * 1.5,
-                    "skuName": short,
-                    "productName": base["productName"] + " Windows",
-                }
-            )
-            self._prices.append(
-                {**base, "retailPrice": price / 10, "skuName": f"{short} Low Priority"}
-            )
-            if spot_price is not None:
-                self._prices.append({**base, "retailPrice": spot_price, "skuName": f"{short} Spot"})
-
-    def finish(self, name: str, code: int) -> None:
-        """End a VM's workload: tag its exit code and deallocate it, as its runner does.
-
-        Args:
-            name: VM name (``<gang>-<rank>``).
-            code: Exit code.
-        """
-        with self._lock:
-            vm = self._find(name)
-            vm["tags"]["multicloud:exit"] = str(code)
-            vm["_power"] = "deallocated"
-
-    def evict(self, name: str) -> None:
-        """Evict a spot VM: deleted with eviction policy Delete, else deallocated.
-
-        Args:
-            name: VM name.
-
-        Raises:
-            ValueError: If the VM is not a spot VM.
-        """
-        with self._lock:
-            vm = self._find(name)
-            props = vm["properties"]
-            if props.get("priority") != "Spot":
-                raise ValueError(f"{name} is not a spot VM")
-            self.evicted.append(name)
-            if props.get("evictionPolicy") == "Delete":
-                key = next(k for k, v in self._vms.items() if v is vm)
-                self._release(vm)
-                del self._vms[key]
-            else:
-                vm["_power"] = "deallocated"
+            self._prices += [
+                {**base, "retailPrice": p, "skuName": s, "productName": n} for p, s, n in meters
+            ]
 
     def set_secret(self, vault: str, name: str, value: str) -> None:
         """Store a Key Vault secret (``name`` as Key Vault spells it, with dashes)."""
         with self._lock:
             self._secrets[(vault, name)] = value
 
-    @property
-    def imds_endpoint(self) -> str:
-        """The fake instance metadata service (managed identity tokens)."""
-        return f"{self.base_url}/metadata"
-
-    @property
-    def vault_url(self) -> str:
-        """The fake Key Vault URL template (``{name}`` is the vault name)."""
-        return f"{self.base_url}/vault/{{name}}"
-
-    def _auto_finish(self) -> None:
-        if self.auto_finish_s is None:
-            return
-        now = time.monotonic()
-        with self._lock:
-            for vm in self._vms.values():
-                since = vm.get("_running_since")
-                if since is not None and now - since >= self.auto_finish_s:
-                    vm["tags"].setdefault("multicloud:exit", "0")
-                    vm["_power"] = "deallocated"
-                    vm["_running_since"] = None
-
     def vm(self, name: str) -> dict[str, Any]:
-        """Return a VM as GET answers it."""
+        """Return a VM as GET answers it (with its instance view)."""
         with self._lock:
-            return _public(self._find(name))
+            return _public(self._find(name), view=True)
 
     def vm_body(self, name: str) -> dict[str, Any]:
         """Return the body of the PUT that created a VM (custom data included)."""
         with self._lock:
-            for (_, vm_name), body in self._bodies.items():
-                if vm_name == name.lower():
-                    return json.loads(json.dumps(body))  # type: ignore[no-any-return]
-        raise KeyError(name)
+            body: dict[str, Any] = json.loads(json.dumps(self._find(name)["_body"]))
+            return body
+
+    def custom_data(self, name: str) -> str:
+        """Return a VM's node program, decoded, exactly as its PUT sent it."""
+        data = self.vm_body(name)["properties"]["osProfile"]["customData"]
+        return base64.b64decode(data).decode()
 
     def vm_names(self) -> list[str]:
         """Return the names of every VM, sorted."""
@@ -435,68 +392,150 @@ class FakeArm:
 
     def placement_groups(self) -> list[str]:
         """Return the names of every proximity placement group, sorted."""
-        with self._lock:
-            return sorted(str(p["name"]) for p in self._ppgs.values())
+        return self._names("proximityplacementgroups")
 
     def availability_sets(self) -> list[str]:
         """Return the names of every availability set, sorted."""
-        with self._lock:
-            return sorted(str(a["name"]) for a in self._avsets.values())
+        return self._names("availabilitysets")
 
     def count(self, method: str, op: str) -> int:
-        """Return how many requests of one kind were answered."""
+        """Return how many requests of one method and operation were answered."""
         with self._lock:
-            return sum(1 for r in self.requests if r.method == method and r.op == op)
-
-    def complete_operations(self) -> None:
-        """End every pending long-running operation now, as if it had been polled to the end."""
-        with self._lock:
-            pending = list(self._ops)
-        for op_id in pending:
-            for _ in range(self.lro_polls + 1):
-                self._poll(op_id)
+            return sum(1 for r in self.requests if (r.method, r.op) == (method, op))
 
     def clear_log(self) -> None:
         """Forget the request log."""
         with self._lock:
             self.requests.clear()
 
-    # -- internals -------------------------------------------------------------------------------
+    def complete_operations(self) -> None:
+        """End every pending long-running operation now, as if polled to the end."""
+        for op_id in list(self._ops):
+            for _ in range(self.lro_polls + 1):
+                self._poll(op_id)
+
+    # -- the VM side -------------------------------------------------------------------------
+
+    def node_answers(self, name: str, *, address: str = "127.0.0.1") -> dict[str, list[Answer]]:
+        """Return stand-ins answering as Azure answers the node program of VM ``name``.
+
+        IMDS (only with ``Metadata: true``): tokens for the VM's identity (none without one),
+        its private IP (``address``) and its scheduled events; Key Vault: the secrets set
+        with :meth:`set_secret`, for a Key Vault token; Azure DNS (``getent hosts``): every
+        VM name resolves to ``address``; ARM (the report and the halt) answers success —
+        :meth:`replay` applies those calls to the fake afterwards.
+
+        Args:
+            name: The VM.
+            address: What every VM's private address is, here.
+
+        Returns:
+            Stand-in rules by command.
+        """
+        with self._lock:
+            vm = self._find(name)
+            posted = list(self._events.get(name, []))
+            events = {"DocumentIncarnation": len(posted), "Events": posted}
+            names = [v["name"] for v in self._vms.values()] + list(self._gone)
+            secrets = dict(self._secrets)
+        md = r"^-sf -H Metadata: true " + re.escape(IMDS)
+        curl: list[Answer] = []
+        for audience, resource in (("arm", re.escape(self.base_url)), ("vault", "https://vault")):
+            token = self._issue(vm, audience) if self._has_identity(vm) else None
+            doc = json.dumps({"access_token": token, "token_type": "Bearer"})
+            pattern = f"{md}/identity/oauth2/token.*&resource={resource}"
+            curl.append(Answer(pattern, doc) if token else Answer(pattern, exit=22))
+        curl += [
+            Answer(f"{md}/instance/network/interface/0/ipv4/ipAddress/0/privateIpAddress", address),
+            Answer(f"{md}/scheduledevents", json.dumps(events)),
+            Answer(r"-X (PATCH|POST) .*" + re.escape(self.base_url)),
+        ]
+        vault_token = self._issue(vm, "vault") if self._has_identity(vm) else "-"
+        for (vault, secret), value in secrets.items():
+            curl.append(
+                Answer(
+                    f"Bearer {vault_token}.* https://{vault}.vault.azure.net/secrets/{secret}\\?",
+                    json.dumps({"value": value, "id": f"https://{vault}.vault.azure.net/{secret}"}),
+                )
+            )
+        curl.append(Answer(r"vault\.azure\.net/secrets/", exit=22))  # SecretNotFound (404)
+        getent = [Answer(f"^hosts {re.escape(n)}$", f"{address}  {n}\n") for n in names]
+        return {"curl": curl, "getent": [*getent, Answer("^hosts ", exit=2)]}
+
+    def replay(self, calls: Sequence[Sequence[str]]) -> list[int]:
+        """Send a node's ARM calls (its ``curl`` argument lists) to the fake, as it made them.
+
+        Args:
+            calls: ``curl`` argument lists; those not to this fake's ARM are skipped.
+
+        Returns:
+            The HTTP status of each call sent.
+        """
+        statuses = []
+        for argv in calls:
+            url = argv[-1]
+            if not url.startswith(self.base_url):
+                continue
+            opts = dict(itertools.pairwise(argv))
+            headers = dict(
+                h.split(": ", 1) for i, h in enumerate(argv) if i and argv[i - 1] == "-H"
+            )
+            data = opts.get("-d", "").encode() or None
+            request = urllib.request.Request(url, data, headers, method=opts.get("-X", "GET"))
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    statuses.append(answer.status)
+            except urllib.error.HTTPError as exc:
+                statuses.append(exc.code)
+        return statuses
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _of(self, workload: str) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+        """The VMs of a gang (``<gang>-<rank>``), or the one VM of that name."""
+        w = workload.lower()
+        found = [(k, v) for k, v in self._vms.items() if k[1] == w or k[1].startswith(w + "-")]
+        if not found:
+            raise KeyError(workload)
+        return sorted(found)
 
     def _find(self, name: str) -> dict[str, Any]:
-        for (_, vm_name), vm in self._vms.items():
-            if vm_name == name.lower():
-                return vm
-        raise KeyError(name)
+        """A VM by name, live or evicted (its node ran during the eviction notice)."""
+        return self._gone.get(name) or next(v for _, v in self._of(name))
 
-    def _take_fault(self, op: str) -> Fault | None:
+    def _names(self, kind: str) -> list[str]:
         with self._lock:
-            for fault in self._faults:
-                if fault.op == op and fault.times > 0:
-                    fault.times -= 1
-                    return fault
-        return None
+            return sorted(str(g["name"]) for g in self._groups[kind].values())
+
+    @staticmethod
+    def _has_identity(vm: Mapping[str, Any]) -> bool:
+        return bool((vm.get("identity") or {}).get("userAssignedIdentities"))
+
+    def _issue(self, vm: Mapping[str, Any], audience: str) -> str:
+        token = f"imds-{audience}-{vm['name']}"
+        self._tokens[token] = (str(vm["name"]), audience)
+        return token
 
     def _charge(self, vm: dict[str, Any], sign: int) -> None:
-        size = vm["properties"]["hardwareProfile"]["vmSize"]
+        props = vm["properties"]
+        size = props["hardwareProfile"]["vmSize"]
+        spot = props.get("priority") == "Spot"
         usage = self._usage.setdefault(vm["location"], {})
-        cores = vcpus_of(size) * sign
-        names = (
-            ["lowPriorityCores"]
-            if vm["properties"].get("priority") == "Spot"
-            else [family_of(size), "cores"]
-        )
-        for name in names:
-            usage.setdefault(name, [0, 0])[0] += cores
+        for name in ["lowPriorityCores"] if spot else [family_of(size), "cores"]:
+            usage.setdefault(name, [0, 0])[0] += vcpus_of(size) * sign
+        vm["_charged"] = sign > 0
 
     def _release(self, vm: dict[str, Any]) -> None:
-        if vm["properties"].get("provisioningState") == "Succeeded":
+        if vm.get("_charged"):
             self._charge(vm, -1)
 
-    def _new_operation(self, kind: str, key: tuple[str, str], error: dict[str, Any] | None) -> str:
+    def _operation(self, kind: str, key: tuple[str, str], error: dict[str, Any] | None) -> str:
         op_id = f"op-{next(self._ids)}"
-        self._ops[op_id] = _Operation(self.lro_polls, error, kind, key)
-        return op_id
+        self._ops[op_id] = _Operation(self.lro_polls, kind, key, error)
+        return (
+            f"{self.base_url}/subscriptions/{self.subscription_id}/providers/Microsoft.Compute/"
+            f"locations/any/operations/{op_id}?api-version=2024-07-01"
+        )
 
     def _poll(self, op_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -507,47 +546,235 @@ class FakeArm:
                 op.polls_left -= 1
                 return {"name": op_id, "status": "InProgress"}
             vm = self._vms.get(op.key)
-            if op.error is not None:
-                if vm is not None and op.kind == "create":
-                    vm["properties"]["provisioningState"] = "Failed"
-                    vm["_failure"] = op.error
-                return {"name": op_id, "status": "Failed", "error": op.error}
-            if vm is not None and op.kind == "create":
-                if vm["properties"]["provisioningState"] != "Succeeded":
-                    vm["properties"]["provisioningState"] = "Succeeded"
-                    vm["_power"] = "running"
-                    vm["_running_since"] = time.monotonic()
-                    self._charge(vm, +1)
+            if vm is not None and op.error is not None:
+                vm["properties"]["provisioningState"] = "Failed"
+                vm["_failure"] = op.error
+            elif vm is not None and op.kind == "create" and not vm.get("_charged"):
+                vm["properties"]["provisioningState"] = "Succeeded"
+                vm["_power"] = "running"
+                self._charge(vm, +1)
             elif vm is not None and op.kind == "delete":
                 self._release(vm)
                 del self._vms[op.key]
+            if op.error is not None:
+                return {"name": op_id, "status": "Failed", "error": op.error}
             return {"name": op_id, "status": "Succeeded"}
 
+    # -- the HTTP side -----------------------------------------------------------------------
 
-def _public(vm: Mapping[str, Any], *, instance_view: bool = False) -> dict[str, Any]:
-    """Return a stored VM as ARM shows it (no write-only fields, optional instance view)."""
-    out = {k: v for k, v in vm.items() if not k.startswith("_")}
-    props = dict(out["properties"])
-    os_profile = dict(props.get("osProfile") or {})
-    os_profile.pop("customData", None)
-    os_profile.pop("adminPassword", None)
-    props["osProfile"] = os_profile
-    if instance_view:
-        state = props.get("provisioningState", "Creating")
-        statuses: list[dict[str, Any]] = []
-        failure = vm.get("_failure")
-        if state == "Failed" and failure:
-            statuses.append(
-                {
-                    "code": f"ProvisioningState/failed/{failure['code']}",
-                    "level": "Error",
-                    "message": failure.get("message", ""),
+    def answer(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: Any,
+    ) -> _Answer:
+        """Answer one request (the server's handler)."""
+        for pattern, ops in _ROUTES:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            groups = match.groupdict()
+            op = ops.get(method, "")
+            op = op.replace("{kind}", _KIND_OP.get(groups.get("kind", "").lower(), ""))
+            with self._lock:
+                self.requests.append(Request(method, op, path, dict(query)))
+            if not op:
+                return _err(405, "MethodNotAllowed", f"{method} {path}")
+            if groups.get("sub") not in (None, self.subscription_id):
+                return _err(404, "SubscriptionNotFound", "unknown subscription")
+            auth = headers.get("Authorization", "").removeprefix("Bearer ")
+            if op != "retailPrices.list" and not self._valid_token(auth):
+                return _err(401, "InvalidAuthenticationToken", "no valid bearer token")
+            fault = self.faults.take(op)
+            if fault is not None and fault.status is not None:
+                return _Answer(fault.status, {"error": fault.error()})
+            name = "retail" if op == "retailPrices.list" else op.split(".")[1]
+            handler: Callable[..., _Answer] = getattr(self, f"_{name}")
+            return handler(op, groups, query, body, fault)
+        return _err(404, "NotFound", f"no route for {method} {path}")
+
+    def _valid_token(self, token: str) -> bool:
+        # The scheduler's credential, or a token IMDS issued for ARM to a VM with an identity.
+        with self._lock:
+            issued = self._tokens.get(token, ("", ""))[1] == "arm"
+        return issued if token.startswith("imds-") else bool(token)
+
+    def _list(self, op: str, g: Mapping[str, str], q: Mapping[str, str], *_: Any) -> _Answer:
+        with self._lock:
+            if op == "resourceSkus.list":
+                wanted = re.search(r"location\s+eq\s+'([^']+)'", q.get("$filter", ""))
+                regions = [wanted.group(1)] if wanted else sorted(self._skus)
+                items = [s for r in regions for s in self._skus.get(r, {}).values()]
+            elif op == "usage.list":
+                usage = sorted(self._usage.get(g["loc"], {}).items())
+                items = [
+                    {"unit": "Count", "currentValue": c, "limit": lim, "name": {"value": n}}
+                    for n, (c, lim) in usage
+                ]
+            else:
+                rg = g.get("rg", "").lower()
+                view = q.get("$expand", "").lower() == "instanceview"
+                items = [_public(v, view=view) for k, v in self._vms.items() if rg in ("", k[0])]
+            return _Answer(200, {"value": json.loads(json.dumps(items))})
+
+    _listAll = _list
+
+    def _get(self, op: str, g: Mapping[str, str], q: Mapping[str, str], *_: Any) -> _Answer:
+        with self._lock:
+            if op == "operations.get":
+                answer = self._poll(g["op"])
+                return _Answer(200, answer) if answer else _err(404, "NotFound", "no operation")
+            store = self._groups.get(g.get("kind", "").lower(), self._vms)
+            item = store.get((g["rg"].lower(), g["name"].lower()))
+            if item is None:
+                return _err(404, "ResourceNotFound", f"{g['name']} not found")
+            return _Answer(200, _public(item, view=q.get("$expand", "").lower() == "instanceview"))
+
+    def _createOrUpdate(
+        self, op: str, g: Mapping[str, str], q: Mapping[str, str], body: Any, fault: Any
+    ) -> _Answer:
+        if not isinstance(body, dict) or "location" not in body:
+            return _err(400, "InvalidRequestContent", "the body needs a location")
+        if len(body.get("tags") or {}) > 50:
+            return _err(400, "InvalidParameter", "a resource holds at most 50 tags")
+        key = (g["rg"].lower(), g["name"].lower())
+        rid = f"/subscriptions/{self.subscription_id}/resourceGroups/{g['rg']}/providers/"
+        if "kind" in g:  # a placement group or availability set: a synchronous PUT
+            store = self._groups[g["kind"].lower()]
+            kind = _KIND_OP[g["kind"].lower()]
+            item = {**body, "name": g["name"], "id": f"{rid}Microsoft.Compute/{kind}/{g['name']}"}
+            with self._lock:
+                # ARM answers 201 for a new placement group, 200 for any availability set.
+                status = 200 if key in store or kind == "availabilitySets" else 201
+                store[key] = item
+            return _Answer(status, item)
+        props = body.get("properties") or {}
+        data = (props.get("osProfile") or {}).get("customData", "")
+        if len(base64.b64decode(data)) > CUSTOM_DATA_LIMIT:
+            return _err(400, "InvalidParameter", "customData is over 65535 bytes")
+        identities = (body.get("identity") or {}).get("userAssignedIdentities") or {}
+        if any(not IDENTITY_ID.match(i) for i in identities):
+            return _err(400, "InvalidParameter", "userAssignedIdentities keys must be ids")
+        with self._lock:
+            existing = self._vms.get(key)
+            if existing is not None:
+                old = (existing["_body"]["properties"].get("osProfile") or {}).get("customData")
+                if old != data:
+                    return _err(
+                        409,
+                        "PropertyChangeNotAllowed",
+                        "Changing property 'customData' is not allowed.",
+                    )
+                existing["tags"] = dict(body.get("tags") or {})
+                return _Answer(200, _public(existing))
+            vm = {
+                **{k: v for k, v in body.items() if k in ("location", "tags", "zones", "identity")},
+                "id": f"{rid}Microsoft.Compute/virtualMachines/{g['name']}",
+                "name": g["name"],
+                "type": "Microsoft.Compute/virtualMachines",
+                "properties": {**props, "provisioningState": "Creating"},
+                "_body": json.loads(json.dumps(body)),
+            }
+            vm["tags"] = dict(vm.get("tags") or {})
+            self._vms[key] = vm
+            self.launches[g["name"]] += 1
+            url = self._operation("create", key, fault.error() if fault else None)
+        return _Answer(201, _public(vm), {"Azure-AsyncOperation": url})
+
+    def _delete(
+        self, op: str, g: Mapping[str, str], q: Mapping[str, str], body: Any, fault: Any
+    ) -> _Answer:
+        key = (g["rg"].lower(), g["name"].lower())
+        with self._lock:
+            if "kind" in g:
+                store = self._groups[g["kind"].lower()]
+                own = str(store.get(key, {}).get("id", "")).lower()
+                users = [*self._vms.values(), *self._groups["availabilitysets"].values()]
+                refs = {
+                    str(((u.get("properties") or {}).get(r) or {}).get("id", "")).lower()
+                    for u in users
+                    for r in ("proximityPlacementGroup", "availabilitySet")
                 }
-            )
-        else:
-            statuses.append({"code": f"ProvisioningState/{str(state).lower()}", "level": "Info"})
-        if vm.get("_power"):
-            statuses.append({"code": f"PowerState/{vm['_power']}", "level": "Info"})
+                if key in store and own in refs:
+                    return _err(409, "OperationNotAllowed", f"{g['name']} is still in use")
+                return _Answer(200 if store.pop(key, None) else 204)
+            vm = self._vms.get(key)
+            if vm is None:
+                return _Answer(204)
+            vm["properties"]["provisioningState"] = "Deleting"
+            url = self._operation("delete", key, fault.error() if fault else None)
+        return _Answer(202, None, {"Azure-AsyncOperation": url})
+
+    def _deallocate(self, op: str, g: Mapping[str, str], *_: Any) -> _Answer:
+        with self._lock:
+            vm = self._vms.get((g["rg"].lower(), g["name"].lower()))
+            if vm is None:
+                return _err(404, "ResourceNotFound", f"VM {g['name']} not found")
+            self._release(vm)
+            vm["_power"] = "deallocated"
+            url = self._operation("deallocate", (g["rg"].lower(), g["name"].lower()), None)
+        return _Answer(202, None, {"Azure-AsyncOperation": url})
+
+    def _updateAtScope(
+        self, op: str, g: Mapping[str, str], q: Mapping[str, str], body: Any, *_: Any
+    ) -> _Answer:
+        body = body if isinstance(body, dict) else {}
+        tags = {
+            str(k): str(v) for k, v in ((body.get("properties") or {}).get("tags") or {}).items()
+        }
+        if body.get("operation") not in ("Merge", "Replace", "Delete"):
+            return _err(400, "InvalidRequestContent", "operation must be Merge, Replace or Delete")
+        with self._lock:
+            vm = self._vms.get((g["rg"].lower(), g["name"].lower()))
+            if vm is None:
+                return _err(404, "ResourceNotFound", f"VM {g['name']} not found")
+            merged = {**vm["tags"], **tags} if body["operation"] == "Merge" else tags
+            if body["operation"] == "Delete":
+                merged = {k: v for k, v in vm["tags"].items() if k not in tags}
+            if len(merged) > 50:
+                return _err(400, "InvalidParameter", "a resource holds at most 50 tags")
+            vm["tags"] = merged
+            return _Answer(200, {"properties": {"tags": merged}})
+
+    def _retail(self, op: str, g: Mapping[str, str], q: Mapping[str, str], *_: Any) -> _Answer:
+        text = q.get("$filter", "")
+        region = re.search(r"armRegionName eq '([^']+)'", text)
+        skus = set(re.findall(r"armSkuName eq '([^']+)'", text))
+        with self._lock:
+            items = [
+                p
+                for p in self._prices
+                if (region is None or p["armRegionName"] == region.group(1))
+                and (not skus or p["armSkuName"] in skus)
+            ]
+        skip = int(q.get("$skip", "0"))
+        page, rest = items[skip : skip + self.prices_page_size], dict(q)
+        rest["$skip"] = str(skip + self.prices_page_size)
+        more = skip + self.prices_page_size < len(items)
+        link = f"{self.base_url}/retail/prices?{urllib.parse.urlencode(rest)}" if more else None
+        return _Answer(200, {"BillingCurrency": "USD", "Items": page, "NextPageLink": link})
+
+
+def _public(item: Mapping[str, Any], *, view: bool = False) -> dict[str, Any]:
+    """A stored resource as ARM shows it: no private fields, no write-only secrets."""
+    out = {k: v for k, v in item.items() if not k.startswith("_")}
+    props = dict(out.get("properties") or {})
+    if "osProfile" in props:
+        props["osProfile"] = {
+            k: v for k, v in props["osProfile"].items() if k not in ("customData", "adminPassword")
+        }
+    if view:
+        state = str(props.get("provisioningState", "Creating"))
+        failure = item.get("_failure")
+        statuses = [
+            {"code": f"ProvisioningState/failed/{failure['code']}", "message": failure["message"]}
+            if state == "Failed" and failure
+            else {"code": f"ProvisioningState/{state.lower()}"}
+        ]
+        if item.get("_power"):
+            statuses.append({"code": f"PowerState/{item['_power']}"})
         props["instanceView"] = {"statuses": statuses}
     out["properties"] = props
     return json.loads(json.dumps(out))  # type: ignore[no-any-return]
@@ -555,455 +782,104 @@ def _public(vm: Mapping[str, Any], *, instance_view: bool = False) -> dict[str, 
 
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = _SUB + r"/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.compute"
-_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern + "$", re.IGNORECASE))
-    for name, pattern in (
-        ("skus", _SUB + r"/providers/microsoft\.compute/skus"),
-        ("usages", _SUB + r"/providers/microsoft\.compute/locations/(?P<loc>[^/]+)/usages"),
+_VM = _RG + r"/virtualmachines/(?P<name>[^/]+)"
+_KIND_OP = {
+    "proximityplacementgroups": "proximityPlacementGroups",
+    "availabilitysets": "availabilitySets",
+}
+_ROUTES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = tuple(
+    (re.compile(pattern + "$", re.IGNORECASE), ops)
+    for pattern, ops in (
+        (_SUB + r"/providers/microsoft\.compute/skus", {"GET": "resourceSkus.list"}),
         (
-            "operation",
+            _SUB + r"/providers/microsoft\.compute/locations/(?P<loc>[^/]+)/usages",
+            {"GET": "usage.list"},
+        ),
+        (
             _SUB + r"/providers/microsoft\.compute/locations/[^/]+/operations/(?P<op>[^/]+)",
+            {"GET": "operations.get"},
         ),
-        ("vm_list_all", _SUB + r"/providers/microsoft\.compute/virtualmachines"),
-        ("vm_list", _RG + r"/virtualmachines"),
-        ("vm", _RG + r"/virtualmachines/(?P<name>[^/]+)"),
-        ("ppg", _RG + r"/proximityplacementgroups/(?P<name>[^/]+)"),
-        ("avset", _RG + r"/availabilitysets/(?P<name>[^/]+)"),
-        ("prices", r"/retail/prices"),
         (
-            "vm_tags",
-            _RG + r"/virtualmachines/(?P<name>[^/]+)/providers/microsoft\.resources/tags/default",
+            _SUB + r"/providers/microsoft\.compute/virtualmachines",
+            {"GET": "virtualMachines.listAll"},
         ),
-        ("vm_deallocate", _RG + r"/virtualmachines/(?P<name>[^/]+)/deallocate"),
-        ("imds_token", r"/metadata/identity/oauth2/token"),
-        ("vault_secret", r"/vault/(?P<vault>[^/]+)/secrets/(?P<secret>[^/]+)"),
-        ("control", r"/_fake/(?P<action>finish|evict)/(?P<name>[^/]+)"),
+        (_RG + r"/virtualmachines", {"GET": "virtualMachines.list"}),
+        (_VM + r"/deallocate", {"POST": "virtualMachines.deallocate"}),
+        (_VM + r"/providers/microsoft\.resources/tags/default", {"PATCH": "tags.updateAtScope"}),
+        (
+            _VM,
+            {
+                "PUT": "virtualMachines.createOrUpdate",
+                "GET": "virtualMachines.get",
+                "DELETE": "virtualMachines.delete",
+            },
+        ),
+        (
+            _RG + r"/(?P<kind>proximityplacementgroups|availabilitysets)/(?P<name>[^/]+)",
+            {"PUT": "{kind}.createOrUpdate", "GET": "{kind}.get", "DELETE": "{kind}.delete"},
+        ),
+        (r"/retail/prices", {"GET": "retailPrices.list"}),
     )
 )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; without this each answer waits ~40 ms on
-    # delayed ACKs.
-    disable_nagle_algorithm = True
-    # Idle keep-alive connections close on their own, so the server always stops.
-    timeout = 5
-    server: _Server
+# LOCAL HELPER, to lift into multicloud.testing.fakecloud: serve_json whose handler may also
+# answer response headers. ARM's long-running operations need them (``Azure-AsyncOperation``),
+# and the kit's serve_json sends none.
+@contextlib.contextmanager
+def _serve_with_headers(
+    answer: Callable[[str, str, Mapping[str, str], Mapping[str, str], Any], _Answer],
+) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep test output quiet."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
-
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _send(
-        self, status: int, body: Any = None, headers: Mapping[str, str] | None = None
-    ) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-ms-request-id", "fake")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if data:
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+            url = urllib.parse.urlsplit(self.path)
+            query = dict(urllib.parse.parse_qsl(url.query))
+            out = answer(self.command, url.path, query, dict(self.headers.items()), body)
+            data = b"" if out.body is None else json.dumps(out.body).encode()
+            self.send_response(out.status)
+            for key, value in {"Content-Type": "application/json", **out.headers}.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
             self.wfile.write(data)
 
-    def _error(self, status: int, code: str, message: str) -> None:
-        self._send(status, {"error": {"code": code, "message": message}})
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
-    def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        return json.loads(raw) if raw else None
-
-    def _dispatch(self, method: str) -> None:
-        fake = self.server.fake
-        parsed = urllib.parse.urlsplit(self.path)
-        query = dict(urllib.parse.parse_qsl(parsed.query))
-        for name, pattern in _ROUTES:
-            match = pattern.match(parsed.path)
-            if match is None:
-                continue
-            op = name
-            if name == "vm":
-                op = {"PUT": "vm_put", "GET": "vm_get", "DELETE": "vm_delete"}.get(method, "vm")
-            elif name in ("ppg", "avset"):
-                verbs = {"PUT": f"{name}_put", "DELETE": f"{name}_delete"}
-                op = verbs.get(method, f"{name}_get")
-            with fake._lock:
-                fake.requests.append(Request(method, op, parsed.path, query))
-            if name == "imds_token" and self.headers.get("Metadata") != "true":
-                self._error(400, "BadRequest", "IMDS needs the Metadata: true header")
-                return
-            if name not in ("prices", "imds_token", "control"):
-                auth = self.headers.get("Authorization", "")
-                if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
-                    self._error(401, "AuthenticationFailed", "no bearer token")
-                    return
-                sub = match.groupdict().get("sub")
-                if sub is not None and sub != fake.subscription_id:
-                    self._error(404, "SubscriptionNotFound", "unknown subscription")
-                    return
-            fake._auto_finish()
-            fault = fake._take_fault(op)
-            if fault is not None and not fault.in_operation:
-                # Read the unused body, or it is taken for the next request on the connection.
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
-                self._send(fault.status, {"error": fault.error()})
-                return
-            getattr(self, f"_do_{name}")(method, match.groupdict(), query, fault)
-            return
-        self._error(404, "NotFound", f"no route for {method} {parsed.path}")
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    # -- routes ------------------------------------------------------------------------------
-
-    def _operation_url(self, location: str, op_id: str) -> str:
-        fake = self.server.fake
-        return (
-            f"{fake.base_url}/subscriptions/{fake.subscription_id}/providers/Microsoft.Compute/"
-            f"locations/{location}/operations/{op_id}?api-version=2024-07-01"
-        )
-
-    def _do_skus(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        wanted = re.search(r"location\s+eq\s+'([^']+)'", query.get("$filter", ""))
-        with fake._lock:
-            regions = [wanted.group(1)] if wanted else sorted(fake._skus)
-            items = [sku for r in regions for sku in fake._skus.get(r, {}).values()]
-            self._send(200, {"value": json.loads(json.dumps(items))})
-
-    def _do_usages(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        with fake._lock:
-            usage = fake._usage.get(groups["loc"], {})
-            items = [
-                {
-                    "unit": "Count",
-                    "currentValue": current,
-                    "limit": limit,
-                    "name": {"value": name, "localizedValue": name},
-                }
-                for name, (current, limit) in sorted(usage.items())
-            ]
-        self._send(200, {"value": items})
-
-    def _do_operation(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        answer = self.server.fake._poll(groups["op"])
-        if answer is None:
-            self._error(404, "NotFound", "no such operation")
-        else:
-            self._send(200, answer)
-
-    def _do_vm_list_all(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        with fake._lock:
-            items = [_public(vm) for vm in fake._vms.values()]
-        self._send(200, {"value": items})
-
-    def _do_vm_list(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        expand = query.get("$expand", "").lower() == "instanceview"
-        rg = groups["rg"].lower()
-        with fake._lock:
-            items = [_public(vm, instance_view=expand) for k, vm in fake._vms.items() if k[0] == rg]
-        self._send(200, {"value": items})
-
-    def _do_vm(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        rg, name = groups["rg"], groups["name"]
-        key = (rg.lower(), name.lower())
-        with fake._lock:
-            existing = fake._vms.get(key)
-            if method == "GET":
-                if existing is None:
-                    self._error(404, "ResourceNotFound", f"VM {name} not found")
-                else:
-                    expand = query.get("$expand", "").lower() == "instanceview"
-                    self._send(200, _public(existing, instance_view=expand))
-                return
-            if method == "DELETE":
-                if existing is None:
-                    self._send(204)
-                    return
-                existing["properties"]["provisioningState"] = "Deleting"
-                error = fault.error() if fault is not None else None
-                op_id = fake._new_operation("delete", key, error)
-                self._send(
-                    202,
-                    None,
-                    {"Azure-AsyncOperation": self._operation_url(existing["location"], op_id)},
-                )
-                return
-            if method != "PUT":
-                self._error(405, "MethodNotAllowed", method)
-                return
-            body = self._body()
-            if not isinstance(body, dict) or "location" not in body:
-                self._error(400, "InvalidRequestContent", "body must have a location")
-                return
-            fake._bodies[key] = json.loads(json.dumps(body))
-            vm_id = (
-                f"/subscriptions/{fake.subscription_id}/resourceGroups/{rg}/providers/"
-                f"Microsoft.Compute/virtualMachines/{name}"
-            )
-            props = dict(body.get("properties") or {})
-            props["provisioningState"] = "Creating" if existing is None else "Updating"
-            props["vmId"] = f"00000000-0000-0000-0000-{next(fake._ids):012d}"
-            vm = {
-                "id": vm_id,
-                "name": name,
-                "type": "Microsoft.Compute/virtualMachines",
-                "location": body["location"],
-                "tags": dict(body.get("tags") or {}),
-                "properties": props,
-            }
-            if body.get("zones"):
-                vm["zones"] = list(body["zones"])
-            if body.get("identity"):
-                vm["identity"] = body["identity"]
-            if existing is not None:
-                vm["_power"] = existing.get("_power")
-                if existing["properties"].get("provisioningState") == "Succeeded":
-                    props["provisioningState"] = "Succeeded"
-            fake._vms[key] = vm
-            error = fault.error() if fault is not None else None
-            op_id = fake._new_operation("create", key, error)
-            self._send(
-                200 if existing is not None else 201,
-                _public(vm),
-                {"Azure-AsyncOperation": self._operation_url(body["location"], op_id)},
-            )
-
-    def _do_ppg(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        self._group_resource(method, "proximityPlacementGroups", groups)
-
-    def _do_avset(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        self._group_resource(method, "availabilitySets", groups)
-
-    def _group_resource(self, method: str, kind: str, groups: Mapping[str, str]) -> None:
-        # Placement groups and availability sets behave alike: a synchronous PUT, and a DELETE
-        # refused while a VM (or, for a placement group, an availability set) refers to them.
-        fake = self.server.fake
-        store = fake._ppgs if kind == "proximityPlacementGroups" else fake._avsets
-        ref = "proximityPlacementGroup" if store is fake._ppgs else "availabilitySet"
-        rg, name = groups["rg"], groups["name"]
-        key = (rg.lower(), name.lower())
-        with fake._lock:
-            if method == "PUT":
-                body = self._body() or {}
-                item = {
-                    "id": (
-                        f"/subscriptions/{fake.subscription_id}/resourceGroups/{rg}/providers/"
-                        f"Microsoft.Compute/{kind}/{name}"
-                    ),
-                    "name": name,
-                    "type": f"Microsoft.Compute/{kind}",
-                    "location": body.get("location", ""),
-                    "tags": body.get("tags") or {},
-                    "properties": body.get("properties") or {},
-                }
-                for extra in ("zones", "sku"):
-                    if body.get(extra):
-                        item[extra] = body[extra]
-                # ARM answers 201 for a new placement group but 200 for any availability set
-                # (and the SDK accepts only those).
-                status = 200 if key in store or store is fake._avsets else 201
-                store[key] = item
-                self._send(status, item)
-            elif method == "DELETE":
-                own_id = str(store.get(key, {}).get("id", "")).lower()
-                users = [vm["properties"] for vm in fake._vms.values()]
-                users += [a["properties"] for a in fake._avsets.values()]
-                in_use = any(str((u.get(ref) or {}).get("id", "")).lower() == own_id for u in users)
-                if key not in store:
-                    self._send(204)
-                elif in_use:
-                    self._error(409, "OperationNotAllowed", f"{name} is still in use")
-                else:
-                    del store[key]
-                    self._send(200)
-            elif key in store:
-                self._send(200, store[key])
-            else:
-                self._error(404, "ResourceNotFound", f"{name} not found")
-
-    def _do_vm_tags(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        # ARM "Tags - Update At Scope", as the VM's runner calls it on its own VM.
-        fake = self.server.fake
-        body = self._body() or {}
-        tags = (body.get("properties") or {}).get("tags") or {}
-        with fake._lock:
-            vm = fake._vms.get((groups["rg"].lower(), groups["name"].lower()))
-            if vm is None:
-                self._error(404, "ResourceNotFound", f"VM {groups['name']} not found")
-                return
-            if body.get("operation") == "Replace":
-                vm["tags"] = {}
-            vm["tags"].update({str(k): str(v) for k, v in tags.items()})
-            self._send(200, {"properties": {"tags": vm["tags"]}})
-
-    def _do_vm_deallocate(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        with fake._lock:
-            vm = fake._vms.get((groups["rg"].lower(), groups["name"].lower()))
-            if vm is None:
-                self._error(404, "ResourceNotFound", f"VM {groups['name']} not found")
-                return
-            vm["_power"] = "deallocated"
-        self._send(200, {})
-
-    def _do_imds_token(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        self._send(
-            200,
-            {
-                "access_token": "fake-imds-token",
-                "token_type": "Bearer",
-                "resource": query.get("resource", ""),
-            },
-        )
-
-    def _do_vault_secret(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        with fake._lock:
-            value = fake._secrets.get((groups["vault"], groups["secret"]))
-        if value is None:
-            self._error(404, "SecretNotFound", f"secret {groups['secret']} not found")
-        else:
-            self._send(200, {"value": value, "id": self.path})
-
-    def _do_control(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        # The controls over HTTP, for a process that only has fake.options (e.g. a scheduler
-        # started by an integration test).
-        fake = self.server.fake
-        try:
-            if groups["action"] == "finish":
-                fake.finish(groups["name"], int(query.get("code", "0")))
-            else:
-                fake.evict(groups["name"])
-        except (KeyError, ValueError) as exc:
-            self._error(404, "NotFound", str(exc))
-            return
-        self._send(200, {})
-
-    def _do_prices(
-        self, method: str, groups: Mapping[str, str], query: Mapping[str, str], fault: Fault | None
-    ) -> None:
-        fake = self.server.fake
-        text = query.get("$filter", "")
-        region = re.search(r"armRegionName eq '([^']+)'", text)
-        skus = set(re.findall(r"armSkuName eq '([^']+)'", text))
-        with fake._lock:
-            items = [
-                p
-                for p in fake._prices
-                if (region is None or p["armRegionName"] == region.group(1))
-                and (not skus or p["armSkuName"] in skus)
-            ]
-        skip = int(query.get("$skip", "0"))
-        page = items[skip : skip + fake.prices_page_size]
-        next_link = None
-        if skip + fake.prices_page_size < len(items):
-            rest = dict(query)
-            rest["$skip"] = str(skip + fake.prices_page_size)
-            next_link = f"{fake.base_url}/retail/prices?{urllib.parse.urlencode(rest)}"
-        self._send(
-            200,
-            {
-                "BillingCurrency": "USD",
-                "Items": page,
-                "NextPageLink": next_link,
-                "Count": len(page),
-            },
-        )
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeArm
-
-
-@contextmanager
-def serve(
-    *,
-    subscription_id: str = "00000000-0000-0000-0000-000000000000",
-    resource_group: str = "rg-multicloud",
-    lro_polls: int = 1,
-    auto_finish_s: float | None = None,
-) -> Iterator[FakeArm]:
-    """Run a fake Azure Resource Manager on 127.0.0.1 for the duration of the block.
-
-    Args:
-        subscription_id: Its subscription.
-        resource_group: The resource group its options name.
-        lro_polls: ``InProgress`` polls before each long-running operation ends.
-        auto_finish_s: Seconds after which a running VM ends with exit code 0 (None: never).
-
-    Yields:
-        The fake, with ``options`` for the adapter and its controls.
-    """
-    fake = FakeArm(
-        subscription_id=subscription_id,
-        resource_group=resource_group,
-        lro_polls=lro_polls,
-        auto_finish_s=auto_finish_s,
-    )
-    server = _Server(("127.0.0.1", 0), _Handler)
-    server.fake = fake
-    host, port = server.server_address[:2]
-    fake.base_url = f"http://{host!s}:{port}"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
     )
     thread.start()
     try:
-        yield fake
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def serve(**settings: Any) -> Iterator[FakeArm]:
+    """Run a fake Azure Resource Manager on 127.0.0.1 for the duration of the block.
+
+    Args:
+        **settings: :class:`FakeArm` settings (``subscription_id``, ``resource_group``,
+            ``lro_polls``, ``prices_page_size``).
+
+    Yields:
+        The fake, with ``options`` for the adapter and its controls.
+    """
+    fake = FakeArm(**settings)
+    with _serve_with_headers(fake.answer) as url:
+        fake.base_url = url
+        yield fake
