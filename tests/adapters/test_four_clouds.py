@@ -50,6 +50,7 @@ from multicloud.service.effects import InlineEffects
 from multicloud.service.scheduler import Scheduler
 from multicloud.store import AttemptRecord, JobState, Store
 from multicloud.testing.builders import job
+from multicloud.testing.fakecloud import FakeCloud
 from multicloud.testing.scheduling import quick_settings, run_until
 
 S = JobState
@@ -285,18 +286,8 @@ def cycle(clouds: Clouds, tmp_path: Path) -> Iterator[Cycle]:
 
 def finish(clouds: Clouds, attempt: AttemptRecord, exit_code: int) -> None:
     """End a workload the way its cloud reports it, through that fake's own control."""
-    handle = str((attempt.handle or {})["id"])
-    if attempt.provider == "aws":
-        clouds.aws.finish(attempt.region, handle.split(","), exit_code=exit_code)
-    elif attempt.provider == "gcp":
-        clouds.gcp.finish(handle, exit_code)
-    elif attempt.provider == "azure":
-        for vm in [n for n in clouds.azure.vm_names() if n.startswith(f"{handle}-")]:
-            clouds.azure.finish(vm, exit_code)
-    elif exit_code == 0:
-        clouds.coreweave.succeed(handle)
-    else:
-        clouds.coreweave.fail(handle, exit_code=exit_code)
+    fake: FakeCloud = getattr(clouds, attempt.provider)
+    fake.finish(str((attempt.handle or {})["id"]), exit_code)
 
 
 def ownership(clouds: Clouds, attempt: AttemptRecord) -> dict[str, str]:
@@ -442,7 +433,7 @@ def test_spot_preemption_is_requeued_and_finished(cycle: Cycle, clouds: Clouds) 
     (instance,) = clouds.aws.calls("RunInstances")[-1:]
     assert instance["InstanceMarketOptions.MarketType"] == "spot"
     # EC2 reclaims the spot capacity: the scheduler sees PREEMPTED and launches attempt 2.
-    clouds.aws.preempt(first.region, str((first.handle or {})["id"]).split(","))
+    clouds.aws.preempt(str((first.handle or {})["id"]))
     cycle.run_until(cycle.running(job_id, 2))
     second = cycle.last(job_id)
     assert second.handle != first.handle

@@ -36,6 +36,7 @@ from multicloud.models import Fleet, Job
 from multicloud.service.client import Client, start
 from multicloud.service.config import ACTOR_NAME, ServiceConfig
 from multicloud.testing.builders import job
+from multicloud.testing.fakecloud import FakeCloud
 
 ray = pytest.importorskip("ray")
 
@@ -92,15 +93,9 @@ class Clouds:
 
     def finish(self, provider: str, region: str, handle: str) -> None:
         """End a workload with exit code 0, as its cloud would report it."""
-        if provider == "aws":
-            self.aws.finish(region, handle.split(","), exit_code=0)
-        elif provider == "gcp":
-            self.gcp.finish(handle, 0)
-        elif provider == "azure":
-            for vm in [n for n in self.azure.vm_names() if n.startswith(f"{handle}-")]:
-                self.azure.finish(vm, 0)
-        else:
-            self.coreweave.succeed(handle)
+        del region  # every fake finds a workload by its handle id
+        fake: FakeCloud = getattr(self, provider)
+        fake.finish(handle, 0)
 
 
 @dataclass
@@ -199,7 +194,7 @@ def test_one_job_per_cloud_runs_to_success_through_the_service(service: Running)
     # Each launch, sent from a Ray task in another process, reached its fake.
     assert len(clouds.aws.calls("RunInstances")) == 1
     assert len(clouds.gcp.calls_to("tpu.queuedResources.create")) == 1
-    assert clouds.azure.count("PUT", "vm_put") == 1
+    assert clouds.azure.count("PUT", "virtualMachines.createOrUpdate") == 1
     assert len(clouds.coreweave.objects("jobs")) == 1
     info = client.ping()
     assert (info["launches"], info["launch_errors"], info["cycle_errors"]) == (4, {}, 0)
