@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from multicloud.adapterkit import GCP_LABELS, gang_end, node_end, refuse_reuse
+from multicloud.adapterkit import GCP_LABELS, gang_end, node_end
 from multicloud.errors import ProviderError, TransientError, error_scope
 from multicloud.provider import (
     Handle,
-    LaunchSpec,
     MarketKind,
-    Offer,
     OwnedWorkload,
     WorkloadState,
     WorkloadStatus,
@@ -34,10 +33,10 @@ from multicloud_gcp.workload import (
     LABEL_EXIT,
     LABEL_HANDLE,
     LABEL_INSTALL,
+    Launch,
     gvnic_only,
     has_rdma,
     label_value,
-    node_program,
 )
 
 if TYPE_CHECKING:
@@ -77,40 +76,19 @@ class VMs:
 
     # -- launch ---------------------------------------------------------------------------------
 
-    def launch(
-        self,
-        offer: Offer,
-        spec: LaunchSpec,
-        request_id: str,
-        base: str,
-        labels: dict[str, str],
-        metadata: dict[str, str],
-    ) -> None:
+    def launch(self, job: Launch) -> None:
         """Create the gang's VMs (only those missing); a partial gang is undone on a fatal error.
 
         Args:
-            offer: The planned offer (zonal).
-            spec: The launch.
-            request_id: Its idempotency key.
-            base: The launch's base name.
-            labels: Labels of every VM.
-            metadata: Metadata items of every VM (ownership; the program is added here).
+            job: The launch.
 
         Raises:
             ProviderError: Quota (before any insert), capacity, a reused request id, ...
         """
-        zone = str(offer.zone)
+        offer, spec, zone, base = job.offer, job.spec, job.zone, job.base
         existing = {i.name: i for i in self.find(zone, f'labels.{LABEL_HANDLE} = "{base}"')}
         for instance in existing.values():
-            found = instance.labels.get(GCP_LABELS.key("spec"))
-            refuse_reuse(
-                self.gcp.fleet_name,
-                request_id,
-                found,
-                labels[GCP_LABELS.key("spec")],
-                what=f"VM {instance.name}",
-                region=offer.region,
-            )
+            job.refuse_reuse(self.gcp.fleet_name, instance.labels, f"VM {instance.name}")
         # A VM stopped without having reported (an undo or terminate deleting it, a
         # preemption, a host error) is no node of a live gang: adopting it would hand the
         # scheduler a workload already lost. It is replaced.
@@ -118,7 +96,7 @@ class VMs:
             i for i in existing.values() if i.status in _STOPPED and LABEL_EXIT not in i.labels
         ]
         if stale:
-            self._clear_stale(zone, stale, request_id)
+            self._clear_stale(zone, stale, job.request_id)
             for instance in stale:
                 del existing[instance.name]
         names = [f"{base}-{i}" for i in range(spec.nodes)]
@@ -126,13 +104,14 @@ class VMs:
         if not missing:
             return
         self.gcp.book.check_quota(offer, spec, nodes=len(missing))
-        policy = self._placement(offer, spec, base, request_id)
+        request_id = job.request_id
+        policy = self._placement(job)
         rdma = has_rdma(offer.instance_type) and bool(self.gcp.rdma_subnetworks)
-        program = node_program(spec, offer, request_id, base=base, labels=labels, rdma=rdma)
+        metadata = {**job.metadata, "startup-script": job.program(rdma=rdma)}
         operations: list[tuple[str, Any]] = []
         failures: list[ProviderError] = []
         for index, name in missing:
-            body = self._body(name, offer, spec, labels, {**metadata, "startup-script": program})
+            body = self._body(name, job, metadata)
             if policy:
                 body.resource_policies = [policy]
             try:
@@ -205,8 +184,9 @@ class VMs:
             on={409: None},
         )
 
-    def _placement(self, offer: Offer, spec: LaunchSpec, base: str, request_id: str) -> str:
+    def _placement(self, job: Launch) -> str:
         """Create (or find) the gang's COLLOCATED placement policy; its link ("" for none)."""
+        offer, spec, base = job.offer, job.spec, job.base
         if not self.gcp.compact_placement or spec.nodes < 2:
             return ""
         from google.cloud import compute_v1
@@ -234,24 +214,16 @@ class VMs:
                 on={409: None},
             )
 
-        op = self._send(send, f"{request_id}/{region}/placement")
+        op = self._send(send, f"{job.request_id}/{region}/placement")
         failures = self._wait(region, [(name, op)] if op else [], doing="placing", regional=True)
         if failures:
             raise failures[0]
         return f"projects/{self.gcp.project}/regions/{region}/resourcePolicies/{name}"
 
-    def _body(
-        self,
-        name: str,
-        offer: Offer,
-        spec: LaunchSpec,
-        labels: dict[str, str],
-        metadata: dict[str, str],
-    ) -> Any:
+    def _body(self, name: str, job: Launch, metadata: dict[str, str]) -> Any:
         from google.cloud import compute_v1
 
-        gcp, zone, kind = self.gcp, offer.zone, offer.instance_type
-        spot = spec.market is MarketKind.SPOT
+        gcp, zone, kind, spot = self.gcp, job.zone, job.offer.instance_type, job.spot
         nic = compute_v1.NetworkInterface(network=gcp.network)
         if gcp.subnetwork:
             nic.subnetwork = gcp.subnetwork
@@ -286,7 +258,7 @@ class VMs:
         return compute_v1.Instance(
             name=name,
             machine_type=f"zones/{zone}/machineTypes/{kind}",
-            labels=labels,
+            labels=job.labels,
             metadata=compute_v1.Metadata(
                 items=[compute_v1.Items(key=k, value=v) for k, v in sorted(items.items())]
             ),
@@ -324,8 +296,6 @@ class VMs:
         Returns:
             The translated error of each operation that failed (a 404 inside is "gone").
         """
-        import time
-
         from google.cloud import compute_v1
 
         gcp = self.gcp

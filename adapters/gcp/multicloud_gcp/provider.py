@@ -26,7 +26,6 @@ from multicloud.adapterkit import (
     Ownership,
     check_launch,
     region_matches,
-    resource_name,
 )
 from multicloud.errors import AuthError, InvalidRequestError, error_scope
 from multicloud.provider import (
@@ -45,7 +44,7 @@ from multicloud_gcp.compute import KIND_VM, VMs
 from multicloud_gcp.errors import RULES, failure_from_exception
 from multicloud_gcp.offers import Book, region_of
 from multicloud_gcp.tpu import TPUs
-from multicloud_gcp.workload import EXACT, LABEL_HANDLE, is_tpu, label_value
+from multicloud_gcp.workload import EXACT, Launch, is_tpu, label_value
 
 __all__ = ["GCPProvider"]
 
@@ -345,17 +344,14 @@ class GCPProvider:
         if problem:
             scope = error_scope(self.fleet_name, offer.region)
             raise InvalidRequestError(problem, provider=self.fleet_name, scope=scope)
-        base = resource_name(self.fleet_name, request_id)
-        owner = Ownership.of(spec, offer, request_id)
-        labels = {**owner.labels(GCP_LABELS), LABEL_HANDLE: base}
-        metadata = owner.labels(EXACT)
+        job = Launch.of(offer, spec, request_id, self.fleet_name)
         if is_tpu(offer.instance_type):
-            kind = self.tpus.launch(offer, spec, request_id, base, labels, metadata)
+            kind = self.tpus.launch(job)
         else:
-            self.vms.launch(offer, spec, request_id, base, labels, metadata)
+            self.vms.launch(job)
             kind = KIND_VM
         extra = {"install": label_value(spec.install_id), "kind": kind}
-        return Handle.at(offer, spec, id=base, request_id=request_id, extra=extra)
+        return Handle.at(offer, spec, id=job.base, request_id=request_id, extra=extra)
 
     def status(self, handles: Sequence[Handle]) -> dict[str, WorkloadStatus]:
         """Return the status of each handle: one list call per zone (and kind).

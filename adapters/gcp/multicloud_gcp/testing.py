@@ -40,7 +40,15 @@ from multicloud.catalog import load_catalog
 from multicloud.testing.fakecloud import FakeCloud, block_external_network, serve_json
 from multicloud_gcp.offers import GPU_QUOTA_METRICS, quota_metric
 
-__all__ = ["GPU_METRICS", "Call", "FakeGCP", "Fault", "block_external_network", "serve"]
+__all__ = [
+    "GPU_METRICS",
+    "Call",
+    "FakeGCP",
+    "Fault",
+    "block_external_network",
+    "serve",
+    "serve_offline",
+]
 
 MACHINE_SHAPES: dict[str, tuple[int, int, int]] = {
     # Public vCPUs, memory (MB) and GPUs of the accelerator-optimized machine types.
@@ -840,3 +848,24 @@ def serve(fake: FakeGCP | None = None) -> Iterator[FakeGCP]:
     ) as url:
         fake.url = url
         yield fake
+
+
+@contextlib.contextmanager
+def serve_offline(fake: FakeGCP | None = None) -> Iterator[FakeGCP]:
+    """Serve a fake while every connection not to 127.0.0.1 is refused, and fail if one was.
+
+    Proves that nothing (an operation poller, an auth refresh, a metadata probe) reached a
+    real Google endpoint during the block.
+
+    Args:
+        fake: State to serve (a fresh default one when None).
+
+    Yields:
+        The fake, serving.
+
+    Raises:
+        AssertionError: At the end, if a connection elsewhere was attempted.
+    """
+    with block_external_network() as refused, serve(fake) as running:
+        yield running
+    assert refused == [], f"connections outside 127.0.0.1 were attempted: {refused}"

@@ -12,13 +12,11 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from multicloud.adapterkit import GCP_LABELS, node_end, refuse_reuse
+from multicloud.adapterkit import GCP_LABELS, node_end
 from multicloud.errors import CapacityError, QuotaError, TransientError, error_scope
 from multicloud.provider import (
     Handle,
-    LaunchSpec,
     MarketKind,
-    Offer,
     OwnedWorkload,
     WorkloadState,
     WorkloadStatus,
@@ -30,8 +28,8 @@ from multicloud_gcp.workload import (
     LABEL_EXIT,
     META_TYPE,
     TPU_RUNTIME_VERSIONS,
+    Launch,
     label_value,
-    node_program,
     tpu_generation,
 )
 
@@ -43,7 +41,6 @@ __all__ = ["KIND_NODE", "KIND_QR", "TPUs"]
 KIND_QR = "tpu-qr"
 KIND_NODE = "tpu-node"
 _CONFIG_TYPES = {"v5litepod": "V5LITE_POD", "v5p": "V5P", "v6e": "V6E"}
-_SPEC = GCP_LABELS.key("spec")
 _MISSING = object()
 
 
@@ -62,33 +59,21 @@ class TPUs:
 
     # -- launch ---------------------------------------------------------------------------------
 
-    def launch(
-        self,
-        offer: Offer,
-        spec: LaunchSpec,
-        request_id: str,
-        base: str,
-        labels: dict[str, str],
-        metadata: dict[str, str],
-    ) -> str:
+    def launch(self, job: Launch) -> str:
         """Create the slice (a re-send finds it first); return how (queued resource or node)."""
-        zone, gcp = str(offer.zone), self.gcp
+        gcp, zone, base = self.gcp, job.zone, job.base
         parent = self._parent(zone)
-        program = node_program(spec, offer, request_id, base=base, labels=labels)
-        metadata = {**metadata, "startup-script": program, META_TYPE: offer.instance_type}
         found = gcp.call_or_none(
             lambda: gcp.clients.tpu.get_node(name=f"{parent}/nodes/{base}"),
             doing=f"reading TPU node {base}",
             zone=zone,
         )
         if found is not None:
-            self._refuse_reuse(found.labels, labels, request_id, offer)
+            job.refuse_reuse(gcp.fleet_name, found.labels, "a TPU slice")
             return KIND_QR if found.queued_resource else KIND_NODE
-        if gcp.tpu_queued_resources and self._queued(
-            offer, spec, request_id, base, labels, metadata
-        ):
+        if gcp.tpu_queued_resources and self._queued(job):
             return KIND_QR
-        node = self._node(offer, labels, metadata, spot=spec.market is MarketKind.SPOT)
+        node = self._node(job, spot=job.spot)
         op = gcp.call_or_none(
             lambda: gcp.clients.tpu.create_node(parent=parent, node_id=base, node=node),
             doing=f"creating TPU node {base}",
@@ -99,25 +84,12 @@ class TPUs:
             self._wait(op.operation.name, zone, doing=f"creating TPU node {base}")
         return KIND_NODE
 
-    def _refuse_reuse(
-        self, found: Any, labels: dict[str, str], request_id: str, offer: Offer
-    ) -> None:
-        refuse_reuse(
-            self.gcp.fleet_name,
-            request_id,
-            dict(found).get(_SPEC),
-            labels[_SPEC],
-            what="a TPU slice",
-            region=offer.region,
-        )
-
-    def _node(
-        self, offer: Offer, labels: dict[str, str], metadata: dict[str, str], *, spot: bool
-    ) -> Any:
+    def _node(self, job: Launch, *, spot: bool) -> Any:
         from google.cloud import tpu_v2
 
-        gcp, zone = self.gcp, str(offer.zone)
-        generation = tpu_generation(offer.instance_type)
+        gcp, zone, kind = self.gcp, job.zone, job.offer.instance_type
+        generation = tpu_generation(kind)
+        metadata = {**job.metadata, "startup-script": job.program(), META_TYPE: kind}
         node = tpu_v2.Node(
             runtime_version=gcp.tpu_runtime_version
             or TPU_RUNTIME_VERSIONS.get(generation, "tpu-ubuntu2204-base"),
@@ -126,33 +98,25 @@ class TPUs:
                 subnetwork=gcp.subnetwork or "",
                 enable_external_ips=gcp.external_ip,
             ),
-            labels=labels,
+            labels=job.labels,
             metadata=metadata,
         )
-        topology = gcp.book.topology(zone, offer.instance_type)
+        topology = gcp.book.topology(zone, kind)
         if topology and generation in _CONFIG_TYPES:
             # The topology the zone lists for this slice, so that the shape is explicit.
             config_type = getattr(tpu_v2.AcceleratorConfig.Type, _CONFIG_TYPES[generation])
             node.accelerator_config = tpu_v2.AcceleratorConfig(type_=config_type, topology=topology)
         else:
-            node.accelerator_type = offer.instance_type.removeprefix("tpu-")
+            node.accelerator_type = kind.removeprefix("tpu-")
         if spot:
             node.scheduling_config = tpu_v2.SchedulingConfig(spot=True)
         return node
 
-    def _queued(
-        self,
-        offer: Offer,
-        spec: LaunchSpec,
-        request_id: str,
-        base: str,
-        labels: dict[str, str],
-        metadata: dict[str, str],
-    ) -> bool:
+    def _queued(self, job: Launch) -> bool:
         """Create the slice as a queued resource; False where the API offers none (404/501)."""
         from google.cloud import tpu_v2
 
-        gcp, zone = self.gcp, str(offer.zone)
+        gcp, zone, base = self.gcp, job.zone, job.base
         parent, tpu = self._parent(zone), gcp.clients.tpu
         found = gcp.call_or_none(
             lambda: tpu.get_queued_resource(name=f"{parent}/queuedResources/{base}"),
@@ -164,19 +128,15 @@ class TPUs:
             return False  # 501: no queued resources here
         if found is not _MISSING:
             specs = found.tpu.node_spec
-            self._refuse_reuse(specs[0].node.labels if specs else {}, labels, request_id, offer)
+            job.refuse_reuse(gcp.fleet_name, specs[0].node.labels if specs else {}, "a TPU slice")
             return True
-        node = self._node(offer, labels, metadata, spot=False)
-        resource = tpu_v2.QueuedResource(
-            tpu=tpu_v2.QueuedResource.Tpu(
-                node_spec=[
-                    tpu_v2.QueuedResource.Tpu.NodeSpec(parent=parent, node_id=base, node=node)
-                ]
-            )
+        node_spec = tpu_v2.QueuedResource.Tpu.NodeSpec(
+            parent=parent, node_id=base, node=self._node(job, spot=False)
         )
-        if spec.market is MarketKind.SPOT:
+        resource = tpu_v2.QueuedResource(tpu=tpu_v2.QueuedResource.Tpu(node_spec=[node_spec]))
+        if job.spot:
             resource.spot = tpu_v2.QueuedResource.Spot()
-        key = f"{request_id}/{zone}"
+        key = f"{job.request_id}/{zone}"
         op = None
         for rid in (request_uuid(key), request_uuid(f"{key}/resend/{uuid.uuid4().hex}")):
             request = tpu_v2.CreateQueuedResourceRequest(

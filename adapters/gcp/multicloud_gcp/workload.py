@@ -30,9 +30,20 @@ import dataclasses
 import json
 import math
 import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from multicloud.adapterkit import GCP_LABELS, Binding, LabelStyle, NodeShape, render_node_program
-from multicloud.provider import LaunchSpec, Offer
+from multicloud.adapterkit import (
+    GCP_LABELS,
+    Binding,
+    LabelStyle,
+    NodeShape,
+    Ownership,
+    refuse_reuse,
+    render_node_program,
+    resource_name,
+)
+from multicloud.provider import LaunchSpec, MarketKind, Offer
 
 __all__ = [
     "DEFAULT_GPU_IMAGE",
@@ -44,11 +55,11 @@ __all__ = [
     "LABEL_JOB",
     "META_TYPE",
     "TPU_RUNTIME_VERSIONS",
+    "Launch",
     "gvnic_only",
     "has_rdma",
     "is_tpu",
     "label_value",
-    "node_program",
     "tpu_generation",
     "tpu_hosts",
 ]
@@ -172,37 +183,75 @@ api -X PATCH -d """
 )
 
 
-def node_program(
-    spec: LaunchSpec,
-    offer: Offer,
-    request_id: str,
-    *,
-    base: str,
-    labels: dict[str, str],
-    rdma: bool = False,
-) -> str:
-    """Render the ``startup-script`` every node of the launch boots.
+@dataclass(frozen=True)
+class Launch:
+    """One launch as the VM and TPU code need it.
 
-    Args:
+    Attributes:
+        offer: The planned offer (zonal).
         spec: The launch.
-        offer: The offer launched on.
-        request_id: The launch's idempotency key.
-        base: The launch's base name (VMs are ``<base>-<i>``; the TPU node is ``<base>``).
-        labels: The labels the resources carry (the report rewrites them, plus the exit).
-        rdma: The VMs have MRDMA NICs attached (``/dev/infiniband`` exists).
-
-    Returns:
-        The bash program (secret names only; values are fetched on the node).
+        request_id: Its idempotency key.
+        base: Base name of its resources (VMs ``<base>-<i>``, the TPU node ``<base>``).
+        labels: Labels of every resource: the ownership and the handle.
+        metadata: Metadata of every resource: the exact ownership.
     """
-    pairs = json.dumps(labels, sort_keys=True, separators=(",", ":"))[1:-1]
-    prelude = f"BASE={shlex.quote(base)}\nLABELS={shlex.quote(pairs)}\n{_PRELUDE}"
-    if not is_tpu(offer.instance_type):
-        binding = dataclasses.replace(_VM, prelude=prelude)
-        shape = NodeShape.of(offer, rdma=rdma)
-        return render_node_program(spec, offer, request_id, binding, shape=shape)
-    # A slice of several TPU VM workers is a gang of that many nodes, one program each.
-    hosts = tpu_hosts(offer.instance_type, offer.count)
-    shape = NodeShape("tpu", max(1, offer.count // hosts))
-    gang = dataclasses.replace(spec, nodes=hosts)
-    binding = dataclasses.replace(_TPU, prelude=prelude)
-    return render_node_program(gang, offer, request_id, binding, shape=shape)
+
+    offer: Offer
+    spec: LaunchSpec
+    request_id: str
+    base: str
+    labels: dict[str, str]
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(cls, offer: Offer, spec: LaunchSpec, request_id: str, fleet_name: str) -> Launch:
+        """Return the launch of ``spec`` on ``offer`` by a fleet entry, named and labelled."""
+        base = resource_name(fleet_name, request_id)
+        owner = Ownership.of(spec, offer, request_id)
+        labels = {**owner.labels(GCP_LABELS), LABEL_HANDLE: base}
+        return cls(offer, spec, request_id, base, labels, owner.labels(EXACT))
+
+    @property
+    def zone(self) -> str:
+        """The offer's zone."""
+        return str(self.offer.zone)
+
+    @property
+    def spot(self) -> bool:
+        """Whether the launch is in the spot market."""
+        return self.spec.market is MarketKind.SPOT
+
+    def refuse_reuse(self, fleet_name: str, found: Mapping[str, str], what: str) -> None:
+        """Refuse the request id when ``found`` (labels met under its name) is another launch."""
+        key = GCP_LABELS.key("spec")
+        refuse_reuse(
+            fleet_name,
+            self.request_id,
+            dict(found).get(key),
+            self.labels[key],
+            what=what,
+            region=self.offer.region,
+        )
+
+    def program(self, *, rdma: bool = False) -> str:
+        """Render the ``startup-script`` every node of the launch boots.
+
+        Args:
+            rdma: The VMs have MRDMA NICs attached (``/dev/infiniband`` exists).
+
+        Returns:
+            The bash program (secret names only; values are fetched on the node).
+        """
+        spec, offer = self.spec, self.offer
+        pairs = json.dumps(self.labels, sort_keys=True, separators=(",", ":"))[1:-1]
+        prelude = f"BASE={shlex.quote(self.base)}\nLABELS={shlex.quote(pairs)}\n{_PRELUDE}"
+        if not is_tpu(offer.instance_type):
+            binding = dataclasses.replace(_VM, prelude=prelude)
+            shape = NodeShape.of(offer, rdma=rdma)
+            return render_node_program(spec, offer, self.request_id, binding, shape=shape)
+        # A slice of several TPU VM workers is a gang of that many nodes, one program each.
+        hosts = tpu_hosts(offer.instance_type, offer.count)
+        shape = NodeShape("tpu", max(1, offer.count // hosts))
+        gang = dataclasses.replace(spec, nodes=hosts)
+        binding = dataclasses.replace(_TPU, prelude=prelude)
+        return render_node_program(gang, offer, self.request_id, binding, shape=shape)
