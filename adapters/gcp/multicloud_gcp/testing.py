@@ -379,6 +379,7 @@ class FakeGCP(FakeCloud):
         c = f"^/compute/v1/projects/{re.escape(self.project)}"
         t = f"^/v2/projects/{re.escape(self.project)}/locations/([^/]+)"
         i, o = f"{c}/zones/([^/]+)/instances", "/operations/([^/]+)"
+        rp, q = f"{c}/regions/([^/]+)/resourcePolicies", f"{t}/queuedResources"
         table = [
             ("GET", f"{i}$", "instances.list", self._list),
             ("POST", f"{i}$", "instances.insert", self._insert),
@@ -391,18 +392,8 @@ class FakeGCP(FakeCloud):
             ("GET", f"{c}/zones/([^/]+)/operations$", "zoneOperations.list", self._op_list),
             ("GET", f"{c}/aggregated/machineTypes$", "machineTypes.aggregatedList", self._types),
             ("GET", f"{c}/regions/([^/]+)$", "regions.get", self._region),
-            (
-                "POST",
-                f"{c}/regions/([^/]+)/resourcePolicies$",
-                "resourcePolicies.insert",
-                self._policy_insert,
-            ),
-            (
-                "DELETE",
-                f"{c}/regions/([^/]+)/resourcePolicies/([^/]+)$",
-                "resourcePolicies.delete",
-                self._policy_delete,
-            ),
+            ("POST", f"{rp}$", "resourcePolicies.insert", self._policy_insert),
+            ("DELETE", f"{rp}/([^/]+)$", "resourcePolicies.delete", self._policy_delete),
             ("GET", f"{c}/regions/([^/]+){o}$", "regionOperations.get", self._op_get),
             ("POST", f"{c}/regions/([^/]+){o}/wait$", "regionOperations.wait", self._op_get),
             ("GET", f"{t}/acceleratorTypes$", "tpu.acceleratorTypes.list", self._tpu_types_of),
@@ -411,15 +402,10 @@ class FakeGCP(FakeCloud):
             ("GET", f"{t}/nodes/([^/:]+)$", "tpu.nodes.get", self._tpu_get_node),
             ("PATCH", f"{t}/nodes/([^/:]+)$", "tpu.nodes.patch", self._tpu_patch_node),
             ("DELETE", f"{t}/nodes/([^/:]+)$", "tpu.nodes.delete", self._tpu_delete_node),
-            ("GET", f"{t}/queuedResources$", "tpu.queuedResources.list", self._qr_list),
-            ("POST", f"{t}/queuedResources$", "tpu.queuedResources.create", self._qr_create),
-            ("GET", f"{t}/queuedResources/([^/:]+)$", "tpu.queuedResources.get", self._qr_get),
-            (
-                "DELETE",
-                f"{t}/queuedResources/([^/:]+)$",
-                "tpu.queuedResources.delete",
-                self._qr_delete,
-            ),
+            ("GET", f"{q}$", "tpu.queuedResources.list", self._qr_list),
+            ("POST", f"{q}$", "tpu.queuedResources.create", self._qr_create),
+            ("GET", f"{q}/([^/:]+)$", "tpu.queuedResources.get", self._qr_get),
+            ("DELETE", f"{q}/([^/:]+)$", "tpu.queuedResources.delete", self._qr_delete),
             ("GET", f"{t}/operations/([^/:]+)$", "tpu.operations.get", self._tpu_op_get),
             ("GET", r"^/v1/services/([^/]+)/skus$", "billing.skus.list", self._skus),
         ]
