@@ -327,7 +327,7 @@ class GCP(Cloud):
 
     @staticmethod
     def _metric(instance_type: str) -> str | None:
-        from multicloud_gcp.provider import GPU_QUOTA_METRICS
+        from multicloud_gcp.offers import GPU_QUOTA_METRICS
 
         for prefix, metric, _ in GPU_QUOTA_METRICS:
             if instance_type.startswith(prefix):

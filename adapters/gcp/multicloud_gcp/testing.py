@@ -1,74 +1,80 @@
-"""A fake of the Compute Engine and Cloud TPU REST APIs, served on 127.0.0.1.
+"""A fake of the Compute Engine, Cloud TPU and Cloud Billing REST APIs, served on 127.0.0.1.
 
-The real ``google-cloud-compute`` and ``google-cloud-tpu`` clients talk to it through their
-REST transport (``client_options={"api_endpoint": "http://127.0.0.1:PORT"}`` and anonymous
-credentials), so the adapter is tested through the same SDK code paths it uses in production.
-What it models:
+The real ``google-cloud-compute`` and ``google-cloud-tpu`` clients reach it through their REST
+transport (``api_endpoint`` + anonymous credentials), so the adapter is tested through the SDK's
+own request and error paths; the fake plays Google's side and refuses what Google refuses:
 
-* Compute: ``instances`` insert / get / list / aggregatedList / delete, ``zoneOperations``
-  get / wait / list, ``machineTypes`` list / aggregatedList, ``regions.get`` with quotas,
-  ``resourcePolicies`` insert / get / delete with ``regionOperations`` get / wait;
-  long-running operations that go PENDING → RUNNING → DONE over two polls; ``requestId``
-  de-duplication (a repeated id returns the first operation and creates nothing); the list
-  ``filter`` subset the adapter sends (``labels.K = "V"``, ``labels.K:*``, ``name eq "re"``,
-  ``operationType = "X"``, joined by ``AND``).
-* TPU v2: ``nodes``, ``queuedResources`` (CREATING → WAITING_FOR_RESOURCES → PROVISIONING →
-  ACTIVE over list reads), ``acceleratorTypes``, ``operations``.
-* Cloud Billing Catalog: ``services/{id}/skus`` answering :attr:`FakeGCP.skus`.
-* Controls: :meth:`FakeGCP.fail` (an HTTP error with a reason, or an error inside the
-  operation), :meth:`FakeGCP.preempt`, :meth:`FakeGCP.finish` (the workload exits with a
-  code, as the startup script would report it), quotas and listings.
+* a gVNIC-only machine series (A3 High/Mega/Edge/Ultra, A4) inserted without
+  ``networkInterfaces[0].nicType: GVNIC`` (Compute Engine "GPUDirect": "The VMs must also use
+  the Google Virtual NIC (gVNIC)"; "Networking and GPU machines" lists gVNIC NICs only), and an
+  MRDMA NIC on a type without ConnectX-7 NICs (VPC "RDMA network profile");
+* an unknown machine type in the zone; an insert beyond the region's GPU quota (403
+  ``quotaExceeded``, "Quota 'NVIDIA_H100_GPUS' exceeded.  Limit: 0.0 in region ...") — spot
+  VMs counting against ``PREEMPTIBLE_<metric>`` only where that quota was granted, else
+  against the standard one (Compute Engine "Create and use Spot VMs");
+* a repeated ``requestId``: answered with the first request's operation, nothing created;
+* ``setLabels`` with a stale label fingerprint (412 ``conditionNotMet``).
 
-Use :func:`serve`::
+It shows a reclaim as Google does (:meth:`FakeGCP.preempt`: spot VMs ``TERMINATED`` with a
+``compute.instances.preempted`` zone operation; a TPU node ``PREEMPTED``, its queued resource
+``SUSPENDED``) and speaks the shared test vocabulary of ``multicloud.testing.fakecloud``
+(``fail_next``, ``preempt``, ``finish``, ``launches``)::
 
     with serve() as fake:
         provider = GCPProvider(regions=["us-central1"], **fake.options)
-
-Standard library only. The server thread always stops when the block exits.
+        fake.fail_next("instances.insert", "ZONE_RESOURCE_POOL_EXHAUSTED")
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import re
-import socket
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from multicloud.catalog import load_catalog
+from multicloud.testing.fakecloud import FakeCloud, block_external_network, serve_json
+from multicloud_gcp.offers import GPU_QUOTA_METRICS, quota_metric
 
-__all__ = ["Call", "FakeGCP", "Fault", "block_external_network", "serve"]
+__all__ = [
+    "GPU_METRICS",
+    "Call",
+    "FakeGCP",
+    "Fault",
+    "block_external_network",
+    "serve",
+    "serve_offline",
+]
 
-MACHINE_SHAPES: dict[str, tuple[int, int]] = {
-    # Public vCPU / memory (MB) of the accelerator-optimized machine types.
-    "a2-highgpu-1g": (12, 87040),
-    "a2-highgpu-2g": (24, 174080),
-    "a2-highgpu-4g": (48, 348160),
-    "a2-highgpu-8g": (96, 696320),
-    "a2-megagpu-16g": (96, 1392640),
-    "a2-ultragpu-1g": (12, 174080),
-    "a2-ultragpu-2g": (24, 348160),
-    "a2-ultragpu-4g": (48, 696320),
-    "a2-ultragpu-8g": (96, 1392640),
-    "a3-highgpu-1g": (26, 239616),
-    "a3-highgpu-2g": (52, 479232),
-    "a3-highgpu-4g": (104, 958464),
-    "a3-highgpu-8g": (208, 1916928),
-    "a3-megagpu-8g": (208, 1916928),
-    "a3-ultragpu-8g": (224, 3022848),
-    "a4-highgpu-8g": (224, 4063232),
-    "g2-standard-4": (4, 16384),
-    "g2-standard-24": (24, 98304),
-    "g2-standard-48": (48, 196608),
-    "g2-standard-96": (96, 393216),
+MACHINE_SHAPES: dict[str, tuple[int, int, int]] = {
+    # Public vCPUs, memory (MB) and GPUs of the accelerator-optimized machine types.
+    "a2-highgpu-1g": (12, 87040, 1),
+    "a2-highgpu-2g": (24, 174080, 2),
+    "a2-highgpu-4g": (48, 348160, 4),
+    "a2-highgpu-8g": (96, 696320, 8),
+    "a2-megagpu-16g": (96, 1392640, 16),
+    "a2-ultragpu-1g": (12, 174080, 1),
+    "a2-ultragpu-2g": (24, 348160, 2),
+    "a2-ultragpu-4g": (48, 696320, 4),
+    "a2-ultragpu-8g": (96, 1392640, 8),
+    "a3-highgpu-1g": (26, 239616, 1),
+    "a3-highgpu-2g": (52, 479232, 2),
+    "a3-highgpu-4g": (104, 958464, 4),
+    "a3-highgpu-8g": (208, 1916928, 8),
+    "a3-megagpu-8g": (208, 1916928, 8),
+    "a3-ultragpu-8g": (224, 3022848, 8),
+    "a4-highgpu-8g": (224, 4063232, 8),
+    "g2-standard-4": (4, 16384, 1),
+    "g2-standard-24": (24, 98304, 2),
+    "g2-standard-48": (48, 196608, 4),
+    "g2-standard-96": (96, 393216, 8),
 }
-
+GVNIC_ONLY = ("a3-highgpu", "a3-megagpu", "a3-edgegpu", "a3-ultragpu", "a4-highgpu")
+MRDMA_TYPES = ("a3-ultragpu", "a4-highgpu")
 TPU_TOPOLOGIES: dict[str, tuple[str, str]] = {
     "v5litepod-1": ("V5LITE_POD", "1x1"),
     "v5litepod-4": ("V5LITE_POD", "2x2"),
@@ -86,26 +92,18 @@ TPU_TOPOLOGIES: dict[str, tuple[str, str]] = {
     "v6e-128": ("V6E", "8x16"),
     "v6e-256": ("V6E", "16x16"),
 }
-
-GPU_METRICS = (
-    "NVIDIA_A100_GPUS",
-    "NVIDIA_A100_80GB_GPUS",
-    "NVIDIA_H100_GPUS",
-    "NVIDIA_H100_MEGA_GPUS",
-    "NVIDIA_H200_GPUS",
-    "NVIDIA_B200_GPUS",
-    "NVIDIA_L4_GPUS",
-)
-
-_OP_STEPS = ("PENDING", "RUNNING", "DONE")
-_INSTANCE_STEPS = ("PROVISIONING", "STAGING", "RUNNING")
+GPU_METRICS = tuple(dict.fromkeys(metric for _, metric, _ in GPU_QUOTA_METRICS))
+_STEPS = ("PENDING", "RUNNING", "DONE")
+_BOOT = ("PROVISIONING", "STAGING", "RUNNING")
 _QR_STEPS = ("CREATING", "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE")
-_GRPC_STATUS = {
+_ALIVE = frozenset((*_BOOT, "REPAIRING"))
+_GRPC = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     501: "UNIMPLEMENTED",
@@ -115,29 +113,44 @@ _GRPC_STATUS = {
 
 @dataclass
 class Fault:
-    """An error the fake answers instead of doing the call.
+    """An error the fake answers instead of doing a call.
 
     Attributes:
-        api: Call it applies to, e.g. ``instances.insert``, ``tpu.queuedResources.create``.
-        status: HTTP status of the error answer (or, in an operation, its
-            ``httpErrorStatusCode``).
-        reason: Compute ``errors[].reason`` for an HTTP error, or the ``errors[].code`` of an
-            error inside a Compute operation.
+        status: HTTP status of the answer (inside an operation: its ``httpErrorStatusCode``).
+        reason: Compute ``errors[].reason`` of an HTTP error, or ``errors[].code`` of an error
+            inside a Compute operation.
         message: Error message.
         in_operation: Accept the call and fail its long-running operation instead.
         grpc_code: For TPU operation errors: the ``google.rpc.Status`` code.
-        times: How many calls it hits.
-        after: How many matching calls pass untouched first (to hit node 2 of a gang).
     """
 
-    api: str
     status: int = 400
     reason: str = ""
     message: str = "injected error"
     in_operation: bool = False
     grpc_code: int = 0
-    times: int = 1
-    after: int = 0
+
+
+_STOCKOUT = (
+    "The zone '{where}' does not have enough resources available to fulfill the request. "
+    "Try a different zone, or try again later."
+)
+_CANNED: dict[str, Fault] = {
+    # How Google answers each error code that tests name with fail_next().
+    "ZONE_RESOURCE_POOL_EXHAUSTED": Fault(503, "ZONE_RESOURCE_POOL_EXHAUSTED", _STOCKOUT, True),
+    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS": Fault(
+        503, "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", _STOCKOUT, True
+    ),
+    "QUOTA_EXCEEDED": Fault(403, "QUOTA_EXCEEDED", "Quota 'CPUS' exceeded.  Limit: 0.0", True),
+    "quotaExceeded": Fault(403, "quotaExceeded", "Quota 'CPUS' exceeded.  Limit: 0.0"),
+    "rateLimitExceeded": Fault(403, "rateLimitExceeded", "Rate Limit Exceeded"),
+    "RESOURCE_EXHAUSTED": Fault(
+        message='There is no more capacity in the zone "{where}"; you can try in another zone '
+        "where Cloud TPU Nodes are offered",
+        in_operation=True,
+        grpc_code=8,
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -160,121 +173,105 @@ class Call:
 
 
 class _HTTPError(Exception):
-    def __init__(self, status: int, payload: dict[str, Any]) -> None:
-        super().__init__(status)
+    def __init__(self, status: int, reason: str, message: str, *, rpc: bool = False) -> None:
+        super().__init__(message)
         self.status = status
-        self.payload = payload
-
-
-def _compute_error(status: int, reason: str, message: str) -> _HTTPError:
-    errors = [{"message": message, "domain": "global", "reason": reason or "invalid"}]
-    return _HTTPError(status, {"error": {"code": status, "message": message, "errors": errors}})
-
-
-def _rpc_error(status: int, message: str) -> _HTTPError:
-    return _HTTPError(
-        status,
-        {"error": {"code": status, "message": message, "status": _GRPC_STATUS.get(status, "")}},
-    )
+        error: dict[str, Any] = {"code": status, "message": message}
+        if rpc:
+            error["status"] = _GRPC.get(status, "")
+        else:
+            error["errors"] = [{"message": message, "domain": "global", "reason": reason}]
+        self.payload = {"error": error}
 
 
 def _default_listings() -> tuple[dict[str, set[str]], dict[str, dict[str, str]], set[str]]:
-    catalog = load_catalog()
+    rows = [r for r in load_catalog().rows if r.provider == "gcp"]
     machine: dict[str, set[str]] = {}
     tpus: dict[str, dict[str, str]] = {}
-    zones_of_region: dict[str, set[str]] = {}
-    regions: set[str] = set()
-    rows = [r for r in catalog.rows if r.provider == "gcp"]
+    zones_of: dict[str, set[str]] = {}
     for row in rows:
-        regions.add(row.region)
         if row.zone:
-            zones_of_region.setdefault(row.region, set()).add(row.zone)
+            zones_of.setdefault(row.region, set()).add(row.zone)
     for row in rows:
         if row.instance_type.startswith("tpu-"):
             name = row.instance_type.removeprefix("tpu-")
-            for zone in [row.zone] if row.zone else sorted(zones_of_region.get(row.region, ())):
+            for zone in [row.zone] if row.zone else sorted(zones_of.get(row.region, ())):
                 tpus.setdefault(zone, {})[name] = TPU_TOPOLOGIES.get(name, ("", ""))[1]
         elif row.zone:
             machine.setdefault(row.zone, set()).add(row.instance_type)
-    return machine, tpus, regions
+    return machine, tpus, {r.region for r in rows}
 
 
-def _match_filter(expression: str, resource: dict[str, Any]) -> bool:
-    if not expression:
-        return True
-    for term in expression.split(" AND "):
-        term = term.strip().strip("()").strip()
-        labels = resource.get("labels") or {}
+def _matches(expression: str, resource: dict[str, Any]) -> bool:
+    """The subset of Compute's list ``filter`` the adapter sends, joined by ``AND``."""
+    labels = resource.get("labels") or {}
+    for term in filter(None, (t.strip().strip("()") for t in expression.split(" AND "))):
         if m := re.fullmatch(r"labels\.([\w-]+):\*", term):
-            if m.group(1) not in labels:
-                return False
+            ok = m.group(1) in labels
         elif m := re.fullmatch(r'labels\.([\w-]+)\s*=\s*"?([^"]*)"?', term):
-            if labels.get(m.group(1)) != m.group(2):
-                return False
+            ok = labels.get(m.group(1)) == m.group(2)
         elif m := re.fullmatch(r'name eq "?([^"]*)"?', term):
-            if not re.fullmatch(m.group(1), str(resource.get("name", ""))):
-                return False
+            ok = re.fullmatch(m.group(1), str(resource.get("name", ""))) is not None
         elif m := re.fullmatch(r'operationType\s*=\s*"?([^"]*)"?', term):
-            if resource.get("operationType") != m.group(1):
-                return False
+            ok = resource.get("operationType") == m.group(1)
         else:
-            raise _compute_error(400, "invalid", f"fake cannot parse filter term {term!r}")
+            raise _HTTPError(400, "invalid", f"fake cannot parse filter term {term!r}")
+        if not ok:
+            return False
     return True
 
 
-@dataclass
-class FakeGCP:
+def _last(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+class FakeGCP(FakeCloud):
     """State and controls of the fake Compute + TPU + Billing APIs.
 
-    Attributes:
+    Args:
         project: The one project it serves.
-        url: Base URL (``http://127.0.0.1:PORT``) once serving.
-        machine_types: Zone → machine types listed there.
-        tpu_types: Zone → TPU accelerator type → topology listed there.
-        quotas: Region → metric → ``[limit, usage]``.
         queued_resources: False makes the TPU queued-resource API answer 501.
+
+    Attributes:
+        url: Base URL (``http://127.0.0.1:PORT``) while serving.
+        machine_types: Zone -> machine types listed there.
+        tpu_types: Zone -> TPU accelerator type -> topology listed there.
+        quotas: Region -> metric -> ``[limit, usage by others]`` (live VMs add theirs).
         skus: What the Billing Catalog answers.
         calls: Every request received, in order.
-        instances: ``(zone, name)`` → instance JSON.
-        operations: Compute operation name → operation JSON.
-        tpu_nodes: ``(zone, id)`` → TPU node JSON.
-        tpu_queued: ``(zone, id)`` → queued resource JSON.
-        policies: ``(region, name)`` → resource (placement) policy JSON.
+        instances: ``(zone, name)`` -> instance JSON.
+        operations: Compute operation name -> operation JSON.
+        tpu_nodes: ``(zone, id)`` -> TPU node JSON.
+        tpu_queued: ``(zone, id)`` -> queued resource JSON.
+        policies: ``(region, name)`` -> resource (placement) policy JSON.
     """
 
-    project: str = "fake-project"
-    url: str = ""
-    machine_types: dict[str, set[str]] = field(default_factory=dict)
-    tpu_types: dict[str, dict[str, str]] = field(default_factory=dict)
-    quotas: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    queued_resources: bool = True
-    skus: list[dict[str, Any]] = field(default_factory=list)
-    calls: list[Call] = field(default_factory=list)
-    instances: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    tpu_nodes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    tpu_queued: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    _faults: list[Fault] = field(default_factory=list)
-    _request_ids: dict[str, str] = field(default_factory=dict)
-    _tpu_ops: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _effects: dict[str, Any] = field(default_factory=dict)
-    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
-    _lock: threading.RLock = field(default_factory=threading.RLock)
+    def __init__(self, project: str = "fake-project", *, queued_resources: bool = True) -> None:
+        super().__init__()
+        self.project = project
+        self.queued_resources = queued_resources
+        self.url = ""
+        self.machine_types, self.tpu_types, regions = _default_listings()
+        self.quotas: dict[str, dict[str, list[float]]] = {
+            r: {
+                m: [1024.0, 0.0] for p in ("", "PREEMPTIBLE_") for m in (p + g for g in GPU_METRICS)
+            }
+            for r in regions
+        }
+        self.skus: list[dict[str, Any]] = []
+        self.calls: list[Call] = []
+        self.instances: dict[tuple[str, str], dict[str, Any]] = {}
+        self.operations: dict[str, dict[str, Any]] = {}
+        self.tpu_nodes: dict[tuple[str, str], dict[str, Any]] = {}
+        self.tpu_queued: dict[tuple[str, str], dict[str, Any]] = {}
+        self.policies: dict[tuple[str, str], dict[str, Any]] = {}
+        self._request_ids: dict[str, dict[str, Any]] = {}
+        self._effects: dict[str, tuple[Fault | None, Callable[[], object] | None]] = {}
+        self._tpu_ops: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1000)
+        self._lock = threading.RLock()
 
-    def __post_init__(self) -> None:
-        machine, tpus, regions = _default_listings()
-        if not self.machine_types:
-            self.machine_types = machine
-        if not self.tpu_types:
-            self.tpu_types = tpus
-        for region in regions:
-            quotas = self.quotas.setdefault(region, {})
-            for metric in GPU_METRICS:
-                quotas.setdefault(metric, [1024.0, 0.0])
-                quotas.setdefault(f"PREEMPTIBLE_{metric}", [1024.0, 0.0])
-
-    # -- controls -------------------------------------------------------------------------------
+    # -- controls ---------------------------------------------------------------------------
 
     @property
     def options(self) -> dict[str, Any]:
@@ -288,15 +285,25 @@ class FakeGCP:
             "operation_timeout_s": 10.0,
         }
 
-    def fail(self, api: str, **kwargs: Any) -> Fault:
-        """Inject an error into the next call(s) of ``api`` (see :class:`Fault`)."""
-        fault = Fault(api, **kwargs)
-        with self._lock:
-            self._faults.append(fault)
-        return fault
+    def fail(self, api: str, *, times: int = 1, after: int = 0, **fault: Any) -> Fault:
+        """Answer the next ``times`` calls of ``api`` (after ``after`` good ones) with an error.
+
+        Args:
+            api: The call, e.g. ``instances.insert``, ``tpu.queuedResources.create``.
+            times: How many calls it hits.
+            after: How many calls pass untouched first (to hit node 2 of a gang).
+            **fault: The :class:`Fault`'s fields.
+
+        Returns:
+            The fault.
+        """
+        made = Fault(**fault)
+        self.faults.add(api, None, after)
+        self.faults.add(api, made, times)
+        return made
 
     def set_quota(self, region: str, metric: str, limit: float, usage: float = 0.0) -> None:
-        """Set one regional quota."""
+        """Set one regional quota (``usage`` is what other VMs use)."""
         with self._lock:
             self.quotas.setdefault(region, {})[metric] = [float(limit), float(usage)]
 
@@ -305,559 +312,497 @@ class FakeGCP:
         with self._lock:
             return [c for c in self.calls if c.api == api]
 
-    def _handle_instances(self, handle_id: str) -> list[dict[str, Any]]:
+    def _gang(self, handle_id: str) -> list[dict[str, Any]]:
         return [
-            i
-            for i in self.instances.values()
-            if (i.get("labels") or {}).get("multicloud-handle") == handle_id
+            i for i in self.instances.values() if i["labels"].get("multicloud-handle") == handle_id
         ]
 
-    def finish(self, handle_id: str, exit_code: int) -> None:
-        """Make a launched workload end with ``exit_code``, as its startup script reports it.
+    def finish(self, workload: str, exit_code: int) -> None:
+        """End a workload with ``exit_code`` as its node program reports it.
 
         VMs get the ``multicloud-exit`` label and power off (TERMINATED); a TPU node gets the
-        label and stays READY.
+        label (worker 0's report) and stays READY.
         """
         with self._lock:
-            for instance in self._handle_instances(handle_id):
+            for instance in self._gang(workload):
                 instance["labels"]["multicloud-exit"] = str(exit_code)
                 instance["status"] = "TERMINATED"
-            for node in self.tpu_nodes.values():
-                if (node.get("labels") or {}).get("multicloud-handle") == handle_id:
+            for (_, node_id), node in self.tpu_nodes.items():
+                if node_id == workload:
                     node["labels"]["multicloud-exit"] = str(exit_code)
 
-    def preempt(self, handle_id: str) -> None:
-        """Reclaim a spot workload: VMs stop with a ``compute.instances.preempted`` operation,
-        a TPU node goes PREEMPTED and its queued resource SUSPENDED."""
+    def preempt(self, workload: str) -> None:
+        """Reclaim a workload as Google shows it: spot VMs TERMINATED with a
+        ``compute.instances.preempted`` operation; a TPU node PREEMPTED, its queued resource
+        SUSPENDED."""
         with self._lock:
-            for instance in self._handle_instances(handle_id):
+            for instance in self._gang(workload):
                 instance["status"] = "TERMINATED"
-                zone = instance["zone"].rsplit("/", 1)[-1]
-                self._new_op(
-                    zone,
-                    "compute.instances.preempted",
-                    instance["selfLink"],
-                    status="DONE",
-                )
+                zone = _last(instance["zone"])
+                self._op(zone, "compute.instances.preempted", instance["selfLink"], done=True)
             for (zone, node_id), node in self.tpu_nodes.items():
-                if node_id == handle_id:
+                if node_id == workload:
                     node["state"] = "PREEMPTED"
-                    qr = self.tpu_queued.get((zone, node_id))
-                    if qr is not None:
-                        qr["state"] = {"state": "SUSPENDED"}
+                    if (zone, node_id) in self.tpu_queued:
+                        self.tpu_queued[(zone, node_id)]["state"] = {"state": "SUSPENDED"}
 
-    def fail_queued(self, handle_id: str, code: int, message: str) -> None:
+    def fail_queued(self, workload: str, code: int, message: str) -> None:
         """Move a queued resource to FAILED with a ``google.rpc.Status`` error."""
         with self._lock:
             for (_, qr_id), qr in self.tpu_queued.items():
-                if qr_id == handle_id:
-                    qr["state"] = {
-                        "state": "FAILED",
-                        "failedData": {"error": {"code": code, "message": message}},
-                    }
+                if qr_id == workload:
+                    failed = {"error": {"code": code, "message": message}}
+                    qr["state"] = {"state": "FAILED", "failedData": failed}
 
-    # -- request handling -------------------------------------------------------------------------
-
-    def _take_fault(self, api: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.api != api or fault.times <= 0:
-                continue
-            if fault.after > 0:
-                fault.after -= 1
-                continue
-            fault.times -= 1
-            return fault
-        return None
+    # -- requests ---------------------------------------------------------------------------
 
     def handle(self, method: str, raw_path: str, body: Any) -> tuple[int, Any]:
-        """Answer one request (the HTTP layer calls this).
-
-        Returns:
-            ``(HTTP status, JSON payload)``.
-        """
+        """Answer one request: ``(HTTP status, JSON payload)``."""
         parts = urlsplit(raw_path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        path = parts.path
         with self._lock:
             try:
-                api, action = self._route(method, path)
-                self.calls.append(Call(api, method, path, query, body))
-                fault = self._take_fault(api)
+                api, action = self._route(method, parts.path)
+                self.calls.append(Call(api, method, parts.path, query, body))
+                fault = self.faults.take(api)
+                if isinstance(fault, str):
+                    fault = _CANNED.get(fault, Fault(400, fault, f"injected {fault}"))
                 if fault is not None and not fault.in_operation:
-                    if api.startswith("tpu."):
-                        raise _rpc_error(fault.status, fault.message)
-                    raise _compute_error(fault.status, fault.reason, fault.message)
-                return 200, action(query, body, fault)
+                    raise _HTTPError(
+                        fault.status, fault.reason, fault.message, rpc=api.startswith("tpu.")
+                    )
+                return 200, action(query, body or {}, fault)
             except _HTTPError as exc:
                 return exc.status, exc.payload
 
-    def _route(self, method: str, path: str) -> tuple[str, Any]:
-        p = re.escape(self.project)
-        compute = f"^/compute/v1/projects/{p}"
-        tpu = f"^/v2/projects/{p}/locations/([^/]+)"
-        table: list[tuple[str, str, str, Any]] = [
-            ("GET", f"{compute}/zones/([^/]+)/instances$", "instances.list", self._list_instances),
-            ("POST", f"{compute}/zones/([^/]+)/instances$", "instances.insert", self._insert),
-            ("GET", f"{compute}/zones/([^/]+)/instances/([^/]+)$", "instances.get", self._get_i),
-            (
-                "DELETE",
-                f"{compute}/zones/([^/]+)/instances/([^/]+)$",
-                "instances.delete",
-                self._delete,
-            ),
-            (
-                "GET",
-                f"{compute}/aggregated/instances$",
-                "instances.aggregatedList",
-                self._aggregated_instances,
-            ),
-            (
-                "GET",
-                f"{compute}/zones/([^/]+)/operations/([^/]+)$",
-                "zoneOperations.get",
-                self._op_get,
-            ),
-            (
-                "POST",
-                f"{compute}/zones/([^/]+)/operations/([^/]+)/wait$",
-                "zoneOperations.wait",
-                self._op_get,
-            ),
-            ("GET", f"{compute}/zones/([^/]+)/operations$", "zoneOperations.list", self._op_list),
-            (
-                "GET",
-                f"{compute}/aggregated/machineTypes$",
-                "machineTypes.aggregatedList",
-                self._aggregated_machine_types,
-            ),
-            (
-                "GET",
-                f"{compute}/zones/([^/]+)/machineTypes$",
-                "machineTypes.list",
-                self._list_machine_types,
-            ),
-            ("GET", f"{compute}/regions/([^/]+)$", "regions.get", self._region),
-            (
-                "POST",
-                f"{compute}/regions/([^/]+)/resourcePolicies$",
-                "resourcePolicies.insert",
-                self._policy_insert,
-            ),
-            (
-                "GET",
-                f"{compute}/regions/([^/]+)/resourcePolicies/([^/]+)$",
-                "resourcePolicies.get",
-                self._policy_get,
-            ),
-            (
-                "DELETE",
-                f"{compute}/regions/([^/]+)/resourcePolicies/([^/]+)$",
-                "resourcePolicies.delete",
-                self._policy_delete,
-            ),
-            (
-                "GET",
-                f"{compute}/regions/([^/]+)/operations/([^/]+)$",
-                "regionOperations.get",
-                self._op_get,
-            ),
-            (
-                "POST",
-                f"{compute}/regions/([^/]+)/operations/([^/]+)/wait$",
-                "regionOperations.wait",
-                self._op_get,
-            ),
-            ("GET", f"{tpu}/acceleratorTypes$", "tpu.acceleratorTypes.list", self._tpu_types_of),
-            ("GET", f"{tpu}/nodes$", "tpu.nodes.list", self._tpu_list_nodes),
-            ("POST", f"{tpu}/nodes$", "tpu.nodes.create", self._tpu_create_node),
-            ("GET", f"{tpu}/nodes/([^/:]+)$", "tpu.nodes.get", self._tpu_get_node),
-            ("DELETE", f"{tpu}/nodes/([^/:]+)$", "tpu.nodes.delete", self._tpu_delete_node),
-            ("GET", f"{tpu}/queuedResources$", "tpu.queuedResources.list", self._tpu_list_qr),
-            ("POST", f"{tpu}/queuedResources$", "tpu.queuedResources.create", self._tpu_create_qr),
-            (
-                "GET",
-                f"{tpu}/queuedResources/([^/:]+)$",
-                "tpu.queuedResources.get",
-                self._tpu_get_qr,
-            ),
-            (
-                "DELETE",
-                f"{tpu}/queuedResources/([^/:]+)$",
-                "tpu.queuedResources.delete",
-                self._tpu_delete_qr,
-            ),
-            ("GET", f"{tpu}/operations/([^/:]+)$", "tpu.operations.get", self._tpu_op_get),
+    def _route(self, method: str, path: str) -> tuple[str, Callable[..., Any]]:
+        c = f"^/compute/v1/projects/{re.escape(self.project)}"
+        t = f"^/v2/projects/{re.escape(self.project)}/locations/([^/]+)"
+        i, o = f"{c}/zones/([^/]+)/instances", "/operations/([^/]+)"
+        rp, q = f"{c}/regions/([^/]+)/resourcePolicies", f"{t}/queuedResources"
+        table = [
+            ("GET", f"{i}$", "instances.list", self._list),
+            ("POST", f"{i}$", "instances.insert", self._insert),
+            ("GET", f"{i}/([^/]+)$", "instances.get", self._get),
+            ("DELETE", f"{i}/([^/]+)$", "instances.delete", self._delete),
+            ("POST", f"{i}/([^/]+)/setLabels$", "instances.setLabels", self._set_labels),
+            ("GET", f"{c}/aggregated/instances$", "instances.aggregatedList", self._aggregated),
+            ("GET", f"{c}/zones/([^/]+){o}$", "zoneOperations.get", self._op_get),
+            ("POST", f"{c}/zones/([^/]+){o}/wait$", "zoneOperations.wait", self._op_get),
+            ("GET", f"{c}/zones/([^/]+)/operations$", "zoneOperations.list", self._op_list),
+            ("GET", f"{c}/aggregated/machineTypes$", "machineTypes.aggregatedList", self._types),
+            ("GET", f"{c}/regions/([^/]+)$", "regions.get", self._region),
+            ("POST", f"{rp}$", "resourcePolicies.insert", self._policy_insert),
+            ("DELETE", f"{rp}/([^/]+)$", "resourcePolicies.delete", self._policy_delete),
+            ("GET", f"{c}/regions/([^/]+){o}$", "regionOperations.get", self._op_get),
+            ("POST", f"{c}/regions/([^/]+){o}/wait$", "regionOperations.wait", self._op_get),
+            ("GET", f"{t}/acceleratorTypes$", "tpu.acceleratorTypes.list", self._tpu_types_of),
+            ("GET", f"{t}/nodes$", "tpu.nodes.list", self._tpu_list_nodes),
+            ("POST", f"{t}/nodes$", "tpu.nodes.create", self._tpu_create_node),
+            ("GET", f"{t}/nodes/([^/:]+)$", "tpu.nodes.get", self._tpu_get_node),
+            ("PATCH", f"{t}/nodes/([^/:]+)$", "tpu.nodes.patch", self._tpu_patch_node),
+            ("DELETE", f"{t}/nodes/([^/:]+)$", "tpu.nodes.delete", self._tpu_delete_node),
+            ("GET", f"{q}$", "tpu.queuedResources.list", self._qr_list),
+            ("POST", f"{q}$", "tpu.queuedResources.create", self._qr_create),
+            ("GET", f"{q}/([^/:]+)$", "tpu.queuedResources.get", self._qr_get),
+            ("DELETE", f"{q}/([^/:]+)$", "tpu.queuedResources.delete", self._qr_delete),
+            ("GET", f"{t}/operations/([^/:]+)$", "tpu.operations.get", self._tpu_op_get),
             ("GET", r"^/v1/services/([^/]+)/skus$", "billing.skus.list", self._skus),
         ]
         for verb, pattern, api, fn in table:
             m = re.match(pattern, path)
             if verb == method and m:
-                args = m.groups()
                 if api.startswith("tpu.queuedResources") and not self.queued_resources:
-                    raise _rpc_error(501, "queued resources are not offered here")
-                return api, lambda q, b, f, fn=fn, args=args: fn(*args, q, b, f)
-        raise _compute_error(404, "notFound", f"fake has no route {method} {path}")
+                    raise _HTTPError(501, "", "queued resources are not offered here", rpc=True)
+                return api, lambda q, b, f, fn=fn, a=m.groups(): fn(*a, q, b, f)
+        raise _HTTPError(404, "notFound", f"fake has no route {method} {path}")
 
-    # -- compute ----------------------------------------------------------------------------------
+    # -- compute ----------------------------------------------------------------------------
 
-    def _zone_url(self, zone: str) -> str:
-        return f"{self.url}/compute/v1/projects/{self.project}/zones/{zone}"
+    def _base(self) -> str:
+        return f"{self.url}/compute/v1/projects/{self.project}"
 
-    def _region_url(self, region: str) -> str:
-        return f"{self.url}/compute/v1/projects/{self.project}/regions/{region}"
-
-    def _new_op(
+    def _op(
         self,
-        zone: str,
+        where: str,
         kind: str,
         target: str,
         *,
-        status: str = "PENDING",
         fault: Fault | None = None,
-        effect: Any = None,
+        effect: Callable[[], object] | None = None,
         regional: bool = False,
+        done: bool = False,
     ) -> dict[str, Any]:
         name = f"operation-{next(self._ids)}"
-        where = self._region_url(zone) if regional else self._zone_url(zone)
-        op: dict[str, Any] = {
+        scope = f"{self._base()}/{'regions' if regional else 'zones'}/{where}"
+        op = {
             "kind": "compute#operation",
             "id": str(next(self._ids)),
             "name": name,
-            "region" if regional else "zone": where,
+            "region" if regional else "zone": scope,
             "operationType": kind,
             "targetLink": target,
-            "status": status,
-            "progress": 100 if status == "DONE" else 0,
-            "selfLink": f"{where}/operations/{name}",
+            "status": "DONE" if done else "PENDING",
+            "selfLink": f"{scope}/operations/{name}",
         }
         self.operations[name] = op
-        if fault is not None:
-            self._effects[name] = ("fail", fault)
-        elif effect is not None:
-            self._effects[name] = ("do", effect)
+        self._effects[name] = (fault, effect)
         return op
 
-    def _advance_op(self, op: dict[str, Any]) -> None:
-        if op["status"] == "DONE":
-            return
-        op["status"] = _OP_STEPS[_OP_STEPS.index(op["status"]) + 1]
-        if op["status"] != "DONE":
-            return
-        op["progress"] = 100
-        kind, what = self._effects.pop(op["name"], (None, None))
-        if kind == "fail":
-            op["httpErrorStatusCode"] = what.status
-            op["httpErrorMessage"] = _GRPC_STATUS.get(what.status, "ERROR")
-            op["error"] = {"errors": [{"code": what.reason or "ERROR", "message": what.message}]}
-        elif kind == "do":
-            what()
-
-    def _insert(self, zone: str, query: dict[str, str], body: Any, fault: Fault | None) -> Any:
-        rid = query.get("requestId", "")
-        if rid and rid in self._request_ids:
-            # Like Compute: a repeated requestId returns the first operation, creates nothing.
-            return self.operations[self._request_ids[rid]]
-        name = body["name"]
-        if (zone, name) in self.instances:
-            raise _compute_error(409, "alreadyExists", f"The resource '{name}' already exists")
-        if zone not in self.machine_types:
-            raise _compute_error(400, "invalid", f"Invalid value for field 'zone': '{zone}'")
-        for policy in body.get("resourcePolicies") or ():
-            if (zone.rsplit("-", 1)[0], policy.rsplit("/", 1)[-1]) not in self.policies:
-                raise _compute_error(400, "invalid", f"resource policy {policy} not found")
-        link = f"{self._zone_url(zone)}/instances/{name}"
-        if fault is None:
-            self.instances[(zone, name)] = {
-                **body,
-                "id": str(next(self._ids)),
-                "zone": self._zone_url(zone),
-                "status": "PROVISIONING",
-                "selfLink": link,
-                "labelFingerprint": "42WmSpB8rSM=",
-                "labels": dict(body.get("labels") or {}),
-            }
-        op = self._new_op(zone, "insert", link, fault=fault)
-        if rid:
-            self._request_ids[rid] = op["name"]
-        return op
-
-    def _read_instance(self, instance: dict[str, Any]) -> dict[str, Any]:
-        # Each read moves a booting VM one step towards RUNNING.
-        if instance["status"] in _INSTANCE_STEPS[:-1]:
-            instance["status"] = _INSTANCE_STEPS[_INSTANCE_STEPS.index(instance["status"]) + 1]
-        return instance
-
-    def _get_i(self, zone: str, name: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        instance = self.instances.get((zone, name))
-        if instance is None:
-            raise _compute_error(404, "notFound", f"The resource '{name}' was not found")
-        return self._read_instance(instance)
-
-    def _list_instances(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        items = [
-            self._read_instance(i)
-            for (z, _), i in sorted(self.instances.items())
-            if z == zone and _match_filter(query.get("filter", ""), i)
-        ]
-        return {"kind": "compute#instanceList", "items": items}
-
-    def _aggregated_instances(self, query: dict[str, str], body: Any, f: Any) -> Any:
-        items: dict[str, Any] = {}
-        for (zone, _), instance in sorted(self.instances.items()):
-            if _match_filter(query.get("filter", ""), instance):
-                scoped = items.setdefault(f"zones/{zone}", {"instances": []})
-                scoped["instances"].append(instance)
-        return {"kind": "compute#instanceAggregatedList", "items": items}
-
-    def _delete(self, zone: str, name: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        rid = query.get("requestId", "")
-        if rid and rid in self._request_ids:
-            return self.operations[self._request_ids[rid]]
-        instance = self.instances.get((zone, name))
-        if instance is None:
-            raise _compute_error(404, "notFound", f"The resource '{name}' was not found")
-        instance["status"] = "STOPPING"
-        op = self._new_op(
-            zone,
-            "delete",
-            instance["selfLink"],
-            fault=f,
-            effect=lambda: self.instances.pop((zone, name), None),
-        )
-        if rid:
-            self._request_ids[rid] = op["name"]
-        return op
-
-    def _op_get(self, zone: str, name: str, query: dict[str, str], body: Any, f: Any) -> Any:
+    def _op_get(self, where: str, name: str, q: Any, b: Any, f: Any) -> Any:
         op = self.operations.get(name)
         if op is None:
-            raise _compute_error(404, "notFound", f"operation {name} not found")
-        self._advance_op(op)
+            raise _HTTPError(404, "notFound", f"operation {name} not found")
+        if op["status"] == "DONE":
+            return op
+        op["status"] = _STEPS[_STEPS.index(op["status"]) + 1]
+        if op["status"] != "DONE":
+            return op
+        fault, effect = self._effects.pop(name, (None, None))
+        if fault is not None:
+            op["httpErrorStatusCode"] = fault.status
+            op["httpErrorMessage"] = _GRPC.get(fault.status, "ERROR")
+            message = fault.message.replace("{where}", f"projects/{self.project}/zones/{where}")
+            op["error"] = {"errors": [{"code": fault.reason or "ERROR", "message": message}]}
+        elif effect is not None:
+            effect()
         return op
 
-    def _policy_insert(self, region: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        rid = query.get("requestId", "")
-        if rid and rid in self._request_ids:
-            return self.operations[self._request_ids[rid]]
-        name = body["name"]
-        if (region, name) in self.policies:
-            raise _compute_error(409, "alreadyExists", f"The resource '{name}' already exists")
-        link = f"{self._region_url(region)}/resourcePolicies/{name}"
-
-        def create() -> None:
-            self.policies[(region, name)] = {**body, "selfLink": link, "region": region}
-
-        op = self._new_op(region, "insert", link, fault=f, effect=create, regional=True)
-        if rid:
-            self._request_ids[rid] = op["name"]
-        return op
-
-    def _policy_get(self, region: str, name: str, query: dict[str, str], b: Any, f: Any) -> Any:
-        policy = self.policies.get((region, name))
-        if policy is None:
-            raise _compute_error(404, "notFound", f"The resource '{name}' was not found")
-        return policy
-
-    def _policy_delete(self, region: str, name: str, query: dict[str, str], b: Any, f: Any) -> Any:
-        policy = self.policies.get((region, name))
-        if policy is None:
-            raise _compute_error(404, "notFound", f"The resource '{name}' was not found")
-        users = [
-            i["name"]
-            for i in self.instances.values()
-            if any(p.endswith(f"/resourcePolicies/{name}") for p in i.get("resourcePolicies", ()))
-        ]
-        if users:
-            raise _compute_error(
-                400, "resourceInUseByAnotherResource", f"{name} is used by {users[0]}"
-            )
-        return self._new_op(
-            region,
-            "delete",
-            policy["selfLink"],
-            fault=f,
-            effect=lambda: self.policies.pop((region, name), None),
-            regional=True,
-        )
-
-    def _op_list(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
+    def _op_list(self, zone: str, query: dict[str, str], b: Any, f: Any) -> Any:
         items = [
             op
             for op in self.operations.values()
             if op.get("zone", "").endswith(f"/zones/{zone}")
-            and _match_filter(query.get("filter", ""), op)
+            and _matches(query.get("filter", ""), op)
         ]
         return {"kind": "compute#operationList", "items": items}
 
-    def _machine_type(self, zone: str, name: str) -> dict[str, Any]:
-        cpus, memory = MACHINE_SHAPES.get(name, (12, 87040))
-        return {
-            "kind": "compute#machineType",
-            "name": name,
-            "zone": zone,
-            "guestCpus": cpus,
-            "memoryMb": memory,
-        }
+    def _deduplicated(self, query: dict[str, str]) -> dict[str, Any] | None:
+        # Like Compute: a repeated requestId answers the first operation and creates nothing.
+        return self._request_ids.get(query.get("requestId", ""))
 
-    def _aggregated_machine_types(self, query: dict[str, str], body: Any, f: Any) -> Any:
+    def _remember(self, query: dict[str, str], op: dict[str, Any]) -> dict[str, Any]:
+        if query.get("requestId"):
+            self._request_ids[query["requestId"]] = op
+        return op
+
+    def _usage(self, region: str, metric: str) -> float:
+        used = self.quotas.get(region, {}).get(metric, [0.0, 0.0])[1]
+        for instance in self.instances.values():
+            if instance["status"] in _ALIVE and instance["_quota"] == (region, metric):
+                used += MACHINE_SHAPES[_last(instance["machineType"])][2]
+        return used
+
+    def _insert(self, zone: str, query: dict[str, str], body: Any, fault: Fault | None) -> Any:
+        if (first := self._deduplicated(query)) is not None:
+            return first
+        name, machine = body["name"], _last(body.get("machineType", ""))
+        if (zone, name) in self.instances:
+            raise _HTTPError(409, "alreadyExists", f"The resource '{name}' already exists")
+        if machine not in self.machine_types.get(zone, ()):
+            raise _HTTPError(
+                400,
+                "invalid",
+                f"Invalid value for field 'resource.machineType': '{body.get('machineType')}'. "
+                f"Machine type with name '{machine}' does not exist in zone '{zone}'.",
+            )
+        nics = body.get("networkInterfaces") or [{}]
+        if machine.startswith(GVNIC_ONLY) and nics[0].get("nicType") != "GVNIC":
+            # Google's rule (see the module docstring); the wording is the fake's.
+            raise _HTTPError(
+                400,
+                "invalid",
+                "Invalid value for field 'resource.networkInterfaces[0].nicType': "
+                f"'{nics[0].get('nicType', '')}'. {machine} supports only GVNIC interfaces.",
+            )
+        if any(n.get("nicType") == "MRDMA" for n in nics) and not machine.startswith(MRDMA_TYPES):
+            raise _HTTPError(400, "invalid", f"{machine} has no NIC of type MRDMA")
+        region = zone.rsplit("-", 1)[0]
+        for policy in body.get("resourcePolicies") or ():
+            if (region, _last(policy)) not in self.policies:
+                raise _HTTPError(400, "invalid", f"resource policy {policy} not found")
+        bucket = ("", "")
+        if (found := quota_metric(machine)) is not None and machine in MACHINE_SHAPES:
+            metric = found[0]
+            granted = self.quotas.get(region, {}).get(f"PREEMPTIBLE_{metric}", [0.0])[0] > 0
+            if (body.get("scheduling") or {}).get("provisioningModel") == "SPOT" and granted:
+                metric = f"PREEMPTIBLE_{metric}"
+            limit = self.quotas.get(region, {}).get(metric, [float("inf")])[0]
+            if self._usage(region, metric) + MACHINE_SHAPES[machine][2] > limit:
+                raise _HTTPError(
+                    403,
+                    "quotaExceeded",
+                    f"Quota '{metric}' exceeded.  Limit: {limit:.1f} in region {region}.",
+                )
+            bucket = (region, metric)
+        link = f"{self._base()}/zones/{zone}/instances/{name}"
+        if fault is None:
+            self.launches["instances.insert"] += 1
+            self.instances[(zone, name)] = {
+                **body,
+                "id": str(next(self._ids)),
+                "zone": f"{self._base()}/zones/{zone}",
+                "status": "PROVISIONING",
+                "selfLink": link,
+                "labelFingerprint": f"fp-{next(self._ids)}",
+                "labels": dict(body.get("labels") or {}),
+                "_quota": bucket,
+            }
+        return self._remember(query, self._op(zone, "insert", link, fault=fault))
+
+    @staticmethod
+    def _public(instance: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in instance.items() if not k.startswith("_")}
+
+    def _read(self, instance: dict[str, Any]) -> dict[str, Any]:
+        # Each read moves a booting VM one step towards RUNNING.
+        if instance["status"] in _BOOT[:-1]:
+            instance["status"] = _BOOT[_BOOT.index(instance["status"]) + 1]
+        return self._public(instance)
+
+    def _instance(self, zone: str, name: str) -> dict[str, Any]:
+        if (zone, name) not in self.instances:
+            raise _HTTPError(404, "notFound", f"The resource '{name}' was not found")
+        return self.instances[(zone, name)]
+
+    def _get(self, zone: str, name: str, q: Any, b: Any, f: Any) -> Any:
+        return self._read(self._instance(zone, name))
+
+    def _list(self, zone: str, query: dict[str, str], b: Any, f: Any) -> Any:
+        found = [
+            self._read(i)
+            for (z, _), i in sorted(self.instances.items())
+            if z == zone and _matches(query.get("filter", ""), i)
+        ]
+        return {"kind": "compute#instanceList", "items": found}
+
+    def _aggregated(self, query: dict[str, str], b: Any, f: Any) -> Any:
+        items: dict[str, Any] = {}
+        for (zone, _), instance in sorted(self.instances.items()):
+            if _matches(query.get("filter", ""), instance):
+                scoped = items.setdefault(f"zones/{zone}", {"instances": []})
+                scoped["instances"].append(self._public(instance))
+        return {"kind": "compute#instanceAggregatedList", "items": items}
+
+    def _set_labels(self, zone: str, name: str, query: dict[str, str], body: Any, f: Any) -> Any:
+        instance = self._instance(zone, name)
+        if body.get("labelFingerprint") != instance["labelFingerprint"]:
+            raise _HTTPError(
+                412,
+                "conditionNotMet",
+                "Labels fingerprint either invalid or resource labels have changed",
+            )
+        instance["labels"] = dict(body.get("labels") or {})
+        instance["labelFingerprint"] = f"fp-{next(self._ids)}"
+        return self._op(zone, "setLabels", instance["selfLink"], done=True)
+
+    def _delete(self, zone: str, name: str, query: dict[str, str], b: Any, fault: Any) -> Any:
+        if (first := self._deduplicated(query)) is not None:
+            return first
+        instance = self._instance(zone, name)
+        instance["status"] = "STOPPING"
+        op = self._op(
+            zone,
+            "delete",
+            instance["selfLink"],
+            fault=fault,
+            effect=lambda: self.instances.pop((zone, name), None),
+        )
+        return self._remember(query, op)
+
+    def _policy_insert(self, region: str, query: dict[str, str], body: Any, fault: Any) -> Any:
+        if (first := self._deduplicated(query)) is not None:
+            return first
+        name = body["name"]
+        if (region, name) in self.policies:
+            raise _HTTPError(409, "alreadyExists", f"The resource '{name}' already exists")
+        link = f"{self._base()}/regions/{region}/resourcePolicies/{name}"
+
+        def create() -> None:
+            self.policies[(region, name)] = {**body, "selfLink": link, "region": region}
+
+        op = self._op(region, "insert", link, fault=fault, effect=create, regional=True)
+        return self._remember(query, op)
+
+    def _policy_delete(self, region: str, name: str, q: Any, b: Any, fault: Any) -> Any:
+        if (region, name) not in self.policies:
+            raise _HTTPError(404, "notFound", f"The resource '{name}' was not found")
+        users = [
+            i["name"]
+            for i in self.instances.values()
+            if any(_last(p) == name for p in i.get("resourcePolicies", ()))
+        ]
+        if users:
+            raise _HTTPError(400, "resourceInUseByAnotherResource", f"{name} is used by {users[0]}")
+        return self._op(
+            region,
+            "delete",
+            self.policies[(region, name)]["selfLink"],
+            fault=fault,
+            effect=lambda: self.policies.pop((region, name), None),
+            regional=True,
+        )
+
+    def _types(self, query: dict[str, str], b: Any, f: Any) -> Any:
         items: dict[str, Any] = {}
         for zone, names in sorted(self.machine_types.items()):
             listed = [
-                self._machine_type(zone, n)
+                {
+                    "name": n,
+                    "zone": zone,
+                    "guestCpus": MACHINE_SHAPES.get(n, (12, 87040, 1))[0],
+                    "memoryMb": MACHINE_SHAPES.get(n, (12, 87040, 1))[1],
+                }
                 for n in sorted(names)
-                if _match_filter(query.get("filter", ""), {"name": n})
+                if _matches(query.get("filter", ""), {"name": n})
             ]
             if listed:
                 items[f"zones/{zone}"] = {"machineTypes": listed}
         return {"kind": "compute#machineTypeAggregatedList", "items": items}
 
-    def _list_machine_types(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        names = sorted(self.machine_types.get(zone, ()))
-        return {"items": [self._machine_type(zone, n) for n in names]}
-
-    def _region(self, region: str, query: dict[str, str], body: Any, f: Any) -> Any:
+    def _region(self, region: str, q: Any, b: Any, f: Any) -> Any:
         if region not in self.quotas:
-            raise _compute_error(404, "notFound", f"The resource 'regions/{region}' was not found")
+            raise _HTTPError(404, "notFound", f"The resource 'regions/{region}' was not found")
         quotas = [
-            {"metric": metric, "limit": limit, "usage": usage}
-            for metric, (limit, usage) in sorted(self.quotas[region].items())
+            {"metric": metric, "limit": limit, "usage": self._usage(region, metric)}
+            for metric, (limit, _) in sorted(self.quotas[region].items())
         ]
         return {"kind": "compute#region", "name": region, "status": "UP", "quotas": quotas}
 
-    # -- TPU --------------------------------------------------------------------------------------
+    # -- TPU --------------------------------------------------------------------------------
 
-    def _tpu_types_of(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
+    def _parent(self, zone: str) -> str:
+        return f"projects/{self.project}/locations/{zone}"
+
+    def _tpu_types_of(self, zone: str, q: Any, b: Any, f: Any) -> Any:
         if zone not in self.tpu_types:
-            raise _rpc_error(404, f"Location {zone} is not found or access is unauthorized.")
-        parent = f"projects/{self.project}/locations/{zone}"
+            raise _HTTPError(
+                404, "", f"Location {zone} is not found or access is unauthorized.", rpc=True
+            )
         out = []
         for name, topology in sorted(self.tpu_types[zone].items()):
+            item: dict[str, Any] = {
+                "name": f"{self._parent(zone)}/acceleratorTypes/{name}",
+                "type": name,
+            }
             kind = TPU_TOPOLOGIES.get(name, ("", ""))[0]
-            item: dict[str, Any] = {"name": f"{parent}/acceleratorTypes/{name}", "type": name}
             if kind and topology:
                 item["acceleratorConfigs"] = [{"type": kind, "topology": topology}]
             out.append(item)
         return {"acceleratorTypes": out}
 
-    def _tpu_op(self, zone: str, fault: Fault | None, effect: Any) -> dict[str, Any]:
-        name = f"projects/{self.project}/locations/{zone}/operations/operation-{next(self._ids)}"
+    def _tpu_op(self, zone: str, fault: Fault | None, effect: Callable[[], object] | None) -> Any:
+        name = f"{self._parent(zone)}/operations/operation-{next(self._ids)}"
         op: dict[str, Any] = {"name": name, "done": False}
         self._tpu_ops[name] = {"op": op, "polls": 0, "fault": fault, "effect": effect}
         return op
 
-    def _tpu_op_get(self, zone: str, op_id: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        name = f"projects/{self.project}/locations/{zone}/operations/{op_id}"
-        entry = self._tpu_ops.get(name)
+    def _tpu_op_get(self, zone: str, op_id: str, q: Any, b: Any, f: Any) -> Any:
+        entry = self._tpu_ops.get(f"{self._parent(zone)}/operations/{op_id}")
         if entry is None:
-            raise _rpc_error(404, f"operation {name} not found")
-        op = entry["op"]
-        if not op["done"]:
-            entry["polls"] += 1
-            if entry["polls"] >= 2:
-                op["done"] = True
-                fault = entry["fault"]
-                if fault is not None:
-                    op["error"] = {"code": fault.grpc_code or 8, "message": fault.message}
-                elif entry["effect"] is not None:
-                    entry["effect"]()
+            raise _HTTPError(404, "", f"operation {op_id} not found", rpc=True)
+        op, entry["polls"] = entry["op"], entry["polls"] + 1
+        if not op["done"] and entry["polls"] >= 2:
+            op["done"] = True
+            if (fault := entry["fault"]) is not None:
+                message = fault.message.replace("{where}", zone)
+                op["error"] = {"code": fault.grpc_code or 8, "message": message}
+            elif entry["effect"] is not None:
+                entry["effect"]()
         return op
 
     def _node_json(self, zone: str, node_id: str, node: dict[str, Any], qr: str) -> dict[str, Any]:
         return {
             **node,
-            "name": f"projects/{self.project}/locations/{zone}/nodes/{node_id}",
+            "name": f"{self._parent(zone)}/nodes/{node_id}",
             "state": "CREATING",
             "labels": dict(node.get("labels") or {}),
             "metadata": dict(node.get("metadata") or {}),
             **({"queuedResource": qr} if qr else {}),
         }
 
-    def _tpu_read_node(self, node: dict[str, Any]) -> dict[str, Any]:
+    def _tpu_node(self, zone: str, node_id: str) -> dict[str, Any]:
+        node = self.tpu_nodes.get((zone, node_id))
+        if node is None:
+            raise _HTTPError(404, "", f"Resource 'nodes/{node_id}' was not found", rpc=True)
         if node["state"] == "CREATING":
             node["state"] = "READY"
         return node
 
-    def _tpu_list_nodes(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        nodes = [
-            self._tpu_read_node(n) for (z, _), n in sorted(self.tpu_nodes.items()) if z == zone
-        ]
-        return {"nodes": nodes}
+    def _tpu_list_nodes(self, zone: str, q: Any, b: Any, f: Any) -> Any:
+        return {"nodes": [self._tpu_node(z, i) for (z, i) in sorted(self.tpu_nodes) if z == zone]}
 
-    def _tpu_get_node(self, zone: str, node_id: str, query: dict[str, str], b: Any, f: Any) -> Any:
-        node = self.tpu_nodes.get((zone, node_id))
-        if node is None:
-            raise _rpc_error(404, f"Resource 'nodes/{node_id}' was not found")
-        return self._tpu_read_node(node)
+    def _tpu_get_node(self, zone: str, node_id: str, q: Any, b: Any, f: Any) -> Any:
+        return self._tpu_node(zone, node_id)
 
-    def _tpu_create_node(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
+    def _tpu_create_node(self, zone: str, query: dict[str, str], body: Any, fault: Any) -> Any:
         node_id = query.get("nodeId", "")
         if (zone, node_id) in self.tpu_nodes:
-            raise _rpc_error(409, f"node {node_id} already exists")
-        if body.get("acceleratorType", "") and body["acceleratorType"] not in self.tpu_types.get(
-            zone, {}
-        ):
-            raise _rpc_error(400, f"accelerator type {body['acceleratorType']} not in {zone}")
+            raise _HTTPError(409, "", f"node {node_id} already exists", rpc=True)
+        kind = body.get("acceleratorType", "")
+        if kind and kind not in self.tpu_types.get(zone, {}):
+            raise _HTTPError(400, "", f"accelerator type {kind} not in {zone}", rpc=True)
+        self.launches["tpu.nodes.create"] += fault is None
 
         def create() -> None:
             self.tpu_nodes[(zone, node_id)] = self._node_json(zone, node_id, body, "")
 
-        return self._tpu_op(zone, f, create)
+        return self._tpu_op(zone, fault, create)
 
-    def _tpu_delete_node(self, zone: str, node_id: str, q: dict[str, str], b: Any, f: Any) -> Any:
-        if (zone, node_id) not in self.tpu_nodes:
-            raise _rpc_error(404, f"Resource 'nodes/{node_id}' was not found")
-        self.tpu_nodes[(zone, node_id)]["state"] = "DELETING"
-        return self._tpu_op(zone, f, lambda: self.tpu_nodes.pop((zone, node_id), None))
+    def _tpu_patch_node(
+        self, zone: str, node_id: str, query: dict[str, str], body: Any, f: Any
+    ) -> Any:
+        node = self._tpu_node(zone, node_id)
+        for path in query.get("updateMask", "").split(","):
+            if path in body:
+                node[path] = body[path]
+        return self._tpu_op(zone, None, None)
+
+    def _tpu_delete_node(self, zone: str, node_id: str, q: Any, b: Any, fault: Any) -> Any:
+        self._tpu_node(zone, node_id)["state"] = "DELETING"
+        return self._tpu_op(zone, fault, lambda: self.tpu_nodes.pop((zone, node_id), None))
 
     def _qr_read(self, zone: str, qr_id: str, qr: dict[str, Any]) -> dict[str, Any]:
         state = qr["state"]["state"]
         if state in _QR_STEPS[:-1]:
-            state = _QR_STEPS[_QR_STEPS.index(state) + 1]
-            qr["state"] = {"state": state}
-            if state == "ACTIVE":
-                spec = qr["tpu"]["nodeSpec"][0]
-                node = self._node_json(zone, qr_id, spec["node"], qr["name"])
+            qr["state"] = {"state": _QR_STEPS[_QR_STEPS.index(state) + 1]}
+            if qr["state"]["state"] == "ACTIVE":
+                node = self._node_json(zone, qr_id, qr["tpu"]["nodeSpec"][0]["node"], qr["name"])
                 if "spot" in qr:
                     node["schedulingConfig"] = {"spot": True}
                 node["state"] = "READY"
                 self.tpu_nodes[(zone, qr_id)] = node
         return qr
 
-    def _tpu_list_qr(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        items = [
+    def _qr_list(self, zone: str, q: Any, b: Any, f: Any) -> Any:
+        found = [
             self._qr_read(z, i, qr) for (z, i), qr in sorted(self.tpu_queued.items()) if z == zone
         ]
-        return {"queuedResources": items}
+        return {"queuedResources": found}
 
-    def _tpu_get_qr(self, zone: str, qr_id: str, query: dict[str, str], b: Any, f: Any) -> Any:
-        qr = self.tpu_queued.get((zone, qr_id))
-        if qr is None:
-            raise _rpc_error(404, f"Resource 'queuedResources/{qr_id}' was not found")
-        return qr
+    def _qr_get(self, zone: str, qr_id: str, q: Any, b: Any, f: Any) -> Any:
+        if (zone, qr_id) not in self.tpu_queued:
+            raise _HTTPError(404, "", f"Resource 'queuedResources/{qr_id}' was not found", rpc=True)
+        return self.tpu_queued[(zone, qr_id)]
 
-    def _tpu_create_qr(self, zone: str, query: dict[str, str], body: Any, f: Any) -> Any:
-        rid = query.get("requestId", "")
-        if rid and rid in self._request_ids:
-            return self._tpu_ops[self._request_ids[rid]]["op"]
+    def _qr_create(self, zone: str, query: dict[str, str], body: Any, fault: Any) -> Any:
+        if (first := self._request_ids.get(query.get("requestId", ""))) is not None:
+            return first
         qr_id = query.get("queuedResourceId", "")
         if (zone, qr_id) in self.tpu_queued:
-            raise _rpc_error(409, f"queued resource {qr_id} already exists")
+            raise _HTTPError(409, "", f"queued resource {qr_id} already exists", rpc=True)
         if zone not in self.tpu_types:
-            raise _rpc_error(400, f"TPUs are not offered in {zone}")
-        name = f"projects/{self.project}/locations/{zone}/queuedResources/{qr_id}"
+            raise _HTTPError(400, "", f"TPUs are not offered in {zone}", rpc=True)
+        name = f"{self._parent(zone)}/queuedResources/{qr_id}"
+        self.launches["tpu.queuedResources.create"] += fault is None
 
         def create() -> None:
             self.tpu_queued[(zone, qr_id)] = {**body, "name": name, "state": {"state": "CREATING"}}
 
-        op = self._tpu_op(zone, f, create)
-        if rid:
-            self._request_ids[rid] = op["name"]
-        return op
+        return self._remember(query, self._tpu_op(zone, fault, create))
 
-    def _tpu_delete_qr(self, zone: str, qr_id: str, query: dict[str, str], b: Any, f: Any) -> Any:
-        qr = self.tpu_queued.get((zone, qr_id))
-        if qr is None:
-            raise _rpc_error(404, f"Resource 'queuedResources/{qr_id}' was not found")
+    def _qr_delete(self, zone: str, qr_id: str, query: dict[str, str], b: Any, fault: Any) -> Any:
+        qr = self._qr_get(zone, qr_id, query, b, fault)
         qr["state"] = {"state": "DELETING"}
 
         def delete() -> None:
@@ -865,36 +810,12 @@ class FakeGCP:
             if query.get("force") in ("true", "True", "1"):
                 self.tpu_nodes.pop((zone, qr_id), None)
 
-        return self._tpu_op(zone, f, delete)
+        return self._tpu_op(zone, fault, delete)
 
-    # -- billing ----------------------------------------------------------------------------------
+    # -- billing ----------------------------------------------------------------------------
 
-    def _skus(self, service: str, query: dict[str, str], body: Any, f: Any) -> Any:
+    def _skus(self, service: str, q: Any, b: Any, f: Any) -> Any:
         return {"skus": list(self.skus)}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeGCP
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        status, payload = self.fake.handle(self.command, self.path, body)
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_DELETE = do_PATCH = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
 
 
 @contextlib.contextmanager
@@ -908,45 +829,29 @@ def serve(fake: FakeGCP | None = None) -> Iterator[FakeGCP]:
         The fake, with ``url`` and ``options`` set.
     """
     fake = fake or FakeGCP()
-    handler = type("FakeGCPHandler", (_Handler,), {"fake": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    # A short poll interval keeps shutdown (once per test) quick.
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-gcp", daemon=True
-    )
-    thread.start()
-    try:
+    with serve_json(
+        lambda call: fake.handle(call.method, call.path, call.body), name="fake-gcp"
+    ) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @contextlib.contextmanager
-def block_external_network() -> Iterator[list[str]]:
-    """Refuse every socket connection that is not to 127.0.0.1 / ::1, and record it.
+def serve_offline(fake: FakeGCP | None = None) -> Iterator[FakeGCP]:
+    """Serve a fake while every connection not to 127.0.0.1 is refused, and fail if one was.
 
-    Proves that nothing (a poller, an auth refresh, a metadata probe) reaches a real Google
-    endpoint while the block runs.
+    Proves that nothing (an operation poller, an auth refresh, a metadata probe) reached a
+    real Google endpoint during the block.
+
+    Args:
+        fake: State to serve (a fresh default one when None).
 
     Yields:
-        The list of refused addresses, for the test to assert empty.
+        The fake, serving.
+
+    Raises:
+        AssertionError: At the end, if a connection elsewhere was attempted.
     """
-    refused: list[str] = []
-    real_connect = socket.socket.connect
-
-    def guarded(sock: socket.socket, address: Any) -> None:
-        host = address[0] if isinstance(address, tuple) else str(address)
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1"):
-            refused.append(str(host))
-            raise ConnectionRefusedError(f"external network blocked in tests: {host}")
-        real_connect(sock, address)
-
-    socket.socket.connect = guarded  # type: ignore[method-assign,assignment]
-    try:
-        yield refused
-    finally:
-        socket.socket.connect = real_connect  # type: ignore[method-assign]
+    with block_external_network() as refused, serve(fake) as running:
+        yield running
+    assert refused == [], f"connections outside 127.0.0.1 were attempted: {refused}"
