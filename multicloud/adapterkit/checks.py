@@ -58,6 +58,8 @@ def check_launch(
         raise refuse(f"nodes must be at least 1, got {spec.nodes}")
     if spec.nodes > 1 and Capability.MULTI_NODE not in capabilities:
         raise refuse(f"{fleet_name} cannot launch a gang of {spec.nodes} nodes")
+    if offer.reservation is not None and Capability.RESERVED not in capabilities:
+        raise refuse(f"{fleet_name} has no reservations; offer {offer.key} draws on one")
     if spec.market is MarketKind.SPOT:
         if Capability.SPOT not in capabilities:
             raise refuse(f"{fleet_name} has no spot market")

@@ -26,6 +26,7 @@ __all__ = [
     "AZURE_TAGS",
     "GCP_LABELS",
     "KUBERNETES_LABELS",
+    "OCI_TAGS",
     "LabelStyle",
     "Ownership",
     "refuse_reuse",
@@ -133,11 +134,13 @@ class LabelStyle:
         strict: Values must be label-safe (lowercase for GCP; DNS-label-like for
             Kubernetes) and at most 63 characters; otherwise any value is kept as is.
         lowercase: Values are lowercased (GCP).
+        max_value: Longest value the cloud keeps (strict styles: 63).
     """
 
     prefix: str
     strict: bool = False
     lowercase: bool = False
+    max_value: int | None = None
 
     def key(self, name: str) -> str:
         """Return the cloud's key for a logical label name."""
@@ -156,20 +159,30 @@ class LabelStyle:
             The value.
         """
         if not self.strict:
-            return text
+            if self.max_value is None or len(text) <= self.max_value:
+                return text
+            return _shortened(text, text, self.max_value)
         allowed = r"[^a-z0-9_-]" if self.lowercase else r"[^A-Za-z0-9_.-]"
         clean = re.sub(allowed, "-", text.lower() if self.lowercase else text)
         if not self.lowercase:
             clean = clean.strip("-_.")
-        if clean == text and len(clean) <= _LABEL_MAX:
+        limit = min(self.max_value or _LABEL_MAX, _LABEL_MAX)
+        if clean == text and len(clean) <= limit:
             return clean
-        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-        head = clean[: _LABEL_MAX - 9].rstrip("-_.")
-        return f"{head}-{digest}" if head else digest
+        return _shortened(text, clean, limit)
 
 
-AWS_TAGS = LabelStyle("multicloud:")
-AZURE_TAGS = LabelStyle("multicloud:")
+def _shortened(original: str, clean: str, limit: int) -> str:
+    # A value that had to change keeps a short hash of the original, so two different
+    # values never meet under one label.
+    digest = hashlib.sha256(original.encode()).hexdigest()[:8]
+    head = clean[: limit - 9].rstrip("-_.")
+    return f"{head}-{digest}" if head else digest
+
+
+AWS_TAGS = LabelStyle("multicloud:", max_value=256)
+AZURE_TAGS = LabelStyle("multicloud:", max_value=256)
+OCI_TAGS = LabelStyle("multicloud-", max_value=256)
 GCP_LABELS = LabelStyle("multicloud-", strict=True, lowercase=True)
 KUBERNETES_LABELS = LabelStyle("multicloud.io/", strict=True)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal
@@ -228,9 +228,20 @@ def _container_flags(shape: NodeShape) -> list[str]:
     elif shape.family == "tpu":
         # Google's TPU VM images run containers privileged to reach /dev/accel* and vfio.
         flags += ["--privileged"]
+    elif shape.family == "neuron":
+        # How many /dev/neuron* a node has depends on its type: listed on the node.
+        flags += [_NEURON_DEVICES]
     if shape.rdma:
         flags += ["--device=/dev/infiniband", "--cap-add=IPC_LOCK"]
     return flags
+
+
+_NEURON_DEVICES = "$(mc_neuron_devices)"
+"""Placeholder for the node's Neuron device flags (a shell expansion, left unquoted)."""
+
+
+def _shell_words(words: Sequence[str]) -> str:
+    return " ".join(w if w == _NEURON_DEVICES else shlex.quote(w) for w in words)
 
 
 def _command_words(command: str | Sequence[str] | None) -> list[str]:
@@ -294,6 +305,13 @@ def render_node_program(
         f"  {binding.halt}",
         '  exit "$1"',
         "}",
+        # A reclaim or a host-maintenance stop sends SIGTERM to everything on the node: the
+        # program must outlive its container to ask whether it is being reclaimed and report.
+        "trap 'echo \"multicloud: SIGTERM; reporting before the node stops\" >&2' TERM",
+        "mc_neuron_devices() {",
+        "  local d",
+        "  for d in /dev/neuron[0-9]*; do [ -e \"$d\" ] && printf -- '--device=%s ' \"$d\"; done",
+        "}",
         "umask 077",
         "ENVFILE=$(mktemp)",
         "put() { printf '%s=%s\\n' \"$1\" \"$2\" >> \"$ENVFILE\"; }",
@@ -344,7 +362,7 @@ def render_node_program(
     if spec.image is not None:
         run = ["docker", "run", "--rm", *_container_flags(shape)]
         lines.append(
-            " ".join(q(w) for w in run)
+            _shell_words(run)
             + ' --env-file "$ENVFILE" '
             + " ".join(q(w) for w in [spec.image, *command])
         )
@@ -361,13 +379,18 @@ def render_node_program(
     return "\n".join(lines)
 
 
-def node_end(reported: str | None, *, reclaimed: bool = False) -> WorkloadStatus | None:
+def node_end(
+    reported: str | None, *, reclaimed: bool = False, program: bool = True
+) -> WorkloadStatus | None:
     """Read how one node ended; preemption wins over an exit code.
 
     Args:
         reported: What the node reported (an exit code or ``preempted``), None if nothing.
         reclaimed: The cloud itself says it reclaimed the node (spot interruption,
             preemption, eviction), whatever the node reported.
+        program: The code came from the node program, whose own codes (:class:`NodeExit`)
+            mean what they say; False where the code is the command's own (a Kubernetes
+            container), so a command exiting 75 is just a command exiting 75.
 
     Returns:
         PREEMPTED, SUCCEEDED or FAILED (with the exit code and what it means), TERMINATED
@@ -384,6 +407,10 @@ def node_end(reported: str | None, *, reclaimed: bool = False) -> WorkloadStatus
         return WorkloadStatus(WorkloadState.FAILED, f"the node reported {reported!r}")
     if code == 0:
         return WorkloadStatus(WorkloadState.SUCCEEDED, "exit code 0", exit_code=0)
+    if not program:
+        return WorkloadStatus(
+            WorkloadState.FAILED, f"the command exited with {code}", exit_code=code
+        )
     if code == NodeExit.NO_PEERS:
         # The gang never formed (a peer did not boot, say): the workload is lost, and the
         # scheduler re-places it rather than failing the job for its command.
@@ -435,6 +462,8 @@ def pod_contract(
     gpu_resource: str = "nvidia.com/gpu",
     rdma_resource: str = "rdma/ib",
     shm_size: str | None = None,
+    secret_key: Callable[[str], str] = secret_env_name,
+    ranked: bool = True,
 ) -> dict[str, Any]:
     """Return the pod-side node contract: env, resources, volumes, security context.
 
@@ -453,6 +482,10 @@ def pod_contract(
         rdma_resource: Extended resource of the RDMA devices (requested when
             ``shape.rdma``).
         shm_size: Size limit of the memory-backed ``/dev/shm`` (None: no limit).
+        secret_key: The key a secret is read from in its Secret object (default: its
+            environment variable name, ``prod/hf-token`` → ``HF_TOKEN``, always a valid key).
+        ranked: Give the pod its rank and rank 0's address; False for the pods of a Ray
+            cluster, which learn their cluster from Ray itself.
 
     Returns:
         ``{"env": [...], "resources": {...}, "volumes": [...], "volumeMounts": [...],
@@ -462,16 +495,19 @@ def pod_contract(
     env: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in contract_env(spec, offer, request_id, shape).items()
     ]
-    env += [
-        {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
-        {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
-        {"name": "MASTER_ADDR", "value": master_addr},
-        {"name": "PET_MASTER_ADDR", "value": master_addr},
-    ]
+    if ranked:
+        env += [
+            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
+            {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
+            {"name": "MASTER_ADDR", "value": master_addr},
+            {"name": "PET_MASTER_ADDR", "value": master_addr},
+        ]
     env += [
         {
             "name": secret_env_name(name),
-            "valueFrom": {"secretKeyRef": {"name": secret_object[name], "key": name}},
+            "valueFrom": {
+                "secretKeyRef": {"name": secret_object[name], "key": secret_key(name)}
+            },
         }
         for name in spec.secrets
     ]

@@ -23,8 +23,9 @@ import contextlib
 import json
 import socket
 import threading
+import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,12 +42,24 @@ class Call:
         path: Path with query string.
         body: Parsed JSON body (or the raw text when not JSON; None when empty).
         headers: Request headers.
+        raw: The body's bytes as sent (signed requests hash them).
     """
 
     method: str
     path: str
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes = b""
+
+    @property
+    def route(self) -> str:
+        """The path without its query string."""
+        return urllib.parse.urlsplit(self.path).path
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string's parameters (the last value of a repeated one)."""
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
 
 
 class Faults:
@@ -115,8 +128,9 @@ class FakeCloud(abc.ABC):
         """
 
 
-JsonHandler = Callable[[Call], tuple[int, Any]]
-"""Answers one request: ``(HTTP status, JSON-ready body)``."""
+JsonHandler = Callable[[Call], "tuple[int, Any] | tuple[int, Any, Mapping[str, str]]"]
+"""Answers one request: ``(HTTP status, JSON-ready body)``, optionally with response
+headers (an ARM ``Azure-AsyncOperation``, an OCI ``opc-next-page``)."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -132,11 +146,14 @@ class _Handler(BaseHTTPRequestHandler):
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        call = Call(self.command, self.path, body, dict(self.headers.items()))
-        status, payload = type(self).answer(call)
+        call = Call(self.command, self.path, body, dict(self.headers.items()), raw)
+        answer = type(self).answer(call)
+        status, payload = answer[0], answer[1]
+        headers: Mapping[str, str] = answer[2] if len(answer) > 2 else {}
         data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        for key, value in {"Content-Type": "application/json", **headers}.items():
+            self.send_header(key, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

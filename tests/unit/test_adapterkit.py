@@ -10,6 +10,7 @@ from multicloud.adapterkit import (
     AWS_TAGS,
     GCP_LABELS,
     KUBERNETES_LABELS,
+    OCI_TAGS,
     ErrorBoundary,
     Failure,
     LabelStyle,
@@ -164,6 +165,8 @@ CAPS = frozenset({Capability.SPOT, Capability.MULTI_NODE})
          "reservation"),
         ("not sold on demand", {"price": None, "spot_price": 1.0}, {}, CAPS, "on demand"),
         ("nothing to run", {}, {"image": None, "command": None}, CAPS, "neither"),
+        ("reservation without reservations", {"reservation": "blk"}, {}, CAPS,
+         "has no reservations"),
         ("bad env name", {}, {"env": {"A-B": "1"}}, CAPS, "not a shell name"),
         ("env spans lines", {}, {"env": {"A": "1\n2"}}, CAPS, "spans lines"),
     ],
@@ -193,3 +196,11 @@ def test_a_right_launch_passes() -> None:
         capabilities=CAPS,
         regions=("us-*",),
     )
+
+
+@pytest.mark.parametrize("style", [AWS_TAGS, OCI_TAGS])
+def test_tag_styles_keep_values_whole_up_to_their_cloud_limit(style: LabelStyle) -> None:
+    assert style.value("Mixed Case/with spaces") == "Mixed Case/with spaces"
+    long = "x" * 300
+    assert len(style.value(long)) == 256
+    assert style.value(long) != style.value(long + "y")

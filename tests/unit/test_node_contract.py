@@ -161,6 +161,7 @@ def test_a_secret_reaches_the_container_by_its_one_env_name(tmp_path: Path) -> N
                                               "--cap-add=IPC_LOCK"], []),
         (NodeShape("amd", 8), ["--device=/dev/kfd", "--device=/dev/dri"], ["--gpus"]),
         (NodeShape("tpu", 4), ["--privileged"], ["--gpus"]),
+        (NodeShape("neuron", 16), ["$(mc_neuron_devices)"], ["--gpus", "'$(mc_neuron_devices)'"]),
         (NodeShape("cpu", 1), ["--network host", "--ipc host"], ["--gpus", "--privileged"]),
     ],
 )
@@ -198,6 +199,25 @@ def test_node_end_lets_preemption_win(
 
 def test_node_end_is_none_until_a_node_reports() -> None:
     assert node_end(None) is None
+
+
+def test_a_containers_own_exit_code_has_no_node_program_meaning() -> None:
+    status = node_end("75", program=False)
+    assert status is not None
+    assert (status.state, status.exit_code) == (WorkloadState.FAILED, 75)
+    assert node_end("143", reclaimed=True, program=False).state is WorkloadState.PREEMPTED  # type: ignore[union-attr]
+
+
+def test_the_program_survives_sigterm_to_report(tmp_path: Path) -> None:
+    # The node's shutdown sends SIGTERM to the program while its container still runs: it
+    # must still ask whether it is being reclaimed and report.
+    # No image: the command runs on the host, a child of the program; it signals its parent.
+    command = "kill -TERM $(cut -d' ' -f4 /proc/$$/stat); exit 143"
+    launch = LaunchSpec("job-0123456789ab", "j", 1, 1, MarketKind.SPOT, command=command)
+    program = render_node_program(launch, offer(), "req-t", BINDING)
+    [node] = run_gang([program], [answers(0, reclaimed=True)], workdir=tmp_path, timeout=60)
+    assert reports(node) == [PREEMPTED], node.stderr
+    assert node.halted
 
 
 S = WorkloadStatus
@@ -244,3 +264,14 @@ def test_pods_get_the_same_environment_names_as_vm_nodes() -> None:
     assert pod["resources"]["limits"] == {"nvidia.com/gpu": "8", "rdma/ib": "1"}
     assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     assert pod["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}
+
+
+def test_a_ray_pod_gets_no_rank_and_secrets_come_from_a_valid_key() -> None:
+    launch = spec("true", secrets=("prod/hf-token",))
+    pod = pod_contract(
+        launch, offer(), "req-5", NodeShape("nvidia", 8), master_addr="x",
+        secret_object={"prod/hf-token": "hf-token"}, ranked=False,
+    )
+    env = {e["name"]: e for e in pod["env"]}
+    assert not {"NODE_RANK", "PET_NODE_RANK", "MASTER_ADDR", "PET_MASTER_ADDR"} & set(env)
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "HF_TOKEN"}

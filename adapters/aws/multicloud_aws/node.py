@@ -18,7 +18,6 @@ The snippets use only ``curl`` (IMDSv2) and the ``aws`` CLI, both on every image
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 from multicloud.adapterkit import Binding, NodeShape, family_of, render_node_program
@@ -112,24 +111,6 @@ BINDING = Binding(
 )
 """The AWS side of the node contract."""
 
-# LOCAL HELPER, to be lifted into the kit (multicloud.adapterkit.node._container_flags for
-# family "neuron"): the kit gives NVIDIA containers ``--gpus all`` but Neuron containers no
-# devices. This wrapper, defined only for Neuron nodes, passes every /dev/neuron<N> the node
-# has to the kit's ``docker run`` (a bash function is found before the docker binary).
-_NEURON_DEVICES = "\n".join(
-    [
-        "docker() {",
-        '  if [ "$1" = run ]; then',
-        "    shift",
-        '    set -- run $(for d in /dev/neuron[0-9]*; do [ -e "$d" ] && '
-        'printf -- \'--device=%s \' "$d"; done) "$@"',
-        "  fi",
-        '  command docker "$@"',
-        "}",
-    ]
-)
-
-
 def node_program(spec: LaunchSpec, offer: Offer, request_id: str, *, rdma: bool) -> str:
     """Render the user-data every node of the gang boots.
 
@@ -146,10 +127,7 @@ def node_program(spec: LaunchSpec, offer: Offer, request_id: str, *, rdma: bool)
         InvalidRequestError: If it exceeds EC2's user-data limit.
     """
     shape = NodeShape.of(offer, rdma=rdma)
-    binding = BINDING
-    if shape.family == "neuron":
-        binding = dataclasses.replace(BINDING, prelude=f"{BINDING.prelude}\n{_NEURON_DEVICES}")
-    program = render_node_program(spec, offer, request_id, binding, shape=shape)
+    program = render_node_program(spec, offer, request_id, BINDING, shape=shape)
     size = len(program.encode())
     if size > MAX_USER_DATA_BYTES:
         raise InvalidRequestError(

@@ -43,11 +43,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from multicloud.catalog import load_catalog
-from multicloud.testing.fakecloud import FakeCloud
+from multicloud.testing.fakecloud import Call, FakeCloud, serve_json
 from multicloud.testing.nodes import Answer
 from multicloud_azure.errors import CAPACITY_CODES
 from multicloud_azure.node import CUSTOM_DATA_LIMIT, EXIT_TAG, IMDS
@@ -827,48 +826,6 @@ _ROUTES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = tuple(
 # answer response headers. ARM's long-running operations need them (``Azure-AsyncOperation``),
 # and the kit's serve_json sends none.
 @contextlib.contextmanager
-def _serve_with_headers(
-    answer: Callable[[str, str, Mapping[str, str], Mapping[str, str], Any], _Answer],
-) -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            """Keep test output quiet."""
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode(errors="replace")
-            url = urllib.parse.urlsplit(self.path)
-            query = dict(urllib.parse.parse_qsl(url.query))
-            out = answer(self.command, url.path, query, dict(self.headers.items()), body)
-            data = b"" if out.body is None else json.dumps(out.body).encode()
-            self.send_response(out.status)
-            for key, value in {"Content-Type": "application/json", **out.headers}.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-@contextlib.contextmanager
 def serve(**settings: Any) -> Iterator[FakeArm]:
     """Run a fake Azure Resource Manager on 127.0.0.1 for the duration of the block.
 
@@ -880,6 +837,11 @@ def serve(**settings: Any) -> Iterator[FakeArm]:
         The fake, with ``options`` for the adapter and its controls.
     """
     fake = FakeArm(**settings)
-    with _serve_with_headers(fake.answer) as url:
+
+    def answer(call: Call) -> tuple[int, Any, Mapping[str, str]]:
+        out = fake.answer(call.method, call.route, call.query, call.headers, call.body)
+        return out.status, out.body, out.headers
+
+    with serve_json(answer, name="fake-arm") as url:
         fake.base_url = url
         yield fake

@@ -7,12 +7,10 @@ its rank and compute cluster ride in the instance's custom metadata.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from multicloud.adapterkit import LabelStyle, Ownership, gang_end, node_end, resource_name
+from multicloud.adapterkit import OCI_TAGS, Ownership, gang_end, node_end, resource_name
 from multicloud.provider import Handle, MarketKind, WorkloadState, WorkloadStatus
 from multicloud_oci.node import RANK_KEY, reported
 
@@ -26,27 +24,6 @@ __all__ = [
     "rank_of",
 ]
 
-_VALUE_MAX = 256
-
-
-@dataclass(frozen=True)
-class _FreeformTags(LabelStyle):
-    """OCI freeform tags: at most 10 per resource, keys of at most 100 characters without
-    periods or spaces, values of at most 256 characters (Tagging overview, "Limits on
-    Tags"). The kit's non-strict styles keep any value; this one keeps at most 256.
-
-    TODO(kit): a ``max_value`` on ``LabelStyle`` would make this subclass unnecessary.
-    """
-
-    def value(self, text: str) -> str:
-        """Return ``text``, cut to 256 characters with a hash of the whole when longer."""
-        if len(text) <= _VALUE_MAX:
-            return text
-        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-        return f"{text[: _VALUE_MAX - 9]}-{digest}"
-
-
-OCI_TAGS = _FreeformTags("multicloud-")
 TAG_NODES = OCI_TAGS.key("nodes")
 CLUSTER_KEY = "multicloud_cluster"
 """Custom metadata key holding the compute cluster a node was launched into."""
