@@ -23,21 +23,35 @@ LatencyFn = Callable[[str, str], "float | None"]
 class Policy:
     """How the planner searches (never what it may do: that is the contracts' and jobs' job).
 
+    The search is bounded by deterministic work, so the same snapshot and policy give the
+    same plan on any machine and under any load. The wall clock is only a safety net.
+
     Attributes:
-        time_limit_s: Wall-clock limit for each optimiser solve (HiGHS stops there and the
-            best plan found so far is kept, marked not proven optimal).
-        mip_rel_gap: Relative optimality gap at which the optimiser may stop.
+        time_limit_s: Safety ceiling on the optimiser's solver time for one plan. Normal
+            searches end on the work limits below long before; if it fires, the best plan
+            so far is kept and ``stats.timed_out`` says so (the plan may then depend on
+            machine load).
+        mip_rel_gap: Relative gap to the lower bound (the LP relaxation's, or a proof's)
+            at which the cost search stops: the plan is then at most this far above the
+            optimum.
         force_optimizer: Use the optimiser even where the fast path would do (tests, bench).
-        max_milp_variables: Above this size a component's cost stage keeps its best
-            rounded plan instead of running the MILP: HiGHS's root cut loop on such models
-            ignores the time limit for many seconds (measured: 8 s on 30,000 variables
-            under a 1.2 s limit).
+        node_limit: Branch-and-bound nodes for each neighbourhood the search solves.
+        search_rounds: Neighbourhoods tried per objective after repairing the LP.
+        neighbourhood_size: Most variables one neighbourhood frees.
+        exact_below: Components whose model has at most this many variables are solved
+            whole rather than by neighbourhoods (0: always by neighbourhoods).
+        prove: After the neighbourhoods, solve each stage's whole model to proven
+            optimality (no node limit; slow; used for benchmark references).
     """
 
-    time_limit_s: float = 5.0
-    mip_rel_gap: float = 1e-6
+    time_limit_s: float = 60.0
+    mip_rel_gap: float = 1e-3
     force_optimizer: bool = False
-    max_milp_variables: int = 20_000
+    node_limit: int = 200
+    search_rounds: int = 6
+    neighbourhood_size: int = 1_000
+    exact_below: int = 1_000
+    prove: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,6 +249,12 @@ class PlanStats:
         mip_gap: Relative gap of the optimised jobs' cost to the best proven lower bound.
         lp_bound_gap: Relative cost gap of the optimised jobs to the LP relaxation bound
             (None on the fast path).
+        work: Deterministic effort spent: simplex iterations plus branch-and-bound nodes.
+        timed_out: The safety ceiling ``Policy.time_limit_s`` stopped a solve, so the
+            plan may differ from what an unloaded machine would give.
+        counts_optimal: The placed count of every priority tier is proven the most
+            possible (each reached its LP bound, or a proof); the cost may still be
+            within ``mip_gap`` of optimal only.
     """
 
     path: Literal["fast", "optimizer"]
@@ -244,6 +264,9 @@ class PlanStats:
     optimal: bool = True
     mip_gap: float = 0.0
     lp_bound_gap: float | None = None
+    work: int = 0
+    timed_out: bool = False
+    counts_optimal: bool = True
 
 
 @dataclass(frozen=True)
@@ -286,6 +309,9 @@ class Plan:
                 "optimal": self.stats.optimal,
                 "mip_gap": _finite(self.stats.mip_gap),
                 "lp_bound_gap": _finite(self.stats.lp_bound_gap),
+                "work": self.stats.work,
+                "timed_out": self.stats.timed_out,
+                "counts_optimal": self.stats.counts_optimal,
             },
         }
 
