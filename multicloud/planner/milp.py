@@ -186,14 +186,16 @@ def build(
             continue
         team = first.job.team if first.job.team in budgeted else None
         # the count model's costs are per hour: only a tie-break between equal counts
-        hours = 1.0 if by_shape else first.job.duration_hours
+        # (budgets still need the real cost: budgeted classes keep their duration)
+        hours = first.job.duration_hours
+        rank_hours = 1.0 if by_shape else hours
         if key[0] != "svc":
             cls = _Class(members, opts, [])
             size = len(members)
             for opt in opts:
                 c = planner.cap[opt.oi]
                 ub = size if c is None else min(size, c // first.nodes)
-                v = model.var(0, ub, opt.rank * first.nodes * hours)
+                v = model.var(0, ub, opt.rank * first.nodes * rank_hours)
                 model.pool[v] = (opt.oi, first.nodes)
                 cls.vars.append(v)
                 tier_vars[first.job.priority].append(v)
@@ -214,7 +216,7 @@ def build(
         for opt in opts:
             c = planner.cap[opt.oi]
             ub = r if c is None else min(r, c // s.nodes)
-            v = model.var(0, ub, opt.rank * s.nodes * hours)
+            v = model.var(0, ub, opt.rank * s.nodes * rank_hours)
             model.pool[v] = (opt.oi, s.nodes)
             ys.append(v)
             by_provider[opt.provider].append(v)
@@ -235,6 +237,9 @@ def build(
             # fifth of the jobs, and per-option rows were most of a large model's rows)
             model.row([*((v, 1.0) for v in vs), (z, -float(r))], -np.inf, 0)
             model.row([(z, 1.0), *((v, -1.0) for v in vs)], -np.inf, 0)
+            # and only if the service is placed: else the LP half-places every service
+            # that has a single provider, one provider meeting spread × ½
+            model.row([(z, 1.0), (placed, -1.0)], -np.inf, 0)
         model.row([(z, 1.0) for z in zs] + [(placed, -float(s.spread))], 0, np.inf)
         if s.job.max_price_per_hour is not None:
             model.row([*price_terms, (placed, -s.job.max_price_per_hour)], -np.inf, 0)

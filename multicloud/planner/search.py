@@ -204,6 +204,10 @@ class Search:
             self._add_cols(new)
             cols = self._cols
         x = np.zeros(p.n)
+        if lp.getModelStatus() == HighsModelStatus.kInfeasible and not self._active.all():
+            # The first options alone cannot meet the rows: bring in every column.
+            self._add_cols(np.nonzero(~self._active)[0])
+            return self.relax(objective, keep)
         if lp.getModelStatus() != HighsModelStatus.kOptimal:
             return x, -_INF
         x[self._cols] = np.asarray(lp.getSolution().col_value)
