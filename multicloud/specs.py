@@ -168,13 +168,13 @@ def _node_at(docs: list[Any], path: str) -> Any:
             return None
         node = docs[parts[1]]
         parts = parts[2:]
-    for part in parts:
+    for k, part in enumerate(parts):
         if isinstance(node, yaml.MappingNode) and isinstance(part, str):
             found = None
             for key, value in node.value:
                 if getattr(key, "value", None) == part:
-                    # an unknown field is best shown at its key, a bad value at the value
-                    found = value if not isinstance(value, yaml.ScalarNode) else key
+                    # the field itself is shown at its key; a path goes on in its value
+                    found = key if k == len(parts) - 1 else value
                     break
             if found is None:
                 return node
