@@ -484,6 +484,7 @@ def _solve(
     bound = low
     limit = low + settings.gap * abs(low) if math.isfinite(low) else -math.inf
     x = search.improve(cost, lp, x, limit, feasible=prob.feasible(x))
+    bound = max(bound, search.bound)
     if not prob.feasible(x):  # no plan at hand met the counts: search the whole model
         found = search.prove(cost, None, nodes=settings.nodes).x
         if found is None:

@@ -154,6 +154,7 @@ class Search:
     work: int = 0  # simplex iterations + branch-and-bound nodes: deterministic effort
     seconds: float = 0.0  # HiGHS's run time, for the safety ceiling only
     timed_out: bool = False
+    bound: float = -_INF  # a proven bound the last improve found (a whole-model solve)
     _lp: _Highs | None = None
     _cols: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _active: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
@@ -186,7 +187,7 @@ class Search:
         if keep is not None:
             want |= keep > _FRAC
         if np.any(want & ~self._active):
-            self._add_cols(np.nonzero(want & ~self._active)[0])
+            self._add_cols(np.nonzero(want & ~self._active)[0], objective)
         cols = self._cols
         lp.changeColsCost(len(cols), cols_idx(len(cols)), objective[cols])
         at = p.a.T.tocsr()
@@ -201,12 +202,11 @@ class Search:
             new = np.nonzero(~self._active & (reduced < -scale))[0]
             if not len(new):
                 break
-            self._add_cols(new)
-            cols = self._cols
+            self._add_cols(new, objective)
         x = np.zeros(p.n)
         if lp.getModelStatus() == HighsModelStatus.kInfeasible and not self._active.all():
             # The first options alone cannot meet the rows: bring in every column.
-            self._add_cols(np.nonzero(~self._active)[0])
+            self._add_cols(np.nonzero(~self._active)[0], objective)
             return self.relax(objective, keep)
         if lp.getModelStatus() != HighsModelStatus.kOptimal:
             return x, -_INF
@@ -235,14 +235,14 @@ class Search:
             lp.addRow(float(p.row_lb[r]), float(p.row_ub[r]), len(idx), idx, row.data)
             self._lp_rows += 1
 
-    def _add_cols(self, new: IntArray) -> None:
+    def _add_cols(self, new: IntArray, objective: FloatArray) -> None:
         lp = self._lp
         p = self.problem
         assert lp is not None
         sub = csc_array(p.a[:, new])
         lp.addCols(
             len(new),
-            np.zeros(len(new)),
+            np.ascontiguousarray(objective[new], dtype=np.float64),
             np.zeros(len(new)),
             p.ub[new],
             int(sub.nnz),
@@ -346,6 +346,7 @@ class Search:
             better was).
         """
         p = self.problem
+        self.bound = -_INF
         if scope is not None:
             incumbent = np.where(scope, incumbent, 0.0)
             lp = np.where(scope, lp, 0.0)
@@ -363,7 +364,10 @@ class Search:
             # Small enough to solve whole (and exactly, in practice).
             every = np.ones(p.n, dtype=np.bool_) if scope is None else scope.copy()
             start = best if math.isfinite(best_value) else None
-            offer(self.solve_sub(objective, best, every, start, nodes=10 * self.settings.nodes).x)
+            out = self.solve_sub(objective, best, every, start, nodes=10 * self.settings.nodes)
+            offer(out.x)
+            if scope is None and out.x is not None:
+                self.bound = out.bound
             return best
         frac = np.abs(lp - np.round(lp)) > _FRAC
         rounded = np.round(lp)
@@ -371,19 +375,20 @@ class Search:
         if not len(split):
             offer(rounded if p.feasible(rounded) else None)
         else:
-            # RENS: each split variable between its floor and ceiling, the rest as is.
-            # Small, and usually feasible; if not, free the split owners whole.
-            bounds = (np.floor(lp + _FRAC), np.ceil(lp - _FRAC))
-            got = self.solve_sub(objective, rounded, frac, None, bounds=bounds).x
-            # Then the split owners whole, on their pools and where there is room; then
-            # with every owner on those pools. (If that fails too, or is too large, the
-            # neighbourhoods below start from the incumbent.)
+            # The split owners whole (on their pools and where there is room), and every
+            # other placement of the LP kept or dropped but not moved: a split gang
+            # usually fits once some whole one gives way, and the counts say how many
+            # may. Then, if that fails, with every owner on those pools free. (If that
+            # fails too, or is too large, the neighbourhoods below start from the
+            # incumbent.)
             hood = _Hood(p, [lp], rounded, scope)
             owners = set(split.tolist())
-            for ring in (owners, hood.ring(split)):
-                if got is not None:
-                    break
-                free = hood.free(ring, owners)
+            whole = hood.free(owners, owners)
+            keep = lp > _FRAC
+            bounds = (np.zeros(p.n), np.where(whole, p.ub, np.ceil(lp - _FRAC)))
+            got = self.solve_sub(objective, rounded, whole | keep, None, bounds=bounds).x
+            if got is None:
+                free = hood.free(hood.ring(split), owners)
                 if int(free.sum()) <= 4 * self.settings.max_free:
                     got = self.solve_sub(objective, rounded, free, None).x
             offer(got)

@@ -153,3 +153,52 @@ def test_offers_unchanged_by_planning() -> None:
     before: list[Offer] = list(snap.offers)
     plan(snap, SEARCH)
     assert list(snap.offers) == before
+
+
+def test_column_generation_reaches_the_whole_lp() -> None:
+    import numpy as np
+    from scipy.sparse import csc_array
+
+    from multicloud.planner.search import Problem, Search, Settings
+
+    rng = np.random.default_rng(7)
+    owners, options, pools = 40, 12, 15
+    n = owners * options
+    rows, cols, vals = [], [], []
+    for o in range(owners):  # each owner placed at most once
+        for k in range(options):
+            rows.append(o)
+            cols.append(o * options + k)
+            vals.append(1.0)
+    pool = rng.integers(0, pools, size=n)
+    use = rng.choice([1.0, 2.0, 4.0], size=n)
+    for v in range(n):  # pool capacity rows
+        rows.append(owners + int(pool[v]))
+        cols.append(v)
+        vals.append(float(use[v]))
+    rows.extend([owners + pools] * n)  # a count row: at least 30 placed
+    cols.extend(range(n))
+    vals.extend([1.0] * n)
+    a = csc_array((vals, (rows, cols)), shape=(owners + pools + 1, n))
+    row_lb = np.r_[np.zeros(owners + pools), 30.0]
+    row_ub = np.r_[np.ones(owners), np.full(pools, 6.0), np.inf]
+
+    def problem() -> Problem:
+        return Problem(
+            a=a,
+            row_lb=row_lb,
+            row_ub=row_ub,
+            ub=np.ones(n),
+            integral=np.ones(n, dtype=np.bool_),
+            owner=np.repeat(np.arange(owners), options),
+            pool=(owners + pool).astype(np.int64),
+            use=use,
+            rank=np.tile(np.arange(options), owners),
+        )
+
+    cost = rng.uniform(1.0, 50.0, size=n)
+    _, whole = Search(problem(), Settings(large=10**9)).relax(cost)
+    priced = Search(problem(), Settings(large=0, first_options=2))
+    _, value = priced.relax(cost)
+    assert value == pytest.approx(whole, rel=1e-9)
+    assert not priced._active.all()  # it did start from fewer columns
