@@ -42,6 +42,7 @@ _FRAC = 1e-6  # farther than this from an integer counts as fractional
 _PRICE_TOL = 1e-7  # reduced cost below -this prices a column into the LP
 _INF = math.inf
 _ROOM_OPTIONS = 3  # options with spare room a neighbourhood gives each freed job
+_ROUND_VARIABLES = 20_000  # each this many variables of a model add Settings.rounds rounds
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Settings:
 
     Attributes:
         nodes: Branch-and-bound nodes per sub-problem.
-        rounds: Neighbourhood rounds per objective after the repair.
+        rounds: Neighbourhood rounds per objective after the repair (per 20,000
+            variables of the model).
         max_free: Most variables one neighbourhood may free.
         gap: Relative gap to the bound at which a cost search stops.
         seconds: Safety ceiling on HiGHS's run time, for the whole search.
@@ -393,7 +395,10 @@ class Search:
                     got = self.solve_sub(objective, rounded, free, None).x
             offer(got)
         tried: set[int] = set()
-        for _ in range(self.settings.rounds):
+        # A neighbourhood is a fixed size, so a larger model needs more of them to be
+        # covered as well: the rounds grow with the model (still a fixed number for it).
+        rounds = self.settings.rounds * max(1, p.n // _ROUND_VARIABLES)
+        for _ in range(rounds):
             if best_value <= good_enough or self.timed_out:
                 break
             hood = _Hood(p, [best, lp], best, scope)
@@ -564,6 +569,7 @@ class _Hood:
         order = np.argsort(p.owner, kind="stable")
         self.by_owner = order
         self.starts = np.searchsorted(p.owner[order], np.arange(int(p.owner.max()) + 2))
+        self.sizes = np.bincount(p.owner[ok], minlength=int(p.owner.max()) + 1)
 
     def cols(self, o: int) -> IntArray:
         """Variables of owner ``o``."""
@@ -584,7 +590,7 @@ class _Hood:
         size = 0
         for s in seeds:
             new = self.ring(np.array([s])) - owners
-            grow = sum(int(self.ok[self.cols(o)].sum()) for o in new)
+            grow = int(self.sizes[list(new)].sum()) if new else 0
             if taken and size + grow > limit:
                 continue
             owners |= new

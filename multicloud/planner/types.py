@@ -36,7 +36,8 @@ class Policy:
             optimum.
         force_optimizer: Use the optimiser even where the fast path would do (tests, bench).
         node_limit: Branch-and-bound nodes for each neighbourhood the search solves.
-        search_rounds: Neighbourhoods tried per objective after repairing the LP.
+        search_rounds: Neighbourhoods tried per objective after repairing the LP, per
+            20,000 variables of a component's model.
         neighbourhood_size: Most variables one neighbourhood frees.
         exact_below: Components whose model has at most this many variables are solved
             whole rather than by neighbourhoods (0: always by neighbourhoods).
