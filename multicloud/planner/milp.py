@@ -452,6 +452,20 @@ def _solve(
     walk = _encode(model, classes, services, greedy)
     x = walk if walk is not None and prob.feasible(walk) else np.zeros(n)
     tiers = sorted(tier_vars, reverse=True)
+    earlier = _previous(planner, comp, usable)
+    if earlier:
+        # An earlier plan, where it still fits, may place more (tier by tier) or as
+        # many for less: then the search starts from it.
+        hint = _encode(model, classes, services, earlier)
+        if hint is not None and prob.feasible(hint):
+
+            def rank(y: np.ndarray) -> tuple[float, ...]:
+                counts = (round(float(y[tier_vars[t]].sum())) for t in tiers)
+                return (*counts, -float(np.array(model.cost) @ y))
+
+            if rank(hint) > rank(x):
+                x = hint
+                greedy = {**greedy, **{s.idx: earlier.get(s.idx, []) for s in comp}}
     modelled = {t: sum(1 for s in comp if s.job.priority == t and usable[s.idx]) for t in tiers}
     placed = {t: round(float(x[tier_vars[t]].sum())) for t in tiers}
     work = 0
@@ -513,6 +527,30 @@ def _solve(
 
 
 _TIE = 0.25  # the most a count objective's price tie-break may weigh, in jobs
+
+
+def _previous(
+    planner: _Planner, comp: list[_Slot], usable: dict[int, list[Opt]]
+) -> dict[int, list[tuple[Opt, int, float]]]:
+    """The snapshot's previous plan for these slots, as options they may still use."""
+    prev = planner.snap.previous
+    if prev is None:
+        return {}
+    by_job: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for a in prev.placements:
+        by_job[a.job].append((a.offer.key, a.market.value, a.replicas))
+    out: dict[int, list[tuple[Opt, int, float]]] = {}
+    for s in comp:
+        was = by_job.get(s.id)
+        if not was:
+            continue
+        where = {(planner.offers[o.oi].key, o.market.value): o for o in usable[s.idx]}
+        choice = [
+            (where[(k, m)], r, where[(k, m)].node_price) for k, m, r in was if (k, m) in where
+        ]
+        if len(choice) == len(was):
+            out[s.idx] = choice
+    return out
 
 
 @dataclass

@@ -74,6 +74,11 @@ class Snapshot:
         team_spent: Spend already charged against each team's budget.
         latency: Round-trip estimate between two regions (None when unknown).
         catalog_version: Version of the price data, written into the audit ledger.
+        previous: An earlier plan of (some of) these jobs, e.g. the last cycle's. The
+            optimiser starts its search from it where it is still feasible and no worse
+            than the queue walk, so a re-plan after small changes is cheap. The plan
+            stays a function of the snapshot: the same snapshot (with the same previous
+            plan) gives the same plan.
     """
 
     jobs: Sequence[Job]
@@ -88,6 +93,7 @@ class Snapshot:
     team_spent: Mapping[str, float] = field(default_factory=dict)
     latency: LatencyFn | None = None
     catalog_version: str = ""
+    previous: Plan | None = None
 
 
 @dataclass(frozen=True)

@@ -202,3 +202,30 @@ def test_column_generation_reaches_the_whole_lp() -> None:
     _, value = priced.relax(cost)
     assert value == pytest.approx(whole, rel=1e-9)
     assert not priced._active.all()  # it did start from fewer columns
+
+
+def test_replanning_from_the_previous_plan() -> None:
+    from dataclasses import replace
+
+    snap = contended(seed=7)
+    first = plan(snap, SEARCH)
+    again = plan(replace(snap, previous=first), SEARCH)
+
+    def counts(p: Plan) -> list[int]:
+        placed = {a.job for a in p.placements}
+        return [
+            sum(1 for j in snap.jobs if j.priority == t and j.name in placed) for t in (2, 1, 0)
+        ]
+
+    # never worse (counts first, then cost), and cheaper to find
+    assert counts(again) >= counts(first)
+    if counts(again) == counts(first):
+        assert again.total_cost <= first.total_cost + 1e-6
+    assert again.stats.work < first.stats.work
+    # still a function of the snapshot
+    assert fingerprint(plan(replace(snap, previous=first), SEARCH)) == fingerprint(again)
+    # a previous plan naming offers that are gone is ignored where it no longer fits
+    stale = replace(snap, offers=snap.offers[:30], previous=first)
+    p = plan(stale, SEARCH)
+    keys = {o.key for o in snap.offers[:30]}
+    assert all(a.offer.key in keys for a in p.placements)
