@@ -1,14 +1,17 @@
-"""Planner benchmark (issue #2 item 8): writes bench/results/planner.json.
+"""Planner benchmark (issues #2 and #11): writes bench/results/planner.json.
 
 Measures, on this machine, against the shipped catalog (all four clouds, every offer):
 
 * the fast path: 100,000 jobs with no contended capacity, decisions/s;
 * per-decision latency (p50/p99): a scheduling cycle with one pending job;
-* a contended fleet with ROFR on: 10,000 jobs, decisions/s and the optimiser's share;
-* a contended batch of 1,000 jobs: optimiser time, proven optimality and the cost gap to
-  the LP relaxation bound.
+* contended batches of 1,000 jobs (pools of 0..48 and 0..12 nodes; trace-shaped and
+  synthetic workloads; several seeds) and a busy window of the public Alibaba GPU trace:
+  time, placed jobs per tier and cost against the proven optimum, which the benchmark
+  computes itself (``Policy(prove=True)``) and records with its time;
+* 10,000 contended jobs: time and the gap to the LP bound (a bound on the gap to the
+  optimum; proving that optimum takes too long to repeat here).
 
-Run: ``.venv/bin/python -m bench.planner [--quick]``.
+Run: ``.venv/bin/python -m bench.planner [--quick]`` (under ``flock /tmp/mc-heavy.lock``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.workload import make_jobs
+from bench.workload import make_jobs, trace_batch
 from multicloud.catalog import load_catalog
 from multicloud.models import Contracts, Job
 from multicloud.planner import Plan, Policy, Snapshot, plan
@@ -70,23 +73,92 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def tier_counts(p: Plan, jobs: list[Job]) -> dict[str, int]:
+    """Placed jobs per priority tier (as JSON keys)."""
+    placed = {a.job for a in p.placements}
+    out: dict[str, int] = {}
+    for j in jobs:
+        if j.name in placed:
+            out[str(j.priority)] = out.get(str(j.priority), 0) + 1
+    return dict(sorted(out.items()))
+
+
+def trace_offers(jobs: list[Job], seed: int, pressure: float = 1.4) -> list[Offer]:
+    """Catalog offers with capacity such that the batch asks for ``pressure`` × the nodes.
+
+    Every offer some job of the batch can use gets a random capacity in 0..c nodes, with c
+    set so that the expected total is ``len(jobs) / pressure`` (each job is one node).
+    """
+    offers = catalog_offers(None)
+    usable = [
+        i
+        for i, o in enumerate(offers)
+        if any(
+            o.accelerator in j.resources.accelerator and o.count >= j.resources.count
+            for j in jobs
+        )
+    ]
+    top = max(1, round(2 * len(jobs) / (pressure * len(usable))))
+    rng = random.Random(seed)
+    caps = {i: rng.randint(0, top) for i in usable}
+    return [replace(o, capacity=caps.get(i, 0)) for i, o in enumerate(offers)]
+
+
+def contended(
+    label: str, jobs: list[Job], offers: list[Offer], *, reference: bool = True
+) -> dict[str, Any]:
+    """Plan one contended batch, and (optionally) its proven optimum for reference."""
+    snap = snapshot(jobs, offers, ROFR)
+    t0 = time.process_time()
+    p, secs = timed(snap)
+    cpu = time.process_time() - t0
+    out: dict[str, Any] = {
+        "batch": label,
+        "jobs": len(jobs),
+        "plan_seconds": round(secs, 3),
+        "plan_cpu_seconds": round(cpu, 3),
+        "optimizer_jobs": p.stats.optimizer_jobs,
+        "optimizer_variables": p.stats.optimizer_variables,
+        "work": p.stats.work,
+        "timed_out": p.stats.timed_out,
+        "counts_proven": p.stats.counts_optimal,
+        "gap_to_lp_bound": p.to_dict()["stats"]["lp_bound_gap"],
+        "placed_per_tier": tier_counts(p, jobs),
+        "total_cost": round(p.total_cost, 2),
+    }
+    if reference:
+        # The same snapshot solved to proven optimality: every stage's whole model, no
+        # node limit, a long ceiling.
+        ref, ref_secs = timed(snap, Policy(prove=True, time_limit_s=1800))
+        out["reference_optimum"] = {
+            "seconds": round(ref_secs, 1),
+            "proven_optimal": ref.stats.optimal and not ref.stats.timed_out,
+            "total_cost": round(ref.total_cost, 2),
+            "placed_per_tier": tier_counts(ref, jobs),
+        }
+        out["tiers_equal_optimum"] = out["placed_per_tier"] == out["reference_optimum"][
+            "placed_per_tier"
+        ]
+        out["cost_gap_to_optimum"] = round((p.total_cost - ref.total_cost) / ref.total_cost, 6)
+    return out
+
+
 def run(quick: bool) -> dict[str, Any]:
     n_fast = 20_000 if quick else 100_000
-    n_cont = 2_000 if quick else 10_000
     unlimited = catalog_offers(None)
-    limited = catalog_offers(48)
     out: dict[str, Any] = {
         "machine": {
             "python": sys.version.split()[0],
             "platform": platform.platform(),
             "cpus": __import__("os").cpu_count(),
         },
-        "offers": len(limited),
+        "offers": len(unlimited),
         "catalog_version": load_catalog().version,
     }
 
     jobs = make_jobs(n_fast, seed=1)
-    p, secs = timed(snapshot(jobs, unlimited, ROFR))
+    snap = snapshot(jobs, unlimited, ROFR)
+    p, secs = timed(snap)
     out["fast_path"] = {
         "jobs": n_fast,
         "seconds": round(secs, 3),
@@ -96,6 +168,7 @@ def run(quick: bool) -> dict[str, Any]:
         "rofr_offers": len(p.audit),
     }
 
+    limited = catalog_offers(48)
     singles = make_jobs(2_000, seed=2)
     lat = []
     for j in singles:
@@ -108,62 +181,46 @@ def run(quick: bool) -> dict[str, Any]:
         "what": "one scheduling cycle with one pending job against every catalog offer",
     }
 
-    jobs = make_jobs(n_cont, seed=3)
-    p, secs = timed(snapshot(jobs, limited, ROFR))
-    out["contended_rofr"] = {
-        "jobs": n_cont,
-        "seconds": round(secs, 3),
-        "decisions_per_s": round(n_cont / secs),
-        "path": p.stats.path,
-        "optimizer_jobs": p.stats.optimizer_jobs,
-        "optimizer_variables": p.stats.optimizer_variables,
-        "optimal": p.stats.optimal,
-        "gap_to_proven_bound": p.to_dict()["stats"]["mip_gap"],
-        "placed": n_cont - len(p.unplaced),
-        "rofr_offers": len(p.audit),
-        "rofr_accepted": sum(1 for e in p.audit if e.answer == "accepted"),
-        "total_cost": round(p.total_cost, 2),
-    }
-
-    batches = {}
-    for label, cap in (("moderate", 48), ("heavy", 12)):
-        jobs = make_jobs(1_000, seed=4)
-        offers = catalog_offers(cap, seed=5)
-        p, secs = timed(snapshot(jobs, offers, ROFR), Policy(time_limit_s=2))
-        # Reference: the same plan solved to proven optimality (no size cap, long limit).
-        ref, ref_secs = timed(
-            snapshot(jobs, offers, ROFR),
-            Policy(time_limit_s=600, max_milp_variables=10**9),
-        )
-        batches[label] = {
-            "jobs": 1_000,
-            "capacity_per_pool": f"0..{cap} nodes",
-            "plan_seconds": round(secs, 3),
-            "optimizer_jobs": p.stats.optimizer_jobs,
-            "optimizer_variables": p.stats.optimizer_variables,
-            "proven_optimal": p.stats.optimal,
-            "gap_to_proven_bound": p.to_dict()["stats"]["mip_gap"],
-            "lp_bound_gap": p.stats.lp_bound_gap,
-            "placed": 1_000 - len(p.unplaced),
-            "total_cost": round(p.total_cost, 2),
-            "reference_optimum": {
-                "seconds": round(ref_secs, 1),
-                "proven_optimal": ref.stats.optimal,
-                "total_cost": round(ref.total_cost, 2),
-                "placed": 1_000 - len(ref.unplaced),
-            },
-            "cost_gap_to_reference": round((p.total_cost - ref.total_cost) / ref.total_cost, 5),
-        }
+    seeds = (4,) if quick else (4, 7, 8)
+    batches: list[dict[str, Any]] = []
+    for workload in ("trace", "synthetic"):
+        for label, cap in (("moderate", 48), ("heavy", 12)):
+            for seed in seeds:
+                jobs = make_jobs(1_000, seed=seed, synthetic=workload == "synthetic")
+                name = f"{workload} {label} (pools 0..{cap} nodes) seed {seed}"
+                batches.append(contended(name, jobs, catalog_offers(cap, seed=seed + 1)))
+    trace = trace_batch()
+    if trace is not None:
+        for seed in seeds:
+            name = f"Alibaba busy window ({len(trace)} pods, demand 1.4x supply) seed {seed}"
+            batches.append(contended(name, trace, trace_offers(trace, seed)))
     out["contended_batch_1000"] = batches
-    fast_ok = out["fast_path"]["decisions_per_s"] >= 20_000
+
+    large = []
+    for workload in ("trace", "synthetic"):
+        jobs = make_jobs(2_000 if quick else 10_000, seed=3, synthetic=workload == "synthetic")
+        name = f"{workload} moderate (pools 0..48 nodes), {len(jobs)} jobs"
+        large.append(contended(name, jobs, catalog_offers(48, seed=3), reference=False))
+    out["contended_10000"] = large
+
+    def ok(b: dict[str, Any]) -> bool:
+        return bool(
+            b["plan_seconds"] <= 2.0
+            and b["tiers_equal_optimum"]
+            and b["cost_gap_to_optimum"] <= 0.01
+        )
+
     out["targets"] = {
-        "fast_path_decisions_per_s>=20000": fast_ok,
-        **{
-            f"contended_1000_{k}_optimal_or_1pct_within_2s": bool(
-                b["plan_seconds"] <= 2.0
-                and (b["proven_optimal"] or (b["lp_bound_gap"] or 1.0) <= 0.01)
+        "fast_path_decisions_per_s>=50000": out["fast_path"]["decisions_per_s"] >= 50_000,
+        "contended_1000_within_1pct_in_2s_tiers_equal": {b["batch"]: ok(b) for b in batches},
+        # The LP bound is at most the optimum: a gap to it bounds the gap to the optimum.
+        "contended_10000_within_2pct_of_lp_bound_in_10s": {
+            b["batch"]: bool(
+                b["plan_seconds"] <= 10.0
+                and b["gap_to_lp_bound"] is not None
+                and b["gap_to_lp_bound"] <= 0.02
             )
-            for k, b in batches.items()
+            for b in large
         },
     }
     out["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -134,6 +134,9 @@ class _Planner:
             preferred=behind_schedule(snap.contracts.commitments, snap.now),
         )
         self.audit: list[AuditEntry] = []
+        self._terms_cache: dict[tuple[object, ...], dict[str, object]] = {}
+        self._shared: dict[tuple[object, ...], tuple[list[AuditEntry], _Slot]] = {}
+        self._unlimited: dict[int, bool] = {}
         self._cur: _Slot | None = None
         self.team_left: dict[str, float] = {
             team: b.max_cost_usd - snap.team_spent.get(team, 0.0)
@@ -186,7 +189,7 @@ class _Planner:
         for s in slots:
             if not s.static_fail:
                 self._cur = s
-                self._walk(s)
+                self._walk_shared(s)
         self._cur = None
         stats = PlanStats(path="fast", jobs=len(slots))
         if self.policy.force_optimizer or any(s.contended for s in slots):
@@ -355,6 +358,62 @@ class _Planner:
             return None
         return out
 
+    def _walk_shared(self, s: _Slot) -> None:
+        """Walk one job, reusing the walk of an identical job where nothing can differ.
+
+        When none of a shape's offers is capacity-limited and no budget applies, every job
+        of that shape (and size) meets the same offers at the same prices: the holders'
+        answers and the placement are the same, only the job's id and terms differ.
+        """
+        key = self._shared_key(s)
+        if key is None:
+            self._walk(s)
+            return
+        hit = self._shared.get(key)
+        if hit is None:
+            first = len(self.audit)
+            self._walk(s)
+            self._shared[key] = (self.audit[first:], s)
+            return
+        entries, done = hit
+        if entries:
+            terms = self._terms(s)
+            for e in entries:
+                self.audit.append(
+                    AuditEntry(
+                        s.id,
+                        e.holder,
+                        terms,
+                        e.outside_price_per_hour,
+                        e.holder_price_per_hour,
+                        e.answer,
+                        e.reason,
+                        e.billed_price_per_hour,
+                        e.at,
+                        e.catalog_version,
+                    )
+                )
+        s.rofr = done.rofr
+        s.pinned = done.pinned
+        s.restricted = done.restricted
+        s.ceiling = done.ceiling
+        s.reasons = done.reasons
+        s.unplaced = done.unplaced
+        s.contended = done.contended
+        s.chosen = done.chosen
+
+    def _shared_key(self, s: _Slot) -> tuple[object, ...] | None:
+        job = s.job
+        if job.team is not None and job.team in self.team_left:
+            return None
+        opts = s.options
+        free = self._unlimited.get(id(opts))
+        if free is None:
+            free = self._unlimited[id(opts)] = all(self.cap0[o.oi] is None for o in opts.opts)
+        if not free:
+            return None
+        return (id(opts), job.kind, s.replicas, s.spread, job.max_price_per_hour)
+
     def _walk(self, s: _Slot) -> None:
         rofr = self.rofr
         if rofr is None:
@@ -397,7 +456,12 @@ class _Planner:
         )
 
     def _terms(self, s: _Slot) -> dict[str, object]:
+        # Shared by every job of the same shape, duration and size: read-only.
         j = s.job
+        key = (id(s.options), j.kind, j.duration_hours, s.replicas)
+        hit = self._terms_cache.get(key)
+        if hit is not None:
+            return hit
         terms: dict[str, object] = {
             "accelerators": list(j.resources.accelerator),
             "count": j.resources.count,
@@ -411,6 +475,7 @@ class _Planner:
             terms["regions"] = list(j.placement.regions)
         if j.placement.residency:
             terms["residency"] = list(j.placement.residency)
+        self._terms_cache[key] = terms
         return terms
 
     def _offer_to_holders(self, s: _Slot) -> None:
@@ -544,33 +609,14 @@ class _Planner:
     def _result(self, slots: list[_Slot], stats: PlanStats) -> Plan:
         placements: list[Assignment] = []
         unplaced: list[Unplaced] = []
+        reasons_cache: dict[tuple[object, ...], tuple[str, ...]] = {}
         for s in slots:
             if not s.chosen:
                 unplaced.append(Unplaced(s.id, s.unplaced or "not placed", tuple(s.details)))
                 continue
-            reasons = list(s.reasons)
             cheapest = s.options.opts[0]
             for opt, reps, price in s.chosen:
                 o = self.offers[opt.oi]
-                why = list(reasons)
-                if opt.market is MarketKind.RESERVED:
-                    why.append(f"reservation '{o.reservation}': zero marginal cost")
-                elif opt.provider in self.index.preferred and opt.rank < opt.node_price:
-                    why.append(
-                        f"{opt.provider} is behind its committed-spend schedule: preferred within "
-                        f"{self.index.preferred[opt.provider]:.0%}"
-                    )
-                if opt is cheapest:
-                    why.append(f"cheapest of {len(s.options.opts)} feasible options")
-                elif not s.pinned:
-                    c = self.offers[cheapest.oi]
-                    what = (
-                        f"reservation '{c.reservation}'"
-                        if c.reservation
-                        else f"{c.provider}/{c.zone or c.region}/{c.instance_type} "
-                        f"(${cheapest.node_price * s.nodes:,.2f}/h)"
-                    )
-                    why.append(f"cheaper option {what} was full or left to other jobs")
                 placements.append(
                     Assignment(
                         job=s.id,
@@ -581,10 +627,47 @@ class _Planner:
                         node_price=price,
                         duration_hours=s.job.duration_hours,
                         rofr=s.rofr,
-                        reasons=tuple(why),
+                        reasons=self._why(s, opt, cheapest, reasons_cache),
                     )
                 )
         return Plan(tuple(placements), tuple(unplaced), tuple(self.audit), stats)
+
+    def _why(
+        self,
+        s: _Slot,
+        opt: Opt,
+        cheapest: Opt,
+        cache: dict[tuple[object, ...], tuple[str, ...]],
+    ) -> tuple[str, ...]:
+        """Reasons for one placement (the same for every job of a shape on an option)."""
+        key = (id(s.options), opt.oi, opt.market, s.pinned, *s.reasons)
+        hit = cache.get(key)
+        if hit is None:
+            hit = cache[key] = self._explain(s, opt, cheapest)
+        return hit
+
+    def _explain(self, s: _Slot, opt: Opt, cheapest: Opt) -> tuple[str, ...]:
+        o = self.offers[opt.oi]
+        why = list(s.reasons)
+        if opt.market is MarketKind.RESERVED:
+            why.append(f"reservation '{o.reservation}': zero marginal cost")
+        elif opt.provider in self.index.preferred and opt.rank < opt.node_price:
+            why.append(
+                f"{opt.provider} is behind its committed-spend schedule: preferred within "
+                f"{self.index.preferred[opt.provider]:.0%}"
+            )
+        if opt is cheapest:
+            why.append(f"cheapest of {len(s.options.opts)} feasible options")
+        elif not s.pinned:
+            c = self.offers[cheapest.oi]
+            what = (
+                f"reservation '{c.reservation}'"
+                if c.reservation
+                else f"{c.provider}/{c.zone or c.region}/{c.instance_type} "
+                f"(${cheapest.node_price * s.nodes:,.2f}/h)"
+            )
+            why.append(f"cheaper option {what} was full or left to other jobs")
+        return tuple(why)
 
 
 def group_by_tier(slots: Sequence[_Slot]) -> dict[int, list[_Slot]]:

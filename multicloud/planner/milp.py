@@ -1,40 +1,36 @@
-"""The exact optimiser used when capacity (or a budget) is contended.
+"""The optimiser used when capacity (or a budget) is contended.
 
-A mixed-integer program solved by HiGHS through ``scipy.optimize.milp``:
+An integer program, searched by :mod:`multicloud.planner.search` on HiGHS:
 
 * Training jobs of identical shape, duration, priority, team and ROFR standing are
   interchangeable, so they form one class with one integer variable per option ("how many
   of this class run here"). This keeps the model small when many jobs look alike.
 * Each inference job has an integer replica count per option, a binary per provider (for
   ``spread``) and a binary "placed".
-* Constraints: each offer's capacity in nodes, each team's budget, and for inference the
+* Constraints: each offer's capacity in nodes (with its gang-size roundings, which keep
+  the LP from packing fractions of gangs), each team's budget, and for inference the
   replica count, the spread and the total price cap.
-* Objective, lexicographic: placed jobs per priority tier from the top, then total cost.
-  Tiers are combined into one weighted solve while the weights stay exact in floating
-  point, and solved one after another beyond that.
+* Objective, lexicographic: placed jobs per priority tier from the top, each tier's count
+  then held exactly, then total cost.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from multicloud.models import Kind
 from multicloud.planner.options import Opt
-from multicloud.planner.types import PlanStats
+from multicloud.planner.search import Problem, Search, Settings
+from multicloud.planner.types import PlanStats, Policy
 
 if TYPE_CHECKING:
     from multicloud.planner.core import _Planner, _Slot
-
-_MAX_WEIGHT = 1e7  # keeps weighted tier counts exact next to HiGHS's tolerances
-
 
 @dataclass
 class _Model:
@@ -48,6 +44,7 @@ class _Model:
     row_lb: list[float] = field(default_factory=list)
     row_ub: list[float] = field(default_factory=list)
     pool: dict[int, tuple[int, int]] = field(default_factory=dict)  # var -> (offer, nodes)
+    cap_row: dict[int, int] = field(default_factory=dict)  # offer -> its capacity row
 
     def var(self, lb: float, ub: float, cost: float, integral: bool = True) -> int:
         self.lb.append(lb)
@@ -64,57 +61,6 @@ class _Model:
             self.vals.append(v)
         self.row_lb.append(lo)
         self.row_ub.append(hi)
-
-    def feasible(self, x: np.ndarray, extra: list[tuple[np.ndarray, float]]) -> bool:
-        """True if ``x`` satisfies the bounds, the rows and the extra (≥) rows."""
-        tol = 1e-6
-        if np.any(x < np.array(self.lb) - tol) or np.any(x > np.array(self.ub) + tol):
-            return False
-        if self.row_lb:
-            a = coo_array(
-                (self.vals, (self.rows, self.cols)), shape=(len(self.row_lb), len(self.lb))
-            ).tocsr()
-            ax = a @ x
-            if np.any(ax < np.array(self.row_lb) - tol) or np.any(ax > np.array(self.row_ub) + tol):
-                return False
-        return all(float(vec @ x) >= lo - tol for vec, lo in extra)
-
-    def solve(
-        self,
-        objective: np.ndarray,
-        extra: list[tuple[np.ndarray, float]],
-        policy_limit: float,
-        gap: float,
-        relax: bool = False,
-    ) -> tuple[np.ndarray | None, bool, float]:
-        """Solve with the model's rows plus ``extra`` (≥) rows.
-
-        Returns:
-            The solution (None if none was found), whether it is proven optimal, and the
-            proven lower bound of the objective (-inf when unknown).
-        """
-        n = len(self.lb)
-        constraints = []
-        if self.row_lb:
-            a = coo_array((self.vals, (self.rows, self.cols)), shape=(len(self.row_lb), n)).tocsr()
-            constraints.append(LinearConstraint(a, self.row_lb, self.row_ub))
-        for vec, lo in extra:
-            constraints.append(LinearConstraint(vec.reshape(1, -1), lo, np.inf))
-        res = milp(
-            objective,
-            integrality=np.zeros(n) if relax else np.array(self.integral),
-            bounds=Bounds(np.array(self.lb), np.array(self.ub)),
-            constraints=constraints,
-            options={"time_limit": policy_limit, "mip_rel_gap": gap, "disp": False},
-        )
-        if res.x is None:
-            return None, False, -math.inf
-        optimal = res.status == 0
-        x = np.asarray(res.x)
-        if relax or optimal:
-            return x, optimal, float(objective @ x)
-        dual = getattr(res, "mip_dual_bound", None)
-        return x, optimal, -math.inf if dual is None else float(dual)
 
 
 @dataclass
@@ -191,9 +137,22 @@ def _prune_with_guaranteed_room(
 
 
 def build(
-    planner: _Planner, slots: list[_Slot], usable: dict[int, list[Opt]]
+    planner: _Planner,
+    slots: list[_Slot],
+    usable: dict[int, list[Opt]],
+    *,
+    by_shape: bool = False,
 ) -> tuple[_Model, list[_Class], list[_Service], dict[int, list[int]]]:
-    """Build the model for the given (non-pinned) slots against the capacity left."""
+    """Build the model for the given (non-pinned) slots against the capacity left.
+
+    Args:
+        planner: The planner after its walk (capacity released for these slots).
+        slots: The slots to model.
+        usable: Each slot's options.
+        by_shape: For counting only: gangs that differ only in duration (and whose team
+            has no budget) are one class, since a count does not see durations. Costs
+            are then per hour.
+    """
     model = _Model()
     classes: dict[tuple[object, ...], _Class] = {}
     services: list[_Service] = []
@@ -206,14 +165,15 @@ def build(
     for s in slots:
         key: tuple[object, ...]
         if s.job.kind is Kind.TRAINING:
+            timed = not by_shape or s.job.team in budgeted
             key = (
                 "gang",
                 id(s.options),
                 s.restricted,
                 s.ceiling,
-                s.job.duration_hours,
+                s.job.duration_hours if timed else None,
                 s.job.priority,
-                s.job.team,
+                s.job.team if timed else None,
             )
         else:
             key = ("svc", s.idx)
@@ -225,14 +185,17 @@ def build(
         if not opts:
             continue
         team = first.job.team if first.job.team in budgeted else None
+        # the count model's costs are per hour: only a tie-break between equal counts
+        # (budgets still need the real cost: budgeted classes keep their duration)
         hours = first.job.duration_hours
+        rank_hours = 1.0 if by_shape else hours
         if key[0] != "svc":
             cls = _Class(members, opts, [])
             size = len(members)
             for opt in opts:
                 c = planner.cap[opt.oi]
                 ub = size if c is None else min(size, c // first.nodes)
-                v = model.var(0, ub, opt.rank * first.nodes * hours)
+                v = model.var(0, ub, opt.rank * first.nodes * rank_hours)
                 model.pool[v] = (opt.oi, first.nodes)
                 cls.vars.append(v)
                 tier_vars[first.job.priority].append(v)
@@ -253,7 +216,7 @@ def build(
         for opt in opts:
             c = planner.cap[opt.oi]
             ub = r if c is None else min(r, c // s.nodes)
-            v = model.var(0, ub, opt.rank * s.nodes * hours)
+            v = model.var(0, ub, opt.rank * s.nodes * rank_hours)
             model.pool[v] = (opt.oi, s.nodes)
             ys.append(v)
             by_provider[opt.provider].append(v)
@@ -269,9 +232,14 @@ def build(
             z = model.var(0, 1, 0)
             zs.append(z)
             zmap[prov] = z
-            for v in vs:
-                model.row([(v, 1.0), (z, -float(r))], -np.inf, 0)
+            # replicas on a provider only if it counts towards the spread, and it counts
+            # only if it has one (one row per provider, not per option: services are a
+            # fifth of the jobs, and per-option rows were most of a large model's rows)
+            model.row([*((v, 1.0) for v in vs), (z, -float(r))], -np.inf, 0)
             model.row([(z, 1.0), *((v, -1.0) for v in vs)], -np.inf, 0)
+            # and only if the service is placed: else the LP half-places every service
+            # that has a single provider, one provider meeting spread × ½
+            model.row([(z, 1.0), (placed, -1.0)], -np.inf, 0)
         model.row([(z, 1.0) for z in zs] + [(placed, -float(s.spread))], 0, np.inf)
         if s.job.max_price_per_hour is not None:
             model.row([*price_terms, (placed, -s.job.max_price_per_hour)], -np.inf, 0)
@@ -283,10 +251,40 @@ def build(
         # Only rows that can bind: a variable may stand for several gangs or replicas,
         # so its largest use of the pool is nodes × its upper bound.
         if sum(nodes * model.ub[v] for v, nodes in terms) > c:
+            model.cap_row[oi] = len(model.row_lb)
             model.row(terms, 0, c)
+            _gang_cuts(model, terms, c)
     for team, terms in team_terms.items():
         model.row(terms, -np.inf, max(budgeted[team], 0.0))
     return model, list(classes.values()), services, tier_vars
+
+
+def _gang_cuts(model: _Model, terms: list[tuple[int, float]], cap: int) -> None:
+    """Add the rounded capacity rows that make gang packing tight in the LP.
+
+    Dividing a pool's row by a gang size d and rounding down both sides is valid for whole
+    gangs (Chvátal-Gomory): ``Σ ⌊nodes/d⌋·x ≤ ⌊cap/d⌋``. Without it the LP packs half a
+    16-node gang into 8 spare nodes, and its bound, and every rounding of it, drift.
+    """
+    for d in sorted({int(nodes) for _, nodes in terms if nodes > 1}):
+        big = [(v, float(int(nodes) // d)) for v, nodes in terms if nodes >= d]
+        if cap % d == 0 and all(int(nodes) % d == 0 for _, nodes in terms if nodes >= d):
+            continue  # the same row divided by d: nothing to cut
+        if sum(k * model.ub[v] for v, k in big) > cap // d:
+            model.row(big, -np.inf, cap // d)
+
+
+def settings_of(policy: Policy) -> Settings:
+    """The search limits a policy asks for."""
+    return Settings(
+        nodes=policy.node_limit,
+        rounds=policy.search_rounds,
+        max_free=policy.neighbourhood_size,
+        exact_below=policy.exact_below,
+        gap=policy.mip_rel_gap,
+        seconds=policy.time_limit_s,
+        prove=policy.prove,
+    )
 
 
 def optimise(planner: _Planner, slots: list[_Slot]) -> PlanStats:
@@ -295,7 +293,7 @@ def optimise(planner: _Planner, slots: list[_Slot]) -> PlanStats:
     Jobs that share no limited pool (and no budget) cannot affect each other, so the free
     jobs split into independent components. A component in which no job lost an option to
     capacity keeps the queue walk's placement (each job has its cheapest option: optimal);
-    each other component is one MILP.
+    each other component is one integer program, searched by :mod:`.search`.
 
     Args:
         planner: The planner after its queue walk.
@@ -312,13 +310,14 @@ def optimise(planner: _Planner, slots: list[_Slot]) -> PlanStats:
             planner.release(s)
     usable = {s.idx: _usable(planner, s) for s in free}
     force = planner.policy.force_optimizer
-    jobs = variables = 0
-    optimal = True
-    mip_gap = 0.0
+    jobs = variables = work = 0
+    optimal = counts_optimal = True
+    timed_out = False
     value = 0.0
     lp_bound: float | None = 0.0
     bound = 0.0
-    todo = []
+    settings = settings_of(planner.policy)
+    seconds = 0.0
     for comp in _components(planner, free, usable):
         if not force and not any(s.contended for s in comp):
             for s in comp:
@@ -326,27 +325,30 @@ def optimise(planner: _Planner, slots: list[_Slot]) -> PlanStats:
                     planner.take(s, greedy[s.idx])
             continue
         _prune_with_guaranteed_room(planner, usable, comp)
-        todo.append((comp, sum(len(usable[s.idx]) for s in comp)))
-    # The time limit is the optimiser's budget per stage, shared by size among components.
-    total = sum(size for _, size in todo) or 1
-    for comp, size in todo:
-        share = max(planner.policy.time_limit_s * size / total, 0.1)
-        res = _solve(planner, comp, usable, greedy, greedy_reason, share)
+        # The safety ceiling is for the whole plan: each component gets what is left.
+        left = replace(settings, seconds=max(settings.seconds - seconds, 0.01))
+        res = _solve(planner, comp, usable, greedy, greedy_reason, left)
+        seconds += res.seconds
         jobs += len(comp)
         variables += res.variables
+        work += res.work
+        timed_out |= res.timed_out
         optimal &= res.optimal
+        counts_optimal &= res.counts_optimal
         value += res.value
         bound += res.bound
         lp_bound = None if lp_bound is None or res.lp_bound is None else lp_bound + res.lp_bound
-    mip_gap = _gap(value, bound) if jobs else 0.0
     return PlanStats(
         path="optimizer",
         jobs=len(slots),
         optimizer_jobs=jobs,
         optimizer_variables=variables,
         optimal=optimal,
-        mip_gap=mip_gap,
+        mip_gap=_gap(value, bound) if jobs else 0.0,
         lp_bound_gap=None if lp_bound is None or not jobs else _gap(value, lp_bound),
+        work=work,
+        timed_out=timed_out,
+        counts_optimal=counts_optimal,
     )
 
 
@@ -386,10 +388,47 @@ def _components(
 class _Result:
     variables: int
     optimal: bool
-    mip_gap: float
     value: float = 0.0  # the plan's objective (ranked cost)
-    lp_bound: float | None = None  # root LP relaxation bound of that objective
-    bound: float = -math.inf  # best proven bound (LP or the MILP's dual bound)
+    lp_bound: float | None = None  # LP relaxation bound of that objective
+    bound: float = -math.inf  # best proven bound (LP or a proof's)
+    work: int = 0
+    seconds: float = 0.0
+    timed_out: bool = False
+    counts_optimal: bool = True
+
+
+def _problem(model: _Model, classes: list[_Class], services: list[_Service]) -> Problem:
+    """The model as arrays, with each variable's owner, pool and option rank."""
+    n = len(model.lb)
+    owner = np.full(n, -1, dtype=np.int64)
+    rank = np.zeros(n, dtype=np.int64)
+    for k, cls in enumerate(classes):
+        owner[cls.vars] = k
+        rank[cls.vars] = np.arange(len(cls.vars))
+    for k, svc in enumerate(services, start=len(classes)):
+        owner[[*svc.y, svc.placed, *svc.z.values()]] = k
+        rank[svc.y] = np.arange(len(svc.y))
+    pool = np.full(n, -1, dtype=np.int64)
+    use = np.zeros(n)
+    for v, (oi, nodes) in model.pool.items():
+        row = model.cap_row.get(oi)
+        if row is not None:  # a pool that can never fill links nobody
+            pool[v] = row
+            use[v] = nodes
+    a = coo_array(
+        (model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)
+    ).tocsc()
+    return Problem(
+        a=a,
+        row_lb=np.array(model.row_lb, dtype=np.float64),
+        row_ub=np.array(model.row_ub, dtype=np.float64),
+        ub=np.array(model.ub, dtype=np.float64),
+        integral=np.array(model.integral, dtype=np.bool_),
+        owner=owner,
+        pool=pool,
+        use=use,
+        rank=rank,
+    )
 
 
 def _solve(
@@ -398,87 +437,190 @@ def _solve(
     usable: dict[int, list[Opt]],
     greedy: dict[int, list[tuple[Opt, int, float]]],
     greedy_reason: dict[int, str | None],
-    limit: float,
+    settings: Settings,
 ) -> _Result:
+    """Place one component: tier counts from the top tier down, then cost."""
     model, classes, services, tier_vars = build(planner, comp, usable)
     n = len(model.lb)
     if n == 0:
         for s in comp:
             s.unplaced = greedy_reason[s.idx] or _lost(s)
         return _Result(0, True, 0.0)
-    gap = planner.policy.mip_rel_gap
-
+    prob = _problem(model, classes, services)
+    # The walk's plan (with nothing placed as the last resort: always feasible before
+    # counts are held) is the first incumbent.
+    walk = _encode(model, classes, services, greedy)
+    x = walk if walk is not None and prob.feasible(walk) else np.zeros(n)
     tiers = sorted(tier_vars, reverse=True)
-    tier_size = {t: sum(1 for s in comp if s.job.priority == t) for t in tiers}
-    greedy_count = {t: sum(1 for s in comp if s.job.priority == t and greedy[s.idx]) for t in tiers}
+    earlier = _previous(planner, comp, usable)
+    if earlier:
+        # An earlier plan, where it still fits, may place more (tier by tier) or as
+        # many for less: then the search starts from it.
+        hint = _encode(model, classes, services, earlier)
+        if hint is not None and prob.feasible(hint):
+
+            def rank(y: np.ndarray) -> tuple[float, ...]:
+                counts = (round(float(y[tier_vars[t]].sum())) for t in tiers)
+                return (*counts, -float(np.array(model.cost) @ y))
+
+            if rank(hint) > rank(x):
+                x = hint
+                greedy = {**greedy, **{s.idx: earlier.get(s.idx, []) for s in comp}}
     modelled = {t: sum(1 for s in comp if s.job.priority == t and usable[s.idx]) for t in tiers}
-    best: dict[int, float] = {}
-    optimal = True
-    counts_x: np.ndarray | None = None
-    if all(greedy_count[t] == modelled[t] for t in tiers):
-        # the walk already placed every job that has an option: no count to improve
-        best = {t: float(modelled[t]) for t in tiers}
-    else:
-        chunks: list[list[int]] = []
-        for t in tiers:  # top tier first; a chunk's weights must stay exact
-            if chunks and _weight_span([*chunks[-1], t], tier_size) <= _MAX_WEIGHT:
-                chunks[-1].append(t)
-            else:
-                chunks.append([t])
-        for chunk in chunks:
-            weights: dict[int, float] = {}
-            w = 1.0
-            for t in reversed(chunk):
-                weights[t] = w
-                w *= tier_size[t] + 1
-            obj = np.zeros(n)
-            for t in chunk:
-                obj[tier_vars[t]] = -weights[t]
-            x, ok, _ = model.solve(obj, _count_rows(n, tier_vars, best), limit, 0.0)
-            if x is None:
-                return _fallback(planner, comp, greedy, n)
-            optimal &= ok
-            counts_x = x
-            for t in chunk:
-                best[t] = float(round(x[tier_vars[t]].sum()))
-    count_rows = _count_rows(n, tier_vars, best)
+    placed = {t: round(float(x[tier_vars[t]].sum())) for t in tiers}
+    work = 0
+    seconds = 0.0
+    timed_out = False
+    optimal = counts_optimal = True
+    if placed != modelled:
+        # Counts do not see durations: count on the (often much smaller) model where
+        # gangs differing only in duration are one class.
+        counted = _count(planner, comp, usable, greedy, settings)
+        work, seconds, timed_out = counted.work, counted.seconds, counted.timed_out
+        optimal = counts_optimal = counted.proven
+        placed = counted.best
+        start = _encode(model, classes, services, counted.choices)
+        if start is not None and prob.feasible(start):
+            x = start
+        # otherwise the walk's plan, counts below the best: the rows below are met by
+        # the cost stage's own repair (the LP is feasible, and so is the count plan).
+    settings = replace(settings, seconds=max(settings.seconds - seconds, 0.01))
+    search = Search(prob, settings)
+    # Held exactly: a looser row would let the LP trade a placed job for fractions of
+    # cheaper ones, and its bound (and rounding) would drift.
+    prob.add_rows(
+        [(np.array(tier_vars[t], dtype=np.int64), float(placed[t]), math.inf) for t in tiers]
+    )
+    if not prob.feasible(x):
+        x = np.zeros(n)  # replaced by the first repair below
     cost = np.array(model.cost)
-    # The LP relaxation bounds the cost from below, and rounding it gives a good plan
-    # cheaply; the MILP only runs when no plan at hand is within the gap of that bound.
-    lp, _, _ = model.solve(cost, count_rows, limit, 0.0, relax=True)
-    low = float(cost @ lp) if lp is not None else None
-    bound = -math.inf if low is None else low
-    candidates = [
-        c
-        for c in (
-            counts_x,
-            _encode(model, classes, services, greedy),
-            None
-            if lp is None
-            else _round_lp(planner, model, classes, services, lp, greedy, tier_vars, best),
-        )
-        if c is not None and model.feasible(c, count_rows)
-    ]
-    candidates = [_improve(planner, model, classes, c, count_rows) for c in candidates]
-    x = min(candidates, key=lambda c: float(cost @ c)) if candidates else None
-    ok = x is not None and _gap(float(cost @ x), bound) <= gap
-    if not ok and (x is None or n <= planner.policy.max_milp_variables):
-        mx, mok, mbound = model.solve(cost, count_rows, limit, gap)
-        bound = max(bound, mbound)
-        if mx is not None:
-            mx = _improve(planner, model, classes, mx, count_rows)
-            if x is None or float(cost @ mx) < float(cost @ x):
-                x = mx
-        ok = x is not None and (mok or _gap(float(cost @ x), bound) <= gap)
-    if x is None:
-        return _fallback(planner, comp, greedy, n)
-    optimal &= ok
-    g = _gap(float(cost @ x), bound)
+    lp, low = search.relax(cost, x if x.any() else None)
+    bound = low
+    limit = low + settings.gap * abs(low) if math.isfinite(low) else -math.inf
+    x = search.improve(cost, lp, x, limit, feasible=prob.feasible(x))
+    bound = max(bound, search.bound)
+    if not prob.feasible(x):  # no plan at hand met the counts: search the whole model
+        found = search.prove(cost, None, nodes=settings.nodes).x
+        if found is None:
+            return _fallback(planner, comp, greedy, n)
+        x = found
+    value = float(cost @ x)
+    if value > limit and settings.prove:
+        out = search.prove(cost, x)
+        if out.x is not None and float(cost @ out.x) < value:
+            x = out.x
+            value = float(cost @ x)
+        bound = max(bound, out.bound)
+    optimal &= _gap(value, bound) <= settings.gap
     _decode(planner, x, classes, services, greedy_reason)
+    return _Result(
+        n,
+        optimal,
+        value,
+        low if math.isfinite(low) else None,
+        bound,
+        work + search.work,
+        seconds + search.seconds,
+        timed_out or search.timed_out,
+        counts_optimal,
+    )
+
+
+_TIE = 0.25  # the most a count objective's price tie-break may weigh, in jobs
+
+
+def _previous(
+    planner: _Planner, comp: list[_Slot], usable: dict[int, list[Opt]]
+) -> dict[int, list[tuple[Opt, int, float]]]:
+    """The snapshot's previous plan for these slots, as options they may still use."""
+    prev = planner.snap.previous
+    if prev is None:
+        return {}
+    by_job: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
+    for a in prev.placements:
+        by_job[a.job].append((a.offer.key, a.market.value, a.replicas))
+    out: dict[int, list[tuple[Opt, int, float]]] = {}
     for s in comp:
-        if not s.chosen and not s.unplaced:
-            s.unplaced = _lost(s)
-    return _Result(n, optimal, g, float(cost @ x), low, bound)
+        was = by_job.get(s.id)
+        if not was:
+            continue
+        where = {(planner.offers[o.oi].key, o.market.value): o for o in usable[s.idx]}
+        choice = [
+            (where[(k, m)], r, where[(k, m)].node_price) for k, m, r in was if (k, m) in where
+        ]
+        if len(choice) == len(was):
+            out[s.idx] = choice
+    return out
+
+
+@dataclass
+class _Counted:
+    best: dict[int, int]  # placed jobs per tier
+    choices: dict[int, list[tuple[Opt, int, float]]]  # a plan placing them
+    proven: bool
+    work: int
+    seconds: float
+    timed_out: bool
+
+
+def _count(
+    planner: _Planner,
+    comp: list[_Slot],
+    usable: dict[int, list[Opt]],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+    settings: Settings,
+) -> _Counted:
+    """The most jobs each tier can place, from the top tier down, each count then held."""
+    model, classes, services, tier_vars = build(planner, comp, usable, by_shape=True)
+    n = len(model.lb)
+    prob = _problem(model, classes, services)
+    search = Search(prob, settings)
+    walk = _encode(model, classes, services, greedy)
+    x = walk if walk is not None and prob.feasible(walk) else np.zeros(n)
+    owner_tier = np.array(
+        [c.slots[0].job.priority for c in classes] + [v.slot.job.priority for v in services],
+        dtype=np.int64,
+    )
+    tier_of = owner_tier[prob.owner]
+    proven = True
+    best: dict[int, int] = {}
+    # Each count objective carries the price per hour, scaled to at most _TIE in all:
+    # it never outweighs one job, and it breaks the LP's ties (a count LP is massively
+    # degenerate otherwise) towards cheap plans, which the cost stage starts from.
+    price = np.array(model.cost)
+    tie = _TIE / max(float(price @ prob.ub), 1.0)
+    for t in sorted(tier_vars, reverse=True):
+        idx = np.array(tier_vars[t], dtype=np.int64)
+        modelled = sum(1 for s in comp if s.job.priority == t and usable[s.idx])
+        got = round(float(x[idx].sum()))
+        if got < modelled:
+            scope = tier_of >= t
+            objective = np.where(scope, price * tie, 0.0)
+            objective[idx] -= 1.0
+            lp, value = search.relax(objective, x)
+            # The LP's count is at most -value + _TIE, and a count is whole.
+            bound = math.floor(-value + _TIE + 1e-6) if math.isfinite(value) else modelled
+            target = min(modelled, bound)
+            if got < target:
+                # Lower tiers only hold capacity here: the search releases it, then the
+                # walk's placements of theirs that still fit are put back.
+                x = search.improve(objective, lp, x, -target + _TIE, scope=scope)
+                got = round(float(x[idx].sum()))
+                if walk is not None:
+                    x = search.refill(x, walk, ~scope)
+            if got < target and settings.prove:
+                out = search.prove(objective, x)
+                if out.x is not None and round(float(out.x[idx].sum())) > got:
+                    x = out.x
+                    got = round(float(x[idx].sum()))
+                proven &= out.proven or got >= target
+            else:
+                proven &= got >= target
+        best[t] = got
+        prob.add_rows([(idx, float(got), math.inf)])
+    return _Counted(
+        best, _choices(x, classes, services), proven, search.work, search.seconds, search.timed_out
+    )
 
 
 def _gap(value: float, bound: float) -> float:
@@ -488,243 +630,26 @@ def _gap(value: float, bound: float) -> float:
     return (value - bound) / bound if bound > 1e-9 else math.inf
 
 
-def _improve(
-    planner: _Planner,
-    model: _Model,
-    classes: list[_Class],
-    x: np.ndarray,
-    count_rows: list[tuple[np.ndarray, float]],
-    passes: int = 5,
-) -> np.ndarray:
-    """Move gangs to cheaper options that still have room, until none can move.
-
-    A feasible plan stays feasible in every row but budgets (a lower rank can carry a
-    higher price when a commitment is preferred), so the result is checked once and the
-    input kept if it fails.
-    """
-    original = x
-    x = np.round(x)
-    cost = model.cost
-    free: dict[int, int | None] = {}
-    for v, (oi, nodes) in model.pool.items():
-        c = free.setdefault(oi, planner.cap[oi])
-        if c is not None and x[v] > 0:
-            free[oi] = c - nodes * int(x[v])
-    moved_any = False
-    for _ in range(passes):
-        moved = False
-        for cls in classes:
-            for k in range(len(cls.vars) - 1, 0, -1):  # the priciest options first
-                v = cls.vars[k]
-                while x[v] >= 1:
-                    target = None
-                    for i in range(k):
-                        w = cls.vars[i]
-                        oi, nodes = model.pool[w]
-                        c = free[oi]
-                        if cost[w] < cost[v] and x[w] < model.ub[w] and (c is None or c >= nodes):
-                            target = w
-                            break
-                    if target is None:
-                        break
-                    x[v] -= 1
-                    x[target] += 1
-                    for var, sign in ((v, 1), (target, -1)):
-                        oi, nodes = model.pool[var]
-                        c = free[oi]
-                        if c is not None:
-                            free[oi] = c + sign * nodes
-                    moved = moved_any = True
-        moved = _swap_in(model, classes, x, free) or moved
-        moved_any = moved_any or moved
-        if not moved:
-            break
-    if moved_any and not model.feasible(x, count_rows):
-        return original
-    return x
-
-
-def _swap_in(
-    model: _Model, classes: list[_Class], x: np.ndarray, free: dict[int, int | None]
-) -> bool:
-    """Swap a placed gang for a cheaper unplaced gang of the same tier (count kept)."""
-    cost = model.cost
-    waiting = [c for c in classes if sum(x[v] for v in c.vars) < len(c.slots)]
-    if not waiting:
-        return False
-    spare = {id(c): len(c.slots) - int(sum(x[v] for v in c.vars)) for c in waiting}
-    moved = False
-    for cls in classes:
-        tier = cls.slots[0].job.priority
-        rivals = [c for c in waiting if c is not cls and c.slots[0].job.priority == tier]
-        if not rivals:
-            continue
-        for k in range(len(cls.vars) - 1, -1, -1):
-            v = cls.vars[k]
-            if x[v] < 1:
-                continue
-            oi_v, nodes_v = model.pool[v]
-            best: tuple[float, _Class, int] | None = None
-            for other in rivals:
-                if spare[id(other)] <= 0:
-                    continue
-                for w in other.vars:
-                    oi, nodes = model.pool[w]
-                    c = free[oi]
-                    if c is not None and oi == oi_v:
-                        c += nodes_v
-                    if (c is None or c >= nodes) and x[w] < model.ub[w]:
-                        if cost[w] < cost[v] and (best is None or cost[w] < best[0]):
-                            best = (cost[w], other, w)
-                        break
-            if best is None:
-                continue
-            _, other, w = best
-            x[v] -= 1
-            x[w] += 1
-            spare[id(other)] -= 1
-            spare[id(cls)] = spare.get(id(cls), 0) + 1
-            if spare[id(cls)] > 0 and cls not in waiting:
-                waiting.append(cls)
-            for var, sign in ((v, 1), (w, -1)):
-                oi, nodes = model.pool[var]
-                c = free[oi]
-                if c is not None:
-                    free[oi] = c + sign * nodes
-            moved = True
-    return moved
-
-
-def _round_lp(
-    planner: _Planner,
-    model: _Model,
-    classes: list[_Class],
-    services: list[_Service],
-    lp: np.ndarray,
-    greedy: dict[int, list[tuple[Opt, int, float]]],
-    tier_vars: dict[int, list[int]],
-    best: dict[int, float],
-) -> np.ndarray:
-    """Round the LP solution down, then top each tier up to its count, cheapest first."""
-    x = np.zeros(len(model.lb))
-    cap: dict[int, int | None] = {}
-
-    def room(oi: int, nodes: int) -> bool:
-        c = cap.setdefault(oi, planner.cap[oi])
-        return c is None or c >= nodes
-
-    def use(oi: int, nodes: int) -> None:
-        c = cap[oi]
-        if c is not None:
-            cap[oi] = c - nodes
-
-    left: list[tuple[_Class, _Slot]] = []
-    for cls in classes:
-        nodes = cls.slots[0].nodes
-        placed = 0
-        for opt, v in zip(cls.opts, cls.vars, strict=True):
-            k = math.floor(lp[v] + 1e-6)
-            while k > 0 and room(opt.oi, nodes):
-                x[v] += 1
-                use(opt.oi, nodes)
-                placed += 1
-                k -= 1
-        left.extend((cls, s) for s in cls.slots[placed:])
-    svc_left: list[_Service] = []
-    for svc in services:
-        if lp[svc.placed] < 0.5 or not _place_service(
-            svc, _round_replicas(svc, lp, room), x, room, use
-        ):
-            svc_left.append(svc)
-    # Top up each tier to its count with the cheapest leftover placements.
-    counts: dict[int, int] = defaultdict(int)
-    for t, vs in tier_vars.items():
-        counts[t] = round(float(x[vs].sum()))
-    for t in sorted(best, reverse=True):
-        for svc in svc_left:
-            if counts[t] >= best[t]:
-                break
-            if svc.slot.job.priority == t:
-                where = dict(zip((o.oi for o in svc.opts), svc.y, strict=True))
-                walk = [(o, where[o.oi], r) for o, r, _ in greedy[svc.slot.idx] if o.oi in where]
-                if walk and _place_service(svc, walk, x, room, use):
-                    counts[t] += 1
-        pool = [cs for cs in left if cs[1].job.priority == t]
-        while counts[t] < best[t] and pool:
-            pick: tuple[float, int, Opt, int] | None = None
-            for i, (cls, s) in enumerate(pool):
-                for opt, v in zip(cls.opts, cls.vars, strict=True):
-                    if room(opt.oi, s.nodes):
-                        if pick is None or model.cost[v] < pick[0]:
-                            pick = (model.cost[v], i, opt, v)
-                        break
-            if pick is None:
-                break
-            _, i, opt, v = pick
-            x[v] += 1
-            use(opt.oi, pool[i][1].nodes)
-            pool.pop(i)
-            counts[t] += 1
-    return x
-
-
-def _round_replicas(
-    svc: _Service, lp: np.ndarray, room: Callable[[int, int], bool]
-) -> list[tuple[Opt, int, int]]:
-    """Replica counts from the LP, rounded down and topped up on the cheapest options."""
-    s = svc.slot
-    counts = {i: math.floor(lp[v] + 1e-6) for i, v in enumerate(svc.y)}
-    total = sum(counts.values())
-    for i, opt in enumerate(svc.opts):  # cheapest first
-        while total < s.replicas and room(opt.oi, s.nodes * (counts[i] + 1)):
-            counts[i] += 1
-            total += 1
-    if total < s.replicas:
-        return []
-    return [(svc.opts[i], svc.y[i], k) for i, k in counts.items() if k > 0]
-
-
-def _place_service(
-    svc: _Service,
-    pick: list[tuple[Opt, int, int]],
-    x: np.ndarray,
-    room: Callable[[int, int], bool],
-    use: Callable[[int, int], None],
-) -> bool:
-    """Place a service's replicas if they fit, spread and stay under the price cap."""
-    s = svc.slot
-    if not pick or len({o.provider for o, _, _ in pick}) < s.spread:
-        return False
-    cap = s.job.max_price_per_hour
-    if cap is not None and sum(o.node_price * s.nodes * r for o, _, r in pick) > cap + 1e-9:
-        return False
-    if not all(room(o.oi, s.nodes * r) for o, _, r in pick):
-        return False
-    for o, v, r in pick:
-        x[v] += r
-        x[svc.z[o.provider]] = 1
-        use(o.oi, s.nodes * r)
-    x[svc.placed] = 1
-    return True
-
-
 def _encode(
     model: _Model,
     classes: list[_Class],
     services: list[_Service],
     greedy: dict[int, list[tuple[Opt, int, float]]],
 ) -> np.ndarray | None:
-    """The queue walk's placement as a model solution (None if it used a pruned option)."""
+    """Per-slot placements (the walk's, or another model's) as a solution of this model.
+
+    None if a placement uses an option the model pruned.
+    """
     x = np.zeros(len(model.lb))
     for cls in classes:
         where = {opt.oi: v for opt, v in zip(cls.opts, cls.vars, strict=True)}
         for s in cls.slots:
-            for opt, _, _ in greedy[s.idx]:
+            for opt, _, _ in greedy.get(s.idx, ()):
                 if opt.oi not in where:
                     return None
                 x[where[opt.oi]] += 1
     for svc in services:
-        choice = greedy[svc.slot.idx]
+        choice = greedy.get(svc.slot.idx)
         if not choice:
             continue
         where = {opt.oi: v for opt, v in zip(svc.opts, svc.y, strict=True)}
@@ -737,24 +662,6 @@ def _encode(
     return x
 
 
-def _weight_span(chunk: list[int], sizes: dict[int, int]) -> float:
-    w = 1.0
-    for t in chunk:
-        w *= sizes[t] + 1
-    return w
-
-
-def _count_rows(
-    n: int, tier_vars: dict[int, list[int]], best: dict[int, float]
-) -> list[tuple[np.ndarray, float]]:
-    rows = []
-    for t, count in best.items():
-        vec = np.zeros(n)
-        vec[tier_vars[t]] = 1.0
-        rows.append((vec, count - 0.5))
-    return rows
-
-
 def _fallback(
     planner: _Planner,
     comp: list[_Slot],
@@ -765,7 +672,40 @@ def _fallback(
     for s in comp:
         if greedy[s.idx]:
             planner.take(s, greedy[s.idx])
-    return _Result(n, False, math.inf, math.nan)
+    return _Result(n, False, math.inf, math.nan, counts_optimal=False)
+
+
+def _choices(
+    x: np.ndarray, classes: list[_Class], services: list[_Service]
+) -> dict[int, list[tuple[Opt, int, float]]]:
+    """Per-slot placements of a model solution.
+
+    Within a class the members differ at most in duration, so the cost is least when the
+    shortest members are the ones placed and, among those, the longest get the cheapest
+    options (an exchange argument: swapping two members never lowers the cost otherwise).
+    Equal durations keep queue order: earlier jobs get the cheaper options.
+    """
+    out: dict[int, list[tuple[Opt, int, float]]] = {}
+    for cls in classes:
+        counts = [round(x[v]) for v in cls.vars]
+        placed = sum(counts)
+        members = sorted(range(len(cls.slots)), key=lambda i: (cls.slots[i].job.duration_hours, i))
+        chosen = sorted(
+            members[:placed], key=lambda i: (-cls.slots[i].job.duration_hours, i)
+        )
+        queue = iter(chosen)
+        for opt, k in zip(cls.opts, counts, strict=True):
+            for _ in range(k):
+                out[cls.slots[next(queue)].idx] = [(opt, 1, opt.node_price)]
+    for svc in services:
+        if round(x[svc.placed]) < 1:
+            continue
+        out[svc.slot.idx] = [
+            (opt, round(x[v]), opt.node_price)
+            for opt, v in zip(svc.opts, svc.y, strict=True)
+            if round(x[v]) > 0
+        ]
+    return out
 
 
 def _decode(
@@ -776,34 +716,16 @@ def _decode(
     greedy_reason: dict[int, str | None],
 ) -> None:
     note = "placed by the optimiser (capacity or budget contended)"
-    for cls in classes:
-        counts = [round(x[v]) for v in cls.vars]
-        queue = iter(cls.slots)  # earlier jobs of the class get the cheaper options
-        for opt, k in zip(cls.opts, counts, strict=True):
-            for _ in range(k):
-                s = next(queue)
-                planner.take(s, [(opt, 1, opt.node_price)])
-                s.reasons = [*s.reasons, note] if s.reasons else [note]
-                s.unplaced = None
-        for s in queue:
-            s.unplaced = greedy_reason[s.idx] or _lost(s)
-    for svc in services:
-        s = svc.slot
-        if round(x[svc.placed]) < 1:
+    chosen = _choices(x, classes, services)
+    slots = [s for cls in classes for s in cls.slots] + [svc.slot for svc in services]
+    for s in slots:
+        choice = chosen.get(s.idx)
+        if choice is None:
             s.unplaced = greedy_reason[s.idx] or _lost(s)
             continue
-        choice = [
-            (opt, round(x[v]), opt.node_price)
-            for opt, v in zip(svc.opts, svc.y, strict=True)
-            if round(x[v]) > 0
-        ]
         planner.take(s, choice)
         s.reasons = [*s.reasons, note] if s.reasons else [note]
         s.unplaced = None
-    for idx_slots in classes:
-        for s in idx_slots.slots:
-            if not s.chosen and s.unplaced is None:
-                s.unplaced = _lost(s)
 
 
 def _lost(s: _Slot) -> str:

@@ -141,13 +141,19 @@ class OptionIndex:
             Its options.
         """
         serving = job.serving
+        res = job.resources
+        place = job.placement
+        # Plain tuples: hashing and comparing the pydantic models themselves was a third
+        # of the fast path's time.
         key = (
-            job.resources.accelerator,
-            job.resources.count,
-            job.resources.nodes,
+            res.accelerator,
+            res.count,
+            res.nodes,
             job.market,
             job.max_price_per_hour if job.kind is Kind.TRAINING else None,
-            job.placement,
+            place.providers,
+            place.regions,
+            place.residency,
             serving.regions_near if serving else (),
             serving.max_latency_ms if serving else None,
         )

@@ -23,21 +23,36 @@ LatencyFn = Callable[[str, str], "float | None"]
 class Policy:
     """How the planner searches (never what it may do: that is the contracts' and jobs' job).
 
+    The search is bounded by deterministic work, so the same snapshot and policy give the
+    same plan on any machine and under any load. The wall clock is only a safety net.
+
     Attributes:
-        time_limit_s: Wall-clock limit for each optimiser solve (HiGHS stops there and the
-            best plan found so far is kept, marked not proven optimal).
-        mip_rel_gap: Relative optimality gap at which the optimiser may stop.
+        time_limit_s: Safety ceiling on the optimiser's solver time for one plan. Normal
+            searches end on the work limits below long before; if it fires, the best plan
+            so far is kept and ``stats.timed_out`` says so (the plan may then depend on
+            machine load).
+        mip_rel_gap: Relative gap to the lower bound (the LP relaxation's, or a proof's)
+            at which the cost search stops: the plan is then at most this far above the
+            optimum.
         force_optimizer: Use the optimiser even where the fast path would do (tests, bench).
-        max_milp_variables: Above this size a component's cost stage keeps its best
-            rounded plan instead of running the MILP: HiGHS's root cut loop on such models
-            ignores the time limit for many seconds (measured: 8 s on 30,000 variables
-            under a 1.2 s limit).
+        node_limit: Branch-and-bound nodes for each neighbourhood the search solves.
+        search_rounds: Neighbourhoods tried per objective after repairing the LP, per
+            20,000 variables of a component's model.
+        neighbourhood_size: Most variables one neighbourhood frees.
+        exact_below: Components whose model has at most this many variables are solved
+            whole rather than by neighbourhoods (0: always by neighbourhoods).
+        prove: After the neighbourhoods, solve each stage's whole model to proven
+            optimality (no node limit; slow; used for benchmark references).
     """
 
-    time_limit_s: float = 5.0
-    mip_rel_gap: float = 1e-6
+    time_limit_s: float = 60.0
+    mip_rel_gap: float = 1e-3
     force_optimizer: bool = False
-    max_milp_variables: int = 20_000
+    node_limit: int = 200
+    search_rounds: int = 6
+    neighbourhood_size: int = 1_000
+    exact_below: int = 1_000
+    prove: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,11 @@ class Snapshot:
         team_spent: Spend already charged against each team's budget.
         latency: Round-trip estimate between two regions (None when unknown).
         catalog_version: Version of the price data, written into the audit ledger.
+        previous: An earlier plan of (some of) these jobs, e.g. the last cycle's. The
+            optimiser starts its search from it where it is still feasible and no worse
+            than the queue walk, so a re-plan after small changes is cheap. The plan
+            stays a function of the snapshot: the same snapshot (with the same previous
+            plan) gives the same plan.
     """
 
     jobs: Sequence[Job]
@@ -73,6 +93,7 @@ class Snapshot:
     team_spent: Mapping[str, float] = field(default_factory=dict)
     latency: LatencyFn | None = None
     catalog_version: str = ""
+    previous: Plan | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +256,12 @@ class PlanStats:
         mip_gap: Relative gap of the optimised jobs' cost to the best proven lower bound.
         lp_bound_gap: Relative cost gap of the optimised jobs to the LP relaxation bound
             (None on the fast path).
+        work: Deterministic effort spent: simplex iterations plus branch-and-bound nodes.
+        timed_out: The safety ceiling ``Policy.time_limit_s`` stopped a solve, so the
+            plan may differ from what an unloaded machine would give.
+        counts_optimal: The placed count of every priority tier is proven the most
+            possible (each reached its LP bound, or a proof); the cost may still be
+            within ``mip_gap`` of optimal only.
     """
 
     path: Literal["fast", "optimizer"]
@@ -244,6 +271,9 @@ class PlanStats:
     optimal: bool = True
     mip_gap: float = 0.0
     lp_bound_gap: float | None = None
+    work: int = 0
+    timed_out: bool = False
+    counts_optimal: bool = True
 
 
 @dataclass(frozen=True)
@@ -286,6 +316,9 @@ class Plan:
                 "optimal": self.stats.optimal,
                 "mip_gap": _finite(self.stats.mip_gap),
                 "lp_bound_gap": _finite(self.stats.lp_bound_gap),
+                "work": self.stats.work,
+                "timed_out": self.stats.timed_out,
+                "counts_optimal": self.stats.counts_optimal,
             },
         }
 

@@ -52,7 +52,16 @@ def case(name: str) -> Case:
     return next(c for c in CASES if c.name == name)
 
 
-def run(case: Case, force: bool = False) -> Plan:
+# The planner's paths: the fast path where it applies ("auto"), the optimiser solving
+# small models whole, and the optimiser's neighbourhood search (forced on any size).
+PATHS = {
+    "auto": Policy(),
+    "optimizer": Policy(force_optimizer=True),
+    "neighbourhoods": Policy(force_optimizer=True, exact_below=0, mip_rel_gap=1e-9),
+}
+
+
+def run(case: Case, force: bool | str = False) -> Plan:
     from multicloud.models import Budget
 
     snap = Snapshot(
@@ -64,6 +73,8 @@ def run(case: Case, force: bool = False) -> Plan:
         latency=latency,
         **case.state,
     )
+    if isinstance(force, str):
+        return plan(snap, PATHS[force])
     return plan(snap, Policy(force_optimizer=force))
 
 
@@ -472,9 +483,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-@pytest.mark.parametrize("force", [False, True], ids=["auto", "optimizer"])
-def test_planner(case: Case, force: bool) -> None:
-    p = run(case, force)
+@pytest.mark.parametrize("path", list(PATHS))
+def test_planner(case: Case, path: str) -> None:
+    p = run(case, path)
     got = {name: where(p, name) for name in case.want}
     assert got == case.want
     if case.cost is not None:

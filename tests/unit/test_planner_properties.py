@@ -150,12 +150,21 @@ def check_hard_constraints(p: Plan, jobs: list[Job], offers: list[Offer]) -> Non
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+# Every path: the fast path where it applies, the optimiser solving the model whole, and
+# its neighbourhood search (forced on these small models).
+POLICIES = [
+    Policy(),
+    Policy(force_optimizer=True),
+    Policy(force_optimizer=True, exact_below=0, mip_rel_gap=1e-9),
+]
+
+
 @SETTINGS
-@given(jobs=jobs_st(), offers=offers_st(), force=st.booleans())
+@given(jobs=jobs_st(), offers=offers_st(), policy=st.sampled_from(POLICIES))
 def test_small_plans_match_brute_force_optimum(
-    jobs: list[Job], offers: list[Offer], force: bool
+    jobs: list[Job], offers: list[Offer], policy: Policy
 ) -> None:
-    p = plan(Snapshot(jobs=jobs, offers=offers), Policy(force_optimizer=force))
+    p = plan(Snapshot(jobs=jobs, offers=offers), policy)
     check_hard_constraints(p, jobs, offers)
     tiers = sorted({j.priority for j in jobs}, reverse=True)
     placed = {a.job for a in p.placements}
@@ -172,14 +181,20 @@ def test_small_plans_match_brute_force_optimum(
     holders=st.lists(st.sampled_from(PROVIDERS), min_size=1, max_size=2, unique=True),
     match=st.booleans(),
     tolerance=st.sampled_from([0.0, 0.1, 0.5]),
+    policy=st.sampled_from(POLICIES),
 )
 def test_hard_constraints_hold_with_rofr(
-    jobs: list[Job], offers: list[Offer], holders: list[str], match: bool, tolerance: float
+    jobs: list[Job],
+    offers: list[Offer],
+    holders: list[str],
+    match: bool,
+    tolerance: float,
+    policy: Policy,
 ) -> None:
     contracts = Contracts.model_validate(
         {"rofr": {"holders": holders, "match": match, "tolerance": tolerance}}
     )
-    p = plan(Snapshot(jobs=jobs, offers=offers, contracts=contracts))
+    p = plan(Snapshot(jobs=jobs, offers=offers, contracts=contracts), policy)
     check_hard_constraints(p, jobs, offers)
     for a in p.placements:
         if a.rofr is not None and a.rofr.outcome == "declined":
@@ -194,10 +209,10 @@ def test_hard_constraints_hold_with_rofr(
     offers=offers_st(max_offers=5),
     replicas=st.integers(1, 4),
     spread=st.integers(1, 3),
-    force=st.booleans(),
+    policy=st.sampled_from(POLICIES),
 )
 def test_inference_spread_and_replicas(
-    offers: list[Offer], replicas: int, spread: int, force: bool
+    offers: list[Offer], replicas: int, spread: int, policy: Policy
 ) -> None:
     spread = min(spread, replicas)
     svc = job(
@@ -207,7 +222,7 @@ def test_inference_spread_and_replicas(
         count=4,
         serving={"replicas": replicas, "spread": spread},
     )
-    p = plan(Snapshot(jobs=[svc], offers=offers), Policy(force_optimizer=force))
+    p = plan(Snapshot(jobs=[svc], offers=offers), policy)
     check_hard_constraints(p, [svc], offers)
     got = p.for_job("svc")
     if got:

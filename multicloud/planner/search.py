@@ -1,0 +1,627 @@
+"""Deterministic search for the optimiser's integer programs, on HiGHS (highspy).
+
+Once the tier counts are held exactly, the planner's models have an LP relaxation that is
+almost integral: a handful of gangs and services are split, the rest sit on whole
+options. So instead of a general branch-and-bound over the whole model, the search:
+
+1. **Relaxes.** The LP is solved once per objective on one HiGHS instance that is kept
+   (rows added, costs changed, the basis reused). Large models start from each job's
+   cheapest options; columns the duals price in are added until none prices in, so the
+   bound is the bound of the whole model.
+2. **Repairs.** Columns the LP left fractional are re-solved as a small integer program
+   with everything else fixed at the LP's (integral) values.
+3. **Improves.** Neighbourhoods around the plan at hand are re-solved exactly: the jobs
+   where it and the LP disagree, then also every job on the pools those use, growing one
+   ring of pools per round.
+4. **Proves** (only when asked): the whole model, warm-started from the best plan.
+
+Every limit is deterministic work (branch-and-bound nodes per sub-problem, rounds,
+variables per neighbourhood), so the same model gives the same plan on any machine load.
+HiGHS's own clock is kept only as a safety ceiling; when it stops a solve, the search
+says so (``timed_out``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from highspy import HighsModelStatus, HighsVarType, ObjSense
+from highspy._core import _Highs
+from scipy.sparse import csc_array, csr_array, vstack
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+_FRAC = 1e-6  # farther than this from an integer counts as fractional
+_PRICE_TOL = 1e-7  # reduced cost below -this prices a column into the LP
+_INF = math.inf
+_ROOM_OPTIONS = 3  # options with spare room a neighbourhood gives each freed job
+_ROUND_VARIABLES = 20_000  # each this many variables of a model add Settings.rounds rounds
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Work limits of one search (see ``Policy`` for their meaning).
+
+    Attributes:
+        nodes: Branch-and-bound nodes per sub-problem.
+        rounds: Neighbourhood rounds per objective after the repair (per 20,000
+            variables of the model).
+        max_free: Most variables one neighbourhood may free.
+        gap: Relative gap to the bound at which a cost search stops.
+        seconds: Safety ceiling on HiGHS's run time, for the whole search.
+        prove: Run the whole model to proven optimality after the neighbourhoods.
+        first_options: Options per job in the first LP of a large model.
+        large: Models with more variables than this start the LP from ``first_options``.
+        exact_below: Models with at most this many variables are solved whole (with ten
+            times the node limit) instead of by neighbourhoods.
+    """
+
+    nodes: int = 200
+    rounds: int = 6
+    max_free: int = 1_000
+    gap: float = 1e-3
+    seconds: float = 60.0
+    prove: bool = False
+    first_options: int = 6
+    large: int = 40_000
+    exact_below: int = 1_000
+
+
+@dataclass
+class Problem:
+    """An integer program ``min c·x`` over ``row_lb ≤ A x ≤ row_ub``, ``lb ≤ x ≤ ub``.
+
+    Attributes:
+        a: Constraint matrix (rows × variables).
+        row_lb: Row lower bounds.
+        row_ub: Row upper bounds.
+        ub: Variable upper bounds (every lower bound is 0).
+        integral: Which variables are integer.
+        owner: The job (or class of identical jobs) each variable belongs to; a
+            neighbourhood frees whole owners.
+        pool: The capacity row of the pool a variable draws on (-1: none that can fill).
+        use: Nodes one unit of a variable takes from its pool.
+        rank: Order of a variable among its owner's options (0: cheapest), for the first
+            LP of a large model.
+    """
+
+    a: Any
+    row_lb: FloatArray
+    row_ub: FloatArray
+    ub: FloatArray
+    integral: BoolArray
+    owner: IntArray
+    pool: IntArray
+    use: FloatArray
+    rank: IntArray
+
+    @property
+    def n(self) -> int:
+        """Number of variables."""
+        return int(self.ub.shape[0])
+
+    def add_rows(self, rows: Sequence[tuple[IntArray, float, float]]) -> None:
+        """Append rows with coefficient 1 on the given variables, as ``lo ≤ sum ≤ hi``."""
+        if not rows:
+            return
+        data: list[float] = []
+        index: list[int] = []
+        ptr = [0]
+        for idx, _, _ in rows:
+            index.extend(int(i) for i in idx)
+            data.extend(1.0 for _ in idx)
+            ptr.append(len(index))
+        extra = csr_array((data, index, ptr), shape=(len(rows), self.n))
+        self.a = csc_array(vstack([self.a, extra], format="csc"))
+        self.row_lb = np.concatenate([self.row_lb, [lo for _, lo, _ in rows]])
+        self.row_ub = np.concatenate([self.row_ub, [hi for _, _, hi in rows]])
+
+    def feasible(self, x: FloatArray, tol: float = 1e-6) -> bool:
+        """True if ``x`` satisfies every bound and row (and integrality)."""
+        if np.any(x < -tol) or np.any(x > self.ub + tol):
+            return False
+        if np.any(np.abs(x[self.integral] - np.round(x[self.integral])) > tol):
+            return False
+        ax = self.a @ x
+        return bool(np.all(ax >= self.row_lb - tol) and np.all(ax <= self.row_ub + tol))
+
+
+@dataclass
+class Outcome:
+    """What one sub-problem solve returned."""
+
+    x: FloatArray | None
+    proven: bool
+    bound: float
+
+
+@dataclass
+class Search:
+    """The search over one problem; keeps the LP and the work done between objectives.
+
+    Args:
+        problem: The integer program (rows may be added between objectives).
+        settings: Work limits.
+    """
+
+    problem: Problem
+    settings: Settings
+    work: int = 0  # simplex iterations + branch-and-bound nodes: deterministic effort
+    seconds: float = 0.0  # HiGHS's run time, for the safety ceiling only
+    timed_out: bool = False
+    bound: float = -_INF  # a proven bound the last improve found (a whole-model solve)
+    _lp: _Highs | None = None
+    _cols: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _active: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    _lp_rows: int = 0
+
+    # ---- the LP -------------------------------------------------------------------------
+
+    def relax(
+        self, objective: FloatArray, keep: FloatArray | None = None
+    ) -> tuple[FloatArray, float]:
+        """Solve the LP relaxation, pricing in columns until none improves it.
+
+        Args:
+            objective: Cost per variable (minimised).
+            keep: A plan whose columns must be in the LP (so that rows it satisfies stay
+                feasible in the restricted LP).
+
+        Returns:
+            The LP solution over all variables and its value (a lower bound of the
+            integer program).
+        """
+        p = self.problem
+        if self._lp is None:
+            first = p.rank < self.settings.first_options if p.n > self.settings.large else None
+            self._open(first)
+        lp = self._lp
+        assert lp is not None
+        self._sync_rows()
+        want = np.zeros(p.n, dtype=np.bool_)
+        if keep is not None:
+            want |= keep > _FRAC
+        if np.any(want & ~self._active):
+            self._add_cols(np.nonzero(want & ~self._active)[0], objective)
+        cols = self._cols
+        lp.changeColsCost(len(cols), cols_idx(len(cols)), objective[cols])
+        at = p.a.T.tocsr()
+        while True:
+            self._run(lp, self._left())
+            status = lp.getModelStatus()
+            if status != HighsModelStatus.kOptimal:
+                break
+            duals = np.asarray(lp.getSolution().row_dual)
+            reduced = objective - at @ duals
+            scale = _PRICE_TOL * max(1.0, float(np.abs(objective).max(initial=0.0)))
+            new = np.nonzero(~self._active & (reduced < -scale))[0]
+            if not len(new):
+                break
+            self._add_cols(new, objective)
+        x = np.zeros(p.n)
+        if lp.getModelStatus() == HighsModelStatus.kInfeasible and not self._active.all():
+            # The first options alone cannot meet the rows: bring in every column.
+            self._add_cols(np.nonzero(~self._active)[0], objective)
+            return self.relax(objective, keep)
+        if lp.getModelStatus() != HighsModelStatus.kOptimal:
+            return x, -_INF
+        x[self._cols] = np.asarray(lp.getSolution().col_value)
+        return x, float(objective @ x)
+
+    def _open(self, first: BoolArray | None) -> None:
+        p = self.problem
+        active = np.ones(p.n, dtype=np.bool_) if first is None else first.copy()
+        self._active = active
+        self._cols = np.nonzero(active)[0]
+        sub = csc_array(p.a[:, self._cols])
+        self._lp = _highs(
+            sub, np.zeros(len(self._cols)), p.ub[self._cols], p.row_lb, p.row_ub, None
+        )
+        self._lp_rows = p.a.shape[0]
+
+    def _sync_rows(self) -> None:
+        lp = self._lp
+        p = self.problem
+        assert lp is not None
+        while self._lp_rows < p.a.shape[0]:
+            r = self._lp_rows
+            row = csr_array(p.a[[r], :][:, self._cols])
+            idx = row.indices.astype(np.int32)
+            lp.addRow(float(p.row_lb[r]), float(p.row_ub[r]), len(idx), idx, row.data)
+            self._lp_rows += 1
+
+    def _add_cols(self, new: IntArray, objective: FloatArray) -> None:
+        lp = self._lp
+        p = self.problem
+        assert lp is not None
+        sub = csc_array(p.a[:, new])
+        lp.addCols(
+            len(new),
+            np.ascontiguousarray(objective[new], dtype=np.float64),
+            np.zeros(len(new)),
+            p.ub[new],
+            int(sub.nnz),
+            sub.indptr.astype(np.int32),
+            sub.indices.astype(np.int32),
+            sub.data,
+        )
+        self._active[new] = True
+        self._cols = np.concatenate([self._cols, new])
+
+    # ---- integer solutions --------------------------------------------------------------
+
+    def solve_sub(
+        self,
+        objective: FloatArray,
+        base: FloatArray,
+        free: BoolArray,
+        start: FloatArray | None,
+        *,
+        nodes: int | None = None,
+        bounds: tuple[FloatArray, FloatArray] | None = None,
+    ) -> Outcome:
+        """Solve the integer program with every variable outside ``free`` fixed at ``base``.
+
+        Args:
+            objective: Cost per variable.
+            base: Values of the fixed variables (rounded).
+            free: Variables left to the solver.
+            start: A plan feasible for this sub-problem, handed to HiGHS as a start.
+            nodes: Branch-and-bound node limit (default: the settings').
+            bounds: Tighter lower and upper bounds for all variables (default 0 and ub).
+
+        Returns:
+            The whole plan (None if none was found), whether the sub-problem was solved
+            to optimality, and its proven bound (for the sub-problem).
+        """
+        p = self.problem
+        fixed = np.where(free, 0.0, np.round(base))
+        cols = np.nonzero(free)[0]
+        if not len(cols):
+            ok = p.feasible(fixed)
+            return Outcome(fixed if ok else None, ok, float(objective @ fixed) if ok else _INF)
+        act = p.a @ fixed
+        sub = csc_array(p.a[:, cols])
+        rows = np.unique(sub.indices)
+        if np.any(
+            np.delete(act, rows) < np.delete(p.row_lb, rows) - 1e-6
+        ) or np.any(np.delete(act, rows) > np.delete(p.row_ub, rows) + 1e-6):
+            return Outcome(None, False, _INF)
+        sub = csc_array(csr_array(sub)[rows])
+        lo, hi = bounds if bounds is not None else (np.zeros(p.n), p.ub)
+        h = _highs(
+            sub,
+            objective[cols],
+            hi[cols],
+            p.row_lb[rows] - act[rows],
+            p.row_ub[rows] - act[rows],
+            p.integral[cols],
+            lo[cols],
+        )
+        h.setOptionValue("mip_max_nodes", self.settings.nodes if nodes is None else nodes)
+        h.setOptionValue("mip_rel_gap", self.settings.gap)
+        if start is not None:
+            h.setSolution(len(cols), cols_idx(len(cols)), np.round(start[cols]))
+        self._run(h, self._left())
+        info = h.getInfo()
+        status = h.getModelStatus()
+        if info.primal_solution_status != 2:  # no feasible solution
+            return Outcome(None, False, _INF)
+        x = fixed.copy()
+        sol = np.asarray(h.getSolution().col_value)
+        x[cols] = np.where(p.integral[cols], np.round(sol), sol)
+        base_value = float(objective @ fixed)
+        proven = status == HighsModelStatus.kOptimal
+        bound = float(info.mip_dual_bound) + base_value if not proven else float(objective @ x)
+        return Outcome(x, proven, bound)
+
+    def improve(
+        self,
+        objective: FloatArray,
+        lp: FloatArray,
+        incumbent: FloatArray,
+        good_enough: float,
+        scope: BoolArray | None = None,
+        *,
+        feasible: bool = True,
+    ) -> FloatArray:
+        """Repair the LP solution, then re-solve neighbourhoods of the best plan.
+
+        Args:
+            objective: Cost per variable.
+            lp: The LP solution.
+            incumbent: The best feasible plan so far.
+            good_enough: Stop once a plan costs at most this.
+            scope: Variables the search may use; the others are set to 0 (the capacity
+                they hold is released). None: all.
+            feasible: False if the incumbent breaks a row (any plan found replaces it).
+
+        Returns:
+            The best feasible plan found (the incumbent, out of scope set to 0, if nothing
+            better was).
+        """
+        p = self.problem
+        self.bound = -_INF
+        if scope is not None:
+            incumbent = np.where(scope, incumbent, 0.0)
+            lp = np.where(scope, lp, 0.0)
+        best = incumbent
+        best_value = float(objective @ best) if feasible else _INF
+
+        def offer(x: FloatArray | None) -> None:
+            nonlocal best, best_value
+            if x is not None and float(objective @ x) < best_value - 1e-9:
+                best, best_value = x, float(objective @ x)
+
+        if best_value <= good_enough:
+            return best
+        if p.n <= self.settings.exact_below:
+            # Small enough to solve whole (and exactly, in practice).
+            every = np.ones(p.n, dtype=np.bool_) if scope is None else scope.copy()
+            start = best if math.isfinite(best_value) else None
+            out = self.solve_sub(objective, best, every, start, nodes=10 * self.settings.nodes)
+            offer(out.x)
+            if scope is None and out.x is not None:
+                self.bound = out.bound
+            return best
+        frac = np.abs(lp - np.round(lp)) > _FRAC
+        rounded = np.round(lp)
+        split = np.unique(p.owner[frac & (p.owner >= 0)])
+        if not len(split):
+            offer(rounded if p.feasible(rounded) else None)
+        else:
+            # The split owners whole (on their pools and where there is room), and every
+            # other placement of the LP kept or dropped but not moved: a split gang
+            # usually fits once some whole one gives way, and the counts say how many
+            # may. Then, if that fails, with every owner on those pools free. (If that
+            # fails too, or is too large, the neighbourhoods below start from the
+            # incumbent.)
+            hood = _Hood(p, [lp], rounded, scope)
+            owners = set(split.tolist())
+            whole = hood.free(owners, owners)
+            keep = lp > _FRAC
+            bounds = (np.zeros(p.n), np.where(whole, p.ub, np.ceil(lp - _FRAC)))
+            got = self.solve_sub(objective, rounded, whole | keep, None, bounds=bounds).x
+            if got is None:
+                free = hood.free(hood.ring(split), owners)
+                if int(free.sum()) <= 4 * self.settings.max_free:
+                    got = self.solve_sub(objective, rounded, free, None).x
+            offer(got)
+        tried: set[int] = set()
+        # A neighbourhood is a fixed size, so a larger model needs more of them to be
+        # covered as well: the rounds grow with the model (still a fixed number for it).
+        rounds = self.settings.rounds * max(1, p.n // _ROUND_VARIABLES)
+        for _ in range(rounds):
+            if best_value <= good_enough or self.timed_out:
+                break
+            hood = _Hood(p, [best, lp], best, scope)
+            seeds = [o for o in _disagreement(p, objective, best, lp) if o not in tried]
+            if not seeds:
+                break
+            owners, taken = hood.chunk(seeds, self.settings.max_free)
+            tried.update(taken)
+            offer(self.solve_sub(objective, best, hood.free(owners, set(taken)), best).x)
+        return best
+
+    def refill(self, x: FloatArray, extra: FloatArray, where: BoolArray) -> FloatArray:
+        """Add ``extra``'s values on ``where`` to ``x``, owner by owner, where rows allow.
+
+        Args:
+            x: A feasible plan.
+            extra: Another plan (e.g. the walk's).
+            where: Variables whose values may be added.
+
+        Returns:
+            ``x`` with the owners of ``extra`` that still fit added back.
+        """
+        p = self.problem
+        add = np.where(where & (x < _FRAC), extra, 0.0)
+        cols = np.nonzero(add > _FRAC)[0]
+        if not len(cols):
+            return x
+        x = x.copy()
+        act = p.a @ x
+        tol = 1e-6
+        for o in np.unique(p.owner[cols]):
+            mine = cols[p.owner[cols] == o]
+            delta = p.a[:, mine] @ add[mine]
+            new = act + delta
+            rows = np.nonzero(delta)[0]
+            if np.all(new[rows] <= p.row_ub[rows] + tol) and np.all(
+                new[rows] >= p.row_lb[rows] - tol
+            ):
+                x[mine] = add[mine]
+                act = new
+        return x
+
+    def prove(
+        self, objective: FloatArray, incumbent: FloatArray | None, nodes: int = 2**31 - 1
+    ) -> Outcome:
+        """Solve the whole model (to optimality unless ``nodes`` stops it), warm-started."""
+        every = np.ones(self.problem.n, dtype=np.bool_)
+        base = np.zeros(self.problem.n) if incumbent is None else incumbent
+        return self.solve_sub(objective, base, every, incumbent, nodes=nodes)
+
+    # ---- HiGHS --------------------------------------------------------------------------
+
+    def _left(self) -> float:
+        return max(self.settings.seconds - self.seconds, 0.01)
+
+    def _run(self, h: _Highs, seconds: float) -> None:
+        h.setOptionValue("time_limit", seconds)
+        before = h.getRunTime()
+        h.run()
+        self.seconds += h.getRunTime() - before
+        info = h.getInfo()
+        self.work += max(int(info.simplex_iteration_count), 0) + max(int(info.mip_node_count), 0)
+        if h.getModelStatus() == HighsModelStatus.kTimeLimit:
+            self.timed_out = True
+
+
+def cols_idx(n: int) -> npt.NDArray[np.int32]:
+    """Indices 0..n-1 as HiGHS wants them."""
+    return np.arange(n, dtype=np.int32)
+
+
+def _highs(
+    a: Any,
+    cost: FloatArray,
+    ub: FloatArray,
+    row_lb: FloatArray,
+    row_ub: FloatArray,
+    integral: BoolArray | None,
+    lb: FloatArray | None = None,
+) -> _Highs:
+    """A silent HiGHS instance: ``min cost·x, row_lb ≤ a x ≤ row_ub, lb (or 0) ≤ x ≤ ub``."""
+    h = _Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("random_seed", 0)
+    # One thread: the machine is shared with the service's other work, and a single
+    # thread's search path cannot depend on how threads were scheduled.
+    h.setOptionValue("threads", 1)
+    n = a.shape[1]
+    kinds = (
+        np.zeros(n, dtype=np.int32)
+        if integral is None
+        else np.where(integral, int(HighsVarType.kInteger.value), 0).astype(np.int32)
+    )
+    h.passModel(
+        n,
+        a.shape[0],
+        int(a.nnz),
+        1,  # column-wise
+        int(ObjSense.kMinimize.value),
+        0.0,
+        np.ascontiguousarray(cost, dtype=np.float64),
+        np.zeros(n) if lb is None else np.ascontiguousarray(lb, dtype=np.float64),
+        np.ascontiguousarray(ub, dtype=np.float64),
+        np.ascontiguousarray(row_lb, dtype=np.float64),
+        np.ascontiguousarray(row_ub, dtype=np.float64),
+        a.indptr.astype(np.int32),
+        a.indices.astype(np.int32),
+        np.ascontiguousarray(a.data, dtype=np.float64),
+        kinds,
+    )
+    return h
+
+
+def _disagreement(
+    p: Problem, objective: FloatArray, plan: FloatArray, lp: FloatArray
+) -> list[int]:
+    """Owners where the plan and the LP differ, those the plan pays most for first."""
+    diff = np.abs(plan - lp) > _FRAC
+    owners = p.owner[diff & (p.owner >= 0)]
+    if not len(owners):
+        return []
+    loss = np.bincount(
+        p.owner[p.owner >= 0],
+        weights=(objective * (plan - lp))[p.owner >= 0],
+        minlength=int(p.owner.max()) + 1,
+    )
+    uniq = np.unique(owners)
+    order = np.lexsort((uniq, -loss[uniq]))  # most loss first, then by owner
+    return [int(o) for o in uniq[order]]
+
+
+class _Hood:
+    """Neighbourhoods of one plan: owners linked through the limited pools they use.
+
+    Args:
+        p: The problem.
+        plans: Plans whose used pools link owners (the incumbent, the LP).
+        base: The plan the neighbourhood is cut from (its spare capacity counts as room).
+        scope: Variables that may be freed (None: all).
+    """
+
+    def __init__(
+        self, p: Problem, plans: list[FloatArray], base: FloatArray, scope: BoolArray | None
+    ) -> None:
+        self.p = p
+        used = np.zeros(p.n, dtype=np.bool_)
+        for x in plans:
+            used |= x > _FRAC
+        used &= p.pool >= 0
+        if scope is not None:
+            used &= scope
+        self.pools_of: dict[int, set[int]] = {}
+        self.users_of: dict[int, set[int]] = {}
+        for v in np.nonzero(used & (p.owner >= 0))[0]:
+            o, r = int(p.owner[v]), int(p.pool[v])
+            self.pools_of.setdefault(o, set()).add(r)
+            self.users_of.setdefault(r, set()).add(o)
+        slack = p.row_ub - p.a @ np.round(base)
+        room = (p.pool < 0) | (base > _FRAC)
+        limited = p.pool >= 0
+        room[limited] |= p.use[limited] <= slack[p.pool[limited]] + 1e-9
+        ok = p.owner >= 0
+        if scope is not None:
+            ok &= scope
+        self.ok = ok
+        self.room = room & ok
+        self.base_cols = (base > _FRAC) & ok
+        order = np.argsort(p.owner, kind="stable")
+        self.by_owner = order
+        self.starts = np.searchsorted(p.owner[order], np.arange(int(p.owner.max()) + 2))
+        self.sizes = np.bincount(p.owner[ok], minlength=int(p.owner.max()) + 1)
+
+    def cols(self, o: int) -> IntArray:
+        """Variables of owner ``o``."""
+        return self.by_owner[self.starts[o] : self.starts[o + 1]]
+
+    def ring(self, seeds: IntArray) -> set[int]:
+        """The seeds and every owner using a pool they use."""
+        owners = {int(o) for o in seeds}
+        for o in list(owners):
+            for r in self.pools_of.get(o, ()):
+                owners |= self.users_of[r]
+        return owners
+
+    def chunk(self, seeds: list[int], limit: int) -> tuple[set[int], list[int]]:
+        """Seeds (in order) and their rings, while the freed variables stay under ``limit``."""
+        owners: set[int] = set()
+        taken: list[int] = []
+        size = 0
+        for s in seeds:
+            new = self.ring(np.array([s])) - owners
+            grow = int(self.sizes[list(new)].sum()) if new else 0
+            if taken and size + grow > limit:
+                continue
+            owners |= new
+            taken.append(s)
+            size += grow
+        return owners, taken
+
+    def free(self, owners: set[int], seeds: set[int]) -> BoolArray:
+        """Variables freed for ``owners``: on the pools the seeds' rings share, or with room."""
+        p = self.p
+        pools = np.zeros(p.row_lb.shape[0], dtype=np.bool_)
+        for o in seeds:
+            for r in self.pools_of.get(o, ()):
+                pools[r] = True
+        for o in owners:
+            for r in self.pools_of.get(o, ()):
+                pools[r] = True
+        on_pool = np.zeros(p.n, dtype=np.bool_)
+        limited = p.pool >= 0
+        on_pool[limited] = pools[p.pool[limited]]
+        mask = np.zeros(p.n, dtype=np.bool_)
+        if owners:
+            cols = np.concatenate([self.cols(o) for o in sorted(owners)])
+            mask[cols] = True
+        keep = mask & ((on_pool & self.ok) | (self.room & ~limited) | self.base_cols)
+        # Elsewhere only the few cheapest options with room: where a job may move
+        # without moving anybody. Every option would make the neighbourhood the model.
+        spare = np.nonzero(mask & self.room & ~keep)[0]
+        if len(spare):
+            spare = spare[np.lexsort((p.rank[spare], p.owner[spare]))]
+            first = np.r_[True, p.owner[spare][1:] != p.owner[spare][:-1]]
+            start = np.maximum.accumulate(np.where(first, np.arange(len(spare)), 0))
+            keep[spare[np.arange(len(spare)) - start < _ROOM_OPTIONS]] = True
+        return keep
