@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -25,7 +25,11 @@ from rich.text import Text
 
 from multicloud.demo import demo_paths, single_cloud_baselines
 from multicloud.models import Fault, FaultKind, Fleet, Job, ProviderConfig
+from multicloud.service.views import STATE_STYLE, JobView
 from multicloud.specs import load_fleet, load_jobs
+
+if TYPE_CHECKING:
+    from multicloud.planner.types import AuditEntry
 
 __all__ = ["DEMO_TIME_SCALE", "LiveDemoResult", "live_fleet", "live_jobs", "run_live_demo"]
 
@@ -33,16 +37,6 @@ DEMO_TIME_SCALE = 0.5
 """Wall seconds per simulated hour in the live demo."""
 
 _TERMINAL = {"succeeded", "failed", "cancelled"}
-_STYLE = {
-    "pending": "yellow",
-    "placed": "cyan",
-    "provisioning": "cyan",
-    "running": "blue",
-    "preempted": "magenta",
-    "succeeded": "green",
-    "failed": "red",
-    "cancelled": "dim",
-}
 
 
 def live_fleet() -> Fleet:
@@ -84,43 +78,43 @@ class LiveDemoResult:
     """What the live demo ended with.
 
     Attributes:
-        jobs: ``status --json`` views of every job.
+        jobs: Every job, as ``status`` shows it.
         audit: ROFR ledger lines.
         logs: Output of the local jobs, by job name.
         seconds: Wall time from submission to the last job's end.
         ok: Every job succeeded.
     """
 
-    jobs: list[dict[str, Any]]
-    audit: list[dict[str, Any]]
+    jobs: list[JobView]
+    audit: list[AuditEntry]
     logs: dict[str, str]
     seconds: float
     ok: bool
 
 
-def _progress(jobs: list[dict[str, Any]], started: float) -> Group:
-    counts = Counter(j["state"] for j in jobs)
+def _progress(jobs: list[JobView], started: float) -> Group:
+    counts = Counter(j.state for j in jobs)
     head = Text(f"{time.monotonic() - started:5.1f} s  ", style="bold")
     for state in ("pending", "placed", "provisioning", "running", "succeeded", "failed"):
         if counts.get(state):
-            head.append(f"{counts[state]} {state}  ", style=_STYLE[state])
+            head.append(f"{counts[state]} {state}  ", style=STATE_STYLE[state])
     table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
     for column in ("job", "state", "where", "history"):
         table.add_column(column)
     for j in jobs:
         table.add_row(
-            j["name"],
-            Text(j["state"], style=_STYLE.get(j["state"], "")),
-            f"{j['provider']}/{j['region']} {j['instance_type']}" if j["provider"] else "—",
+            j.name,
+            Text(j.state, style=STATE_STYLE.get(j.state, "")),
+            f"{j.provider}/{j.region} {j.instance_type}" if j.provider else "—",
             _history(j),
         )
     return Group(head, table)
 
 
-def _history(job: dict[str, Any]) -> str:
+def _history(job: JobView) -> str:
     by_attempt: dict[int, str] = {}
-    for a in job["attempts"]:
-        by_attempt[a["attempt"]] = a["outcome"] or "live"
+    for a in job.attempts:
+        by_attempt[a.attempt] = a.outcome or "live"
     return " → ".join(by_attempt.values())
 
 
@@ -186,21 +180,21 @@ def run_live_demo(
             while True:
                 views = client.status()
                 live.update(_progress(views, started))
-                if all(v["state"] in _TERMINAL for v in views):
+                if all(v.state in _TERMINAL for v in views):
                     break
                 if time.monotonic() >= deadline:
                     break
                 time.sleep(0.25)
         console.print()
         seconds = time.monotonic() - started
-        by_id = {v["id"]: v for v in views}
+        by_id = {v.id: v for v in views}
         logs = {
-            by_id[i]["name"]: client.logs(i)
+            by_id[i].name: client.logs(i)
             for i, j in zip(ids, jobs, strict=True)
             if j.resources.accelerator == ("CPU",)
         }
         audit = client.audit()
-        ok = all(v["state"] == "succeeded" for v in views)
+        ok = all(v.state == "succeeded" for v in views)
         return LiveDemoResult(views, audit, logs, seconds, ok)
     finally:
         if actor is not None:
@@ -228,27 +222,21 @@ def print_live_report(console: Console, result: LiveDemoResult, fleet: Fleet) ->
     total = 0.0
     cost_by_name: dict[str, float] = {}
     for j in jobs:
-        final = [
-            a
-            for a in j["attempts"]
-            if a["attempt"] == max((x["attempt"] for x in j["attempts"]), default=0)
-        ]
-        rate = sum(a["price_per_hour"] for a in final)
-        duration = durations.get(j["name"], 0.0)
+        last = max((x.attempt for x in j.attempts), default=0)
+        final = [a for a in j.attempts if a.attempt == last]
+        rate = sum(a.price_per_hour for a in final)
+        duration = durations.get(j.name, 0.0)
         cost = rate * duration
-        cost_by_name[j["name"]] = cost
-        total += cost if j["state"] == "succeeded" else 0.0
+        cost_by_name[j.name] = cost
+        total += cost if j.state == "succeeded" else 0.0
         where = (
-            ", ".join(
-                f"{a['provider']}/{a['region']} {a['instance_type']}×{a['nodes']}" for a in final
-            )
-            or "—"
+            ", ".join(f"{a.provider}/{a.region} {a.instance_type}×{a.nodes}" for a in final) or "—"
         )
-        markets = ", ".join(sorted({a["market"] for a in final})) or "—"
+        markets = ", ".join(sorted({a.market for a in final})) or "—"
         table.add_row(
-            j["name"],
-            j["kind"],
-            Text(j["state"], style=_STYLE.get(j["state"], "")),
+            j.name,
+            j.kind,
+            Text(j.state, style=STATE_STYLE.get(j.state, "")),
             where,
             markets,
             f"{rate:,.2f}",
@@ -258,31 +246,28 @@ def print_live_report(console: Console, result: LiveDemoResult, fleet: Fleet) ->
     console.print(table)
 
     incidents = [
-        (j["name"], a)
-        for j in jobs
-        for a in j["attempts"]
-        if a["outcome"] not in (None, "succeeded")
+        (j.name, a) for j in jobs for a in j.attempts if a.outcome not in (None, "succeeded")
     ]
     if incidents:
         console.print("[bold]Along the way[/bold]")
         for name, a in incidents:
             console.print(
-                f"  {name}: attempt {a['attempt']} on {a['provider']}/{a['region']} ended "
-                f"[magenta]{a['outcome']}[/magenta] → re-placed"
+                f"  {name}: attempt {a.attempt} on {a.provider}/{a.region} ended "
+                f"[magenta]{a.outcome}[/magenta] → re-placed"
             )
 
     audit = Table(title=f"ROFR ledger: {len(result.audit)} offer(s)", title_justify="left")
     for column in ("job", "holder", "P ($/h)", "holder ($/h)", "answer", "reason"):
         audit.add_column(column)
-    names = {j["id"]: j["name"] for j in jobs}
+    names = {j.id: j.name for j in jobs}
     for e in result.audit:
         audit.add_row(
-            names.get(e["job"], e["job"]),
-            e["holder"],
-            _price(e["outside_price_per_hour"]),
-            _price(e["holder_price_per_hour"]),
-            Text(e["answer"], style="green" if e["answer"] == "accepted" else "yellow"),
-            e["reason"],
+            names.get(e.job, e.job),
+            e.holder,
+            _price(e.outside_price_per_hour),
+            _price(e.holder_price_per_hour),
+            Text(e.answer, style="green" if e.answer == "accepted" else "yellow"),
+            Text(e.reason),
         )
     console.print(audit)
 
@@ -298,7 +283,7 @@ def print_live_report(console: Console, result: LiveDemoResult, fleet: Fleet) ->
     for column in ("plan", "jobs placed", "total cost", "multicloud cost of the same jobs"):
         base.add_column(column, justify="left" if column == "plan" else "right")
     placed = sum(
-        1 for j in jobs if j["state"] == "succeeded" and j["name"] in {c.name for c in cloud_jobs}
+        1 for j in jobs if j.state == "succeeded" and j.name in {c.name for c in cloud_jobs}
     )
     base.add_row(
         Text(f"multicloud (ran, {len(cloud_fleet.providers)} clouds)", style="bold"),

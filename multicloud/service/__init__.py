@@ -1,7 +1,8 @@
-"""The scheduler service on Ray (DESIGN.md §6): the cycle, the actor, the client.
+"""The scheduler service on Ray: the cycle, the actor, the client (``docs/architecture.md``).
 
-``multicloud.service.scheduler`` is the cycle and imports nothing from Ray; the actor,
-runtime and client modules are the Ray shell around it.
+``multicloud.service.scheduler`` is the cycle and imports nothing from Ray; ``effects`` is
+its only way to the adapters; ``views`` is what ``status``, ``explain`` and ``audit``
+show; the actor, runtime and client modules are the Ray shell around them.
 """
 
 from __future__ import annotations

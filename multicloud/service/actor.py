@@ -1,21 +1,22 @@
-"""The scheduler as a detached Ray actor, and the Ray tasks that carry its launches.
+"""The scheduler as a detached Ray actor, and the launcher actors it may use.
 
 The actor is a thin shell: it builds the store, the fleet's adapters and a
 :class:`~multicloud.service.scheduler.Scheduler`, runs the cycle on a thread, and answers
-the client's calls (submit, status, cancel, explain, audit, logs) on Ray's actor threads.
+the client's calls (submit, status, cancel, explain, audit, logs) on Ray's actor threads
+with the typed views of :mod:`multicloud.service.views`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import gc
-import hashlib
 import importlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import ray
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from multicloud import providers as registry
 from multicloud.models import Fleet, Job
+from multicloud.planner.types import AuditEntry
 from multicloud.provider import Handle, Provider
 from multicloud.service.config import ServiceConfig
 from multicloud.service.effects import (
@@ -34,10 +36,11 @@ from multicloud.service.effects import (
 )
 from multicloud.service.metrics import Metrics
 from multicloud.service.scheduler import CrashPoints, Scheduler, Settings
+from multicloud.service.views import ExplainView, JobView, explain_view, job_view
 from multicloud.specs import check_against_fleet, parse_jobs
-from multicloud.store import JobRecord, JobState, Store
+from multicloud.store import Store
 
-__all__ = ["RayEffects", "SchedulerActor", "build_providers", "runtime_options"]
+__all__ = ["LauncherActorEffects", "SchedulerActor", "build_providers", "runtime_options"]
 
 log = logging.getLogger(__name__)
 
@@ -78,46 +81,69 @@ def build_providers(config: ServiceConfig) -> dict[str, Provider]:
     }
 
 
-@lru_cache(maxsize=16)
-def _worker_providers(key: str, config_json: str) -> dict[str, Provider]:
-    # Ray reuses worker processes: build each fleet's adapters once per worker.
-    del key
-    return build_providers(ServiceConfig.model_validate_json(config_json))
+class _Launcher:
+    """One provider's launches and terminations, in a long-lived process of their own.
+
+    Built once per provider with the service's config: no per-call worker start, no
+    per-call adapter construction. A hung cloud call holds one of its threads.
+
+    Args:
+        config_json: The service config.
+        provider: Fleet provider name.
+    """
+
+    def __init__(self, config_json: str, provider: str) -> None:
+        config = ServiceConfig.model_validate_json(config_json)
+        fleet = config.fleet_model()
+        self._adapter = registry.from_fleet(
+            fleet, provider, **runtime_options(fleet, provider, config)
+        )
+
+    def launch(self, items: list[LaunchItem]) -> list[LaunchOutcome]:
+        """Launch a batch; errors come back as outcomes."""
+        return launch_batch(self._adapter, items)
+
+    def terminate(self, items: list[tuple[Handle, str]]) -> list[str | None]:
+        """Terminate a batch; an error message (or None) per item."""
+        return terminate_batch(self._adapter, items)
 
 
-@ray.remote(num_cpus=0, max_retries=0)
-def _launch_task(
-    key: str, config_json: str, provider: str, items: list[LaunchItem]
-) -> list[LaunchOutcome]:
-    return launch_batch(_worker_providers(key, config_json)[provider], items)
+class LauncherActorEffects(InlineEffects):
+    """Launches and terminations in one launcher actor per provider; reads on threads here.
 
-
-@ray.remote(num_cpus=0, max_retries=0)
-def _terminate_task(
-    key: str, config_json: str, provider: str, items: list[tuple[Handle, str]]
-) -> list[str | None]:
-    return terminate_batch(_worker_providers(key, config_json)[provider], items)
-
-
-class RayEffects(InlineEffects):
-    """Launches and terminations in Ray tasks; offers and status on actor threads.
-
-    A launch can take minutes on a real cloud (and hang on a bad one): as a task it holds a
-    Ray worker, not the scheduler. Offers and status are reads the cycle waits on with a
-    deadline; a task's round trip (a few ms) would be most of their cost.
+    For adapters that must not share the scheduler's process (a C extension that may
+    crash it, an SDK that holds the GIL for long): each provider's launches run in a
+    long-lived actor, started on first use, with ``workers`` calls at a time. Offers and
+    status stay on this process's threads: a round trip would cost more than the call.
 
     Args:
         providers: The adapters, for the reads done in this process.
-        config: The service config, which the tasks rebuild the adapters from.
+        config: The service config, which each launcher builds its adapter from.
+        workers: Calls each launcher runs at once.
     """
 
-    def __init__(self, providers: dict[str, Provider], config: ServiceConfig) -> None:
+    def __init__(
+        self, providers: dict[str, Provider], config: ServiceConfig, *, workers: int = 4
+    ) -> None:
         super().__init__(providers)
         self._config_json = config.model_dump_json()
-        self._key = hashlib.sha256(self._config_json.encode()).hexdigest()
+        self._workers = workers
+        self._actors: dict[str, Any] = {}
+
+    def _actor(self, provider: str) -> Any:
+        actor = self._actors.get(provider)
+        if actor is None:
+            remote: Any = ray.remote(_Launcher)
+            # Owned by the scheduler actor: they die with it, and a restarted scheduler
+            # starts its own.
+            actor = remote.options(
+                num_cpus=0, max_concurrency=self._workers, max_restarts=-1, max_task_retries=0
+            ).remote(self._config_json, provider)
+            self._actors[provider] = actor
+        return actor
 
     def launch(self, provider: str, items: Sequence[LaunchItem]) -> cf.Future[list[LaunchOutcome]]:
-        """Send a batch of launches to a Ray task.
+        """Send a batch of launches to the provider's launcher.
 
         Args:
             provider: Fleet provider name.
@@ -126,14 +152,15 @@ class RayEffects(InlineEffects):
         Returns:
             A future of the outcomes.
         """
-        ref = _launch_task.remote(self._key, self._config_json, provider, list(items))
-        fut: cf.Future[list[LaunchOutcome]] = ref.future()
+        fut: cf.Future[list[LaunchOutcome]] = (
+            self._actor(provider).launch.remote(list(items)).future()
+        )
         return fut
 
     def terminate(
         self, provider: str, items: Sequence[tuple[Handle, str]]
     ) -> cf.Future[list[str | None]]:
-        """Send a batch of terminations to a Ray task.
+        """Send a batch of terminations to the provider's launcher.
 
         Args:
             provider: Fleet provider name.
@@ -142,69 +169,17 @@ class RayEffects(InlineEffects):
         Returns:
             A future of the errors (None per success).
         """
-        ref = _terminate_task.remote(self._key, self._config_json, provider, list(items))
-        fut: cf.Future[list[str | None]] = ref.future()
+        fut: cf.Future[list[str | None]] = (
+            self._actor(provider).terminate.remote(list(items)).future()
+        )
         return fut
 
-
-def job_view(record: JobRecord, times: dict[str, str] | None = None) -> dict[str, Any]:
-    """Return a job as ``multicloud status --json`` prints it.
-
-    Args:
-        record: The job.
-        times: When it first entered each state (``Store.state_times``).
-
-    Returns:
-        ``{"id", "name", "state", "priority", "team", "provider", "region",
-        "instance_type", "attempts", "submitted_at", "updated_at", "placed_at",
-        "started_at", "finished_at"}``; provider/region/instance type of the latest attempt.
-    """
-    times = times or {}
-    last = record.attempts[-1] if record.attempts else None
-    finished = next(
-        (
-            times[s.value]
-            for s in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-            if s.value in times
-        ),
-        None,
-    )
-    return {
-        "id": record.id,
-        "name": record.name,
-        "state": record.state.value,
-        "priority": record.priority,
-        "team": record.team,
-        "kind": record.job.kind,
-        "provider": last.provider if last else None,
-        "region": last.region if last else None,
-        "instance_type": last.instance_type if last else None,
-        "attempts": [
-            {
-                "attempt": a.attempt,
-                "request_id": a.request_id,
-                "handle": (a.handle or {}).get("id"),
-                "outcome": a.outcome,
-                "provider": a.provider,
-                "region": a.region,
-                "zone": a.zone,
-                "instance_type": a.instance_type,
-                "nodes": a.nodes,
-                "market": a.market.value,
-                "price_per_hour": round(a.price_per_hour, 4),
-                "reservation": a.reservation,
-                "started_at": a.started_at.isoformat(),
-                "ended_at": a.ended_at.isoformat() if a.ended_at else None,
-            }
-            for a in record.attempts
-        ],
-        "client_key": record.client_key,
-        "submitted_at": record.submitted_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
-        "placed_at": times.get(JobState.PLACED.value),
-        "started_at": times.get(JobState.RUNNING.value),
-        "finished_at": finished,
-    }
+    def close(self) -> None:
+        """Stop the reader threads and the launchers."""
+        super().close()
+        for actor in self._actors.values():
+            with contextlib.suppress(Exception):
+                ray.kill(actor, no_restart=True)
 
 
 def _validate(docs: list[dict[str, Any]]) -> list[Job]:
@@ -248,19 +223,19 @@ class SchedulerActor:
         self.store = Store.open(self.config.store_url)
         providers = build_providers(self.config)
         effects: InlineEffects = (
-            RayEffects(providers, self.config)
-            if self.config.launch_in_tasks
+            LauncherActorEffects(providers, self.config)
+            if self.config.launcher == "actors"
             else InlineEffects(providers)
         )
         self.metrics = Metrics()
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_port, addr=self.config.metrics_host)
-        settings = Settings(**self.config.settings)  # type: ignore[arg-type]
         self.scheduler = Scheduler(
             self.store,
             self.fleet,
             effects,
-            settings=settings,
+            settings=Settings.from_overrides(self.config.settings),
+            policy=self.config.policy_model(),
             crash=CrashPoints(self.config.crash_points, seed=self.config.crash_seed),
             metrics=self.metrics,
             adapters=providers,
@@ -281,13 +256,18 @@ class SchedulerActor:
     # -- calls from clients ------------------------------------------------------------
 
     def ping(self) -> dict[str, Any]:
-        """Return who this is and how it is doing."""
+        """Return who this is and how it is doing (counters, memory)."""
+        import psutil
+
         return {
             "store": self.store.url,
             "fleet": self.config.fleet_source,
             "providers": sorted(self.fleet.providers),
             "metrics_port": self.config.metrics_port,
             "metrics_host": self.config.metrics_host,
+            "launcher": self.config.launcher,
+            "pid": os.getpid(),
+            "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
             **self.scheduler.stats(),
         }
 
@@ -315,8 +295,8 @@ class SchedulerActor:
         results = self.scheduler.submit(list(zip(jobs, keys, strict=True)))
         return [job_id for job_id, _ in results]
 
-    def status(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        """Return one job (or all) in the ``status --json`` form.
+    def status(self, job_id: str | None = None) -> list[JobView]:
+        """Return one job (or all) as ``status`` shows it.
 
         Args:
             job_id: The job, or None for every job.
@@ -358,27 +338,28 @@ class SchedulerActor:
         """
         return self.scheduler.cancel(job_id).value
 
-    def explain(self, job_id: str) -> dict[str, Any]:
+    def explain(self, job_id: str) -> ExplainView:
         """Return why a job is where it is: decisions, events, ROFR lines, attempts.
 
         Args:
             job_id: The job.
 
         Returns:
-            ``{"job", "decisions", "events", "audit"}``.
+            The explanation.
 
         Raises:
             JobNotFoundError: No such job.
         """
-        record = self.store.get(job_id)
-        return {
-            "job": job_view(record, self.store.state_times([job_id]).get(job_id)),
-            "decisions": self.store.decisions(job_id),
-            "events": self.store.events(job_id),
-            "audit": self.store.audit(job_id=job_id),
-        }
+        store = self.store
+        return explain_view(
+            store.get(job_id),
+            store.state_times([job_id]).get(job_id),
+            store.decisions(job_id),
+            store.events(job_id),
+            store.audit(job_id=job_id),
+        )
 
-    def audit(self, job_id: str | None = None, holder: str | None = None) -> list[dict[str, Any]]:
+    def audit(self, job_id: str | None = None, holder: str | None = None) -> list[AuditEntry]:
         """Return ROFR ledger lines.
 
         Args:
@@ -406,4 +387,5 @@ class SchedulerActor:
         self._stop.set()
         self.scheduler.wake.set()
         self._loop.join(timeout=5)
+        self.scheduler.close()
         self.scheduler.effects.close()

@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from multicloud.errors import MulticloudError
 from multicloud.models import Job
@@ -25,6 +25,10 @@ from multicloud.service.runtime import (
     start_local_ray,
     stop_local_ray,
 )
+
+if TYPE_CHECKING:
+    from multicloud.planner.types import AuditEntry
+    from multicloud.service.views import ExplainView, JobView
 
 __all__ = [
     "TERMINAL",
@@ -148,19 +152,19 @@ class Client:
         docs = [j.model_dump(mode="json") if isinstance(j, Job) else dict(j) for j in jobs]
         return self._actor.submit.remote(docs, list(client_keys) if client_keys else None)
 
-    def status(self, job_id: str | None = None) -> list[dict[str, Any]]:
-        """Return one job or all jobs in the ``multicloud status --json`` form.
+    def status(self, job_id: str | None = None) -> list[JobView]:
+        """Return one job or all jobs: state, where each runs, attempts, timeline.
 
         Args:
             job_id: The job (None: all).
 
         Returns:
-            The jobs.
+            The jobs (``view.to_json()`` is what ``multicloud status --json`` prints).
 
         Raises:
             JobNotFoundError: No such job.
         """
-        result: list[dict[str, Any]] = self._call("status", job_id)
+        result: list[JobView] = self._call("status", job_id)
         return result
 
     def states(self, job_ids: Iterable[str] | None = None) -> dict[str, str]:
@@ -217,14 +221,14 @@ class Client:
         result: str = self._call("cancel", job_id)  # cancelling twice is harmless
         return result
 
-    def explain(self, job_id: str) -> dict[str, Any]:
+    def explain(self, job_id: str) -> ExplainView:
         """Return the job, its decisions, lifecycle events and ROFR ledger lines."""
-        result: dict[str, Any] = self._call("explain", job_id)
+        result: ExplainView = self._call("explain", job_id)
         return result
 
-    def audit(self, job_id: str | None = None, holder: str | None = None) -> list[dict[str, Any]]:
+    def audit(self, job_id: str | None = None, holder: str | None = None) -> list[AuditEntry]:
         """Return ROFR ledger lines (optionally one job's or one holder's)."""
-        result: list[dict[str, Any]] = self._call("audit", job_id, holder)
+        result: list[AuditEntry] = self._call("audit", job_id, holder)
         return result
 
     def logs(self, job_id: str) -> str:

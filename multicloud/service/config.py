@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from multicloud import paths
 from multicloud.models import Fleet
+from multicloud.planner import Policy
 
 __all__ = ["ACTOR_NAME", "DEFAULT_NAMESPACE", "ServiceConfig", "default_store_url"]
 
@@ -68,10 +69,13 @@ class ServiceConfig(BaseModel):
         metrics_host: Address ``/metrics`` binds: loopback by default; a pod behind a
             Service and a NetworkPolicy (the Helm chart) binds ``0.0.0.0``.
         settings: Overrides of :class:`multicloud.service.scheduler.Settings` fields.
+        policy: Overrides of :class:`multicloud.planner.Policy` fields (by default the
+            service plans exactly as ``multicloud plan`` does).
         crash_points: Crash point → probability (restart-safety tests only).
         crash_seed: Seed for the crash points.
-        launch_in_tasks: Send launches and terminations to Ray tasks (True in the service;
-            False keeps them on threads in the actor).
+        launcher: Where launches and terminations run: ``threads`` (bounded pools per
+            provider in the scheduler's process) or ``actors`` (one long-lived launcher
+            actor per provider).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -85,9 +89,23 @@ class ServiceConfig(BaseModel):
     metrics_host: str = "127.0.0.1"
     # int before float: pydantic keeps 4 an int (chunk sizes, attempt counts) and 0.5 a float.
     settings: dict[str, int | float] = Field(default_factory=dict)
+    policy: dict[str, int | float | bool] = Field(default_factory=dict)
     crash_points: dict[str, float] = Field(default_factory=dict)
     crash_seed: int | None = None
-    launch_in_tasks: bool = True
+    launcher: Literal["threads", "actors"] = "threads"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_fields(cls, data: Any) -> Any:
+        # A config saved by an earlier multicloud (service.json) must still start: launches
+        # no longer go to one Ray task per batch, so that switch has nothing to choose.
+        if isinstance(data, dict) and "launch_in_tasks" in data:
+            data = {k: v for k, v in data.items() if k != "launch_in_tasks"}
+        return data
+
+    def policy_model(self) -> Policy:
+        """Return the planner policy the scheduler plans with."""
+        return Policy(**self.policy)  # type: ignore[arg-type]
 
     @classmethod
     def build(

@@ -2,13 +2,14 @@
 
 The scheduler never calls an adapter directly. It asks an :class:`Effects` for a future and
 looks at it on a later tick, so a slow or hanging cloud delays only its own answer, never
-the cycle. Two implementations share one interface:
+the cycle (``docs/architecture.md``, "Effects"). Two implementations share one interface:
 
-- :class:`InlineEffects` runs adapter calls on a thread pool in this process (unit tests,
-  and offers/status reads in the service, where a task's round trip would cost more than
-  the call).
-- :class:`RayEffects` (``multicloud.service.ray_effects``) sends launches and terminations
-  to Ray tasks, so a cloud API that hangs holds a worker, not the scheduler.
+- :class:`InlineEffects` runs adapter calls on bounded thread pools in this process, one
+  set per provider: a cloud that hangs fills its own workers and nobody else's. The
+  service uses it by default (measured in ``bench/service.py``).
+- ``LauncherActorEffects`` (``multicloud.service.actor``) sends launches and terminations
+  to one long-lived launcher actor per provider, for adapters that must not share the
+  scheduler's process.
 
 Adapter errors cross this boundary as data (:class:`LaunchOutcome`), not exceptions: the
 scheduler has to act on each item of a batch separately, and an exception pickled across a
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -35,6 +36,7 @@ from multicloud.provider import (
     LaunchSpec,
     Offer,
     OwnedWorkload,
+    Place,
     Provider,
     ResourceRequest,
     SupportsSweep,
@@ -58,11 +60,22 @@ ErrorKind = Literal["capacity", "quota", "auth", "invalid", "transient"]
 
 @dataclass(frozen=True)
 class LaunchItem:
-    """One launch to send: an offer, a spec and the idempotency key."""
+    """One launch to send: the place as planned, the spec and the idempotency key.
+
+    Attributes:
+        request_id: The launch's idempotency key.
+        place: Where it runs; the adapter gets ``place.offer`` exactly as planned.
+        spec: What to launch (its nodes and market are the place's).
+    """
 
     request_id: str
-    offer: Offer
+    place: Place
     spec: LaunchSpec
+
+    @property
+    def offer(self) -> Offer:
+        """The offer to launch on, as the planner chose it."""
+        return self.place.offer
 
 
 @dataclass(frozen=True)
@@ -147,7 +160,7 @@ def launch_batch(provider: Provider, items: Sequence[LaunchItem]) -> list[Launch
 
 def _launch_one(provider: Provider, item: LaunchItem) -> LaunchOutcome:
     try:
-        handle = provider.launch(item.offer, item.spec, request_id=item.request_id)
+        handle = provider.launch(item.place.offer, item.spec, request_id=item.request_id)
     except Exception as exc:  # every adapter error becomes data; see module doc
         return LaunchOutcome(
             item.request_id,
@@ -207,22 +220,34 @@ class Effects(Protocol):
 
 
 class InlineEffects:
-    """Adapter calls on a thread pool in this process.
+    """Adapter calls on bounded thread pools in this process, one set per provider.
+
+    Reads (offers, status, the sweep's listing) and writes (launches, terminations) of a
+    provider have pools of their own, so a cloud whose API hangs holds only its own
+    threads: the scheduler never sends a provider a second read of a kind while the first
+    is unanswered, and launch batches that outlive their deadline are re-sent by request id.
 
     Args:
         providers: Fleet provider name → adapter.
-        workers: Threads; a hung adapter call holds one until it returns.
+        workers: Launch/terminate threads per provider.
+        read_workers: Offers/status/sweep threads per provider.
     """
 
-    def __init__(self, providers: Mapping[str, Provider], *, workers: int = 8) -> None:
+    def __init__(
+        self, providers: Mapping[str, Provider], *, workers: int = 4, read_workers: int = 3
+    ) -> None:
         self.providers = dict(providers)
-        self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="effects")
-
-    def _submit(self, fn: Callable[[], object]) -> cf.Future[object]:
-        return self._pool.submit(fn)
+        self._reads = {
+            name: cf.ThreadPoolExecutor(read_workers, thread_name_prefix=f"read-{name}")
+            for name in self.providers
+        }
+        self._writes = {
+            name: cf.ThreadPoolExecutor(workers, thread_name_prefix=f"launch-{name}")
+            for name in self.providers
+        }
 
     def offers(self, provider: str, request: ResourceRequest) -> cf.Future[list[Offer]]:
-        """Ask one provider for offers on a pool thread.
+        """Ask one provider for offers on its read pool.
 
         Args:
             provider: Fleet provider name.
@@ -231,10 +256,10 @@ class InlineEffects:
         Returns:
             A future of the offers.
         """
-        return self._pool.submit(self.providers[provider].offers, request)
+        return self._reads[provider].submit(self.providers[provider].offers, request)
 
     def launch(self, provider: str, items: Sequence[LaunchItem]) -> cf.Future[list[LaunchOutcome]]:
-        """Launch a batch on a pool thread.
+        """Launch a batch on the provider's launch pool.
 
         Args:
             provider: Fleet provider name.
@@ -243,12 +268,12 @@ class InlineEffects:
         Returns:
             A future of one outcome per item.
         """
-        return self._pool.submit(launch_batch, self.providers[provider], list(items))
+        return self._writes[provider].submit(launch_batch, self.providers[provider], list(items))
 
     def status(
         self, provider: str, handles: Sequence[Handle]
     ) -> cf.Future[dict[str, WorkloadStatus]]:
-        """Ask for a batch of statuses on a pool thread.
+        """Ask for a batch of statuses on the provider's read pool.
 
         Args:
             provider: Fleet provider name.
@@ -257,12 +282,12 @@ class InlineEffects:
         Returns:
             A future of statuses keyed by handle id.
         """
-        return self._pool.submit(self.providers[provider].status, list(handles))
+        return self._reads[provider].submit(self.providers[provider].status, list(handles))
 
     def terminate(
         self, provider: str, items: Sequence[tuple[Handle, str]]
     ) -> cf.Future[list[str | None]]:
-        """Terminate a batch on a pool thread.
+        """Terminate a batch on the provider's launch pool.
 
         Args:
             provider: Fleet provider name.
@@ -271,7 +296,7 @@ class InlineEffects:
         Returns:
             A future of one error message (or None) per item.
         """
-        return self._pool.submit(terminate_batch, self.providers[provider], list(items))
+        return self._writes[provider].submit(terminate_batch, self.providers[provider], list(items))
 
     def owned(self, provider: str, install_id: str) -> cf.Future[list[OwnedWorkload]] | None:
         """List this install's live workloads on a provider that supports sweeping.
@@ -286,8 +311,9 @@ class InlineEffects:
         adapter = self.providers[provider]
         if not isinstance(adapter, SupportsSweep):
             return None
-        return self._pool.submit(adapter.owned, install_id)
+        return self._reads[provider].submit(adapter.owned, install_id)
 
     def close(self) -> None:
-        """Stop the pool without waiting for hung calls."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the pools without waiting for hung calls."""
+        for pool in (*self._reads.values(), *self._writes.values()):
+            pool.shutdown(wait=False, cancel_futures=True)

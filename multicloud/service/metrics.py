@@ -1,4 +1,4 @@
-"""Prometheus metrics of the scheduler (issue 3, item 9).
+"""Prometheus metrics of the scheduler.
 
 One registry per scheduler, served by prometheus-client's own HTTP server on the port
 given to ``multicloud start --metrics-port``.
@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from multicloud.lifecycle import TERMINAL_STATES, JobState
 from multicloud.planner import Plan
-from multicloud.store import TERMINAL_STATES, JobState
 
 __all__ = ["Metrics"]
 
@@ -71,9 +71,9 @@ class Metrics:
         """
         start_http_server(port, addr=addr, registry=self.registry)
 
-    def submitted(self) -> None:
-        """Count one accepted job."""
-        self.submissions.inc()
+    def submitted(self, n: int = 1) -> None:
+        """Count accepted jobs."""
+        self.submissions.inc(n)
 
     def decided(self, seconds: float, placed: int, plan: Plan) -> None:
         """Record one planner run.

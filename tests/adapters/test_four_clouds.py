@@ -265,7 +265,7 @@ class Cycle:
         def check() -> bool:
             record = self.store.get(job_id)
             # A job that ended while we wait for it to run will never run: say why now.
-            assert not record.state.is_terminal, self.store.events(job_id)[-1]["reason"]
+            assert not record.state.is_terminal, self.store.events(job_id)[-1].reason
             return record.state is S.RUNNING and record.attempts[-1].attempt == attempt
 
         return check
@@ -286,13 +286,15 @@ def cycle(clouds: Clouds, tmp_path: Path) -> Iterator[Cycle]:
 
 def finish(clouds: Clouds, attempt: AttemptRecord, exit_code: int) -> None:
     """End a workload the way its cloud reports it, through that fake's own control."""
+    assert attempt.handle is not None
     fake: FakeCloud = getattr(clouds, attempt.provider)
-    fake.finish(str((attempt.handle or {})["id"]), exit_code)
+    fake.finish(attempt.handle.id, exit_code)
 
 
 def ownership(clouds: Clouds, attempt: AttemptRecord) -> dict[str, str]:
     """Read back, from the cloud side, the job / attempt / install marks of a workload."""
-    handle = str((attempt.handle or {})["id"])
+    assert attempt.handle is not None
+    handle = attempt.handle.id
     if attempt.provider == "aws":
         ec2 = clouds.aws.client("ec2", attempt.region)
         answer = ec2.describe_instances(InstanceIds=handle.split(","))
@@ -407,7 +409,7 @@ def test_four_cloud_mix_runs_through_the_scheduler(cycle: Cycle, clouds: Clouds)
         record = cycle.store.get(ids[name])
         assert record.state is final, name
         assert [(a.provider, a.region, a.outcome) for a in record.attempts] == want, name
-    assert "exit code 3" in cycle.store.events(ids["nd-h100"])[-1]["reason"]
+    assert "exit code 3" in cycle.store.events(ids["nd-h100"])[-1].reason
     stats = cycle.scheduler.stats()
     assert stats["launch_errors"] == {"capacity": 1}
     assert stats["cycle_errors"] == 0
@@ -433,7 +435,8 @@ def test_spot_preemption_is_requeued_and_finished(cycle: Cycle, clouds: Clouds) 
     (instance,) = clouds.aws.calls("RunInstances")[-1:]
     assert instance["InstanceMarketOptions.MarketType"] == "spot"
     # EC2 reclaims the spot capacity: the scheduler sees PREEMPTED and launches attempt 2.
-    clouds.aws.preempt(str((first.handle or {})["id"]))
+    assert first.handle is not None
+    clouds.aws.preempt(first.handle.id)
     cycle.run_until(cycle.running(job_id, 2))
     second = cycle.last(job_id)
     assert second.handle != first.handle
@@ -447,6 +450,6 @@ def test_spot_preemption_is_requeued_and_finished(cycle: Cycle, clouds: Clouds) 
         ("aws", MarketKind.SPOT, "preempted"),
         ("aws", MarketKind.SPOT, "succeeded"),
     ]
-    states = [e["to_state"] for e in cycle.store.events(job_id)]
+    states = [e.to_state.value for e in cycle.store.events(job_id)]
     assert states.count("running") == 2 and "preempted" in states
     assert cycle.scheduler.stats()["preemptions"] == 1

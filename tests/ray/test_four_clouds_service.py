@@ -1,7 +1,7 @@
 """The scheduler service on Ray over the four real adapters, each pointed at its fake.
 
-The fakes run in this test process on 127.0.0.1; the scheduler actor and the Ray tasks that
-carry its launches run in other processes and reach the fakes through the fleet's adapter
+The fakes run in this test process on 127.0.0.1; the scheduler actor and the launcher
+actors that carry its launches run in other processes and reach the fakes through the fleet's adapter
 options. The workloads are then driven to their end through the fakes' own controls, and
 ``multicloud status --json`` shows each job on its cloud.
 
@@ -131,9 +131,9 @@ def service(cluster: Any, tmp_path: Path) -> Iterator[Running]:
                 "retry_backoff_s": 0.05,
                 "blocked_ttl_s": 1.0,
             },
+            # Launches and terminations in launcher actors: the cross-process path.
+            launcher="actors",
         )
-        # Launches and terminations in Ray tasks: the cross-process path under test.
-        assert config.launch_in_tasks
         try:
             start(config, address=cluster.address, namespace=namespace, ready_timeout=60)
             actor = ray.get_actor(ACTOR_NAME, namespace=namespace)
@@ -162,7 +162,7 @@ def test_one_job_per_cloud_runs_to_success_through_the_service(service: Running)
         def check() -> bool:
             now = client.states(list(ids.values()))
             bad = {i: s for i, s in now.items() if s in ("failed", "cancelled")}
-            assert not bad, [client.explain(i)["events"][-1]["reason"] for i in bad]
+            assert not bad, [client.explain(i).events[-1].reason for i in bad]
             return set(now.values()) <= states
 
         return check
@@ -170,8 +170,8 @@ def test_one_job_per_cloud_runs_to_success_through_the_service(service: Running)
     _until("every job to run", all_in({"running"}), timeout=60)
     for job_id in ids.values():
         (view,) = client.status(job_id)
-        last = view["attempts"][-1]
-        clouds.finish(last["provider"], last["region"], str(last["handle"]))
+        last = view.attempts[-1]
+        clouds.finish(last.provider, last.region, str(last.handle))
     _until("every job to succeed", all_in({"succeeded"}), timeout=30)
 
     # What `multicloud status --json` prints, through the CLI itself.
@@ -191,7 +191,7 @@ def test_one_job_per_cloud_runs_to_success_through_the_service(service: Running)
         assert view["attempts"][0]["handle"]
     assert {j["provider"] for j in jobs.values()} == set(CLOUDS)
 
-    # Each launch, sent from a Ray task in another process, reached its fake.
+    # Each launch, sent from a launcher actor in another process, reached its fake.
     assert len(clouds.aws.calls("RunInstances")) == 1
     assert len(clouds.gcp.calls_to("tpu.queuedResources.create")) == 1
     assert clouds.azure.count("PUT", "virtualMachines.createOrUpdate") == 1

@@ -323,7 +323,7 @@ def test_launch_is_idempotent_one_run(make_provider: Factory, tmp_path: Path) ->
 def test_relaunch_after_a_crash_before_the_actor_existed(
     make_provider: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import multicloud.local as local
+    import multicloud.local.runner as runner
 
     p = make_provider()
     s = spec("echo survived")
@@ -333,7 +333,7 @@ def test_relaunch_after_a_crash_before_the_actor_existed(
 
     # The launcher dies after writing the sidecar, before creating the actor.
     with monkeypatch.context() as m:
-        m.setattr(local, "_runner_actor_class", crash)
+        m.setattr(runner, "runner_actor_class", crash)
         with pytest.raises(RuntimeError):
             launch(p, s, "key-crash")
     assert (p.logs_dir / f"{p._handle_id('key-crash')}.json").exists()
@@ -345,7 +345,7 @@ def test_relaunch_after_a_crash_before_the_actor_existed(
 def test_a_recreated_actor_never_runs_the_command_again(
     make_provider: Factory, tmp_path: Path
 ) -> None:
-    import multicloud.local as local
+    import multicloud.local.runner as runner
 
     p = make_provider()
     marks = tmp_path / "runs.txt"
@@ -353,7 +353,7 @@ def test_a_recreated_actor_never_runs_the_command_again(
     wait_state(p, h, WorkloadState.SUCCEEDED)
     wait_for(lambda: not named_in(p.namespace), what="the finished actor to exit")
     # What a launch racing the end of the first actor could do: create the actor again.
-    local._runner_actor_class().options(
+    runner.runner_actor_class().options(
         name=h.id, namespace=p.namespace, lifetime="detached", num_cpus=0.5
     ).remote(h.id, str(p.logs_dir), ["/bin/sh", "-c", f"echo run >> {marks}"], {})
     wait_for(lambda: h.id in named_in(p.namespace) or None, timeout=5, what="the duplicate")

@@ -149,7 +149,8 @@ def test_submit_wait_status_explain_audit(service: Callable[..., Service]) -> No
     states = client.wait(ids, timeout=60)
     assert set(states.values()) == {"succeeded"}
 
-    (one,) = client.status(ids[0])
+    (view,) = client.status(ids[0])
+    one = view.to_json()
     for key in (
         "id",
         "name",
@@ -158,6 +159,9 @@ def test_submit_wait_status_explain_audit(service: Callable[..., Service]) -> No
         "provider",
         "region",
         "instance_type",
+        "accelerator",
+        "count",
+        "catalog_version",
         "attempts",
         "submitted_at",
         "updated_at",
@@ -166,23 +170,24 @@ def test_submit_wait_status_explain_audit(service: Callable[..., Service]) -> No
         "finished_at",
     ):
         assert key in one
-    assert one["attempts"][0]["outcome"] == "succeeded"
-    assert {"request_id", "handle", "outcome"} <= set(one["attempts"][0])
+    assert view.attempts[0].outcome == "succeeded"
+    assert {"request_id", "handle", "outcome", "accelerator"} <= set(one["attempts"][0])
+    assert (view.accelerator, view.count) == ("H100", 8)
     assert len(client.status()) == 4
 
     why = client.explain(ids[0])
-    assert [e["to_state"] for e in why["events"]] == [
+    assert [e.to_state for e in why.events] == [
         "pending",
         "placed",
         "provisioning",
         "running",
         "succeeded",
     ]
-    assert why["decisions"][0]["placement"]
+    assert why.decisions[0].placement
     # dear holds the ROFR within 50 %: 14 ≤ 10 × 1.5, so it accepted every job.
     lines = client.audit()
-    assert len(lines) == 4 and {e["answer"] for e in lines} == {"accepted"}
-    assert {j["provider"] for j in client.status()} == {"dear"}
+    assert len(lines) == 4 and {e.answer for e in lines} == {"accepted"}
+    assert {j.provider for j in client.status()} == {"dear"}
     assert client.ping()["orphans_terminated"] == 0
 
 
@@ -273,7 +278,7 @@ def test_local_provider_runs_the_command_and_keeps_logs(service: Callable[..., S
     states = svc.client.wait([ok, bad], timeout=90)
     assert states == {ok: "succeeded", bad: "failed"}
     assert "hello from mc" in svc.client.logs(ok)
-    assert "exit code 3" in svc.client.explain(bad)["events"][-1]["reason"]
+    assert "exit code 3" in svc.client.explain(bad).events[-1].reason
 
 
 # --------------------------------------------------------------------------- 500 jobs
@@ -328,14 +333,14 @@ def test_500_jobs_with_capacity_quota_errors_and_preemptions(
 
     outcomes: Counter[str] = Counter()
     for j in svc.client.status():
-        attempts = j["attempts"]
-        assert attempts[-1]["outcome"] == "succeeded"
+        attempts = j.attempts
+        assert attempts[-1].outcome == "succeeded"
         assert all(
-            a["outcome"] in {"capacity", "quota", "preempted", "transient"} for a in attempts[:-1]
+            a.outcome in {"capacity", "quota", "preempted", "transient"} for a in attempts[:-1]
         ), attempts
-        numbers = sorted({a["attempt"] for a in attempts})
+        numbers = sorted({a.attempt for a in attempts})
         assert numbers == list(range(1, len(numbers) + 1))
-        outcomes.update(a["outcome"] for a in attempts)
+        outcomes.update(a.outcome for a in attempts)
     assert outcomes["capacity"] >= 1 and outcomes["quota"] >= 1 and outcomes["preempted"] >= 1
     check_no_duplicates_or_orphans(svc)
 
@@ -408,7 +413,7 @@ def test_whole_ray_restart_keeps_jobs_and_workloads(
     states = svc.client.wait(ids, timeout=120)
     assert set(states.values()) == {"succeeded"}
     for j in svc.client.status():
-        assert [a["outcome"] for a in j["attempts"]] == ["succeeded"], j["attempts"]
+        assert [a.outcome for a in j.attempts] == ["succeeded"], j.attempts
     check_no_duplicates_or_orphans(svc)
 
 

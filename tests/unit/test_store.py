@@ -7,12 +7,13 @@ end. Without PostgreSQL the PostgreSQL half is skipped, except under CI, where i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,21 +22,25 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
+from multicloud.models import Job
 from multicloud.planner.types import Assignment, AuditEntry
-from multicloud.provider import MarketKind, request_id
+from multicloud.provider import Handle, MarketKind, Place, request_id
 from multicloud.store import (
     SCHEMA_VERSION,
     TERMINAL_STATES,
     TRANSITIONS,
     AttemptEndedError,
     AttemptNotFoundError,
+    Decision,
     IdempotencyConflictError,
     InvalidTransitionError,
     JobNotFoundError,
     JobState,
+    NewAttempt,
     SchemaVersionError,
     Store,
     StoreError,
+    Transition,
     engine_url,
 )
 from multicloud.testing.builders import job, offer
@@ -133,29 +138,64 @@ def path_to(target: JobState) -> list[JobState]:
     return walk[::-1]
 
 
+def submit(
+    store: Store, spec: Job, *, now: datetime, client_key: str | None = None
+) -> tuple[str, bool]:
+    """One job through the batch call."""
+    return store.submit_many([(spec, client_key)], now=now)[0]
+
+
+def move(
+    store: Store,
+    job_id: str,
+    to: JobState,
+    *,
+    reason: str,
+    now: datetime,
+    expect: JobState | Iterable[JobState] | None = None,
+) -> JobState:
+    """One lifecycle move through the batch call."""
+    return store.transition_many([Transition(job_id, to, reason, expect)], now=now)[0]
+
+
 def submitted_in(store: Store, state: JobState, name: str = "j") -> str:
-    job_id, _ = store.submit(job(name), now=T0)
+    job_id, _ = submit(store, job(name), now=T0)
     for i, step in enumerate(path_to(state), start=1):
-        store.transition(job_id, step, reason="setup", now=at(i))
+        move(store, job_id, step, reason="setup", now=at(i))
     return job_id
+
+
+PLACE = Place(
+    offer(instance_type="p5.48xlarge", spot_price=30.75, catalog_version="cat-7"),
+    2,
+    MarketKind.SPOT,
+    61.5,
+)
+
+
+def record(store: Store, job_id: str, *, attempt: int = 1, rid: str, when: datetime) -> list[Any]:
+    return store.begin_attempts([NewAttempt(job_id, attempt, rid, PLACE)], now=when)
 
 
 def launch(store: Store, job_id: str, *, attempt: int = 1, region: str = "us-east-1") -> str:
     rid = request_id(job_id, attempt, region)
-    store.begin_attempt(
-        job_id,
-        attempt=attempt,
-        request_id=rid,
-        provider="aws",
-        region=region,
-        zone=None,
-        instance_type="p5.48xlarge",
-        nodes=2,
-        market=MarketKind.SPOT,
-        price_per_hour=61.5,
-        now=at(attempt),
-    )
+    record(store, job_id, attempt=attempt, rid=rid, when=at(attempt))
     return rid
+
+
+def handle(rid: str, handle_id: str = "i-0abc") -> Handle:
+    return Handle(
+        "aws",
+        handle_id,
+        rid,
+        "us-east-1",
+        None,
+        "p5.48xlarge",
+        2,
+        MarketKind.SPOT,
+        "j",
+        (("asg", "mc-1"),),
+    )
 
 
 # --------------------------------------------------------------------------- URLs, schema
@@ -184,7 +224,7 @@ def test_engine_url_rejects_other_databases(given: str) -> None:
 def test_schema_version_recorded_and_reopen_is_a_no_op(fresh_url: str) -> None:
     with Store.open(fresh_url) as first:
         assert first.schema_version() == SCHEMA_VERSION
-        job_id, _ = first.submit(job("keep"), now=T0)
+        job_id, _ = submit(first, job("keep"), now=T0)
     versions = raw_rows(fresh_url, "schema_version")
     assert [v["version"] for v in versions] == list(range(1, SCHEMA_VERSION + 1))
 
@@ -226,6 +266,90 @@ def test_newer_schema_is_refused(fresh_url: str) -> None:
         Store.open(fresh_url)
 
 
+def test_migration_3_gives_old_attempts_their_place_from_what_is_known(fresh_url: str) -> None:
+    from multicloud.store.migrations import MIGRATIONS, VERSIONS
+
+    if fresh_url.startswith("sqlite"):
+        Store.open(fresh_url).close()  # creates the file and its directory
+        raw = sa.create_engine(engine_url(fresh_url))
+        with raw.begin() as conn:
+            for table in ("events", "audit", "decisions", "attempts", "meta", "jobs"):
+                conn.execute(sa.text(f"DROP TABLE {table}"))
+            conn.execute(sa.text("DELETE FROM schema_version"))
+        raw.dispose()
+    engine = sa.create_engine(engine_url(fresh_url))
+    either = job("either", accelerator=["H100", "H200"], count=8).model_dump(mode="json")
+    single = job("single", accelerator="A100", count=4).model_dump(mode="json")
+    with engine.begin() as conn:
+        VERSIONS.create(conn, checkfirst=True)
+        for migration in MIGRATIONS[:2]:  # a store written by multicloud before version 3
+            migration.apply(conn)
+            conn.execute(sa.insert(VERSIONS).values(version=migration.version, description="x"))
+        for i, (name, spec) in enumerate(
+            (("job-00000000000a", either), ("job-00000000000b", single))
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO jobs (id, name, priority, spec, spec_hash, state, "
+                    "submitted_at, updated_at) VALUES (:id, :n, 0, :spec, 'h', 'running', :t, :t)"
+                ),
+                {"id": name, "n": spec["name"], "spec": json.dumps(spec), "t": T0},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO attempts (job_id, attempt, request_id, provider, region, "
+                    "instance_type, nodes, market, price_per_hour, started_at) VALUES "
+                    "(:id, 1, :rid, 'aws', 'us-east-1', :it, 2, :m, 20.0, :t)"
+                ),
+                {
+                    "id": name,
+                    "rid": f"r{i}",
+                    "it": f"type{i}",
+                    "m": ("spot", "on-demand")[i],
+                    "t": T0,
+                },
+            )
+        placement = {
+            "provider": "aws",
+            "region": "us-east-1",
+            "zone": None,
+            "instance_type": "type0",
+            "accelerator": "H200",
+            "nodes": 2,
+        }
+        conn.execute(
+            sa.text(
+                "INSERT INTO decisions (job_id, at, placement, reasons, catalog_version) "
+                "VALUES ('job-00000000000a', :t, :p, '[]', 'cat-9')"
+            ),
+            {"t": T0, "p": json.dumps([placement])},
+        )
+    engine.dispose()
+
+    with Store.open(fresh_url) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        (a,) = store.get("job-00000000000a").attempts
+        (b,) = store.get("job-00000000000b").attempts
+    # From the job's decision: the accelerator it was placed on and the catalog version.
+    assert (a.place.offer.accelerator, a.place.offer.count, a.place.offer.catalog_version) == (
+        "H200",
+        8,
+        "cat-9",
+    )
+    assert (a.market, a.place.offer.spot_price, a.place.offer.price) == (
+        MarketKind.SPOT,
+        10.0,
+        None,
+    )
+    # No decision: the spec's only accelerator; no catalog version is recorded anywhere.
+    assert (b.place.offer.accelerator, b.place.offer.count, b.place.offer.catalog_version) == (
+        "A100",
+        4,
+        "",
+    )
+    assert (b.place.price_per_hour, b.place.offer.price, b.nodes) == (20.0, 10.0, 2)
+
+
 def test_sqlite_file_uses_wal(tmp_path: Any) -> None:
     path = tmp_path / "a" / "b" / "store.db"
     Store.open(f"sqlite:///{path}").close()
@@ -238,22 +362,27 @@ def test_sqlite_file_uses_wal(tmp_path: Any) -> None:
 
 def test_submit_get_and_list_in_submission_order(store: Store) -> None:
     spec = job("train", priority=7, team="research", nodes=2)
-    first, created = store.submit(spec, now=T0)
-    second, _ = store.submit(job("serve", priority=100), now=at(1))
-    third, _ = store.submit(job("later", priority=-3), now=at(2))
+    first, created = submit(store, spec, now=T0)
+    second, _ = submit(store, job("serve", priority=100), now=at(1))
+    third, _ = submit(store, job("later", priority=-3), now=at(2))
 
     assert created and first.startswith("job-") and len(first) == len("job-") + 12
     got = store.get(first)
     assert (got.id, got.name, got.state, got.priority, got.team) == (
-        first, "train", S.PENDING, 7, "research"
+        first,
+        "train",
+        S.PENDING,
+        7,
+        "research",
     )
     assert got.job == spec
     assert got.submitted_at == T0 == got.updated_at
-    assert got.attempts == []
+    assert got.attempts == ()
 
-    store.transition(second, S.PLACED, reason="planned", now=at(3))
+    move(store, second, S.PLACED, reason="planned", now=at(3))
     assert [r.id for r in store.list_jobs()] == [first, second, third]
-    assert [r.id for r in store.pending()] == [first, third]
+    assert [r.id for r in store.list_jobs([S.PENDING])] == [first, third]
+    assert [r.id for r in store.active_jobs()] == [first, second, third]
     assert [r.id for r in store.list_jobs([S.PLACED, S.RUNNING])] == [second]
     assert store.list_jobs([]) == []
     assert store.get(second).updated_at == at(3)
@@ -264,8 +393,7 @@ def test_unknown_job_is_reported(store: Store) -> None:
         lambda: store.get("job-000000000000"),
         lambda: store.events("job-000000000000"),
         lambda: store.decisions("job-000000000000"),
-        lambda: store.next_attempt_number("job-000000000000"),
-        lambda: store.transition("job-000000000000", S.PLACED, reason="x", now=T0),
+        lambda: move(store, "job-000000000000", S.PLACED, reason="x", now=T0),
     ):
         with pytest.raises(JobNotFoundError, match="job-000000000000"):
             call()
@@ -288,8 +416,8 @@ def test_unknown_job_is_reported(store: Store) -> None:
 def test_idempotent_submission(
     store: Store, first: tuple[str | None, Any], second: tuple[str | None, Any], same_job: bool
 ) -> None:
-    id1, created1 = store.submit(first[1], now=T0, client_key=first[0])
-    id2, created2 = store.submit(second[1], now=at(1), client_key=second[0])
+    id1, created1 = submit(store, first[1], now=T0, client_key=first[0])
+    id2, created2 = submit(store, second[1], now=at(1), client_key=second[0])
     assert created1
     assert (id1 == id2) is same_job
     assert created2 is not same_job
@@ -299,9 +427,9 @@ def test_idempotent_submission(
 
 
 def test_same_key_other_spec_is_an_error_naming_the_key(store: Store) -> None:
-    job_id, _ = store.submit(job("a"), now=T0, client_key="deploy-42")
+    job_id, _ = submit(store, job("a"), now=T0, client_key="deploy-42")
     with pytest.raises(IdempotencyConflictError, match="deploy-42") as err:
-        store.submit(job("a", priority=5), now=at(1), client_key="deploy-42")
+        submit(store, job("a", priority=5), now=at(1), client_key="deploy-42")
     assert job_id in str(err.value)
     assert [r.id for r in store.list_jobs()] == [job_id]
 
@@ -315,7 +443,7 @@ def test_only_the_spec_is_stored_never_secret_values(
         "secretive",
         run={"command": "python train.py", "env": {"LOG_LEVEL": "debug"}, "secrets": ["HF_TOKEN"]},
     )
-    store.submit(spec, now=T0, client_key="k")
+    submit(store, spec, now=T0, client_key="k")
 
     (row,) = raw_rows(url, "jobs")
     stored = row["spec"] if isinstance(row["spec"], dict) else json.loads(row["spec"])
@@ -330,12 +458,12 @@ def test_only_the_spec_is_stored_never_secret_values(
 
 def test_naive_timestamps_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.submit(job("a"), now=datetime(2030, 1, 1))
+        submit(store, job("a"), now=datetime(2030, 1, 1))
 
 
 def test_timestamps_come_back_in_utc(store: Store) -> None:
     plus_two = timezone(timedelta(hours=2))
-    job_id, _ = store.submit(job("a"), now=datetime(2030, 1, 1, 14, 0, tzinfo=plus_two))
+    job_id, _ = submit(store, job("a"), now=datetime(2030, 1, 1, 14, 0, tzinfo=plus_two))
     got = store.get(job_id)
     assert got.submitted_at == T0
     assert got.submitted_at.tzinfo == timezone.utc
@@ -365,12 +493,10 @@ ALLOWED = [
 @pytest.mark.parametrize(("src", "dst"), ALLOWED)
 def test_every_allowed_transition_passes(store: Store, src: JobState, dst: JobState) -> None:
     job_id = submitted_in(store, src)
-    assert store.transition(job_id, dst, reason=f"to {dst.value}", now=at(60)) is src
+    assert move(store, job_id, dst, reason=f"to {dst.value}", now=at(60)) is src
     assert store.get(job_id).state is dst
     last = store.events(job_id)[-1]
-    assert (last["from_state"], last["to_state"], last["reason"]) == (
-        src.value, dst.value, f"to {dst.value}"
-    )
+    assert (last.from_state, last.to_state, last.reason) == (src, dst, f"to {dst.value}")
 
 
 FORBIDDEN = [
@@ -396,7 +522,7 @@ def test_forbidden_transitions_raise_and_change_nothing(
     job_id = submitted_in(store, src)
     before = store.events(job_id)
     with pytest.raises(InvalidTransitionError, match=f"from {src.value} to {dst.value}"):
-        store.transition(job_id, dst, reason="nope", now=at(60))
+        move(store, job_id, dst, reason="nope", now=at(60))
     assert store.get(job_id).state is src
     assert store.events(job_id) == before
 
@@ -406,7 +532,7 @@ def test_terminal_states_stay_terminal(store: Store, terminal: JobState) -> None
     job_id = submitted_in(store, terminal)
     for target in JobState:
         with pytest.raises(InvalidTransitionError):
-            store.transition(job_id, target, reason="revive", now=at(60))
+            move(store, job_id, target, reason="revive", now=at(60))
     assert store.get(job_id).state is terminal
 
 
@@ -423,16 +549,16 @@ def test_terminal_states_stay_terminal(store: Store, terminal: JobState) -> None
 def test_transition_is_a_compare_and_set(store: Store, expect: Any, passes: bool) -> None:
     job_id = submitted_in(store, S.PLACED)
     if passes:
-        store.transition(job_id, S.PROVISIONING, reason="launch", now=at(9), expect=expect)
+        move(store, job_id, S.PROVISIONING, reason="launch", now=at(9), expect=expect)
         assert store.get(job_id).state is S.PROVISIONING
     else:
         with pytest.raises(InvalidTransitionError, match="is placed, expected"):
-            store.transition(job_id, S.PROVISIONING, reason="launch", now=at(9), expect=expect)
+            move(store, job_id, S.PROVISIONING, reason="launch", now=at(9), expect=expect)
         assert store.get(job_id).state is S.PLACED
 
 
 def test_events_tell_the_story(store: Store) -> None:
-    job_id, _ = store.submit(job("a"), now=T0)
+    job_id, _ = submit(store, job("a"), now=T0)
     story = [
         (S.PLACED, "cheapest offer"),
         (S.PROVISIONING, "launching"),
@@ -444,17 +570,19 @@ def test_events_tell_the_story(store: Store) -> None:
         (S.SUCCEEDED, "exit 0"),
     ]
     for minute, (state, reason) in enumerate(story, start=1):
-        store.transition(job_id, state, reason=reason, now=at(minute))
+        move(store, job_id, state, reason=reason, now=at(minute))
     events = store.events(job_id)
-    assert events[0] == {
-        "job": job_id, "at": T0.isoformat(), "from_state": None, "to_state": "pending",
-        "reason": "submitted",
-    }
-    assert [(e["to_state"], e["reason"]) for e in events[1:]] == [
-        (s.value, r) for s, r in story
-    ]
-    assert [e["from_state"] for e in events[1:]] == ["pending"] + [s.value for s, _ in story[:-1]]
-    assert [e["at"] for e in events] == [at(m).isoformat() for m in range(len(story) + 1)]
+    first = events[0]
+    assert (first.job_id, first.at, first.from_state, first.to_state, first.reason) == (
+        job_id,
+        T0,
+        None,
+        S.PENDING,
+        "submitted",
+    )
+    assert [(e.to_state, e.reason) for e in events[1:]] == story
+    assert [e.from_state for e in events[1:]] == [S.PENDING] + [s for s, _ in story[:-1]]
+    assert [e.at for e in events] == [at(m) for m in range(len(story) + 1)]
 
 
 # --------------------------------------------------------------------------- attempts
@@ -462,37 +590,31 @@ def test_events_tell_the_story(store: Store) -> None:
 
 def test_attempts_are_idempotent_by_request_id(store: Store) -> None:
     job_id = submitted_in(store, S.PLACED)
-    assert store.next_attempt_number(job_id) == 1
     rid = launch(store, job_id)
     # The restarted scheduler re-records the same decision: it gets the row it already had.
-    again = store.begin_attempt(
-        job_id, attempt=1, request_id=rid, provider="aws", region="us-east-1", zone=None,
-        instance_type="p5.48xlarge", nodes=2, market="spot", price_per_hour=61.5, now=at(30),
-    )
+    (again,) = record(store, job_id, rid=rid, when=at(30))
     assert again.started_at == at(1)
     (only,) = store.get(job_id).attempts
     assert only == again
     assert (only.request_id, only.market, only.nodes, only.price_per_hour) == (
-        rid, MarketKind.SPOT, 2, 61.5
+        rid,
+        MarketKind.SPOT,
+        2,
+        61.5,
     )
-    assert store.next_attempt_number(job_id) == 2
+    # The place comes back exactly as it went in: the planned offer, whole.
+    assert only.place == PLACE and only.place.offer.catalog_version == "cat-7"
 
 
 @pytest.mark.parametrize(
     ("other_job", "attempt"), [(True, 1), (False, 2)], ids=["other-job", "other-attempt"]
 )
-def test_a_request_id_cannot_name_two_attempts(
-    store: Store, other_job: bool, attempt: int
-) -> None:
+def test_a_request_id_cannot_name_two_attempts(store: Store, other_job: bool, attempt: int) -> None:
     owner = submitted_in(store, S.PLACED, "owner")
     rid = launch(store, owner)
     target = submitted_in(store, S.PLACED, "other") if other_job else owner
     with pytest.raises(IdempotencyConflictError, match=rid):
-        store.begin_attempt(
-            target, attempt=attempt, request_id=rid, provider="aws", region="us-east-1",
-            zone=None, instance_type="p5.48xlarge", nodes=2, market="spot",
-            price_per_hour=61.5, now=at(5),
-        )
+        record(store, target, attempt=attempt, rid=rid, when=at(5))
 
 
 def test_attempt_for_unknown_job_is_refused(store: Store) -> None:
@@ -508,21 +630,27 @@ def test_attempt_handle_outcome_and_live_set(store: Store) -> None:
     rb2 = launch(store, b, attempt=1, region="eu-west-1")  # a second offer of one attempt
     assert [x.request_id for x in store.live_attempts()] == [ra, rb1, rb2]
 
-    handle = {"provider": "aws", "id": "i-0abc", "extra": [["asg", "mc-1"]], "nodes": 2}
-    store.set_attempt_handle(ra, handle)
-    ended = store.end_attempt(ra, outcome="preempted", now=at(40))
+    workload = handle(ra)
+    store.set_attempt_handles([(ra, workload)])
+    store.end_attempts([(ra, "preempted")], now=at(40))
+    (ended,) = store.get(a).attempts
     assert (ended.handle, ended.outcome, ended.ended_at, ended.live) == (
-        handle, "preempted", at(40), False
+        workload,
+        "preempted",
+        at(40),
+        False,
     )
-    assert store.end_attempt(ra, outcome="preempted", now=at(50)).ended_at == at(40)
+    store.end_attempts([(ra, "preempted")], now=at(50))
+    assert store.get(a).attempts[0].ended_at == at(40)
     with pytest.raises(AttemptEndedError, match="preempted"):
-        store.end_attempt(ra, outcome="succeeded", now=at(50))
+        store.end_attempts([(ra, "succeeded")], now=at(50))
     assert [x.request_id for x in store.live_attempts()] == [rb1, rb2]
-    assert store.get(a).attempts[0].to_dict()["handle"] == handle
+    # The handle round-trips through its own JSON form.
+    assert store.get(a).attempts[0].handle == workload and workload.get("asg") == "mc-1"
 
     for call in (
-        lambda: store.set_attempt_handle("nope", {}),
-        lambda: store.end_attempt("nope", outcome="failed", now=at(1)),
+        lambda: store.set_attempt_handles([("nope", handle("nope"))]),
+        lambda: store.end_attempts([("nope", "failed")], now=at(1)),
     ):
         with pytest.raises(AttemptNotFoundError, match="nope"):
             call()
@@ -532,39 +660,50 @@ def test_attempt_handle_outcome_and_live_set(store: Store) -> None:
 
 
 def test_decisions_round_trip(store: Store) -> None:
-    job_id, _ = store.submit(job("a", nodes=2), now=T0)
+    job_id, _ = submit(store, job("a", nodes=2), now=T0)
     assignment = Assignment(
-        job=job_id, offer=offer(zone="us-east-1a"), market=MarketKind.ON_DEMAND, nodes=2,
-        replicas=1, node_price=10.0, duration_hours=3.0, rofr=None,
+        job=job_id,
+        offer=offer(zone="us-east-1a"),
+        market=MarketKind.ON_DEMAND,
+        nodes=2,
+        replicas=1,
+        node_price=10.0,
+        duration_hours=3.0,
+        rofr=None,
         reasons=("cheapest feasible", "commitment behind schedule"),
     )
     placement = assignment.to_dict()
-    store.record_decision(
-        job_id, placement=placement, reasons=list(assignment.reasons),
-        catalog_version="2030-01-01", now=at(1),
+    store.record_decisions(
+        [Decision(job_id, [placement], list(assignment.reasons), "2030-01-01")], now=at(1)
     )
-    store.record_decision(
-        job_id, placement=[placement, placement], reasons=[], catalog_version="v2", now=at(2)
-    )
-    assert store.decisions(job_id) == [
-        {"job": job_id, "at": at(1).isoformat(), "placement": placement,
-         "reasons": ["cheapest feasible", "commitment behind schedule"],
-         "catalog_version": "2030-01-01"},
-        {"job": job_id, "at": at(2).isoformat(), "placement": [placement, placement],
-         "reasons": [], "catalog_version": "v2"},
+    store.record_decisions([Decision(job_id, [placement, placement], [], "v2")], now=at(2))
+    got = store.decisions(job_id)
+    assert [(d.job_id, d.at, d.placement, d.reasons, d.catalog_version) for d in got] == [
+        (
+            job_id,
+            at(1),
+            (placement,),
+            ("cheapest feasible", "commitment behind schedule"),
+            "2030-01-01",
+        ),
+        (job_id, at(2), (placement, placement), (), "v2"),
     ]
     with pytest.raises(JobNotFoundError):
-        store.record_decision(
-            "job-000000000000", placement={}, reasons=[], catalog_version="v", now=at(3)
-        )
+        store.record_decisions([Decision("job-000000000000", [], [], "v")], now=at(3))
 
 
 def entry(job_id: str, holder: str, answer: str, when: datetime | None) -> AuditEntry:
     return AuditEntry(
         job=job_id,
         holder=holder,
-        terms={"accelerators": ["H100"], "count": 8, "nodes": 4, "regions": ["us-*"],
-               "residency": [], "nested": {"window_s": 30.0}},
+        terms={
+            "accelerators": ["H100"],
+            "count": 8,
+            "nodes": 4,
+            "regions": ["us-*"],
+            "residency": [],
+            "nested": {"window_s": 30.0},
+        },
         outside_price_per_hour=98.3125,
         holder_price_per_hour=None if answer == "declined" else 101.5,
         answer=answer,  # type: ignore[arg-type]
@@ -576,8 +715,8 @@ def entry(job_id: str, holder: str, answer: str, when: datetime | None) -> Audit
 
 
 def test_audit_round_trip_and_filters(store: Store) -> None:
-    a, _ = store.submit(job("a"), now=T0)
-    b, _ = store.submit(job("b"), now=T0)
+    a, _ = submit(store, job("a"), now=T0)
+    b, _ = submit(store, job("b"), now=T0)
     explicit = datetime(2030, 1, 1, 7, 30, tzinfo=timezone(timedelta(hours=-5)))
     entries = [
         entry(a, "coreweave", "declined", None),
@@ -588,9 +727,9 @@ def test_audit_round_trip_and_filters(store: Store) -> None:
     store.record_audit([], now=at(6))
 
     stamped = [
-        entries[0].to_dict() | {"at": at(5).isoformat()},
-        entries[1].to_dict() | {"at": explicit.astimezone(timezone.utc).isoformat()},
-        entries[2].to_dict() | {"at": at(5).isoformat()},
+        dataclasses.replace(entries[0], at=at(5)),
+        dataclasses.replace(entries[1], at=explicit.astimezone(timezone.utc)),
+        dataclasses.replace(entries[2], at=at(5)),
     ]
     assert store.audit() == stamped
     assert store.audit(job_id=a) == stamped[:2]
@@ -599,7 +738,7 @@ def test_audit_round_trip_and_filters(store: Store) -> None:
 
 
 def test_audit_is_all_or_nothing(store: Store) -> None:
-    a, _ = store.submit(job("a"), now=T0)
+    a, _ = submit(store, job("a"), now=T0)
     with pytest.raises(JobNotFoundError, match="job-000000000000"):
         store.record_audit(
             [entry(a, "azure", "accepted", None), entry("job-000000000000", "x", "declined", None)],
@@ -613,42 +752,47 @@ def test_audit_is_all_or_nothing(store: Store) -> None:
 
 def test_a_second_store_on_the_same_url_sees_writes(url: str) -> None:
     with Store.open(url) as one, Store.open(url) as two:
-        job_id, _ = one.submit(job("shared"), now=T0, client_key="ck")
+        job_id, _ = submit(one, job("shared"), now=T0, client_key="ck")
         assert two.get(job_id).state is S.PENDING
-        assert two.submit(job("shared"), now=at(1), client_key="ck") == (job_id, False)
-        two.transition(job_id, S.PLACED, reason="planned by two", now=at(2))
+        assert submit(two, job("shared"), now=at(1), client_key="ck") == (job_id, False)
+        move(two, job_id, S.PLACED, reason="planned by two", now=at(2))
         assert one.get(job_id).state is S.PLACED
         rid = launch(one, job_id)
         assert [x.request_id for x in two.live_attempts()] == [rid]
         with pytest.raises(InvalidTransitionError):
-            one.transition(job_id, S.PROVISIONING, reason="stale", now=at(3), expect=S.PENDING)
+            move(one, job_id, S.PROVISIONING, reason="stale", now=at(3), expect=S.PENDING)
 
 
 def test_everything_survives_close_and_reopen(url: str) -> None:
     with Store.open(url) as before:
-        job_id, _ = before.submit(job("durable", team="ml"), now=T0, client_key="d1")
-        before.transition(job_id, S.PLACED, reason="planned", now=at(1))
+        job_id, _ = submit(before, job("durable", team="ml"), now=T0, client_key="d1")
+        move(before, job_id, S.PLACED, reason="planned", now=at(1))
         rid = launch(before, job_id)
-        before.set_attempt_handle(rid, {"id": "i-1"})
-        before.record_decision(
-            job_id, placement={"provider": "aws"}, reasons=["r"], catalog_version="v", now=at(1)
-        )
+        before.set_attempt_handles([(rid, handle(rid, "i-1"))])
+        before.record_decisions([Decision(job_id, [{"provider": "aws"}], ["r"], "v")], now=at(1))
         before.record_audit([entry(job_id, "azure", "declined", None)], now=at(1))
         snapshot = (
-            before.get(job_id), before.events(job_id), before.decisions(job_id), before.audit()
+            before.get(job_id),
+            before.events(job_id),
+            before.decisions(job_id),
+            before.audit(),
         )
 
     with Store.open(url) as after:
         assert (
-            after.get(job_id), after.events(job_id), after.decisions(job_id), after.audit()
+            after.get(job_id),
+            after.events(job_id),
+            after.decisions(job_id),
+            after.audit(),
         ) == snapshot
         assert [x.request_id for x in after.live_attempts()] == [rid]
-        assert after.submit(job("durable", team="ml"), now=at(9), client_key="d1") == (
-            job_id, False
+        assert submit(after, job("durable", team="ml"), now=at(9), client_key="d1") == (
+            job_id,
+            False,
         )
 
 
-@pytest.mark.parametrize("what", ["submit", "begin_attempt"])
+@pytest.mark.parametrize("what", ["submit", "begin_attempts"])
 def test_racing_writers_with_one_key_make_one_row(url: str, what: str) -> None:
     with Store.open(url) as setup:
         job_id = submitted_in(setup, S.PLACED, "racer")
@@ -661,7 +805,7 @@ def test_racing_writers_with_one_key_make_one_row(url: str, what: str) -> None:
         barrier.wait()
         try:
             if what == "submit":
-                results.append(mine.submit(job("same"), now=T0, client_key="race")[0])
+                results.append(submit(mine, job("same"), now=T0, client_key="race")[0])
             else:
                 results.append(launch(mine, job_id))
         except BaseException as exc:  # collected for the assertion below
@@ -685,7 +829,7 @@ def test_racing_writers_with_one_key_make_one_row(url: str, what: str) -> None:
         assert [r["request_id"] for r in raw_rows(url, "attempts")] == [rid]
 
 
-# --------------------------------------------------------------------------- batches (issue 3)
+# --------------------------------------------------------------------------- batches
 
 
 def test_submit_many_is_one_transaction_all_or_none(store: Store) -> None:
@@ -701,12 +845,12 @@ def test_submit_many_is_one_transaction_all_or_none(store: Store) -> None:
 
 
 def test_batch_rolls_back_every_call_on_error(store: Store) -> None:
-    job_id, _ = store.submit(job("a"), now=at(0))
+    job_id, _ = submit(store, job("a"), now=at(0))
     with pytest.raises(RuntimeError), store.batch():
-        store.transition(job_id, S.PLACED, reason="planned", now=at(1))
+        move(store, job_id, S.PLACED, reason="planned", now=at(1))
         raise RuntimeError("crash mid-cycle")
     assert store.get(job_id).state is S.PENDING
-    assert [e["to_state"] for e in store.events(job_id)] == ["pending"]
+    assert [e.to_state for e in store.events(job_id)] == [S.PENDING]
 
 
 def test_batches_do_not_nest(store: Store) -> None:
@@ -723,11 +867,11 @@ def test_install_id_is_created_once_and_kept(url: str) -> None:
 
 
 def test_state_times_gives_first_entry_into_each_state(store: Store) -> None:
-    job_id, _ = store.submit(job("a"), now=at(0))
-    store.transition(job_id, S.PLACED, reason="planned", now=at(1))
-    store.transition(job_id, S.PENDING, reason="capacity", now=at(2))
-    store.transition(job_id, S.PLACED, reason="planned again", now=at(3))
+    job_id, _ = submit(store, job("a"), now=at(0))
+    move(store, job_id, S.PLACED, reason="planned", now=at(1))
+    move(store, job_id, S.PENDING, reason="capacity", now=at(2))
+    move(store, job_id, S.PLACED, reason="planned again", now=at(3))
     times = store.state_times([job_id])
-    assert times[job_id] == {"pending": at(0).isoformat(), "placed": at(1).isoformat()}
+    assert times[job_id] == {S.PENDING: at(0), S.PLACED: at(1)}
     assert store.state_times([]) == {}
     assert set(store.state_times()) == {job_id}

@@ -1,7 +1,7 @@
 """The store's bulk methods (one transaction, a few statements for many rows).
 
-The scheduler records whole cycles through them, so each must do exactly what the per-row
-method does, row by row, and all or nothing. Run against SQLite and PostgreSQL (the
+The scheduler records whole cycles through them, so each must do, for every row, what one
+row alone would get, and all or nothing. Run against SQLite and PostgreSQL (the
 PostgreSQL half needs the server the ``pg_database`` fixture describes).
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from multicloud.provider import Handle, MarketKind, Place
 from multicloud.store import (
     AttemptEndedError,
     AttemptNotFoundError,
@@ -26,7 +27,7 @@ from multicloud.store import (
     Store,
     Transition,
 )
-from multicloud.testing.builders import job
+from multicloud.testing.builders import job, offer
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 S = JobState
@@ -52,19 +53,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
         opened.close()
 
 
+PLACE = Place(
+    offer(zone="use1-az1", instance_type="p5.48xlarge", price=98.3), 2, MarketKind.ON_DEMAND, 196.6
+)
+
+
 def new_attempt(job_id: str, attempt: int = 1, key: str | None = None) -> NewAttempt:
-    return NewAttempt(
-        job_id,
-        attempt=attempt,
-        request_id=key or f"r-{job_id}-{attempt}",
-        provider="aws",
-        region="us-east-1",
-        zone="use1-az1",
-        instance_type="p5.48xlarge",
-        nodes=2,
-        market="on-demand",
-        price_per_hour=196.6,
-        reservation=None,
+    return NewAttempt(job_id, attempt, key or f"r-{job_id}-{attempt}", PLACE)
+
+
+def handle(rid: str, handle_id: str) -> Handle:
+    return Handle(
+        "aws", handle_id, rid, "us-east-1", "use1-az1", "p5.48xlarge", 2, MarketKind.ON_DEMAND, "j"
     )
 
 
@@ -81,7 +81,7 @@ def test_submit_many_keeps_order_and_resolves_a_key_used_twice_in_one_batch(
     assert [created for _, created in results] == [True, True, False, True]
     assert results[2][0] == results[0][0]
     assert [r.name for r in store.list_jobs()] == ["a", "b", "c"]
-    assert [e["reason"] for e in store.events(results[1][0])] == ["submitted"]
+    assert [e.reason for e in store.events(results[1][0])] == ["submitted"]
     with pytest.raises(IdempotencyConflictError):
         store.submit_many([(job("d"), "k3"), (job("other"), "k3")], now=at(1))
     assert len(store.list_jobs()) == 3
@@ -100,11 +100,11 @@ def test_transition_many_applies_changes_in_order_per_job(store: Store) -> None:
     )
     assert left == [S.PENDING, S.PENDING, S.PLACED, S.PROVISIONING]
     assert store.get(a).state is S.RUNNING and store.get(b).state is S.PLACED
-    assert [e["to_state"] for e in store.events(a)] == [
-        "pending",
-        "placed",
-        "provisioning",
-        "running",
+    assert [e.to_state for e in store.events(a)] == [
+        S.PENDING,
+        S.PLACED,
+        S.PROVISIONING,
+        S.RUNNING,
     ]
     assert store.get(a).updated_at == at(1)
     # Preempted and requeued in one call: the job ends where it started, moved twice.
@@ -133,14 +133,14 @@ def test_transition_many_is_all_or_nothing(
     with pytest.raises(error):
         store.transition_many([Transition(a, S.PLACED, "placed"), bad], now=at(1))
     assert {store.get(a).state, store.get(b).state} == {S.PENDING}
-    assert [e["to_state"] for e in store.events(a)] == ["pending"]
+    assert [e.to_state for e in store.events(a)] == [S.PENDING]
 
 
 def test_begin_attempts_records_and_is_idempotent_by_request_id(store: Store) -> None:
     a, b = submitted(store, 2)
     first = store.begin_attempts([new_attempt(a), new_attempt(b)], now=at(1))
     assert [r.request_id for r in store.live_attempts()] == [f"r-{a}-1", f"r-{b}-1"]
-    assert first == store.get(a).attempts + store.get(b).attempts
+    assert tuple(first) == store.get(a).attempts + store.get(b).attempts
     # Resent (say after a crash), plus one new: the recorded ones come back unchanged.
     again = store.begin_attempts([new_attempt(a), new_attempt(a, 2)], now=at(5))
     assert again[0] == first[0]
@@ -156,11 +156,11 @@ def test_handles_and_ends_in_bulk(store: Store) -> None:
     a, b = submitted(store, 2)
     store.begin_attempts([new_attempt(a), new_attempt(b)], now=at(1))
     ra, rb = f"r-{a}-1", f"r-{b}-1"
-    store.set_attempt_handles([(ra, {"id": "i-a"}), (rb, {"id": "i-b"})])
-    assert store.get(a).attempts[0].handle == {"id": "i-a"}
+    store.set_attempt_handles([(ra, handle(ra, "i-a")), (rb, handle(rb, "i-b"))])
+    assert store.get(a).attempts[0].handle == handle(ra, "i-a")
     with pytest.raises(AttemptNotFoundError):
-        store.set_attempt_handles([(ra, {"id": "other"}), ("nope", {})])
-    assert store.get(a).attempts[0].handle == {"id": "i-a"}
+        store.set_attempt_handles([(ra, handle(ra, "other")), ("nope", handle("nope", "x"))])
+    assert store.get(a).attempts[0].handle == handle(ra, "i-a")
 
     store.end_attempts([(ra, "succeeded")], now=at(2))
     # Ending again with the same outcome changes nothing; another outcome is refused.
@@ -184,16 +184,16 @@ def test_record_decisions_in_bulk(store: Store) -> None:
         ],
         now=at(1),
     )
-    assert store.decisions(a) == [
-        {
-            "job": a,
-            "at": at(1).isoformat(),
-            "placement": [placement],
-            "reasons": ["cheapest"],
-            "catalog_version": "2026.11.23",
-        }
-    ]
-    assert store.decisions(b)[0]["reasons"] == ["no capacity", "details"]
+    (got,) = store.decisions(a)
+    assert (got.job_id, got.at, got.placement, got.reasons, got.catalog_version) == (
+        a,
+        at(1),
+        (placement,),
+        ("cheapest",),
+        "2026.11.23",
+    )
+    assert store.decisions(b)[0].reasons == ("no capacity", "details")
+    assert store.decisions(b)[0].placement == ()
     with pytest.raises(JobNotFoundError):
         store.record_decisions([Decision("job-000000000000", [], ["x"], "v")], now=at(2))
 
@@ -204,18 +204,19 @@ def test_bulk_calls_join_a_batch_and_roll_back_with_it(store: Store) -> None:
         store.transition_many([Transition(a, S.PLACED, "placed")], now=at(1))
         store.begin_attempts([new_attempt(a)], now=at(1))
         raise RuntimeError("crash mid-cycle")
-    assert store.get(a).state is S.PENDING and store.get(a).attempts == []
+    assert store.get(a).state is S.PENDING and store.get(a).attempts == ()
 
 
 def test_many_rows_cross_the_in_list_chunks(store: Store) -> None:
     ids = submitted(store, 1203)
     store.transition_many([Transition(i, S.PLACED, "placed", S.PENDING) for i in ids], now=at(1))
     store.begin_attempts([new_attempt(i) for i in ids], now=at(1))
-    store.set_attempt_handles([(f"r-{i}-1", {"id": i}) for i in ids])
+    store.set_attempt_handles([(f"r-{i}-1", handle(f"r-{i}-1", i)) for i in ids])
     store.end_attempts([(f"r-{i}-1", "capacity") for i in ids], now=at(2))
-    assert store.count_by_state() == {"placed": 1203}
+    assert store.count_by_state() == {S.PLACED: 1203}
     assert store.live_attempts() == []
-    assert store.get(ids[-1]).attempts[0].handle == {"id": ids[-1]}
+    assert store.get(ids[-1]).attempts[0].handle == handle(f"r-{ids[-1]}-1", ids[-1])
+    assert len(store.job_states(ids)) == 1203 and len(store.state_times(ids)) == 1203
 
 
 def test_nothing_to_do_is_fine(store: Store) -> None:

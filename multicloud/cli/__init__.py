@@ -1,0 +1,25 @@
+"""The ``multicloud`` command line: readable tables for people, ``--json`` for machines.
+
+- ``app``: the Typer app and what every command shares (consoles, errors, loading);
+- ``plan``: the offline verbs (plan, offers, schema, providers, version);
+- ``demo``: the demo;
+- ``service``: start, stop, submit;
+- ``jobs``: status, wait, cancel, explain, audit, logs.
+
+Each command module registers its verbs on :data:`app` when imported; the imports below
+fix the order ``--help`` lists them in.
+"""
+
+from __future__ import annotations
+
+from multicloud.cli import demo, jobs, plan, service
+from multicloud.cli.app import app
+
+__all__ = ["app", "main"]
+
+_VERBS = (plan, demo, service, jobs)
+
+
+def main() -> None:
+    """Run the CLI (the ``multicloud`` console script)."""
+    app()

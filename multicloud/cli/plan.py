@@ -1,0 +1,374 @@
+"""The offline verbs: ``plan``, ``offers``, ``schema``, ``providers``, ``version``."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from multicloud import __version__
+from multicloud import providers as registry
+from multicloud.accelerators import canonical, suggest
+from multicloud.catalog import CatalogRow, load_catalog
+from multicloud.cli.app import Exit2, app, console, load, money, parse_now, reported
+from multicloud.fleet import plan_fleet
+from multicloud.models import Fleet, Job, Kind
+from multicloud.planner import Assignment, Plan
+
+__all__ = ["print_plan"]
+
+
+def _where(a: Assignment) -> str:
+    o = a.offer
+    if o.zone is None:
+        return o.region
+    # GCP zones already spell their region (us-central1-a); AWS zone ids do not (use1-az2).
+    return o.zone if o.zone.startswith(o.region) else f"{o.region}/{o.zone}"
+
+
+def _rofr_cell(a: Assignment) -> Text:
+    if a.rofr is None:
+        return Text("—", style="dim")
+    style = "green" if a.rofr.outcome == "accepted" else "yellow"
+    return Text(f"{a.rofr.outcome} ({a.rofr.holder})", style=style)
+
+
+def _replicas_cell(a: Assignment, kinds: dict[str, Kind]) -> str:
+    return str(a.replicas) if kinds.get(a.job) is Kind.INFERENCE else "—"
+
+
+def _placements_table(plan: Plan, jobs: Sequence[Job]) -> Table:
+    kinds = {j.name: j.kind for j in jobs}
+    table = Table(title="Placements", title_justify="left", show_lines=False)
+    for header, justify in (
+        ("job", "left"),
+        ("provider", "left"),
+        ("region/zone", "left"),
+        ("instance type", "left"),
+        ("accel", "left"),
+        ("nodes", "right"),
+        ("replicas", "right"),
+        ("market", "left"),
+        ("$/h", "right"),
+        ("cost", "right"),
+        ("ROFR", "left"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for a in plan.placements:
+        o = a.offer
+        table.add_row(
+            a.job,
+            o.provider,
+            _where(a),
+            o.instance_type,
+            f"{o.accelerator}×{o.count}",
+            str(a.nodes),
+            _replicas_cell(a, kinds),
+            a.market.value,
+            money(a.price_per_hour),
+            money(a.cost),
+            _rofr_cell(a),
+        )
+    return table
+
+
+def _unplaced_table(plan: Plan, explain: bool) -> Table:
+    table = Table(title="Queued (not placed)", title_justify="left")
+    table.add_column("job")
+    table.add_column("reason")
+    for u in plan.unplaced:
+        reason = u.reason
+        if explain and u.details:
+            reason += "".join(f"\n  · {d}" for d in u.details)
+        # Text, not str: planner reasons are data, never rich markup.
+        table.add_row(u.job, Text(reason))
+    return table
+
+
+def _audit_table(plan: Plan, fleet: Fleet) -> Table:
+    rofr = fleet.contracts.rofr
+    title = "ROFR audit"
+    if rofr is not None:
+        terms = "match" if rofr.match else f"tolerance {rofr.tolerance:.0%}"
+        title += f" (holders: {', '.join(rofr.holders)}; {terms}; scope {rofr.scope})"
+    table = Table(title=title, title_justify="left")
+    for header, justify in (
+        ("job", "left"),
+        ("holder", "left"),
+        ("outside P $/h", "right"),
+        ("holder $/h", "right"),
+        ("answer", "left"),
+        ("billed $/h", "right"),
+        ("reason", "left"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for e in plan.audit:
+        style = "green" if e.answer == "accepted" else "yellow"
+        table.add_row(
+            e.job,
+            e.holder,
+            money(e.outside_price_per_hour),
+            money(e.holder_price_per_hour),
+            Text(e.answer, style=style),
+            money(e.billed_price_per_hour),
+            Text(e.reason),
+        )
+    return table
+
+
+def _summary(plan: Plan, jobs: Sequence[Job]) -> str:
+    placed = len({a.job for a in plan.placements})
+    stats = plan.stats
+    if stats.path == "fast":
+        how = "fast path (no contended capacity)"
+    else:
+        quality = "optimal" if stats.optimal else f"within {stats.mip_gap:.2%} of optimal"
+        how = f"optimiser ({stats.optimizer_jobs} contended jobs, {quality})"
+    return (
+        f"[bold]Total cost: {money(plan.total_cost)}[/bold]  ·  {placed} of {len(jobs)} jobs "
+        f"placed, {len(plan.unplaced)} queued  ·  planned by the {how}"
+    )
+
+
+def print_plan(
+    out: Console, plan: Plan, jobs: Sequence[Job], fleet: Fleet, *, explain: bool
+) -> None:
+    out.print(_placements_table(plan, jobs))
+    out.print()
+    if explain:
+        out.print("[bold]Why[/bold]")
+        for a in plan.placements:
+            head = f"{a.job} → {a.offer.provider}/{_where(a)} {a.offer.instance_type}"
+            out.print(f"  {head}", markup=False)
+            for reason in a.reasons:
+                out.print(f"    · {reason}", markup=False)
+        out.print()
+    if plan.unplaced:
+        out.print(_unplaced_table(plan, explain))
+        out.print()
+    if plan.audit:
+        out.print(_audit_table(plan, fleet))
+        out.print()
+    elif fleet.contracts.rofr is None:
+        out.print("[dim]No right of first refusal in this fleet: no ROFR audit.[/dim]")
+    out.print(_summary(plan, jobs))
+    out.print()
+
+
+@app.command()
+def plan(
+    jobs_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="JOBS.yaml",
+            help="One job, a multi-document YAML of jobs, or a file with a top-level jobs: list.",
+        ),
+    ],
+    fleet_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--fleet", "-f", metavar="FLEET.yaml", help="Fleet file (default: the demo fleet)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the reasons behind every decision.")
+    ] = False,
+    now: Annotated[
+        str | None,
+        typer.Option("--now", metavar="ISO8601", help="Plan as of this time (default: now, UTC)."),
+    ] = None,
+) -> None:
+    """Plan jobs against a fleet offline and show where each one would go and why."""
+    with reported():
+        when = parse_now(now)
+        jobs, fleet, providers = load(jobs_file, fleet_file)
+        result = plan_fleet(jobs, fleet, now=when, providers=providers)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    print_plan(console(), result, jobs, fleet, explain=explain)
+
+
+# ---- offers ----------------------------------------------------------------------------------
+
+
+def _per_accel(price: float | None, count: int) -> float | None:
+    return None if price is None else price / count
+
+
+def _offer_order(row: CatalogRow) -> tuple[Any, ...]:
+    od = _per_accel(row.price, row.count)
+    spot = _per_accel(row.spot_price, row.count)
+    inf = float("inf")
+    # Rows sold only on spot sort after every on-demand row, cheapest spot first among them.
+    return (
+        od is None,
+        inf if od is None else od,
+        inf if spot is None else spot,
+        row.provider,
+        row.region,
+        row.zone or "",
+        row.instance_type,
+    )
+
+
+def _offer_dict(row: CatalogRow) -> dict[str, Any]:
+    per = _per_accel(row.price, row.count)
+    return {
+        "provider": row.provider,
+        "region": row.region,
+        "zone": row.zone,
+        "instance_type": row.instance_type,
+        "accelerator": row.accelerator,
+        "count": row.count,
+        "price": row.price,
+        "spot_price": row.spot_price,
+        "price_per_accelerator_hour": None if per is None else round(per, 4),
+    }
+
+
+@app.command()
+def offers(
+    accelerator: Annotated[
+        str | None, typer.Option("--accelerator", "-a", help="Only this accelerator (any alias).")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", "-p", help="Only this cloud (aws, gcp, azure, ...).")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", "-r", metavar="GLOB", help="Region glob, e.g. 'us-*'.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="Show at most N offers.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the offers as JSON.")] = False,
+) -> None:
+    """List the shipped catalog's offers, cheapest per accelerator-hour first."""
+    catalog = load_catalog()
+    with reported():
+        wanted = None
+        if accelerator is not None:
+            try:
+                wanted = canonical(accelerator)
+            except ValueError as err:
+                raise Exit2(f"--accelerator: {err}") from None
+        if provider is not None and provider not in catalog.providers():
+            hint = suggest(provider, catalog.providers())
+            tail = f"; did you mean '{hint}'?" if hint else ""
+            raise Exit2(
+                f"--provider: no offers from '{provider}' in catalog {catalog.version}{tail} "
+                f"(known: {', '.join(catalog.providers())})"
+            )
+    glob = region.lower() if region else None
+    rows = [
+        row
+        for row in catalog.rows
+        if (wanted is None or row.accelerator == wanted)
+        and (provider is None or row.provider == provider)
+        # Case-insensitive: CoreWeave spells its regions in capitals (US-EAST-04).
+        and (glob is None or fnmatch.fnmatchcase(row.region.lower(), glob))
+    ]
+    rows.sort(key=_offer_order)
+    matched = len(rows)
+    if limit is not None:
+        rows = rows[:limit]
+    if as_json:
+        typer.echo(json.dumps([_offer_dict(r) for r in rows], indent=2))
+        return
+    title = (
+        f"Catalog {catalog.version} ({catalog.date}): {len(rows)} of {matched} matching offers, "
+        "cheapest per accelerator-hour first"
+    )
+    table = Table(title=title, title_justify="left")
+    for header, justify in (
+        ("provider", "left"),
+        ("region", "left"),
+        ("zone", "left"),
+        ("instance type", "left"),
+        ("accel", "left"),
+        ("count", "right"),
+        ("$/h", "right"),
+        ("spot $/h", "right"),
+        ("$/accel-h", "right"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(
+            row.provider,
+            row.region,
+            row.zone or "—",
+            row.instance_type,
+            row.accelerator,
+            str(row.count),
+            money(row.price),
+            money(row.spot_price),
+            money(_per_accel(row.price, row.count)),
+        )
+    console().print(table)
+
+
+# ---- schema, providers, version -------------------------------------------------------------
+
+
+class SchemaKind(str, Enum):
+    """Which file's JSON Schema to print."""
+
+    JOB = "job"
+    FLEET = "fleet"
+
+
+@app.command()
+def schema(
+    kind: Annotated[SchemaKind, typer.Argument(help="job or fleet")],
+) -> None:
+    """Print the JSON Schema of a job spec or a fleet file (for editor validation)."""
+    model = Job if kind is SchemaKind.JOB else Fleet
+    typer.echo(json.dumps(model.model_json_schema(), indent=2))
+
+
+@app.command("providers")
+def providers_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the provider adapters this installation knows."""
+    known = registry.available()
+    if as_json:
+        out = []
+        for name, target in known.items():
+            missing = target.startswith("not installed")
+            out.append(
+                {
+                    "name": name,
+                    "installed": not missing,
+                    "target": None if missing else target,
+                    "install": target.partition(": ")[2] if missing else None,
+                }
+            )
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table(title="Provider adapters", title_justify="left")
+    table.add_column("name")
+    table.add_column("status")
+    table.add_column("loaded from / install with")
+    for name, target in known.items():
+        if target.startswith("not installed"):
+            table.add_row(name, Text("not installed", style="dim"), target.partition(": ")[2])
+        else:
+            table.add_row(name, Text("available", style="green"), target)
+    console().print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the multicloud version and the shipped catalog's version."""
+    catalog = load_catalog()
+    typer.echo(f"multicloud {__version__} (catalog {catalog.version}, {catalog.date})")

@@ -1,0 +1,272 @@
+"""The cycle's bookkeeping: job moves, ended attempts, terminations, budgets, counters.
+
+Every step of the cycle (placing, launching, watching status, cancelling) changes jobs the
+same way; this is that one way. Store writes of a step are queued here and sent in bulk
+when the step's transaction closes (:meth:`Book.writing`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from multicloud.lifecycle import JobState, Transition
+from multicloud.models import Fleet
+from multicloud.provider import Handle
+from multicloud.service.effects import Effects
+from multicloud.service.metrics import Metrics
+from multicloud.service.scheduler.index import JobIndex, JobInfo
+from multicloud.service.scheduler.timing import Backoff, BlockedSet
+from multicloud.store import AttemptRecord, Store
+
+__all__ = ["Book", "Counters", "Writes"]
+
+log = logging.getLogger(__name__)
+
+S = JobState
+
+
+@dataclass
+class Writes:
+    """Store writes of one step of the cycle, sent in bulk when its transaction closes."""
+
+    handles: list[tuple[str, Handle]] = field(default_factory=list)
+    ends: list[tuple[str, str]] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+
+@dataclass
+class Counters:
+    """What the cycle has done since it started (``ping`` and benchmarks read them)."""
+
+    cycles: int = 0
+    plans: int = 0
+    launches: int = 0
+    launch_errors: Counter[str] = field(default_factory=Counter)
+    preemptions: int = 0
+    orphans_terminated: int = 0
+    relaunches: int = 0
+    cycle_errors: int = 0
+    last_error: str | None = None
+    # (jobs, planner seconds, record seconds) of recent plans.
+    decisions: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=4096))
+    # Seconds of recent ticks that had nothing to do but look.
+    idle_ticks: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+
+class Book:
+    """Job moves and their side effects, shared by every step of the cycle.
+
+    Args:
+        store: The store.
+        index: The in-memory index.
+        fleet: The fleet (time scale, for spend).
+        effects: Adapter access (terminations).
+        blocked: Scopes kept out of plans.
+        backoff: Transient-error retries of launches.
+        max_attempts: Attempts after which a requeued job fails.
+        metrics: Prometheus metrics, if any.
+        notify: Called when an adapter call finishes (wakes the cycle).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        index: JobIndex,
+        fleet: Fleet,
+        effects: Effects,
+        blocked: BlockedSet,
+        backoff: Backoff,
+        *,
+        max_attempts: int,
+        metrics: Metrics | None,
+        notify: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.fleet = fleet
+        self.effects = effects
+        self.blocked = blocked
+        self.backoff = backoff
+        self.max_attempts = max_attempts
+        self.metrics = metrics
+        self.notify = notify
+        self.counters = Counters()
+        self.spent: defaultdict[str, float] = defaultdict(float)
+        self.terminations: list[cf.Future[list[str | None]]] = []
+        # Set when capacity may have come back (an attempt ended, a block ran out): the
+        # next offer round checks, and wakes the stuck jobs that could use it.
+        self.capacity_changed = False
+        self._writes: Writes | None = None
+
+    def watch(self, fut: cf.Future[Any]) -> None:
+        """Wake the cycle when ``fut`` finishes."""
+        fut.add_done_callback(lambda _: self.notify())
+
+    # ------------------------------------------------------------------ writes
+
+    @contextmanager
+    def writing(self, now: datetime) -> Iterator[Writes]:
+        """One store transaction for a step of the cycle, its writes sent in bulk at the end.
+
+        The step's logic queues its writes here; they go out, in order, as a handful of
+        statements in the same transaction (nothing if the step raised).
+
+        Args:
+            now: The step's time, stamped on its events and ended attempts.
+
+        Yields:
+            The queue of writes.
+        """
+        writes = Writes()
+        with self.store.batch():
+            self._writes = writes
+            try:
+                yield writes
+            finally:
+                self._writes = None
+            self.store.set_attempt_handles(writes.handles)
+            self.store.end_attempts(writes.ends, now=now)
+            self.store.transition_many(writes.transitions, now=now)
+
+    def queue(self) -> Writes:
+        """The writes of the step in progress."""
+        if self._writes is None:
+            raise RuntimeError("store writes of the cycle must run inside Book.writing()")
+        return self._writes
+
+    # ------------------------------------------------------------------ job moves
+
+    def move(self, info: JobInfo, to: JobState, reason: str) -> None:
+        """Move a job (a compare-and-set on the state it is in now)."""
+        self.queue().transitions.append(Transition(info.id, to, reason, info.state))
+        self.index.set_state(info, to)
+        if to.is_terminal and self.metrics is not None:
+            self.metrics.finished(to.value)
+
+    def end_row(self, job_id: str, key: str, outcome: str, now: datetime) -> AttemptRecord | None:
+        """End one live attempt (inside :meth:`writing`); return it, or None if not live."""
+        row = self.index.drop_row(job_id, key)
+        if row is None:
+            return None
+        self.queue().ends.append((key, outcome))
+        self.backoff.forget(key)
+        self.capacity_changed = True
+        if row.handle is not None and self.metrics is not None:
+            hours = (now - row.started_at).total_seconds() / self.fleet.time_scale
+            self.metrics.spent(row.provider, row.price_per_hour * hours)
+        return row
+
+    def end_rows(self, job_id: str, outcome: str, now: datetime) -> list[AttemptRecord]:
+        """End every live attempt of a job; return those that have a workload to terminate."""
+        ended = [
+            self.end_row(job_id, key, outcome, now)
+            for key in sorted(self.index.rows.get(job_id, ()))
+        ]
+        return [row for row in ended if row is not None and row.handle is not None]
+
+    def fail_attempt(
+        self, job_id: str, outcome: str, reason: str, now: datetime, *, requeue: bool
+    ) -> list[AttemptRecord]:
+        """End a job's attempt; requeue the job (or fail it); return workloads to terminate.
+
+        Args:
+            job_id: The job.
+            outcome: The attempt's outcome (``capacity``, ``preempted``, ``failed``, ...).
+            reason: Why, for the events.
+            now: When.
+            requeue: Place the job again (False: the job fails).
+
+        Returns:
+            The ended attempts that have a workload.
+        """
+        info = self.index.get(job_id)
+        ended = self.end_rows(job_id, outcome, now)
+        if info is None:
+            return ended
+        if requeue and info.attempt >= self.max_attempts:
+            requeue = False
+            reason = f"{reason}; gave up after {info.attempt} attempts"
+        if not requeue:
+            self.move(info, S.FAILED, reason)
+            return ended
+        if info.state is S.RUNNING:
+            self.move(info, S.PREEMPTED, reason)
+        self.move(info, S.PENDING, f"requeued: {reason}")
+        return ended
+
+    def maybe_provisioning(self, job_id: str) -> None:
+        """Move a placed job on once every one of its launches returned a workload."""
+        info = self.index.get(job_id)
+        if info is None or info.state is not S.PLACED:
+            return
+        rows = self.index.rows_of(job_id)
+        if rows and all(r.handle is not None for r in rows):
+            where = ", ".join(r.handle.id for r in rows if r.handle is not None)
+            self.move(info, S.PROVISIONING, f"launched: {where}")
+
+    def block(self, scope: str) -> None:
+        """Keep a scope out of plans for the TTL."""
+        self.blocked.block(scope)
+
+    # ------------------------------------------------------------------ terminations
+
+    def terminate(self, rows: Iterable[AttemptRecord]) -> None:
+        """Terminate the workloads of ended attempts, batched per provider."""
+        batches: dict[str, list[tuple[Handle, str]]] = {}
+        for row in rows:
+            if row.handle is not None:
+                item = (row.handle, "terminate-" + row.request_id)
+                batches.setdefault(row.provider, []).append(item)
+        for provider, items in batches.items():
+            self.terminate_handles(provider, items)
+
+    def terminate_handles(self, provider: str, items: list[tuple[Handle, str]]) -> None:
+        """Terminate workloads on one provider: ``(handle, request_id)`` pairs."""
+        fut = self.effects.terminate(provider, items)
+        self.watch(fut)
+        self.terminations.append(fut)
+
+    def reap_terminations(self) -> None:
+        """Log terminations that failed (the sweep finds the workload again and retries)."""
+        done = [f for f in self.terminations if f.done()]
+        if not done:
+            return
+        self.terminations = [f for f in self.terminations if not f.done()]
+        for fut in done:
+            try:
+                errors = [e for e in fut.result() if e]
+            except Exception as exc:
+                errors = [str(exc)]
+            for error in errors:
+                log.warning("terminate failed: %s", error)
+
+    # ------------------------------------------------------------------ budgets
+
+    def charge(self, team: str | None, attempt: AttemptRecord, job_hours: float) -> None:
+        """Add what an attempt costs to its team's spend.
+
+        A live attempt is charged its job's whole duration (what the plan promised); an
+        ended one what it ran, if it ever got a workload.
+
+        Args:
+            team: The job's team (None: no budget to charge).
+            attempt: The attempt.
+            job_hours: The job's duration.
+        """
+        if team is None:
+            return
+        if attempt.outcome is None:
+            hours = job_hours
+        elif attempt.ended_at is not None and attempt.handle is not None:
+            seconds = (attempt.ended_at - attempt.started_at).total_seconds()
+            hours = seconds / self.fleet.time_scale
+        else:
+            hours = 0.0
+        self.spent[team] += attempt.price_per_hour * hours

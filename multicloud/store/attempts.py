@@ -1,0 +1,192 @@
+"""Launch attempts: recorded before they are sent, given a handle, ended, in bulk.
+
+Recording first and launching second is what makes a crash in between safe: the restarted
+scheduler finds the live attempt, re-sends the same request id, and the adapter returns the
+existing workload instead of a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from multicloud.provider import Handle, Place
+from multicloud.store.engine import chunks
+from multicloud.store.errors import (
+    AttemptEndedError,
+    AttemptNotFoundError,
+    IdempotencyConflictError,
+)
+from multicloud.store.jobs import require_jobs
+from multicloud.store.records import AttemptRecord, NewAttempt
+from multicloud.store.schema import ATTEMPTS, JSON, UtcDateTime
+
+__all__ = ["attempt_record", "begin", "end", "live", "set_handles"]
+
+_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+_Q_BY_REQUEST = sa.select(ATTEMPTS).where(ATTEMPTS.c.request_id.in_(_IDS))
+_Q_OUTCOMES = sa.select(ATTEMPTS.c.request_id, ATTEMPTS.c.outcome).where(
+    ATTEMPTS.c.request_id.in_(_IDS)
+)
+_Q_SET_HANDLE = (
+    sa.update(ATTEMPTS)
+    .where(ATTEMPTS.c.request_id == sa.bindparam("rid"))
+    .values(handle=sa.bindparam("new_handle", type_=JSON))
+)
+_Q_END = (
+    sa.update(ATTEMPTS)
+    .where(ATTEMPTS.c.request_id == sa.bindparam("rid"), ATTEMPTS.c.outcome.is_(None))
+    .values(
+        outcome=sa.bindparam("new_outcome"),
+        ended_at=sa.bindparam("new_end", type_=UtcDateTime()),
+    )
+)
+
+
+def attempt_record(row: RowMapping) -> AttemptRecord:
+    """Build an attempt record from its row."""
+    handle = row["handle"]
+    return AttemptRecord(
+        job_id=row["job_id"],
+        attempt=row["attempt"],
+        request_id=row["request_id"],
+        place=Place.from_json(row["place"]),
+        handle=Handle.from_json(handle) if handle is not None else None,
+        outcome=row["outcome"],
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+def _row(a: NewAttempt, at: datetime) -> dict[str, Any]:
+    place = a.place
+    # The place travels whole in ``place``; the columns beside it are its projection for
+    # people querying the store with SQL (and for schema versions before 3).
+    return {
+        "job_id": a.job_id,
+        "attempt": a.attempt,
+        "request_id": a.request_id,
+        "place": place.to_json(),
+        "provider": place.provider,
+        "region": place.region,
+        "zone": place.zone,
+        "instance_type": place.instance_type,
+        "nodes": place.nodes,
+        "market": place.market.value,
+        "price_per_hour": place.price_per_hour,
+        "reservation": place.reservation,
+        "handle": None,
+        "outcome": None,
+        "started_at": at,
+        "ended_at": None,
+    }
+
+
+def begin(conn: Connection, attempts: Sequence[NewAttempt], at: datetime) -> list[AttemptRecord]:
+    """Record launches before they are sent, idempotently by request id.
+
+    Args:
+        conn: A write transaction.
+        attempts: The launches.
+        at: When they were decided (UTC).
+
+    Returns:
+        One attempt per item: the one already recorded under its request id if any.
+
+    Raises:
+        JobNotFoundError: A job does not exist.
+        IdempotencyConflictError: A request id already names another job's attempt.
+    """
+    found: dict[str, AttemptRecord] = {}
+    for chunk in chunks(sorted({a.request_id for a in attempts})):
+        rows = conn.execute(_Q_BY_REQUEST, {"ids": list(chunk)}).mappings()
+        found.update({str(r["request_id"]): attempt_record(r) for r in rows})
+    out: list[AttemptRecord] = []
+    new_rows: list[dict[str, Any]] = []
+    for a in attempts:
+        known = found.get(a.request_id)
+        if known is not None:
+            if (known.job_id, known.attempt) != (a.job_id, a.attempt):
+                raise IdempotencyConflictError(
+                    f"request id {a.request_id!r} already names attempt "
+                    f"{known.attempt} of job {known.job_id}"
+                )
+            out.append(known)
+            continue
+        record = AttemptRecord(a.job_id, a.attempt, a.request_id, a.place, None, None, at, None)
+        found[a.request_id] = record
+        out.append(record)
+        new_rows.append(_row(a, at))
+    if new_rows:
+        require_jobs(conn, (r["job_id"] for r in new_rows))
+        conn.execute(sa.insert(ATTEMPTS), new_rows)
+    return out
+
+
+def _outcomes(conn: Connection, request_ids: Iterable[str]) -> dict[str, str | None]:
+    """Request id → outcome of each attempt (AttemptNotFoundError if one is missing)."""
+    wanted = sorted(set(request_ids))
+    found: dict[str, str | None] = {}
+    for chunk in chunks(wanted):
+        for row in conn.execute(_Q_OUTCOMES, {"ids": list(chunk)}):
+            found[str(row.request_id)] = row.outcome
+    missing = [r for r in wanted if r not in found]
+    if missing:
+        raise AttemptNotFoundError(
+            f"no attempt with request id {', '.join(repr(m) for m in missing)}"
+        )
+    return found
+
+
+def set_handles(conn: Connection, handles: Sequence[tuple[str, Handle]]) -> None:
+    """Record the handles of launches that returned.
+
+    Args:
+        conn: A write transaction.
+        handles: ``(request_id, handle)`` pairs.
+
+    Raises:
+        AttemptNotFoundError: An attempt does not exist.
+    """
+    _outcomes(conn, (r for r, _ in handles))
+    conn.execute(_Q_SET_HANDLE, [{"rid": r, "new_handle": h.to_json()} for r, h in handles])
+
+
+def end(conn: Connection, ends: Sequence[tuple[str, str]], at: datetime) -> None:
+    """Record how attempts ended; ending one again with the same outcome is a no-op.
+
+    Args:
+        conn: A write transaction.
+        ends: ``(request_id, outcome)`` pairs.
+        at: When (UTC).
+
+    Raises:
+        AttemptNotFoundError: An attempt does not exist.
+        AttemptEndedError: One already ended with another outcome.
+    """
+    known = _outcomes(conn, (r for r, _ in ends))
+    updates: list[dict[str, Any]] = []
+    for request, outcome in ends:
+        before = known[request]
+        if before is not None:
+            if before != outcome:
+                raise AttemptEndedError(
+                    f"attempt {request} already ended as {before!r}, not {outcome!r}"
+                )
+            continue
+        known[request] = outcome
+        updates.append({"rid": request, "new_outcome": outcome, "new_end": at})
+    if updates:
+        conn.execute(_Q_END, updates)
+
+
+def live(conn: Connection) -> list[AttemptRecord]:
+    """Return every attempt without an outcome, oldest first."""
+    rows = conn.execute(
+        sa.select(ATTEMPTS).where(ATTEMPTS.c.outcome.is_(None)).order_by(ATTEMPTS.c.id)
+    ).mappings()
+    return [attempt_record(r) for r in rows]

@@ -1,0 +1,238 @@
+"""Connections and transactions: the one place the store touches SQLAlchemy's engine.
+
+Every read and write of the store runs in a transaction opened here, and every write goes
+through :meth:`Database.write`: the single choke point where a lease check (one scheduler
+per store, ``docs/architecture.md``) can refuse a stale writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+from multicloud.store.errors import StoreError
+
+__all__ = ["CHUNK", "Database", "chunks", "engine_url"]
+
+_T = TypeVar("_T")
+
+CHUNK = 500
+"""Values per ``IN (...)`` list: well below every backend's bound-parameter limit."""
+
+
+def chunks(values: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
+    """Split ``values`` into slices of at most ``size``.
+
+    Args:
+        values: The values.
+        size: Slice length.
+
+    Yields:
+        The slices, in order.
+    """
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def engine_url(url: str) -> URL:
+    """Turn a store URL into the SQLAlchemy URL the store connects with.
+
+    ``postgresql://`` (and ``postgres://``) select the psycopg 3 driver; an explicit driver
+    (``postgresql+xyz://``) is kept. ``sqlite:///PATH`` is used as is.
+
+    Args:
+        url: ``sqlite:///path/file.db`` or ``postgresql://user@host:port/db``.
+
+    Returns:
+        The SQLAlchemy URL.
+
+    Raises:
+        StoreError: The URL is malformed or names an unsupported database.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"malformed store URL {url!r}: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        if "+" not in parsed.drivername:
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        elif backend == "postgres":
+            parsed = parsed.set(drivername="postgresql+" + parsed.get_driver_name())
+        return parsed
+    if backend == "sqlite":
+        return parsed
+    shown = parsed.render_as_string(hide_password=True)
+    raise StoreError(
+        f"unsupported store URL {shown!r}: use sqlite:///PATH/FILE.db or postgresql://HOST/DB"
+    )
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # The sqlite3 module would otherwise open transactions lazily, behind SQLAlchemy's
+    # back, and never around DDL; we issue BEGIN ourselves (see _sqlite_on_begin).
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # WAL lets readers (the CLI's status) run while the scheduler writes; NORMAL sync
+        # is durable across process crashes in WAL mode (only an OS crash may lose the
+        # last commits), and saves an fsync per commit on the scheduler's hot path.
+        _set_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _set_wal(cursor: Any) -> None:
+    # Switching a new database to WAL needs an exclusive lock and does not wait on the busy
+    # timeout: processes opening a fresh store together get "database is locked". The mode
+    # is persistent, so once one of them has switched it the others find it set.
+    deadline = time.monotonic() + 30.0
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    # Writers take the write lock up front: a deferred transaction that reads, then writes,
+    # can fail with SQLITE_BUSY mid-way instead of waiting for the other writer.
+    write = conn.get_execution_options().get("multicloud_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _sqlite_engine(target: URL) -> Engine:
+    database = target.database
+    if database in (None, "", ":memory:"):
+        # One connection, or every checkout would see a different empty database.
+        engine = sa.create_engine(
+            target, poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # timeout: wait this long for another process's write lock instead of failing.
+        engine = sa.create_engine(target, connect_args={"timeout": 30.0})
+    sa.event.listen(engine, "connect", _sqlite_on_connect)
+    sa.event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+class Database:
+    """An engine and the transactions the store runs on it.
+
+    One thread may hold a *batch*: every store call it makes inside the batch joins one
+    write transaction. Other threads' calls run in their own transactions.
+
+    Args:
+        url: The store URL.
+
+    Raises:
+        StoreError: The URL is unsupported.
+    """
+
+    def __init__(self, url: str) -> None:
+        target = engine_url(url)
+        if target.get_backend_name() == "sqlite":
+            self.engine = _sqlite_engine(target)
+        else:
+            # pre_ping: a store outlives PostgreSQL restarts and failovers.
+            self.engine = sa.create_engine(target, pool_pre_ping=True)
+        self._local = threading.local()
+        # SQLite has one writer at a time, and a writer that finds the file locked polls
+        # with sleeps of up to 100 ms (the busy handler). Threads of this process queue
+        # on a lock instead and start the moment the previous writer commits: the
+        # scheduler's cycle and its submitters write concurrently all the time.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.backend == "sqlite" else contextlib.nullcontext()
+        )
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @property
+    def url(self) -> str:
+        """The URL, password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        """Close every connection."""
+        self.engine.dispose()
+
+    def in_batch(self) -> bool:
+        """True while this thread is inside :meth:`batch`."""
+        return getattr(self._local, "conn", None) is not None
+
+    @contextmanager
+    def batch(self) -> Iterator[Connection]:
+        """Join every store call of this thread in the block into one write transaction.
+
+        Yields:
+            The batch's connection.
+
+        Raises:
+            StoreError: If this thread is already inside a batch.
+        """
+        if self.in_batch():
+            raise StoreError("store batches do not nest")
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(multicloud_write=True)
+            with conn.begin():
+                self._local.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.conn = None
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (the caller's batch, if this thread is in one).
+
+        Yields:
+            The connection.
+        """
+        batched: Connection | None = getattr(self._local, "conn", None)
+        if batched is not None:
+            yield batched
+            return
+        with self._write_lock, self.engine.connect() as conn:
+            conn.execution_options(multicloud_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction that sees one snapshot (the caller's batch, if any).
+
+        Yields:
+            The connection.
+        """
+        batched: Connection | None = getattr(self._local, "conn", None)
+        if batched is not None:
+            yield batched
+            return
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Reads that span several queries (a job and its attempts) see one snapshot.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
