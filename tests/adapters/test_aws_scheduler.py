@@ -43,7 +43,7 @@ class Cycle:
     def running(self, job_id: str, attempt: int) -> Callable[[], bool]:
         def check() -> bool:
             record = self.store.get(job_id)
-            assert not record.state.is_terminal, self.store.events(job_id)[-1]["reason"]
+            assert not record.state.is_terminal, self.store.events(job_id)[-1].reason
             return record.state is JobState.RUNNING and record.attempts[-1].attempt == attempt
 
         return check
@@ -78,7 +78,8 @@ def _gang(**fields: Any) -> Any:
 
 
 def _handle(attempt: AttemptRecord) -> str:
-    return str((attempt.handle or {})["id"])
+    assert attempt.handle is not None
+    return attempt.handle.id
 
 
 def test_a_reclaimed_spot_gang_is_re_placed_and_finishes(cycle: tuple[Cycle, FakeAWS]) -> None:

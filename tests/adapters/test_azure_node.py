@@ -255,7 +255,8 @@ class Cycle:
 
     def handle(self, job_id: str, attempt: int) -> Handle:
         record = self.store.get(job_id).attempts[attempt - 1]
-        return Handle.from_json(record.handle or {})
+        assert record.handle is not None
+        return record.handle
 
 
 @pytest.fixture
@@ -310,7 +311,7 @@ def test_a_node_whose_command_exits_3_fails_the_job(
     record = cycle.store.get(job_id)
     assert record.state is JobState.FAILED
     assert [a.outcome for a in record.attempts] == ["failed"]
-    assert "exit code 3" in cycle.store.events(job_id)[-1]["reason"]
+    assert "exit code 3" in cycle.store.events(job_id)[-1].reason
 
 
 # -- a fleet without an identity ----------------------------------------------------------------

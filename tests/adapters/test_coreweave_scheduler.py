@@ -88,11 +88,6 @@ def test_a_gang_runs_to_success_on_every_node(cycle: tuple[Cycle, FakeKube]) -> 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the scheduler at 8ee0b45 rebuilds the offer with accelerator[0]; the Place path "
-    "(service branch) hands adapters the planned offer: drop this mark once it is merged",
-)
 def test_a_job_accepting_h100_or_h200_placed_on_h200_launches_h200(
     cycle: tuple[Cycle, FakeKube],
 ) -> None:
@@ -139,7 +134,7 @@ def test_a_command_that_exits_3_fails_the_job(cycle: tuple[Cycle, FakeKube]) -> 
     record = c.store.get(job_id)
     assert record.state is JobState.FAILED
     assert [a.outcome for a in record.attempts] == ["failed"]
-    assert "exit code 3" in c.store.events(job_id)[-1]["reason"]
+    assert "exit code 3" in c.store.events(job_id)[-1].reason
 
 
 def test_succeeded_workloads_are_deleted_by_the_sweep(cycle: tuple[Cycle, FakeKube]) -> None:

@@ -72,7 +72,8 @@ def _gang(market: str) -> Job:
 
 
 def handle_of(attempt: AttemptRecord) -> str:
-    return str((attempt.handle or {})["id"])
+    assert attempt.handle is not None
+    return attempt.handle.id
 
 
 def test_a_reclaimed_spot_gang_exiting_143_is_re_placed(cycle: tuple[Cycle, FakeGCP]) -> None:

@@ -162,7 +162,35 @@ def test_plan_defaults_to_the_demo_fleet(tmp_path: Path) -> None:
     result = run("plan", jobs, "--json", "--now", "2026-12-01T09:00:00Z")
     assert result.exit_code == 0, result.stderr
     (placement,) = json.loads(result.stdout)["placements"]
-    assert placement["provider"] in {"aws", "gcp", "azure", "coreweave"}
+    assert placement["provider"] in {"aws", "gcp", "azure", "coreweave", "oci"}
+
+
+@pytest.mark.parametrize(
+    ("placement", "reason"),
+    [
+        ("{providers: [oci, azure]}", "price: own"),  # OCI's H100 is cheaper than Azure's
+        ("{residency: [UK]}", "constraint: placement.residency"),  # only OCI has UK H100s
+    ],
+)
+def test_the_demo_fleet_places_an_h100_gang_on_oci_when_it_is_cheapest(
+    tmp_path: Path, placement: str, reason: str
+) -> None:
+    jobs = write(
+        tmp_path,
+        "jobs.yaml",
+        "name: pretrain\nresources: {accelerator: H100, count: 8, nodes: 2}\n"
+        f"duration_hours: 10\nplacement: {placement}\n",
+    )
+    result = run("plan", jobs, "--json", "--now", "2026-12-01T09:00:00Z")
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    (placed,) = plan["placements"]
+    assert (placed["provider"], placed["instance_type"]) == ("oci", "BM.GPU.H100.8")
+    # The ROFR holder was offered the job with OCI's price as the outside offer, like any other.
+    (line,) = plan["audit"]
+    assert line["holder"] == "azure" and line["answer"] == "declined"
+    assert line["outside_price_per_hour"] == placed["price_per_hour"]
+    assert line["reason"].startswith(reason)
 
 
 
@@ -407,10 +435,12 @@ def test_demo_json_baselines_cover_every_cloud() -> None:
     result = run("demo", "--plan-only", "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert [b["provider"] for b in doc["baselines"]] == ["aws", "gcp", "azure", "coreweave"]
+    assert [b["provider"] for b in doc["baselines"]] == [
+        "aws", "gcp", "azure", "coreweave", "oci"
+    ]
     assert doc["plan"]["audit"]
     placed = {p["job"] for p in doc["plan"]["placements"]}
-    # The point of the demo: more jobs fit on four clouds than on any one of them.
+    # The point of the demo: more jobs fit on five clouds than on any one of them.
     assert all(b["placed"] < len(placed) for b in doc["baselines"])
 
 
@@ -514,7 +544,7 @@ def test_readme_cloud_fleet_names_real_options() -> None:
     text = (REPO / "README.md").read_text(encoding="utf-8")
     (body,) = re.findall(r"<!-- example: cloud-fleet -->\s*```yaml\n(.*?)```", text, re.DOTALL)
     fleet = parse_fleet(body, "README.md")
-    assert set(fleet.providers) == {"aws", "gcp", "azure", "coreweave"}
+    assert set(fleet.providers) == {"aws", "gcp", "azure", "coreweave", "oci"}
     for name, cfg in fleet.providers.items():
         try:
             factory = registry.resolve(fleet.adapter_of(name))
