@@ -156,6 +156,10 @@ def job_status(
         end = gang_end(members) if members else None
         if end is not None and end.state in (S.PREEMPTED, S.FAILED):
             return end
+        if end is not None and end.state in (S.RUNNING, S.PROVISIONING):
+            # Pods are listed before their Job: this pod list predates the failure the Job
+            # already shows. The next reading has the pod that ended and its exit code.
+            return WorkloadStatus(end.state, "job failed; reading its pods' exit codes")
         text = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or ''}"
         return WorkloadStatus(S.FAILED, text.rstrip(": "))
     counted = (obj.get("status") or {})
