@@ -195,6 +195,7 @@ def test_one_job_per_cloud_runs_to_success_through_the_service(service: Running)
     assert len(clouds.aws.calls("RunInstances")) == 1
     assert len(clouds.gcp.calls_to("tpu.queuedResources.create")) == 1
     assert clouds.azure.count("PUT", "virtualMachines.createOrUpdate") == 1
-    assert len(clouds.coreweave.objects("jobs")) == 1
+    # The finished Job itself may already be swept: count what the API server accepted.
+    assert list(clouds.coreweave.launches.values()) == [1]
     info = client.ping()
     assert (info["launches"], info["launch_errors"], info["cycle_errors"]) == (4, {}, 0)
