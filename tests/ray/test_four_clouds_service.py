@@ -1,9 +1,9 @@
 """The scheduler service on Ray over the four real adapters, each pointed at its fake.
 
 The fakes run in this test process on 127.0.0.1; the scheduler actor and the launcher
-actors that carry its launches run in other processes and reach the fakes through the fleet's adapter
-options. The workloads are then driven to their end through the fakes' own controls, and
-``multicloud status --json`` shows each job on its cloud.
+actors that carry its launches run in other processes and reach the fakes through the
+fleet's adapter options. The workloads are then driven to their end through the fakes' own
+controls, and ``multicloud status --json`` shows each job on its cloud.
 
 Nothing else reaches those processes: AWS credentials too travel as an option (the path of
 a shared credentials file the fake wrote, and its profile), never through the environment.
