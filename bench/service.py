@@ -1,38 +1,47 @@
-"""Service benchmark (issue item 10): writes bench/results/service.json.
+"""Service benchmark: writes bench/results/service.json.
 
-Measures the scheduler service end to end, on this machine: a local Ray head (token auth),
-the scheduler actor, simulated clouds priced from the shipped catalog (every offer of the
-four clouds, large but finite capacity, Azure holding the ROFR, a reservation and a
-commitment), and a client in this process that submits trace-shaped jobs
-(``bench.workload.make_jobs``) through :class:`multicloud.service.client.Client`:
+Measures the scheduler service end to end on this machine: a local Ray head (token auth),
+the scheduler actor, simulated clouds priced from the shipped catalog, and a client in this
+process that submits trace-shaped jobs (``bench.workload.make_jobs``) through
+:class:`multicloud.service.client.Client`. Every mode runs its own scheduler actor on its
+own fresh store (a SQLite file, or a new PostgreSQL database dropped afterwards):
 
-* sustained submissions/s: jobs accepted ÷ wall time of the submission phase (first send
-  to last acknowledgement);
-* submit→placed latency per job: from the moment the client sent the job's batch to the
-  job's PLACED time in the store's events (``Store.state_times``; both wall-clock UTC on
-  the same machine), p50/p95/p99/max;
-* what the scheduler reports in ``ping()``: cycles, plans, planner and record times.
+* ``paced``: a steady rate (default 1,000 submissions/s for 60 s, in 20 batches a second)
+  against ample capacity; submit → placed per job (p50/p95/p99/max), also per 10-s window;
+* ``burst``: 10,000 jobs sent as fast as the actor accepts them; how long until every one
+  is placed, and the latencies;
+* ``idle``: 100,000 jobs queued where no cloud has capacity; once all were planned, what a
+  tick costs when nothing is new, and the scheduler's memory;
+* ``quality``: contended batches submitted at once (the planner benchmark's 1,000 jobs on
+  catalog pools of 0–48 nodes with Azure holding the ROFR, and a trace-shaped batch on the
+  demo fleet's clouds about 1.4× short of capacity): placed jobs per priority tier and cost,
+  service against offline ``plan()`` on the same snapshot;
+* ``launchers``: ``paced`` for 30 s with each launcher (threads, actors), SQLite.
 
-Throughput comes from batching *and* pipelining: the client sends ``--batch`` jobs per
-actor call (one store transaction each) and keeps up to ``--inflight`` calls outstanding
-(``Client.submit_async``), so Ray's per-call round trip overlaps the actor's work.
+submit → placed is the job's PLACED time in the store's events minus the client's send
+time of its batch (both wall clock, same machine).
 
-Run: ``.venv/bin/python -m bench.service [--jobs 10000] [--batch 100] [--inflight 4]
-[--store postgresql://127.0.0.1/DB]``. Each run is stored under its store backend's key
-(``sqlite`` or ``postgresql``) in the results file, next to the other backend's last run.
+Run: ``.venv/bin/python -m bench.service [--mode all] [--store postgresql://HOST/DB]``.
+With a PostgreSQL URL, each mode creates a database next to the one named and drops it.
+Results go under the store backend's key (``sqlite``, ``postgresql``) and ``launchers``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,9 +49,6 @@ from typing import Any
 from bench.workload import make_jobs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "service.json"
-# What ping() says about recent plans (``phases``: only from an instrumented scheduler).
-_PING_KEYS = ("recent_plans", "plan_jobs", "plan_ms", "record_ms", "phases")
-NAMESPACE = "mc-bench"
 
 # The demo fleet's regions (multicloud/demo/fleet.yaml): four clouds, US and EU.
 _REGIONS: dict[str, list[str]] = {
@@ -51,127 +57,101 @@ _REGIONS: dict[str, list[str]] = {
     "azure": ["eastus", "eastus2", "westus3"],
     "coreweave": ["US-EAST-04", "US-CENTRAL-03"],
 }
-
-# Per-pool node limits (a bare instance type caps it in every region/zone that sells it);
-# types not listed are unlimited. Large, so that capacity is not what limits the benchmark,
-# and finite, so that it is still accounted for on every plan.
-_CAPACITY: dict[str, dict[str, int]] = {
-    "aws": {
-        "p5.48xlarge": 1024,
-        "p5en.48xlarge": 512,
-        "p4de.24xlarge": 512,
-        "p6-b200.48xlarge": 512,
-        "p5.4xlarge": 2048,
-        "g6.xlarge": 2048,
-        "g4dn.xlarge": 2048,
-    },
-    "gcp": {
-        "a3-highgpu-8g": 1024,
-        "a3-megagpu-8g": 512,
-        "a3-ultragpu-8g": 512,
-        "a2-ultragpu-8g": 512,
-        "a3-highgpu-1g": 2048,
-        "a2-ultragpu-1g": 2048,
-        "g2-standard-4": 2048,
-    },
-    "azure": {
-        "Standard_ND96isr_H100_v5": 1024,
-        "Standard_ND96amsr_A100_v4": 512,
-        "Standard_NC40ads_H100_v5": 2048,
-        "Standard_NC24ads_A100_v4": 2048,
-    },
-    "coreweave": {
-        "cw-hgx-h100-8x": 1024,
-        "cw-hgx-h200-8x": 512,
-        "cw-a100-80gb-8x": 512,
-        "cw-l40s-8x": 512,
-    },
+_CONTRACTS: dict[str, Any] = {
+    "rofr": {"holders": ["azure"], "scope": "new-capacity", "tolerance": 0.10},
+    "reservations": [
+        {
+            "name": "aws-p5-use1-block",
+            "provider": "aws",
+            "region": "us-east-1",
+            "zone": "use1-az2",
+            "instance_type": "p5.48xlarge",
+            "nodes": 16,
+        }
+    ],
+    "commitments": [
+        {
+            "name": "aws-7y-commit",
+            "provider": "aws",
+            "total_usd": 38_000_000_000,
+            "spent_usd": 4_900_000_000,
+            "start": "2025-11-03T00:00:00Z",
+            "end": "2032-11-03T00:00:00Z",
+            "tolerance": 0.15,
+        }
+    ],
 }
 
 
-def fleet_doc(time_scale: float) -> dict[str, Any]:
-    """The benchmark fleet: the demo fleet's clouds, regions and contracts, large capacity.
+def _pools(cloud: str) -> list[Any]:
+    from multicloud.catalog import load_catalog
+
+    return [o for o in load_catalog().offers(cloud) if o.region in _REGIONS[cloud]]
+
+
+def fleet_doc(
+    time_scale: float,
+    capacity: dict[str, dict[str, int]] | None = None,
+    *,
+    reservation: bool = True,
+) -> dict[str, Any]:
+    """The demo fleet's clouds, regions and contracts, priced from the catalog.
 
     Args:
         time_scale: Wall seconds per simulated hour.
+        capacity: Per cloud, nodes per ``instance_type`` or ``zone/instance_type``
+            (default: 4,096 nodes of every instance type: ample).
+        reservation: Keep the demo fleet's 16-node prepaid block. Free capacity that jobs
+            compete for, it sends every plan of a steady stream to the optimiser.
 
     Returns:
         A fleet document.
     """
+    if capacity is None:
+        capacity = {c: {o.instance_type: 4096 for o in _pools(c)} for c in _REGIONS}
     return {
         "providers": {
             cloud: {
                 "adapter": "sim",
                 "catalog": "builtin",
                 "regions": _REGIONS[cloud],
-                "capacity": _CAPACITY[cloud],
+                "capacity": capacity[cloud],
             }
             for cloud in _REGIONS
         },
-        "contracts": {
-            "rofr": {"holders": ["azure"], "scope": "new-capacity", "tolerance": 0.10},
-            "reservations": [
-                {
-                    "name": "aws-p5-use1-block",
-                    "provider": "aws",
-                    "region": "us-east-1",
-                    "zone": "use1-az2",
-                    "instance_type": "p5.48xlarge",
-                    "nodes": 16,
-                }
-            ],
-            "commitments": [
-                {
-                    "name": "aws-7y-commit",
-                    "provider": "aws",
-                    "total_usd": 38_000_000_000,
-                    "spent_usd": 4_900_000_000,
-                    "start": "2025-11-03T00:00:00Z",
-                    "end": "2032-11-03T00:00:00Z",
-                    "tolerance": 0.15,
-                }
-            ],
-        },
+        "contracts": _CONTRACTS
+        if reservation
+        else {k: v for k, v in _CONTRACTS.items() if k != "reservations"},
         "time_scale": time_scale,
     }
+
+
+def _offers(fleet: Any) -> list[Any]:
+    from multicloud.provider import ResourceRequest
+    from multicloud.providers import from_fleet
+
+    return [
+        o for name in fleet.providers for o in from_fleet(fleet, name).offers(ResourceRequest())
+    ]
 
 
 def feasible_jobs(fleet: Any, n: int, seed: int) -> tuple[list[Any], dict[str, int]]:
     """The first ``n`` trace-shaped jobs that some offer of the fleet can ever run.
 
-    A job no offer fits (say an EU-only TPU gang in a fleet without EU TPUs) stays pending
-    for ever and has no submit-to-placed time; it is left out, and counted.
-
-    Args:
-        fleet: The fleet.
-        n: Jobs wanted.
-        seed: Workload seed.
-
-    Returns:
-        The jobs and, per reason, how many generated jobs were left out.
+    A job no offer fits (an EU-only TPU gang in a fleet without EU TPUs) stays pending for
+    ever and has no submit-to-placed time; it is left out, and counted.
     """
-    from dataclasses import replace
-
     from multicloud import fleet as fleet_mod
     from multicloud.models import Contracts
     from multicloud.planner import plan
-    from multicloud.provider import ResourceRequest
-    from multicloud.providers import from_fleet
 
-    offers = [
-        replace(o, capacity=None)
-        for name in fleet.providers
-        for o in from_fleet(fleet, name).offers(ResourceRequest(accelerators=()))
-    ]
+    offers = [replace(o, capacity=None) for o in _offers(fleet)]
     pool = make_jobs(int(n * 1.2) + 10, seed=seed)
-    # Contracts never make a job impossible (a holder's decline leaves the outside offers),
-    # and without them nothing is contended: the plan stays on the fast path.
     open_market = fleet.model_copy(update={"contracts": Contracts()})
     snap = fleet_mod.snapshot(
         pool, open_market, offers, now=datetime.now(timezone.utc), job_ids=[j.name for j in pool]
     )
-    result = plan(snap)
-    dropped = {u.job: u.reason for u in result.unplaced}
+    dropped = {u.job: u.reason for u in plan(snap).unplaced}
     jobs = [j for j in pool if j.name not in dropped][:n]
     last = jobs[-1].name if jobs else ""
     reasons = Counter(r.split(":")[0] for name, r in dropped.items() if name <= last)
@@ -199,22 +179,13 @@ def summary_ms(values: list[float]) -> dict[str, float | int]:
     }
 
 
-def _parse_setting(text: str) -> tuple[str, int | float]:
-    name, _, value = text.partition("=")
-    if not name or not value:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    number = float(value)
-    return name, int(number) if number.is_integer() and "." not in value else number
-
-
 def _submit(
     client: Any, docs: list[dict[str, Any]], batch: int, inflight: int, rate: float
-) -> tuple[list[tuple[list[str], float, float]], float, float]:
-    """Send ``docs`` in pipelined batches, at ``rate`` jobs/s (0: as fast as accepted).
+) -> tuple[list[tuple[list[str], float, float]], float]:
+    """Send ``docs`` in pipelined batches at ``rate`` jobs/s (0: as fast as accepted).
 
     Returns:
-        Per batch ``(ids, sent_at, acked_at)`` (wall clock), and the phase's start and end
-        on the monotonic clock.
+        Per batch ``(ids, sent_at, acked_at)`` (wall clock), and the phase's seconds.
     """
     import concurrent.futures as cf
 
@@ -223,8 +194,7 @@ def _submit(
 
     def settle() -> None:
         fut, sent_at, acked = window.popleft()
-        ids = fut.result()
-        out.append((ids, sent_at, acked[0]))
+        out.append((fut.result(), sent_at, acked[0]))
 
     interval = batch / rate if rate > 0 else 0.0
     started = time.monotonic()
@@ -242,290 +212,467 @@ def _submit(
         window.append((fut, sent_at, acked))
     while window:
         settle()
-    return out, started, time.monotonic()
+    return out, time.monotonic() - started
 
 
-def _cpu_seconds() -> dict[int, float]:
-    import psutil
-
-    out: dict[int, float] = {}
-    for proc in psutil.process_iter(["cpu_times"]):
-        times = proc.info["cpu_times"]
-        if times is not None:
-            out[proc.pid] = times.user + times.system
-    return out
+# ------------------------------------------------------------------ the service under test
 
 
-def _ours(temp_dir: str) -> set[int]:
-    """This process and every process of the benchmark's Ray cluster."""
-    import psutil
+class Bench:
+    """One Ray cluster; each mode gets a scheduler actor and a store of its own."""
 
-    from multicloud.service.runtime import _cluster_pids
+    def __init__(self, args: argparse.Namespace, home: Path) -> None:
+        from multicloud.service.runtime import connect_ray, start_local_ray
 
-    roots = [os.getpid(), *_cluster_pids(Path(temp_dir))]
-    pids = set(roots)
-    for pid in roots:
+        self.args = args
+        self.home = home
+        self.record = start_local_ray(num_cpus=args.num_cpus)
+        connect_ray(str(self.record["gcs_address"]), "mc-bench")
+
+    @contextmanager
+    def service(
+        self, mode: str, doc: dict[str, Any], **config: Any
+    ) -> Iterator[tuple[Any, str, Any]]:
+        """A scheduler actor on a fresh store; yields (client, store URL, fleet)."""
+        import ray
+
+        from multicloud.models import Fleet
+        from multicloud.service.client import Client, start
+        from multicloud.service.config import ServiceConfig
+
+        fleet = Fleet.model_validate(doc)
+        work = self.home / mode
+        work.mkdir(parents=True, exist_ok=True)
+        with self._store(mode, work) as url:
+            cfg = ServiceConfig.build(
+                fleet,
+                fleet_source=f"bench/service.py {mode}",
+                store_url=url,
+                sim_state=str(work / "sim.jsonl"),
+                local_logs=str(work / "logs"),
+                settings=dict(self.args.setting),
+                **config,
+            )
+            namespace = f"mcb-{mode}-{uuid.uuid4().hex[:6]}"
+            start(cfg, address=str(self.record["gcs_address"]), namespace=namespace)
+            actor = ray.get_actor("scheduler", namespace=namespace)
+            try:
+                yield Client(actor), url, fleet
+            finally:
+                try:
+                    ray.get(actor.shutdown.remote(), timeout=10)
+                except Exception as exc:  # the actor is killed just below anyway
+                    print(f"shutdown of {mode}: {exc}", file=sys.stderr)
+                ray.kill(actor, no_restart=True)
+
+    @contextmanager
+    def _store(self, mode: str, work: Path) -> Iterator[str]:
+        if not self.args.store:
+            yield f"sqlite:///{work / 'store.db'}"
+            return
+        import psycopg
+        import sqlalchemy as sa
+        from psycopg import sql
+
+        admin = sa.make_url(self.args.store)
+        name = f"mcb_{mode}_{uuid.uuid4().hex[:8]}"
+        plain = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            pids.update(c.pid for c in psutil.Process(pid).children(recursive=True))
-        except psutil.Error:
-            continue
-    return pids
+            yield admin.set(database=name).render_as_string(hide_password=False)
+        finally:
+            with psycopg.connect(plain, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
-
-def _interference(before: dict[int, float], seconds: float, temp_dir: str) -> dict[str, Any]:
-    """CPU that processes outside the benchmark used while it measured (shared machines)."""
-    after = _cpu_seconds()
-    ours = _ours(temp_dir)
-    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
-    mine = sum(v for pid, v in used.items() if pid in ours)
-    other = sum(v for pid, v in used.items() if pid not in ours)
-    return {
-        "benchmark_cpu_pct": round(100 * mine / seconds, 1),
-        "other_processes_cpu_pct": round(100 * other / seconds, 1),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
-
-
-def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
-    """Start Ray and the service, submit, wait, measure; the caller stops Ray."""
-    from multicloud.models import Fleet
-    from multicloud.service.client import Client, start
-    from multicloud.service.config import ServiceConfig
-    from multicloud.service.runtime import connect_ray, start_local_ray
-    from multicloud.store import Store
-
-    store_url = args.store or f"sqlite:///{home / 'store.db'}"
-    fleet = Fleet.model_validate(fleet_doc(args.time_scale))
-    config = ServiceConfig.build(
-        fleet,
-        fleet_source="bench/service.py",
-        store_url=store_url,
-        sim_state=str(home / "sim.jsonl"),
-        local_logs=str(home / "logs"),
-        settings=dict(args.setting),
-    )
-    t = time.monotonic()
-    record = start_local_ray(num_cpus=args.num_cpus)
-    connect_ray(str(record["gcs_address"]), NAMESPACE)
-    start(config, address=str(record["gcs_address"]), namespace=NAMESPACE)
-    import ray
-
-    client = Client(ray.get_actor("scheduler", namespace=NAMESPACE))
-    startup_s = time.monotonic() - t
-
-    jobs, dropped = feasible_jobs(fleet, args.jobs + 10, args.seed)
-    warmup, jobs = jobs[:10], jobs[10:]
-    docs = [j.model_dump(mode="json") for j in jobs]
-    # A few jobs first: Ray starts the launch workers and the actor warms its caches, which
-    # is start-up, not sustained throughput.
-    client.wait(client.submit_many(warmup), timeout=60)
-    before = client.ping()
-
-    cpu_before = _cpu_seconds()
-    batches, t0, t1 = _submit(client, docs, args.batch, args.inflight, args.rate)
-    submit_s = t1 - t0
-    accepted = sum(len(ids) for ids, _, _ in batches)
-    ids = [i for b, _, _ in batches for i in b]
-    sent = {i: sent_at for b, sent_at, _ in batches for i in b}
-    acks = [acked - sent_at for _, sent_at, acked in batches]
-
-    # Placement: wait until no submitted job is pending (or the deadline passes; a job no
-    # offer can ever fit stays pending and is reported as such).
-    deadline = time.monotonic() + args.timeout
-    # Polled from the scheduler's memory (ping), not the store: asking for the states of
-    # thousands of jobs five times a second would load the actor being measured.
-    while client.ping()["active_jobs"].get("pending", 0) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    placed_wait_s = time.monotonic() - t0
-    interference = _interference(cpu_before, placed_wait_s, str(record["temp_dir"]))
-    after_submit = client.ping()
-
-    # Drain: every workload runs to its end (a short simulated hour), so the lifecycle
-    # (launch, status, finish) is measured as well.
-    while client.ping()["active_jobs"] and time.monotonic() < deadline:
-        time.sleep(0.5)
-    states = client.states(ids)
-    drained_s = time.monotonic() - t0
-    final = client.ping()
-
-    with Store.open(store_url) as store:
-        times = store.state_times(ids)
-    latencies: list[float] = []
-    placed_at: list[float] = []
-    for job_id in ids:
-        at = times.get(job_id, {}).get("placed")
-        if at is None:
-            continue
-        when = datetime.fromisoformat(at).timestamp()
-        placed_at.append(when)
-        latencies.append(when - sent[job_id])
-    first_sent = min(sent.values())
-
-    def delta(key: str) -> int:
-        return int(final[key]) - int(before[key])
-
-    return {
-        "store": store.backend,
-        "parameters": {
-            "jobs": args.jobs,
-            "batch": args.batch,
-            "inflight": args.inflight,
-            "offered_rate_per_s": args.rate or "unpaced",
-            "seed": args.seed,
-            "time_scale_s_per_hour": args.time_scale,
-            "ray_num_cpus": args.num_cpus,
-            "settings_overrides": dict(args.setting),
-            "offers": _offer_count(fleet),
-            "jobs_left_out_as_infeasible": dropped,
-            "fleet": "the demo fleet's clouds and regions priced from the catalog, with "
-            "large capacity; azure holds the ROFR (10%); a 16-node p5 reservation; a "
-            "commitment behind schedule",
-        },
-        "startup_s": round(startup_s, 2),
-        "submission": {
-            "accepted": accepted,
-            "seconds": round(submit_s, 3),
-            "submissions_per_s": round(accepted / submit_s, 1),
-            "batches": len(batches),
-            "call_round_trip_ms": summary_ms(acks),
-            "how": f"batches of {args.batch} jobs per actor call, up to {args.inflight} "
-            "calls in flight (Client.submit_async)"
-            + (f", paced at {args.rate:g} jobs/s" if args.rate else ", unpaced"),
-        },
-        "submit_to_placed_ms": {
-            **summary_ms(latencies),
-            "what": "PLACED event time (store) minus the client's send time of the job's "
-            "batch; wall clock, same machine",
-        },
-        "placement": {
-            "placed": len(latencies),
-            "never_placed": accepted - len(latencies),
-            "never_placed_reasons": _unplaced_reasons(client, ids, times),
-            "placed_per_s": (
-                round(len(placed_at) / (max(placed_at) - first_sent), 1) if placed_at else None
-            ),
-            "wait_s": round(placed_wait_s, 2),
-        },
-        "machine_load_while_placing": interference,
-        "lifecycle": {
-            "final_states": dict(Counter(states.values())),
-            "drained_s": round(drained_s, 2),
-        },
-        "scheduler": {
-            "cycles": delta("cycles"),
-            "plans": delta("plans"),
-            "launches": delta("launches"),
-            "launch_errors": final["launch_errors"],
-            "preemptions": delta("preemptions"),
-            "cycle_errors": delta("cycle_errors"),
-            "last_error": final["last_error"],
-            "during_placement": {k: after_submit[k] for k in _PING_KEYS if k in after_submit},
-            "whole_run": {k: final[k] for k in _PING_KEYS if k in final},
-        },
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _offer_count(fleet: Any) -> int:
-    from multicloud.providers import from_fleet
-
-    total = 0
-    for name in fleet.providers:
-        provider: Any = from_fleet(fleet, name)
-        total += len(provider._pools)
-    return total
-
-
-def _unplaced_reasons(client: Any, ids: list[str], times: dict[str, Any]) -> dict[str, int]:
-    reasons: Counter[str] = Counter()
-    for job_id in ids:
-        if "placed" in times.get(job_id, {}):
-            continue
-        decisions = client.explain(job_id)["decisions"]
-        reason = decisions[-1]["reasons"][0] if decisions else "never planned"
-        reasons[reason.split(":")[0]] += 1
-    return dict(reasons.most_common(10))
-
-
-def main() -> None:
-    """Parse arguments, run the benchmark in a throwaway Ray cluster, write the results."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=10_000)
-    ap.add_argument("--batch", type=int, default=100, help="jobs per actor call")
-    ap.add_argument("--inflight", type=int, default=4, help="actor calls outstanding")
-    ap.add_argument(
-        "--rate", type=float, default=0.0, help="jobs/s to offer (0: as fast as accepted)"
-    )
-    ap.add_argument("--store", help="store URL (default: SQLite in a temporary home)")
-    ap.add_argument("--time-scale", type=float, default=0.05, help="wall seconds per sim hour")
-    ap.add_argument("--num-cpus", type=int, default=2, help="CPUs the Ray head offers")
-    ap.add_argument("--seed", type=int, default=10)
-    ap.add_argument("--timeout", type=float, default=300.0)
-    ap.add_argument(
-        "--setting",
-        type=_parse_setting,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a scheduler Settings field",
-    )
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--no-write", action="store_true", help="print only")
-    args = ap.parse_args()
-
-    # A fresh, short multicloud home (Ray's socket paths must stay short) and no inherited
-    # cluster or token: the benchmark starts and stops its own.
-    names = ("MULTICLOUD_HOME", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
-    saved = {name: os.environ.get(name) for name in names}
-    home = Path(tempfile.mkdtemp(prefix="mcb-", dir="/tmp"))
-    os.environ["MULTICLOUD_HOME"] = str(home)
-    for name in names[1:]:
-        os.environ.pop(name, None)
-    try:
-        result = run(args, home)
-    finally:
+    def stop(self) -> None:
+        """Stop the cluster."""
         import ray
 
         from multicloud.service.runtime import stop_local_ray
 
         ray.shutdown()
         stop_local_ray(timeout=5)
+
+
+def _wait(client: Any, done: Any, timeout: float, every: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done(client.ping()):
+            return True
+        time.sleep(every)
+    return False
+
+
+def _latencies(url: str, batches: list[tuple[list[str], float, float]]) -> dict[str, Any]:
+    from multicloud.lifecycle import JobState
+    from multicloud.store import Store
+
+    sent = {i: sent_at for ids, sent_at, _ in batches for i in ids}
+    with Store.open(url) as store:
+        times = store.state_times(list(sent))
+    pairs = [
+        (sent[i], times[i][JobState.PLACED].timestamp())
+        for i in sent
+        if JobState.PLACED in times.get(i, {})
+    ]
+    lat = [placed - at for at, placed in pairs]
+    first = min(sent.values()) if sent else 0.0
+    windows: dict[str, Any] = {}
+    for w in range(0, int(max((at - first for at, _ in pairs), default=0)) + 1, 10):
+        chunk = [p - a for a, p in pairs if w <= a - first < w + 10]
+        if chunk:
+            windows[f"{w}-{w + 10}s"] = {
+                "p50": summary_ms(chunk)["p50"],
+                "p99": summary_ms(chunk)["p99"],
+            }
+    return {
+        "submit_to_placed_ms": summary_ms(lat),
+        "placed": len(pairs),
+        "never_placed": len(sent) - len(pairs),
+        "all_placed_after_s": round(max(p for _, p in pairs) - first, 3) if pairs else None,
+        "by_10s_window": windows,
+    }
+
+
+def _ping_keys(info: dict[str, Any]) -> dict[str, Any]:
+    keys = ("cycles", "plans", "launches", "launch_errors", "cycle_errors", "last_error")
+    out = {k: info.get(k) for k in keys}
+    out.update({k: info[k] for k in ("plan_jobs", "plan_ms", "record_ms", "rss_mb") if k in info})
+    return out
+
+
+# ------------------------------------------------------------------ modes
+
+
+def run_paced(
+    bench: Bench,
+    rate: float,
+    seconds: float,
+    launcher: str = "threads",
+    *,
+    reservation: bool = True,
+) -> dict[str, Any]:
+    """Submit at ``rate`` jobs/s for ``seconds`` against ample capacity."""
+    args = bench.args
+    batch = max(1, int(rate / 20))
+    doc = fleet_doc(args.time_scale, reservation=reservation)
+    with bench.service(f"paced-{launcher}", doc, launcher=launcher) as (
+        client,
+        url,
+        fleet,
+    ):
+        jobs, dropped = feasible_jobs(fleet, int(rate * seconds) + 10, args.seed)
+        warmup, jobs = jobs[:10], jobs[10:]
+        client.wait(client.submit_many(warmup), timeout=60)
+        docs = [j.model_dump(mode="json") for j in jobs]
+        batches, spent = _submit(client, docs, batch, args.inflight, rate)
+        _wait(client, lambda p: not p["active_jobs"].get("pending"), args.timeout)
+        info = client.ping()
+    accepted = sum(len(ids) for ids, _, _ in batches)
+    return {
+        "offered_rate_per_s": rate,
+        "seconds": seconds,
+        "launcher": launcher,
+        "fleet": "the demo fleet's four clouds and regions, catalog prices, 4,096 nodes per "
+        "instance type, azure holding the ROFR, a commitment behind schedule"
+        + (", and a 16-node prepaid reservation" if reservation else ", no reservation"),
+        "how": f"batches of {batch} jobs, {rate / batch:g} a second, up to {args.inflight} "
+        "calls in flight (Client.submit_async)",
+        "accepted": accepted,
+        "achieved_rate_per_s": round(accepted / spent, 1),
+        "jobs_left_out_as_infeasible": dropped,
+        **_latencies(url, batches),
+        "scheduler": _ping_keys(info),
+    }
+
+
+def run_burst(bench: Bench) -> dict[str, Any]:
+    """Send ``--jobs`` jobs as fast as the actor accepts them."""
+    args = bench.args
+    with bench.service("burst", fleet_doc(args.time_scale)) as (client, url, fleet):
+        jobs, dropped = feasible_jobs(fleet, args.jobs + 10, args.seed)
+        warmup, jobs = jobs[:10], jobs[10:]
+        client.wait(client.submit_many(warmup), timeout=60)
+        docs = [j.model_dump(mode="json") for j in jobs]
+        batches, spent = _submit(client, docs, args.batch, args.inflight, 0.0)
+        _wait(client, lambda p: not p["active_jobs"].get("pending"), args.timeout)
+        info = client.ping()
+    accepted = sum(len(ids) for ids, _, _ in batches)
+    result = _latencies(url, batches)
+    return {
+        "jobs": accepted,
+        "how": f"batches of {args.batch} jobs, up to {args.inflight} calls in flight, unpaced",
+        "submissions_per_s": round(accepted / spent, 1),
+        "submit_seconds": round(spent, 3),
+        **result,
+        "placements_per_s": (
+            round(result["placed"] / result["all_placed_after_s"], 1)
+            if result["all_placed_after_s"]
+            else None
+        ),
+        "jobs_left_out_as_infeasible": dropped,
+        "scheduler": _ping_keys(info),
+    }
+
+
+def run_idle(bench: Bench) -> dict[str, Any]:
+    """Queue ``--idle-jobs`` jobs where nothing has capacity; measure a quiet tick."""
+    args = bench.args
+    zero = {c: {o.instance_type: 0 for o in _pools(c)} for c in _REGIONS}
+    doc = fleet_doc(args.time_scale, zero)
+    with bench.service("idle", doc) as (client, _, fleet):
+        jobs, _ = feasible_jobs(fleet, args.idle_jobs, args.seed)
+        docs = [j.model_dump(mode="json") for j in jobs]
+        before = client.ping()["rss_mb"]
+        t0 = time.monotonic()
+        batches, spent = _submit(client, docs, 1000, args.inflight, 0.0)
+        n = sum(len(ids) for ids, _, _ in batches)
+        settled = _wait(client, lambda p: p["queue"]["stuck"] >= n, args.timeout, every=1.0)
+        planned_s = time.monotonic() - t0
+        time.sleep(args.idle_window)
+        ticks = client._call("tick_stats", args.idle_window)
+        info = client.ping()
+    return {
+        "jobs_queued": n,
+        "all_planned": settled,
+        "submit_seconds": round(spent, 1),
+        "queued_and_planned_after_s": round(planned_s, 1),
+        "ticks_after_that": ticks,
+        "scheduler_rss_mb": {"before": before, "with_queue": info["rss_mb"]},
+        "plans": info["plans"],
+        "queue": info["queue"],
+    }
+
+
+def _tiers(jobs: list[Any], placed: set[str]) -> dict[str, int]:
+    return {
+        str(k): v for k, v in sorted(Counter(j.priority for j in jobs if j.name in placed).items())
+    }
+
+
+def _quality(bench: Bench, label: str, doc: dict[str, Any], jobs: list[Any]) -> dict[str, Any]:
+    from multicloud import fleet as fleet_mod
+    from multicloud.lifecycle import JobState
+    from multicloud.planner import plan
+    from multicloud.store import Store
+
+    with bench.service(f"quality-{label}", doc) as (client, url, fleet):
+        offers = _offers(fleet)  # what the clouds offer before anything runs
+        now = datetime.now(timezone.utc)
+        snap = fleet_mod.snapshot(jobs, fleet, offers, now=now, job_ids=[j.name for j in jobs])
+        t = time.perf_counter()
+        offline = plan(snap)
+        offline_s = time.perf_counter() - t
+        t = time.monotonic()
+        ids = client.submit_many(jobs)
+        _wait(
+            client,
+            lambda p: p["plans"] >= 1 and not p["queue"]["fresh"] and not p["in_flight_launches"],
+            args_timeout(bench),
+        )
+        service_s = time.monotonic() - t
+        info = client.ping()
+        with Store.open(url) as store:
+            records = store.list_jobs()
+    name_of = dict(zip(ids, (j.name for j in jobs), strict=True))
+    placed = {name_of[r.id] for r in records if r.state is not JobState.PENDING}
+    duration = {j.name: j.duration_hours for j in jobs}
+    cost = sum(
+        a.place.price_per_hour * duration[name_of[r.id]] for r in records for a in r.attempts
+    )
+    offline_placed = {a.job for a in offline.placements}
+    return {
+        "jobs": len(jobs),
+        "offers": len(offers),
+        "service": {
+            "placed_per_tier": _tiers(jobs, placed),
+            "cost": round(cost, 2),
+            "plans": info["plans"],
+            "plan_jobs": info.get("plan_jobs"),
+            "placed_after_s": round(service_s, 2),
+        },
+        "offline_plan": {
+            "placed_per_tier": _tiers(jobs, offline_placed),
+            "cost": round(offline.total_cost, 2),
+            "path": offline.stats.path,
+            "optimal": offline.stats.optimal,
+            "seconds": round(offline_s, 2),
+        },
+        "same_placed_per_tier": _tiers(jobs, placed) == _tiers(jobs, offline_placed),
+        "cost_gap": round((cost - offline.total_cost) / offline.total_cost, 5)
+        if offline.total_cost
+        else None,
+    }
+
+
+def args_timeout(bench: Bench) -> float:
+    """The benchmark's wait limit."""
+    return float(bench.args.timeout)
+
+
+def run_quality(bench: Bench) -> dict[str, Any]:
+    """Contended batches at once: the service against offline ``plan()``."""
+    from bench.planner import catalog_offers
+
+    # The planner benchmark's moderate batch: 1,000 jobs, catalog pools of 0..48 nodes,
+    # Azure holding the ROFR; here as simulated clouds with those capacities.
+    capacity: dict[str, dict[str, int]] = {c: {} for c in ("aws", "gcp", "azure", "coreweave")}
+    for o in catalog_offers(48, seed=5):
+        capacity[o.provider][f"{o.zone or o.region}/{o.instance_type}"] = int(o.capacity or 0)
+    planner_doc = {
+        "providers": {
+            c: {"adapter": "sim", "catalog": "builtin", "capacity": capacity[c]} for c in capacity
+        },
+        "contracts": {"rofr": {"holders": ["azure"], "tolerance": 0.1}},
+        "time_scale": 3600.0,
+    }
+    out = {
+        "planner_benchmark_batch": _quality(bench, "planner", planner_doc, make_jobs(1000, seed=4))
+    }
+
+    # A trace-shaped busy window on the demo fleet's clouds, about 1.4x short of capacity.
+    jobs = make_jobs(900, seed=11)
+    demand: Counter[str] = Counter()
+    for j in jobs:
+        nodes = j.resources.nodes * (j.serving.replicas if j.serving else 1)
+        for accel in j.resources.accelerator[:1]:
+            demand[accel] += nodes
+    short: dict[str, dict[str, int]] = {c: {} for c in _REGIONS}
+    pools = {c: _pools(c) for c in _REGIONS}
+    per_accel = Counter(o.accelerator for c in pools for o in pools[c])
+    for c, offers in pools.items():
+        for o in offers:
+            share = demand[o.accelerator] / 1.4 / max(per_accel[o.accelerator], 1)
+            short[c][f"{o.zone or o.region}/{o.instance_type}"] = math.ceil(share)
+    out["trace_batch_1_4x_short"] = _quality(bench, "trace", fleet_doc(3600.0, short), jobs)
+    return out
+
+
+# ------------------------------------------------------------------ main
+
+
+def _machine() -> dict[str, Any]:
+    import ray
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "ray": str(ray.__version__),
+    }
+
+
+def main() -> None:
+    """Parse arguments, run the modes in one throwaway Ray cluster, write the results."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--mode", default="all", choices=["all", "paced", "burst", "idle", "quality", "launchers"]
+    )
+    ap.add_argument("--store", help="PostgreSQL URL whose server hosts the per-mode databases")
+    ap.add_argument("--rate", type=float, default=1000.0, help="paced: jobs/s")
+    ap.add_argument("--seconds", type=float, default=60.0, help="paced: seconds")
+    ap.add_argument("--jobs", type=int, default=10_000, help="burst: jobs")
+    ap.add_argument("--idle-jobs", type=int, default=100_000, help="idle: jobs queued")
+    ap.add_argument("--idle-window", type=float, default=10.0, help="idle: seconds measured")
+    ap.add_argument("--batch", type=int, default=100, help="burst: jobs per actor call")
+    ap.add_argument("--inflight", type=int, default=4, help="actor calls outstanding")
+    ap.add_argument("--time-scale", type=float, default=0.05, help="wall seconds per sim hour")
+    ap.add_argument("--num-cpus", type=int, default=2, help="CPUs the Ray head offers")
+    ap.add_argument("--seed", type=int, default=10)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--setting", type=_setting, action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+
+    names = ("MULTICLOUD_HOME", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
+    saved = {name: os.environ.get(name) for name in names}
+    home = Path(tempfile.mkdtemp(prefix="mcb-", dir="/tmp"))
+    os.environ["MULTICLOUD_HOME"] = str(home)
+    for name in names[1:]:
+        os.environ.pop(name, None)
+    backend = "postgresql" if args.store else "sqlite"
+    result: dict[str, Any] = {}
+    bench = Bench(args, home)
+    try:
+        modes = ["paced", "burst", "idle", "quality"] if args.mode == "all" else [args.mode]
+        for mode in modes:
+            t = time.monotonic()
+            if mode == "paced":
+                result["paced"] = run_paced(bench, args.rate, args.seconds)
+                result["paced_no_reservation"] = run_paced(
+                    bench, args.rate, args.seconds, reservation=False
+                )
+            elif mode == "burst":
+                result["burst"] = run_burst(bench)
+            elif mode == "idle":
+                result["idle"] = run_idle(bench)
+            elif mode == "quality":
+                result["quality"] = run_quality(bench)
+            elif mode == "launchers":
+                result["launchers"] = {
+                    launcher: run_paced(bench, args.rate, args.seconds, launcher)
+                    for launcher in ("threads", "actors")
+                }
+            print(f"{mode}: {time.monotonic() - t:.0f} s", file=sys.stderr)
+            print(json.dumps(result.get(mode), indent=2), file=sys.stderr)
+    finally:
+        bench.stop()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
         shutil.rmtree(home, ignore_errors=True)
-
-    targets = {
-        "submissions_per_s>=1000": result["submission"]["submissions_per_s"] >= 1000,
-        "p99_submit_to_placed_ms<=50": bool(
-            result["submit_to_placed_ms"].get("p99", float("inf")) <= 50
-            and result["placement"]["never_placed"] == 0
-        ),
-    }
-    result["targets"] = targets
+    result["targets"] = _targets(result)
+    result["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(json.dumps(result, indent=2))
     if args.no_write:
         return
-    doc: dict[str, Any] = {}
-    if args.out.exists():
-        doc = json.loads(args.out.read_text())
-    doc["machine"] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "ray": _ray_version(),
-    }
-    doc[result["store"]] = result
+    doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    doc["machine"] = _machine()
+    if args.mode == "launchers":
+        doc["launchers"] = {**result["launchers"], "measured_at": result["measured_at"]}
+    else:
+        doc.setdefault(backend, {}).update(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
-def _ray_version() -> str:
-    import ray
+def _targets(result: dict[str, Any]) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for key in ("paced", "paced_no_reservation"):
+        if key in result:
+            p = result[key]
+            out[f"{key}_p99_submit_to_placed_ms<=50"] = bool(
+                p["submit_to_placed_ms"].get("p99", math.inf) <= 50 and p["never_placed"] == 0
+            )
+    if "burst" in result:
+        b = result["burst"]
+        out["burst_all_placed_s<=5"] = bool(
+            b["never_placed"] == 0 and (b["all_placed_after_s"] or math.inf) <= 5.0
+        )
+    if "idle" in result:
+        ticks = result["idle"]["ticks_after_that"]
+        out["idle_tick_p99_ms<=10"] = bool(ticks.get("all", {}).get("p99", math.inf) <= 10.0)
+    if "quality" in result:
+        for name, q in result["quality"].items():
+            gap = q["cost_gap"]
+            out[f"quality_{name}_same_tiers_cost_within_0.5pct"] = bool(
+                q["same_placed_per_tier"] and gap is not None and abs(gap) <= 0.005
+            )
+    return out
 
-    return str(ray.__version__)
+
+def _setting(text: str) -> tuple[str, int | float]:
+    name, _, value = text.partition("=")
+    if not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    number = float(value)
+    return name, int(number) if number.is_integer() and "." not in value else number
 
 
 if __name__ == "__main__":

@@ -271,6 +271,10 @@ class SchedulerActor:
             **self.scheduler.stats(),
         }
 
+    def tick_stats(self, window_s: float = 10.0) -> dict[str, Any]:
+        """Return tick-time percentiles of the last ``window_s`` seconds (benchmarks)."""
+        return self.scheduler.tick_stats(window_s)
+
     def submit(
         self, docs: list[dict[str, Any]], client_keys: list[str | None] | None = None
     ) -> list[str]:

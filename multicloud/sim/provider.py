@@ -379,12 +379,8 @@ class SimProvider:
         out = []
         with self.state.transaction() as state:
             now = self._clock()
-            for w in state.workloads.values():
-                if (
-                    w.provider != self.fleet_name
-                    or w.tags.get(TAG_INSTALL) != install_id
-                    or not w.live_at(now)
-                ):
+            for w in state.live_workloads(now):
+                if w.provider != self.fleet_name or w.tags.get(TAG_INSTALL) != install_id:
                     continue
                 try:
                     attempt = int(w.tags.get(TAG_ATTEMPT, ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -51,9 +52,16 @@ class SimState:
     _owner: int | None = field(default=None, init=False, repr=False, compare=False)
     _pending: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
     _index: HeldIndex = field(default_factory=HeldIndex, init=False, repr=False, compare=False)
+    # Workloads that may still be live, in launch order: a run that ended never comes
+    # back, so the sweep's listing walks these instead of every workload ever launched.
+    _maybe_live: dict[str, None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _live_seen: float = field(default=-math.inf, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._index.rebuild(self.workloads.values())
+        self._maybe_live = dict.fromkeys(self.workloads)
 
     # -- opening and sharing ------------------------------------------------------------
 
@@ -217,6 +225,7 @@ class SimState:
 
     def _forget(self) -> None:
         self.workloads.clear()
+        self._maybe_live.clear()
         self.fault_uses.clear()
         self._pending.clear()
         self._index.rebuild(())
@@ -299,6 +308,30 @@ class SimState:
     def _put(self, workload: SimWorkload) -> None:
         self.workloads[workload.id] = workload
         self._index.add(workload)
+        self._maybe_live[workload.id] = None
+
+    def live_workloads(self, now: float) -> list[SimWorkload]:
+        """Return the workloads live at clock reading ``now``, in launch order.
+
+        Args:
+            now: Clock reading (inside a transaction).
+
+        Returns:
+            Provisioning or running workloads.
+        """
+        self._check_transaction()
+        if now < self._live_seen:
+            # The clock went back (a test replaying a scenario): ended runs may be live.
+            self._maybe_live = dict.fromkeys(self.workloads)
+        self._live_seen = now
+        live: list[SimWorkload] = []
+        for workload_id in list(self._maybe_live):
+            workload = self.workloads[workload_id]
+            if workload.live_at(now):
+                live.append(workload)
+            else:
+                del self._maybe_live[workload_id]
+        return live
 
     def _end(self, handle_id: str, at: float) -> None:
         self.workloads[handle_id].terminated_at = at

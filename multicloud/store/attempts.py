@@ -7,6 +7,7 @@ existing workload instead of a second one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from multicloud.provider import Handle, Place
-from multicloud.store.engine import chunks
+from multicloud.store.engine import Database, chunks
 from multicloud.store.errors import (
     AttemptEndedError,
     AttemptNotFoundError,
@@ -23,7 +24,7 @@ from multicloud.store.errors import (
 )
 from multicloud.store.jobs import require_jobs
 from multicloud.store.records import AttemptRecord, NewAttempt
-from multicloud.store.schema import ATTEMPTS, JSON, UtcDateTime
+from multicloud.store.schema import ATTEMPTS
 
 __all__ = ["attempt_record", "begin", "end", "live", "set_handles"]
 
@@ -32,18 +33,12 @@ _Q_BY_REQUEST = sa.select(ATTEMPTS).where(ATTEMPTS.c.request_id.in_(_IDS))
 _Q_OUTCOMES = sa.select(ATTEMPTS.c.request_id, ATTEMPTS.c.outcome).where(
     ATTEMPTS.c.request_id.in_(_IDS)
 )
-_Q_SET_HANDLE = (
-    sa.update(ATTEMPTS)
-    .where(ATTEMPTS.c.request_id == sa.bindparam("rid"))
-    .values(handle=sa.bindparam("new_handle", type_=JSON))
-)
-_Q_END = (
-    sa.update(ATTEMPTS)
-    .where(ATTEMPTS.c.request_id == sa.bindparam("rid"), ATTEMPTS.c.outcome.is_(None))
-    .values(
-        outcome=sa.bindparam("new_outcome"),
-        ended_at=sa.bindparam("new_end", type_=UtcDateTime()),
-    )
+_SET_HANDLE = "UPDATE attempts SET handle = ? WHERE request_id = ?"
+_END = "UPDATE attempts SET outcome = ?, ended_at = ? WHERE request_id = ? AND outcome IS NULL"
+_INSERT = (
+    "INSERT INTO attempts (job_id, attempt, request_id, place, provider, region, zone, "
+    "instance_type, nodes, market, price_per_hour, reservation, started_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -62,34 +57,34 @@ def attempt_record(row: RowMapping) -> AttemptRecord:
     )
 
 
-def _row(a: NewAttempt, at: datetime) -> dict[str, Any]:
+def _row(a: NewAttempt, stamp: Any) -> tuple[Any, ...]:
     place = a.place
     # The place travels whole in ``place``; the columns beside it are its projection for
     # people querying the store with SQL (and for schema versions before 3).
-    return {
-        "job_id": a.job_id,
-        "attempt": a.attempt,
-        "request_id": a.request_id,
-        "place": place.to_json(),
-        "provider": place.provider,
-        "region": place.region,
-        "zone": place.zone,
-        "instance_type": place.instance_type,
-        "nodes": place.nodes,
-        "market": place.market.value,
-        "price_per_hour": place.price_per_hour,
-        "reservation": place.reservation,
-        "handle": None,
-        "outcome": None,
-        "started_at": at,
-        "ended_at": None,
-    }
+    return (
+        a.job_id,
+        a.attempt,
+        a.request_id,
+        json.dumps(place.to_json()),
+        place.provider,
+        place.region,
+        place.zone,
+        place.instance_type,
+        place.nodes,
+        place.market.value,
+        place.price_per_hour,
+        place.reservation,
+        stamp,
+    )
 
 
-def begin(conn: Connection, attempts: Sequence[NewAttempt], at: datetime) -> list[AttemptRecord]:
+def begin(
+    db: Database, conn: Connection, attempts: Sequence[NewAttempt], at: datetime
+) -> list[AttemptRecord]:
     """Record launches before they are sent, idempotently by request id.
 
     Args:
+        db: The database (for its bulk rows).
         conn: A write transaction.
         attempts: The launches.
         at: When they were decided (UTC).
@@ -106,7 +101,8 @@ def begin(conn: Connection, attempts: Sequence[NewAttempt], at: datetime) -> lis
         rows = conn.execute(_Q_BY_REQUEST, {"ids": list(chunk)}).mappings()
         found.update({str(r["request_id"]): attempt_record(r) for r in rows})
     out: list[AttemptRecord] = []
-    new_rows: list[dict[str, Any]] = []
+    new_rows: list[tuple[Any, ...]] = []
+    stamp = db.stamp(at)
     for a in attempts:
         known = found.get(a.request_id)
         if known is not None:
@@ -120,10 +116,10 @@ def begin(conn: Connection, attempts: Sequence[NewAttempt], at: datetime) -> lis
         record = AttemptRecord(a.job_id, a.attempt, a.request_id, a.place, None, None, at, None)
         found[a.request_id] = record
         out.append(record)
-        new_rows.append(_row(a, at))
+        new_rows.append(_row(a, stamp))
     if new_rows:
-        require_jobs(conn, (r["job_id"] for r in new_rows))
-        conn.execute(sa.insert(ATTEMPTS), new_rows)
+        require_jobs(conn, (r[0] for r in new_rows))
+        db.many(conn, _INSERT, new_rows)
     return out
 
 
@@ -142,24 +138,27 @@ def _outcomes(conn: Connection, request_ids: Iterable[str]) -> dict[str, str | N
     return found
 
 
-def set_handles(conn: Connection, handles: Sequence[tuple[str, Handle]]) -> None:
+def set_handles(db: Database, conn: Connection, handles: Sequence[tuple[str, Handle]]) -> None:
     """Record the handles of launches that returned.
 
     Args:
+        db: The database (for its bulk rows).
         conn: A write transaction.
         handles: ``(request_id, handle)`` pairs.
 
     Raises:
         AttemptNotFoundError: An attempt does not exist.
     """
-    _outcomes(conn, (r for r, _ in handles))
-    conn.execute(_Q_SET_HANDLE, [{"rid": r, "new_handle": h.to_json()} for r, h in handles])
+    rows = [(json.dumps(h.to_json()), r) for r, h in handles]
+    if db.many(conn, _SET_HANDLE, rows) != len({r for r, _ in handles}):
+        _outcomes(conn, (r for r, _ in handles))  # names the missing ones
 
 
-def end(conn: Connection, ends: Sequence[tuple[str, str]], at: datetime) -> None:
+def end(db: Database, conn: Connection, ends: Sequence[tuple[str, str]], at: datetime) -> None:
     """Record how attempts ended; ending one again with the same outcome is a no-op.
 
     Args:
+        db: The database (for its bulk rows).
         conn: A write transaction.
         ends: ``(request_id, outcome)`` pairs.
         at: When (UTC).
@@ -169,7 +168,8 @@ def end(conn: Connection, ends: Sequence[tuple[str, str]], at: datetime) -> None
         AttemptEndedError: One already ended with another outcome.
     """
     known = _outcomes(conn, (r for r, _ in ends))
-    updates: list[dict[str, Any]] = []
+    updates: list[tuple[Any, ...]] = []
+    stamp = db.stamp(at)
     for request, outcome in ends:
         before = known[request]
         if before is not None:
@@ -179,9 +179,8 @@ def end(conn: Connection, ends: Sequence[tuple[str, str]], at: datetime) -> None
                 )
             continue
         known[request] = outcome
-        updates.append({"rid": request, "new_outcome": outcome, "new_end": at})
-    if updates:
-        conn.execute(_Q_END, updates)
+        updates.append((outcome, stamp, request))
+    db.many(conn, _END, updates)
 
 
 def live(conn: Connection) -> list[AttemptRecord]:

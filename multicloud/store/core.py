@@ -181,7 +181,7 @@ class Store:
         for tries_left in (1, 0):
             try:
                 with self._db.write() as conn:
-                    return jobs_sql.insert_jobs(conn, items, at)
+                    return jobs_sql.insert_jobs(self._db, conn, items, at)
             except IntegrityError:
                 # Another process inserted one of the keys between our check and our
                 # insert (PostgreSQL; SQLite's write lock rules that out): the next try
@@ -294,7 +294,7 @@ class Store:
         if not changes:
             return []
         with self._db.write() as conn:
-            return jobs_sql.move(conn, changes, at)
+            return jobs_sql.move(self._db, conn, changes, at)
 
     # ------------------------------------------------------------------ attempts
 
@@ -321,7 +321,7 @@ class Store:
         for tries_left in (1, 0):
             try:
                 with self._db.write() as conn:
-                    return attempts_sql.begin(conn, attempts, at)
+                    return attempts_sql.begin(self._db, conn, attempts, at)
             except IntegrityError:
                 # Lost a race with another process recording one of the request ids: the
                 # next try finds its row. A caller's batch is lost anyway: re-raise.
@@ -340,7 +340,7 @@ class Store:
         """
         if handles:
             with self._db.write() as conn:
-                attempts_sql.set_handles(conn, handles)
+                attempts_sql.set_handles(self._db, conn, handles)
 
     def end_attempts(self, ends: Sequence[tuple[str, str]], *, now: datetime) -> None:
         """Record how attempts ended; ending one again with the same outcome is a no-op.
@@ -360,7 +360,7 @@ class Store:
             raise ValueError("outcome must be a non-empty string")
         if ends:
             with self._db.write() as conn:
-                attempts_sql.end(conn, ends, at)
+                attempts_sql.end(self._db, conn, ends, at)
 
     def live_attempts(self) -> list[AttemptRecord]:
         """Return every attempt without an outcome (what the orphan sweep must keep)."""
@@ -396,7 +396,7 @@ class Store:
         at = utc(now)
         if decisions:
             with self._db.write() as conn:
-                ledger.insert_decisions(conn, decisions, at)
+                ledger.insert_decisions(self._db, conn, decisions, at)
 
     def record_audit(self, entries: Sequence[AuditEntry], *, now: datetime) -> None:
         """Append ROFR offers and answers to the audit ledger, all or none.
@@ -411,7 +411,7 @@ class Store:
         at = utc(now)
         if entries:
             with self._db.write() as conn:
-                ledger.insert_audit(conn, entries, at)
+                ledger.insert_audit(self._db, conn, entries, at)
 
     def audit(self, job_id: str | None = None, holder: str | None = None) -> list[AuditEntry]:
         """Return audit ledger lines, oldest first.

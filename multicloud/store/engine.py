@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,8 +92,45 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         # last commits), and saves an fsync per commit on the scheduler's hot path.
         _set_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints run on a thread of their own (_Checkpointer), not inside whichever
+        # commit crossed the WAL's size: that one would stall for the copy and its fsync.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
     finally:
         cursor.close()
+
+
+class _Checkpointer:
+    """Copies a SQLite store's WAL back into the database file, off the hot path.
+
+    A passive checkpoint never blocks writers or readers; run every ``interval`` seconds
+    it keeps the WAL short, so commits stay cheap and readers fast.
+
+    Args:
+        engine: The store's engine.
+        interval: Seconds between checkpoints.
+    """
+
+    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:  # a checkpoint is retried next interval; nothing depends on it
+                continue
+
+    def stop(self) -> None:
+        """Stop the thread and run one last checkpoint."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception), self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _set_wal(cursor: Any) -> None:
@@ -150,8 +188,11 @@ class Database:
 
     def __init__(self, url: str) -> None:
         target = engine_url(url)
+        self._checkpointer: _Checkpointer | None = None
         if target.get_backend_name() == "sqlite":
             self.engine = _sqlite_engine(target)
+            if target.database not in (None, "", ":memory:"):
+                self._checkpointer = _Checkpointer(self.engine)
         else:
             # pre_ping: a store outlives PostgreSQL restarts and failovers.
             self.engine = sa.create_engine(target, pool_pre_ping=True)
@@ -175,8 +216,46 @@ class Database:
         return self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
-        """Close every connection."""
+        """Stop the checkpoints and close every connection."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         self.engine.dispose()
+
+    # ------------------------------------------------------------------ bulk rows
+
+    def stamp(self, at: datetime) -> Any:
+        """A UTC timestamp as the driver takes it for a ``UtcDateTime`` column.
+
+        SQLite gets the text SQLAlchemy itself writes for such a column (naive UTC), so
+        rows written in bulk read back like any other.
+        """
+        if self.backend == "sqlite":
+            return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return at
+
+    def many(self, conn: Connection, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for many rows through the driver's ``executemany``.
+
+        The hot writes of a cycle (events, attempts, decisions, handles) go this way: the
+        rows are already in the driver's types (JSON as text, timestamps from
+        :meth:`stamp`), so nothing is processed per value on the way. psycopg pipelines
+        an ``executemany`` into one round trip; sqlite3 runs it in C.
+
+        Args:
+            conn: A connection in a transaction.
+            statement: SQL with ``?`` placeholders.
+            rows: One parameter tuple per row.
+
+        Returns:
+            Rows affected, summed over all.
+        """
+        if not rows:
+            return 0
+        if self.backend != "sqlite":
+            statement = statement.replace("?", "%s")
+        result = conn.exec_driver_sql(statement, list(rows))
+        return int(result.rowcount)
 
     def in_batch(self) -> bool:
         """True while this thread is inside :meth:`batch`."""

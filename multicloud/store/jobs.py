@@ -26,10 +26,10 @@ from multicloud.lifecycle import (
     states_of,
 )
 from multicloud.models import Job
-from multicloud.store.engine import chunks
+from multicloud.store.engine import Database, chunks
 from multicloud.store.errors import IdempotencyConflictError, JobNotFoundError
 from multicloud.store.records import AttemptRecord, JobRecord
-from multicloud.store.schema import EVENTS, JOBS, UtcDateTime
+from multicloud.store.schema import JOBS, UtcDateTime
 
 __all__ = [
     "event_row",
@@ -74,17 +74,20 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+INSERT_EVENTS = (
+    "INSERT INTO events (job_id, at, from_state, to_state, reason) VALUES (?, ?, ?, ?, ?)"
+)
+INSERT_JOBS = (
+    "INSERT INTO jobs (id, name, priority, team, spec, spec_hash, client_key, state, "
+    "submitted_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def event_row(
-    job_id: str, at: datetime, src: JobState | None, dst: JobState, reason: str
-) -> dict[str, Any]:
-    """Return the ``events`` row of one lifecycle move."""
-    return {
-        "job_id": job_id,
-        "at": at,
-        "from_state": src.value if src is not None else None,
-        "to_state": dst.value,
-        "reason": reason,
-    }
+    stamp: Any, job_id: str, src: JobState | None, dst: JobState, reason: str
+) -> tuple[Any, ...]:
+    """Return the ``events`` row of one lifecycle move (``stamp``: ``Database.stamp``)."""
+    return (job_id, stamp, src.value if src is not None else None, dst.value, reason)
 
 
 def _key_conflict(client_key: str, job_id: str) -> str:
@@ -95,11 +98,12 @@ def _key_conflict(client_key: str, job_id: str) -> str:
 
 
 def insert_jobs(
-    conn: Connection, items: Sequence[tuple[Job, str | None]], at: datetime
+    db: Database, conn: Connection, items: Sequence[tuple[Job, str | None]], at: datetime
 ) -> list[tuple[str, bool]]:
     """Accept jobs as PENDING, idempotently by client key.
 
     Args:
+        db: The database (for its bulk rows).
         conn: A write transaction.
         items: ``(job, client_key)`` pairs.
         at: Submission time (UTC).
@@ -111,16 +115,18 @@ def insert_jobs(
         IdempotencyConflictError: A key was used for a different spec.
     """
     specs = [job.model_dump(mode="json") for job, _ in items]
+    texts = [json.dumps(spec) for spec in specs]
     digests = [spec_hash(spec) for spec in specs]
+    stamp = db.stamp(at)
     keys = sorted({key for _, key in items if key is not None})
     known: dict[str, tuple[str, str]] = {}
     for chunk in chunks(keys):
         for row in conn.execute(_Q_KEYS, {"ids": list(chunk)}):
             known[str(row.client_key)] = (str(row.id), str(row.spec_hash))
     out: list[tuple[str, bool]] = []
-    jobs: list[dict[str, Any]] = []
-    events: list[dict[str, Any]] = []
-    for (job, key), spec, digest in zip(items, specs, digests, strict=True):
+    jobs: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    for (job, key), text, digest in zip(items, texts, digests, strict=True):
         if key is not None and key in known:
             job_id, stored = known[key]
             if stored != digest:
@@ -130,26 +136,15 @@ def insert_jobs(
         job_id = "job-" + secrets.token_hex(6)
         if key is not None:
             known[key] = (job_id, digest)  # the same key twice in one batch
+        pending = JobState.PENDING.value
         jobs.append(
-            {
-                "id": job_id,
-                "name": job.name,
-                "priority": job.priority,
-                "team": job.team,
-                "spec": spec,
-                "spec_hash": digest,
-                "client_key": key,
-                "state": JobState.PENDING.value,
-                "submitted_at": at,
-                "updated_at": at,
-            }
+            (job_id, job.name, job.priority, job.team, text, digest, key, pending, stamp, stamp)
         )
-        events.append(event_row(job_id, at, None, JobState.PENDING, "submitted"))
+        events.append(event_row(stamp, job_id, None, JobState.PENDING, "submitted"))
         out.append((job_id, True))
-    if jobs:
-        # Multi-row inserts: rows get their ``seq`` (submission order) in list order.
-        conn.execute(sa.insert(JOBS), jobs)
-        conn.execute(sa.insert(EVENTS), events)
+    # In list order: rows get their ``seq`` (submission order) as they come.
+    db.many(conn, INSERT_JOBS, jobs)
+    db.many(conn, INSERT_EVENTS, events)
     return out
 
 
@@ -184,7 +179,9 @@ def _names(states: Iterable[JobState]) -> str:
     return ", ".join(sorted(s.value for s in states)) or "nothing"
 
 
-def move(conn: Connection, changes: Sequence[Transition], at: datetime) -> list[JobState]:
+def move(
+    db: Database, conn: Connection, changes: Sequence[Transition], at: datetime
+) -> list[JobState]:
     """Apply lifecycle moves in order, each a compare-and-set, and log their events.
 
     A job may appear more than once (``RUNNING → PREEMPTED → PENDING``); each change is
@@ -192,6 +189,7 @@ def move(conn: Connection, changes: Sequence[Transition], at: datetime) -> list[
     statement and written with one ``UPDATE`` per (from, to) pair.
 
     Args:
+        db: The database (for its bulk rows).
         conn: A write transaction.
         changes: The moves.
         at: When (UTC).
@@ -212,7 +210,8 @@ def move(conn: Connection, changes: Sequence[Transition], at: datetime) -> list[
         first.update({str(r.id): JobState(r.state) for r in rows})
     current = dict(first)
     left: list[JobState] = []
-    events: list[dict[str, Any]] = []
+    events: list[tuple[Any, ...]] = []
+    stamp = db.stamp(at)
     for change in changes:
         job_id, to, reason = change.job_id, JobState(change.to), change.reason
         if job_id not in current:
@@ -231,7 +230,7 @@ def move(conn: Connection, changes: Sequence[Transition], at: datetime) -> list[
             )
         current[job_id] = to
         left.append(src)
-        events.append(event_row(job_id, at, src, to, reason))
+        events.append(event_row(stamp, job_id, src, to, reason))
     moves: dict[tuple[JobState, JobState], list[str]] = defaultdict(list)
     for job_id in ids:
         moves[(first[job_id], current[job_id])].append(job_id)
@@ -242,5 +241,5 @@ def move(conn: Connection, changes: Sequence[Transition], at: datetime) -> list[
             ).rowcount
             if changed != len(chunk):  # pragma: no cover - the row locks rule it out
                 raise InvalidTransitionError("a job changed state concurrently")
-    conn.execute(sa.insert(EVENTS), events)
+    db.many(conn, INSERT_EVENTS, events)
     return left

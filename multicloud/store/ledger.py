@@ -5,6 +5,7 @@ Append-only tables; ``explain`` and ``audit`` are views of them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from multicloud.lifecycle import JobState
 from multicloud.planner.types import AuditEntry
-from multicloud.store.engine import chunks
+from multicloud.store.engine import Database, chunks
 from multicloud.store.jobs import require_jobs
 from multicloud.store.records import Decision, DecisionRecord, EventRecord
 from multicloud.store.schema import AUDIT, DECISIONS, EVENTS, UtcDateTime, utc
@@ -29,10 +30,23 @@ __all__ = [
 ]
 
 
-def insert_decisions(conn: Connection, decisions: Sequence[Decision], at: datetime) -> None:
+_INSERT_DECISIONS = (
+    "INSERT INTO decisions (job_id, at, placement, reasons, catalog_version) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_AUDIT = (
+    "INSERT INTO audit (job_id, holder, terms, outside_price_per_hour, "
+    "holder_price_per_hour, answer, reason, billed_price_per_hour, at, catalog_version) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def insert_decisions(
+    db: Database, conn: Connection, decisions: Sequence[Decision], at: datetime
+) -> None:
     """Append decisions.
 
     Args:
+        db: The database (for its bulk rows).
         conn: A write transaction.
         decisions: The decisions.
         at: When (UTC).
@@ -40,24 +54,28 @@ def insert_decisions(conn: Connection, decisions: Sequence[Decision], at: dateti
     Raises:
         JobNotFoundError: A job does not exist.
     """
+    stamp = db.stamp(at)
     rows = [
-        {
-            "job_id": d.job_id,
-            "at": at,
-            "placement": [dict(p) for p in d.placement],
-            "reasons": list(d.reasons),
-            "catalog_version": d.catalog_version,
-        }
+        (
+            d.job_id,
+            stamp,
+            json.dumps([dict(p) for p in d.placement]),
+            json.dumps(list(d.reasons)),
+            d.catalog_version,
+        )
         for d in decisions
     ]
     require_jobs(conn, (d.job_id for d in decisions))
-    conn.execute(sa.insert(DECISIONS), rows)
+    db.many(conn, _INSERT_DECISIONS, rows)
 
 
-def insert_audit(conn: Connection, entries: Sequence[AuditEntry], at: datetime) -> None:
+def insert_audit(
+    db: Database, conn: Connection, entries: Sequence[AuditEntry], at: datetime
+) -> None:
     """Append ROFR offers and answers to the ledger.
 
     Args:
+        db: The database (for its bulk rows).
         conn: A write transaction.
         entries: Ledger lines; ``entry.job`` must be a store job id.
         at: Time stamped on entries whose ``at`` is None.
@@ -66,22 +84,22 @@ def insert_audit(conn: Connection, entries: Sequence[AuditEntry], at: datetime) 
         JobNotFoundError: An entry names an unknown job.
     """
     rows = [
-        {
-            "job_id": e.job,
-            "holder": e.holder,
-            "terms": dict(e.terms),
-            "outside_price_per_hour": e.outside_price_per_hour,
-            "holder_price_per_hour": e.holder_price_per_hour,
-            "answer": e.answer,
-            "reason": e.reason,
-            "billed_price_per_hour": e.billed_price_per_hour,
-            "at": utc(e.at) if e.at is not None else at,
-            "catalog_version": e.catalog_version,
-        }
+        (
+            e.job,
+            e.holder,
+            json.dumps(dict(e.terms)),
+            e.outside_price_per_hour,
+            e.holder_price_per_hour,
+            e.answer,
+            e.reason,
+            e.billed_price_per_hour,
+            db.stamp(utc(e.at) if e.at is not None else at),
+            e.catalog_version,
+        )
         for e in entries
     ]
     require_jobs(conn, (e.job for e in entries))
-    conn.execute(sa.insert(AUDIT), rows)
+    db.many(conn, _INSERT_AUDIT, rows)
 
 
 def audit_lines(conn: Connection, job_id: str | None, holder: str | None) -> list[AuditEntry]:

@@ -114,7 +114,9 @@ def test_an_unchanged_queue_is_not_planned_again(harness: Callable[..., Schedule
     assert stats["plans"] == 1
     assert states(h, stuck) == {"pending"}
     assert all(len(h.store.decisions(i)) == 1 for i in stuck[:5])
-    assert stats["idle_tick_ms"]["samples"] > 100
+    assert stats["queue"] == {"fresh": 0, "stuck": 300}
+    ticks = h.scheduler.tick_stats(window_s=3.0)
+    assert ticks["nothing_new"]["samples"] > 100
 
 
 def test_capacity_coming_back_wakes_only_the_jobs_that_can_use_it(

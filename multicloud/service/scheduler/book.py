@@ -56,8 +56,8 @@ class Counters:
     last_error: str | None = None
     # (jobs, planner seconds, record seconds) of recent plans.
     decisions: deque[tuple[int, float, float]] = field(default_factory=lambda: deque(maxlen=4096))
-    # Seconds of recent ticks that had nothing to do but look.
-    idle_ticks: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    # (clock reading, seconds, nothing new) of recent ticks.
+    ticks: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=65536))
 
 
 class Book:
@@ -103,7 +103,8 @@ class Book:
         # Set when capacity may have come back (an attempt ended, a block ran out): the
         # next offer round checks, and wakes the stuck jobs that could use it.
         self.capacity_changed = False
-        self._writes: Writes | None = None
+        self.pending = Writes()
+        self._to_terminate: list[AttemptRecord] = []
 
     def watch(self, fut: cf.Future[Any]) -> None:
         """Wake the cycle when ``fut`` finishes."""
@@ -111,35 +112,55 @@ class Book:
 
     # ------------------------------------------------------------------ writes
 
-    @contextmanager
-    def writing(self, now: datetime) -> Iterator[Writes]:
-        """One store transaction for a step of the cycle, its writes sent in bulk at the end.
+    def queue(self) -> Writes:
+        """The writes queued since the last flush."""
+        return self.pending
 
-        The step's logic queues its writes here; they go out, in order, as a handful of
-        statements in the same transaction (nothing if the step raised).
+    def has_pending(self) -> bool:
+        """True if writes wait for a flush."""
+        w = self.pending
+        return bool(w.handles or w.ends or w.transitions)
+
+    def write_pending(self, now: datetime) -> None:
+        """Send the queued writes inside the caller's store batch.
 
         Args:
-            now: The step's time, stamped on its events and ended attempts.
+            now: Stamped on their events and ended attempts.
+        """
+        w, self.pending = self.pending, Writes()
+        self.store.set_attempt_handles(w.handles)
+        self.store.end_attempts(w.ends, now=now)
+        self.store.transition_many(w.transitions, now=now)
+
+    def flush(self, now: datetime) -> None:
+        """Commit the queued writes in one transaction, then terminate what they ended.
+
+        Steps of the cycle queue their writes rather than open a transaction each: the
+        cycle flushes once per tick (or joins them to the plan's transaction), so a tick
+        that settles launches and status answers costs one commit, and one that changed
+        nothing costs none. Terminations of ended attempts go out only once their end is
+        recorded.
+
+        Args:
+            now: Stamped on the events and ended attempts.
+        """
+        if self.has_pending():
+            with self.store.batch():
+                self.write_pending(now)
+        self.send_terminations()
+
+    @contextmanager
+    def writing(self, now: datetime) -> Iterator[Writes]:
+        """Queue a step's writes and flush them (with anything queued before) at its end.
+
+        Args:
+            now: The step's time.
 
         Yields:
             The queue of writes.
         """
-        writes = Writes()
-        with self.store.batch():
-            self._writes = writes
-            try:
-                yield writes
-            finally:
-                self._writes = None
-            self.store.set_attempt_handles(writes.handles)
-            self.store.end_attempts(writes.ends, now=now)
-            self.store.transition_many(writes.transitions, now=now)
-
-    def queue(self) -> Writes:
-        """The writes of the step in progress."""
-        if self._writes is None:
-            raise RuntimeError("store writes of the cycle must run inside Book.writing()")
-        return self._writes
+        yield self.pending
+        self.flush(now)
 
     # ------------------------------------------------------------------ job moves
 
@@ -218,7 +239,12 @@ class Book:
     # ------------------------------------------------------------------ terminations
 
     def terminate(self, rows: Iterable[AttemptRecord]) -> None:
-        """Terminate the workloads of ended attempts, batched per provider."""
+        """Terminate the workloads of ended attempts once their end is recorded."""
+        self._to_terminate.extend(rows)
+
+    def send_terminations(self) -> None:
+        """Send the terminations queued by :meth:`terminate`, batched per provider."""
+        rows, self._to_terminate = self._to_terminate, []
         batches: dict[str, list[tuple[Handle, str]]] = {}
         for row in rows:
             if row.handle is not None:

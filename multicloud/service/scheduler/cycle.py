@@ -172,6 +172,23 @@ class Scheduler:
             counts = self.store.count_by_state()
             self.metrics.set_terminal({s.value: n for s, n in counts.items()})
 
+    def _resync(self) -> None:
+        """Drop the in-memory index and queued writes; rebuild both from the store.
+
+        A tick that failed half-way (the store unreachable, say) may have moved jobs in
+        memory that the store never recorded: the store is the truth, so the index is
+        read back from it, as at start.
+        """
+        with self.lock:
+            try:
+                fresh = JobIndex()
+                self.book.pending = type(self.book.pending)()
+                self.book.index = self.index = fresh
+                self.book.spent.clear()
+                self._recover()
+            except Exception:
+                log.exception("could not rebuild the index from the store; retrying later")
+
     # ------------------------------------------------------------------ API
 
     def submit(self, items: Sequence[tuple[Job, str | None]]) -> list[tuple[str, bool]]:
@@ -230,8 +247,7 @@ class Scheduler:
                     self.book.move(info, S.CANCELLED, reason)
                 else:
                     writes.transitions.append(Transition(job_id, S.CANCELLED, reason))
-                ended = self.book.end_rows(job_id, "cancelled", now)
-            self.book.terminate(ended)
+                self.book.terminate(self.book.end_rows(job_id, "cancelled", now))
             self.wake.set()
             return S.CANCELLED
 
@@ -281,7 +297,7 @@ class Scheduler:
                 "relaunches_after_restart": c.relaunches,
                 "cycle_errors": c.cycle_errors,
                 "last_error": c.last_error,
-                **({"idle_tick_ms": _percentiles(list(c.idle_ticks), 1e3)} if c.idle_ticks else {}),
+                "queue": self.index.queue_counts(),
                 **_decision_summary(c.decisions),
             }
 
@@ -306,10 +322,32 @@ class Scheduler:
             self.sweeper.reap()
             self.status.send()
             self.sweeper.send()
+            self.book.flush(self.wall())
             if self.metrics is not None:
                 self.metrics.set_active(self.index.active_counts())
-            if self._work() == work:
-                self.counters.idle_ticks.append(time.perf_counter() - started)
+            idle = self._work() == work
+            self.counters.ticks.append((self.clock(), time.perf_counter() - started, idle))
+
+    def tick_stats(self, window_s: float) -> dict[str, Any]:
+        """Percentiles of the ticks of the last ``window_s`` seconds (benchmarks).
+
+        Args:
+            window_s: How far back to look, on the scheduler's clock.
+
+        Returns:
+            ``{"all": ..., "nothing_new": ...}``: tick milliseconds of every tick, and of
+            the ticks that took nothing in and sent or settled nothing.
+        """
+        since = self.clock() - window_s
+        with self.lock:
+            recent = [(s, idle) for at, s, idle in self.counters.ticks if at >= since]
+        out: dict[str, Any] = {"window_s": window_s}
+        if recent:
+            out["all"] = _percentiles([s for s, _ in recent], 1e3)
+        quiet = [s for s, idle in recent if idle]
+        if quiet:
+            out["nothing_new"] = _percentiles(quiet, 1e3)
+        return out
 
     def _work(self) -> tuple[int, ...]:
         """Counts that change whenever a tick does something (to tell idle ticks apart)."""
@@ -322,6 +360,7 @@ class Scheduler:
             len(self.outstanding()),
             sum(self.index.counts.values()),
             self.placer.busy(),
+            self.status.busy(),
         )
 
     def outstanding(self) -> list[cf.Future[Any]]:
@@ -363,10 +402,11 @@ class Scheduler:
             try:
                 self.tick()
             except Exception as exc:
-                log.exception("scheduling cycle failed; retrying")
+                log.exception("scheduling cycle failed; rebuilding the index and retrying")
                 self.counters.cycle_errors += 1
                 self.counters.last_error = f"{type(exc).__name__}: {exc}"
                 stop.wait(0.5)
+                self._resync()
             due = self.next_due()
             sleep = self.settings.tick_s
             if due is not None:
@@ -376,7 +416,9 @@ class Scheduler:
     def busy(self) -> bool:
         """True while jobs wait to be taken in or anything is in flight."""
         with self.lock:
-            return bool(self._inbox or self.outstanding() or self.placer.busy())
+            return bool(
+                self._inbox or self.outstanding() or self.placer.busy() or self.status.busy()
+            )
 
     def close(self) -> None:
         """Stop the planner thread (adapter calls belong to the effects' owner)."""

@@ -111,6 +111,10 @@ class JobIndex:
         """True if some pending job waits for its first plan (or was woken)."""
         return bool(self._fresh)
 
+    def queue_counts(self) -> dict[str, int]:
+        """Pending jobs waiting for a plan (fresh) and waiting for capacity (stuck)."""
+        return {"fresh": len(self._fresh), "stuck": len(self._stuck)}
+
     def has_stuck(self) -> bool:
         """True if some pending job was planned and could not be placed."""
         return bool(self._stuck)

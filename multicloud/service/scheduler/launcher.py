@@ -22,6 +22,7 @@ from multicloud.models import Job
 from multicloud.provider import LaunchSpec
 from multicloud.service.effects import Effects, LaunchItem, LaunchOutcome
 from multicloud.service.scheduler.book import Book
+from multicloud.service.scheduler.index import JobIndex
 from multicloud.service.scheduler.settings import CrashPoints, Settings
 from multicloud.service.scheduler.timing import Clock
 from multicloud.store import AttemptRecord
@@ -95,7 +96,6 @@ class Launcher:
         crash: CrashPoints,
     ) -> None:
         self.book = book
-        self.index = book.index
         self.effects = effects
         self.settings = settings
         self.clock = clock
@@ -104,6 +104,11 @@ class Launcher:
         self.crash = crash
         self._batches: list[_Batch] = []
         self._in_flight: set[str] = set()
+
+    @property
+    def index(self) -> JobIndex:
+        """The cycle's index (rebuilt from the store after a failed tick)."""
+        return self.book.index
 
     def outstanding(self) -> list[cf.Future[list[LaunchOutcome]]]:
         """Launch batches not answered yet."""
@@ -175,51 +180,61 @@ class Launcher:
         return outcomes
 
     def reap(self) -> None:
-        """Record what finished launches returned: handles, or errors acted on."""
+        """Settle finished launches: queue their handles, act on their errors.
+
+        The writes join the book's queue, flushed with the tick (or with the next plan's
+        transaction): a handle not yet recorded at a crash is found again by re-sending
+        the same request id.
+        """
         outcomes = self._collect()
         if not outcomes:
             return
         self.crash("after_launch")
         now = self.wall()
-        book, counters, metrics = self.book, self.book.counters, self.book.metrics
-        stray: list[AttemptRecord] = []
+        book = self.book
         settled: list[AttemptRecord] = []
         failed: dict[str, tuple[str, str, bool]] = {}
-        with book.writing(now) as writes:
-            for provider, o in outcomes:
-                row = self.index.live.get(o.request_id)
-                if o.handle is not None:
-                    if row is None:
-                        # The attempt ended (cancelled, or a sibling failed) while the
-                        # launch was in flight: the workload is unwanted.
-                        book.terminate_handles(provider, [(o.handle, "terminate-" + o.request_id)])
-                        continue
-                    writes.handles.append((o.request_id, o.handle))
-                    settled.append(row.with_handle(o.handle))
-                    book.backoff.forget(o.request_id)
-                    counters.launches += 1
-                    if metrics is not None:
-                        metrics.launched(provider, "ok")
-                    continue
+        for provider, o in outcomes:
+            row = self.index.live.get(o.request_id)
+            if o.handle is not None:
                 if row is None:
-                    continue
-                kind = o.error or "transient"
-                counters.launch_errors[kind] += 1
-                if metrics is not None:
-                    metrics.launched(provider, kind)
-                if kind == "transient" and book.backoff.failed(o.request_id):
-                    continue
-                scope = o.scope or provider
-                if kind in ("capacity", "quota", "transient"):
-                    book.block(scope)
-                elif kind == "auth":
-                    book.block(provider)
-                message = f"{kind} error on {scope}: {o.message}"
-                failed[row.job_id] = (kind, message, kind != "invalid")
-            for row in settled:
-                self.index.update_row(row)
-            for job_id in {row.job_id for row in settled} - set(failed):
-                book.maybe_provisioning(job_id)
-            for job_id, (outcome, reason, requeue) in failed.items():
-                stray.extend(book.fail_attempt(job_id, outcome, reason, now, requeue=requeue))
-        book.terminate(stray)
+                    # The attempt ended (cancelled, or a sibling failed) while the launch
+                    # was in flight: the workload is unwanted.
+                    book.terminate_handles(provider, [(o.handle, "terminate-" + o.request_id)])
+                else:
+                    settled.append(self._launched(provider, row, o))
+            elif row is not None:
+                error = self._failed(provider, o)
+                if error is not None:
+                    failed[row.job_id] = error
+        for row in settled:
+            self.index.update_row(row)
+        for job_id in {row.job_id for row in settled} - set(failed):
+            book.maybe_provisioning(job_id)
+        for job_id, (outcome, reason, requeue) in failed.items():
+            book.terminate(book.fail_attempt(job_id, outcome, reason, now, requeue=requeue))
+
+    def _launched(self, provider: str, row: AttemptRecord, o: LaunchOutcome) -> AttemptRecord:
+        assert o.handle is not None
+        self.book.queue().handles.append((o.request_id, o.handle))
+        self.book.backoff.forget(o.request_id)
+        self.book.counters.launches += 1
+        if self.book.metrics is not None:
+            self.book.metrics.launched(provider, "ok")
+        return row.with_handle(o.handle)
+
+    def _failed(self, provider: str, o: LaunchOutcome) -> tuple[str, str, bool] | None:
+        """Count a launch error; return (outcome, reason, requeue) unless it is retried."""
+        book = self.book
+        kind = o.error or "transient"
+        book.counters.launch_errors[kind] += 1
+        if book.metrics is not None:
+            book.metrics.launched(provider, kind)
+        if kind == "transient" and book.backoff.failed(o.request_id):
+            return None  # re-sent under the same request id once its back-off is over
+        scope = o.scope or provider
+        if kind in ("capacity", "quota", "transient"):
+            book.block(scope)
+        elif kind == "auth":
+            book.block(provider)
+        return kind, f"{kind} error on {scope}: {o.message}", kind != "invalid"

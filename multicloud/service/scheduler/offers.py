@@ -120,6 +120,11 @@ class OfferRounds:
             futures[name] = fut
         self._round = _Round(self._clock(), accelerators, futures, frozenset(skipped))
 
+    def wait(self, seconds: float) -> None:
+        """Block up to ``seconds`` (real time) for the round's answers."""
+        if self._round is not None and seconds > 0:
+            cf.wait(list(self._round.futures.values()), timeout=seconds)
+
     def poll(self) -> RoundResult | None:
         """Finish the round if every provider answered or ran out of time.
 

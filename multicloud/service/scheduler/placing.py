@@ -33,7 +33,7 @@ from multicloud.models import Fleet
 from multicloud.planner import Assignment, Plan, Policy, Snapshot, plan
 from multicloud.provider import Offer, Place, request_id
 from multicloud.service.scheduler.book import Book
-from multicloud.service.scheduler.index import JobInfo
+from multicloud.service.scheduler.index import JobIndex, JobInfo
 from multicloud.service.scheduler.offers import OfferRounds, RoundResult
 from multicloud.service.scheduler.settings import CrashPoints, Settings
 from multicloud.service.scheduler.timing import Clock, Timer
@@ -91,7 +91,6 @@ class Placer:
         executor: cf.Executor,
     ) -> None:
         self.book = book
-        self.index = book.index
         self.fleet = fleet
         self.rounds = rounds
         self.policy = policy
@@ -99,6 +98,8 @@ class Placer:
         self.crash = crash
         self.executor = executor
         self.probe = Timer(clock, settings.replan_interval_s, due_now=False)
+        self.offers_wait_s = settings.offers_wait_s
+        self.inline_plan_jobs = settings.inline_plan_jobs
         self._seen: dict[str, float] = {}
         self._seen_reserved: dict[str, int] = {}
         self._planning: _Planning | None = None
@@ -112,6 +113,11 @@ class Placer:
             if edge is not None
         )
 
+    @property
+    def index(self) -> JobIndex:
+        """The cycle's index (rebuilt from the store after a failed tick)."""
+        return self.book.index
+
     def outstanding(self) -> list[cf.Future[tuple[Plan, float]]]:
         """The plan being computed, if any."""
         p = self._planning
@@ -122,18 +128,20 @@ class Placer:
         return self._planning is not None or self.rounds.active
 
     def step(self) -> None:
-        """Advance placing by whatever is ready: record a plan, plan a round, start one."""
+        """Advance placing by whatever is ready: record a plan, plan a round, start one.
+
+        In the common case all of it happens in one step: the round starts, in-process
+        adapters answer within ``offers_wait_s``, a plan of at most ``inline_plan_jobs``
+        jobs runs right here, and is recorded.
+        """
         if self._planning is not None:
             if not self._planning.future.done():
                 return
-            self._record(self._planning)
-            self._planning = None
-        if self.rounds.active:
-            result = self.rounds.poll()
-            if result is not None:
-                self._decide(result)
-            return
-        if self._wanted():
+            planning, self._planning = self._planning, None
+            self._record(planning)
+        if not self.rounds.active:
+            if not self._wanted():
+                return
             self.book.capacity_changed = False
             accels = {a for i in self.index.fresh() for a in i.spec.resources.accelerator}
             live = self.index.live
@@ -141,6 +149,12 @@ class Placer:
                 k for k in self.index.unlaunched if k in live and live[k].handle is None
             }
             self.rounds.start(frozenset(accels | self.index.stuck_accelerators()))
+            # Answers from adapters in this process take well under a millisecond: a
+            # moment's wait here saves a whole trip round the loop for every job.
+            self.rounds.wait(self.offers_wait_s)
+        result = self.rounds.poll()
+        if result is not None:
+            self._decide(result)
 
     def _wanted(self) -> bool:
         if self.index.has_fresh():
@@ -226,6 +240,15 @@ class Placer:
             started = time.perf_counter()
             return plan(snap, policy), time.perf_counter() - started
 
+        if len(jobs) <= self.inline_plan_jobs:
+            # A small plan costs milliseconds: cheaper here than a hop to another thread.
+            fut: cf.Future[tuple[Plan, float]] = cf.Future()
+            try:
+                fut.set_result(run())
+            except Exception as exc:
+                fut.set_exception(exc)
+            self._record(_Planning(jobs, snap, usable, fut))
+            return
         fut = self.executor.submit(run)
         self.book.watch(fut)
         self._planning = _Planning(jobs, snap, usable, fut)
@@ -303,11 +326,15 @@ class Placer:
         now = self.wall()
         with self.book.store.batch():
             store = self.book.store
+            # What earlier steps of this tick queued goes first, in the same transaction:
+            # a job they requeued must be pending in the store before it is placed again.
+            self.book.write_pending(now)
             store.transition_many(transitions, now=now)
             rows = store.begin_attempts(attempts, now=now)
             store.record_decisions(decisions, now=now)
             store.record_audit(audit, now=now)
-        # Committed: now the index may follow.
+        # Committed: now the index may follow, and what the queued writes ended may go.
+        self.book.send_terminations()
         for job_id, reason in changed.items():
             waiting = self.index.get(job_id)
             if waiting is not None:

@@ -32,6 +32,10 @@ class Settings:
             kept out of plans.
         offers_timeout_s: How long a provider that is not a ROFR holder may take to answer
             for offers before a plan goes ahead without it.
+        offers_wait_s: How long (real time) a step waits for offers right after asking,
+            before it leaves the answers to a later tick.
+        inline_plan_jobs: Plans of at most this many jobs run on the cycle's thread; larger
+            ones on the planner thread, while the cycle goes on.
         max_attempts: Attempts after which a job that keeps being requeued fails.
         transient_retries: Re-sends of a launch that failed with a transient error before
             it is re-placed elsewhere.
@@ -40,7 +44,8 @@ class Settings:
             (re-sent under the same request id; a hung call cannot hold its job for ever).
         sweep_interval_s: How often the orphan sweep runs (it also runs at start).
         launch_batch: Launches sent to one provider in one call at most.
-        status_chunk: Jobs whose status changes are recorded per store transaction.
+        status_chunk: Workloads whose status answers are applied per tick (one store
+            transaction each): placing never waits behind more than that.
     """
 
     tick_s: float = 1.0
@@ -48,13 +53,15 @@ class Settings:
     replan_interval_s: float = 2.0
     blocked_ttl_s: float = 60.0
     offers_timeout_s: float = 10.0
+    offers_wait_s: float = 0.003
+    inline_plan_jobs: int = 256
     max_attempts: int = 10
     transient_retries: int = 3
     retry_backoff_s: float = 0.2
     launch_deadline_s: float = 300.0
     sweep_interval_s: float = 10.0
     launch_batch: int = 256
-    status_chunk: int = 64
+    status_chunk: int = 256
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any]) -> Settings:

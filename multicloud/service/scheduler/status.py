@@ -1,14 +1,16 @@
 """Watching status: one batch per provider, and what each answer means for its job.
 
-A provider whose last batch has not answered is not asked again (no pile-up). Answers are
-applied ``status_chunk`` jobs per store transaction, so a crash half-way through a batch
-leaves whole jobs changed or unchanged, and the next batch picks up the rest.
+A provider whose last batch has not answered (or not been applied) is not asked again (no
+pile-up). Answers are applied ``status_chunk`` rows per tick, each chunk one store
+transaction: placing, which runs first in every tick, never waits behind a whole batch,
+and a crash half-way through a batch leaves whole jobs changed or unchanged.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 
@@ -16,6 +18,7 @@ from multicloud.lifecycle import JobState
 from multicloud.provider import WorkloadState, WorkloadStatus
 from multicloud.service.effects import Effects
 from multicloud.service.scheduler.book import Book
+from multicloud.service.scheduler.index import JobIndex
 from multicloud.service.scheduler.settings import CrashPoints, Settings
 from multicloud.service.scheduler.timing import Clock, Timer
 from multicloud.store import AttemptRecord
@@ -58,17 +61,28 @@ class StatusWatcher:
         crash: CrashPoints,
     ) -> None:
         self.book = book
-        self.index = book.index
         self.effects = effects
         self.chunk = settings.status_chunk
         self.timer = Timer(clock, settings.status_interval_s)
         self.wall = wall
         self.crash = crash
         self._calls: dict[str, tuple[cf.Future[dict[str, WorkloadStatus]], list[str]]] = {}
+        # Answers waiting to be applied, a chunk per tick, so that placing (which runs
+        # first in every tick) never waits behind thousands of status answers.
+        self._backlog: deque[tuple[str, list[str], dict[str, WorkloadStatus]]] = deque()
+
+    @property
+    def index(self) -> JobIndex:
+        """The cycle's index (rebuilt from the store after a failed tick)."""
+        return self.book.index
 
     def outstanding(self) -> list[cf.Future[dict[str, WorkloadStatus]]]:
         """Status batches not answered yet."""
         return [f for f, _ in self._calls.values() if not f.done()]
+
+    def busy(self) -> bool:
+        """True while answers wait to be applied."""
+        return bool(self._backlog)
 
     def send(self) -> None:
         """Ask each provider for the status of its workloads, when due."""
@@ -76,41 +90,56 @@ class StatusWatcher:
             return
         for provider, rows in self.index.launched_by_provider():
             if provider in self._calls:
-                continue  # the last batch has not answered: do not pile up
+                continue  # the last batch has not answered (or been applied): no pile-up
             handles = [r.handle for r in rows if r.handle is not None]
             fut = self.effects.status(provider, handles)
             self.book.watch(fut)
             self._calls[provider] = (fut, [r.request_id for r in rows])
 
     def reap(self) -> None:
-        """Apply the answers of finished batches."""
-        for provider in [p for p, (f, _) in self._calls.items() if f.done()]:
-            fut, keys = self._calls.pop(provider)
+        """Take in finished batches, then apply one chunk of answers.
+
+        A chunk is ``status_chunk`` rows in one transaction (if it changed anything);
+        the rest waits for the next tick, which comes at once.
+        """
+        for provider, (fut, keys) in list(self._calls.items()):
+            if not fut.done() or any(p == provider for p, _, _ in self._backlog):
+                continue
             try:
                 answers = fut.result()
             except Exception as exc:
                 log.warning("status from %s failed: %s", provider, exc)
+                del self._calls[provider]
                 continue
-            by_job: dict[str, list[tuple[AttemptRecord, WorkloadStatus]]] = {}
-            for key in keys:
-                row = self.index.live.get(key)
-                if row is None or row.handle is None:
-                    continue
-                answer = answers.get(row.handle.id)
-                if answer is not None:
-                    by_job.setdefault(row.job_id, []).append((row, answer))
-            self._apply(list(by_job.items()))
+            self._backlog.append((provider, keys, answers))
+        if self._backlog:
+            self._apply_chunk()
 
-    def _apply(self, jobs: list[tuple[str, list[tuple[AttemptRecord, WorkloadStatus]]]]) -> None:
-        for start in range(0, len(jobs), self.chunk):
-            if start:
-                self.crash("mid_status")
-            now = self.wall()
-            stray: list[AttemptRecord] = []
-            with self.book.writing(now):
-                for job_id, answers in jobs[start : start + self.chunk]:
-                    stray.extend(self._job(job_id, answers, now))
-            self.book.terminate(stray)
+    def _apply_chunk(self) -> None:
+        provider, keys, answers = self._backlog[0]
+        taken, rest = keys[: self.chunk], keys[self.chunk :]
+        if rest:
+            self._backlog[0] = (provider, rest, answers)
+        else:
+            self._backlog.popleft()
+            del self._calls[provider]  # applied whole: this provider may be asked again
+        by_job: dict[str, list[tuple[AttemptRecord, WorkloadStatus]]] = {}
+        for key in taken:
+            row = self.index.live.get(key)
+            if row is None or row.handle is None:
+                continue
+            answer = answers.get(row.handle.id)
+            if answer is not None:
+                by_job.setdefault(row.job_id, []).append((row, answer))
+        now = self.wall()
+        for job_id, found in by_job.items():
+            self.book.terminate(self._job(job_id, found, now))
+        # One transaction per chunk that changed something: a crash between chunks
+        # leaves whole jobs recorded or untouched.
+        self.book.flush(now)
+        if rest:
+            self.crash("mid_status")
+            self.book.notify()  # more to apply: tick again at once
 
     def _job(
         self, job_id: str, answers: list[tuple[AttemptRecord, WorkloadStatus]], now: datetime
