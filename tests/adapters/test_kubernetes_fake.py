@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from multicloud_coreweave.kube import manifests as mf
-from multicloud_coreweave.kube.pools import NodePool
-from multicloud_coreweave.testing import (
+from multicloud_kubernetes import manifests as mf
+from multicloud_kubernetes.pools import NodePool
+from multicloud_kubernetes.testing import (
     TOKEN,
     FakeKube,
     field_selector_matches,
@@ -23,6 +23,7 @@ from multicloud_coreweave.testing import (
 from multicloud.provider import LaunchSpec, MarketKind, Offer
 from multicloud.testing.fakecloud import Call
 
+H100 = "NVIDIA-H100-80GB-HBM3"
 LABELS = {"app": "web", "tier": "gpu", "multicloud.io/install": "a"}
 Doc = dict[str, Any]
 
@@ -80,16 +81,16 @@ def test_server_requires_the_token_and_stops() -> None:
 @pytest.fixture
 def kube() -> Iterator[FakeKube]:
     with serve() as k:
-        k.add_nodes(2, gpu_class="H100_NVLINK_80GB", memory="1Ti")
+        k.add_nodes(2, memory="1Ti")
         yield k
 
 
 def _launch(ray: bool = False) -> mf.Launch:
     spec = LaunchSpec("job", "job", 1, 2, MarketKind.ON_DEMAND, image="img", command="true",
                       secrets=("HF_TOKEN",), ray=ray)
-    pool = NodePool("H100_NVLINK_80GB", "gpu.nvidia.com/class", "H100_NVLINK_80GB", "H100", 8,
-                    "US-EAST-04", None, 2, 2, rdma=True)
-    offer = Offer("coreweave", "US-EAST-04", None, "H100_NVLINK_80GB", "H100", 8, 49.0)
+    pool = NodePool(H100, "nvidia.com/gpu.product", H100, "H100", 8, "us-east-1", None, 2, 2,
+                    rdma=True)
+    offer = Offer("kubernetes", "us-east-1", None, H100, "H100", 8, 49.0)
     return mf.Launch("mc-abc", spec, offer, "req", pool, {mf.WORKLOAD: "mc-abc"}, {})
 
 
