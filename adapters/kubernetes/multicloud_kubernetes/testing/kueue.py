@@ -203,9 +203,11 @@ class Kueue:
         reason = ("Ready" if why is None else "Stopped" if "stopped" in why else
                   "ClusterQueueDoesNotExist" if "doesn't exist" in why else
                   "ClusterQueueIsInactive")
+        message = ("Can submit new workloads to localQueue" if why is None else
+                   "Can't submit new workloads to localQueue" if reason == "Stopped" else
+                   "Can't submit new workloads to clusterQueue")
         cond = {"type": "Active", "status": str(why is None), "reason": reason,
-                "message": "Can submit new workloads to localQueue" if why is None else
-                "Can't submit new workloads to clusterQueue", "lastTransitionTime": "",
+                "message": message, "lastTransitionTime": self.cluster.stamp(),
                 "observedGeneration": 1}
         return {**lq, "status": {"conditions": [cond]}}
 
