@@ -57,7 +57,8 @@ __all__ = [
 
 GROUP = "kueue.x-k8s.io"
 VERSIONS = ("v1beta2", "v1beta1")
-"""Kueue API versions the adapter reads, newest first (v1beta1 served up to Kueue v0.17)."""
+"""Kueue API versions the adapter reads, newest first (v1beta2 from Kueue v0.15; v1beta1
+until Kueue stops serving it, planned for v0.18)."""
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 _DEACTIVATED = ("Deactivated", "InactiveWorkload")
 _SUSPENDED = frozenset({"Suspending", "Suspended"})
