@@ -21,33 +21,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from kubernetes_plan import arguments, choose, report
+from kubernetes_plan import JOBS, arguments, choose, report
 
 from multicloud.models import Fleet
 from multicloud.specs import parse_fleet
-
-JOBS = """
-jobs:
-  - name: finetune-h100
-    kind: training
-    priority: 50
-    resources: {accelerator: H100, count: 8, nodes: 2}
-    duration_hours: 6
-    run:
-      image: ghcr.io/example/trainer:2026.11
-      command: python -m train --config configs/sft.yaml
-      secrets: [HF_TOKEN]
-  - name: eval-a100
-    kind: training
-    priority: 40
-    resources: {accelerator: [A100-80GB, H100], count: 8, nodes: 1}
-    duration_hours: 2
-  - name: embed-l40s
-    kind: training
-    priority: 10
-    resources: {accelerator: L40S, count: 8, nodes: 1}
-    duration_hours: 1
-"""
 
 
 def _sim_fleet() -> Fleet:

@@ -14,7 +14,7 @@ against a simulated one with the same prices, so it runs with no credentials at 
 
 Nothing is launched: planning only reads nodes and pods.
 
-``examples/coreweave_plan.py`` is the same over the CoreWeave preset.
+``examples/coreweave_plan.py`` is the same jobs over the CoreWeave preset.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ jobs:
     priority: 40
     resources: {accelerator: [A100-80GB, H100], count: 8, nodes: 1}
     duration_hours: 2
-  - name: embed-mi300x
+  - name: embed
     kind: training
     priority: 10
-    resources: {accelerator: MI300X, count: 8, nodes: 1}
+    resources: {accelerator: [MI300X, L40S], count: 8, nodes: 1}
     duration_hours: 1
 """
 

@@ -36,9 +36,10 @@ def test_the_generic_cluster_prices_owned_nodes_amortised(tmp_path: Path) -> Non
     assert "NVIDIA-H100-80GB-HBM3" in lines["finetune-h100"]
     assert "$   8.63/node-h" in lines["finetune-h100"]  # $250k over 4 years + $1.50/h
     assert "$   0.00/node-h" in lines["eval-a100"]  # paid off: an explicit $0
-    assert "AMD_Instinct_MI300X_OAM" in lines["embed-mi300x"]
+    assert "AMD_Instinct_MI300X_OAM" in lines["embed"]
 
 
 def test_coreweave_reads_cks_instance_ids(tmp_path: Path) -> None:
     out = run("coreweave", "--fake", home=tmp_path)
     assert "gd-8xh100ib-i128" in out and "QUEUED" not in out
+    assert "L40S" in next(line for line in out.splitlines() if line.startswith("  embed"))

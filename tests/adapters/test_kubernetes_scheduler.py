@@ -27,20 +27,11 @@ OWNED = {"H100": {"cost_usd": 250_000, "years": 4, "running_usd_per_hour": 1.5}}
 
 
 class Cycle:
-    """A scheduler over a fresh SQLite store and the two clusters' fleet entries."""
+    """A scheduler over a fresh SQLite store and the given fleet entries (also CoreWeave's)."""
 
-    def __init__(self, tmp_path: Path, lab: FakeKube, spare: FakeKube, **lab_options: Any):
-        doc = {"providers": {
-            "lab": {"adapter": "kubernetes", "options": {
-                **lab.options, "price_card": OWNED, "local_queue": "team",
-                "unschedulable_grace_s": 0.0, **lab_options}},
-            "spare": {"adapter": "kubernetes", "options": {
-                **spare.options, "price_card": {"H100": 45.0}, "unschedulable_grace_s": 0.0}},
-        }}
-        self.lab, self.spare = lab, spare
-        self.fleet = Fleet.model_validate(doc)
-        self.effects = InlineEffects({n: registry.from_fleet(self.fleet, n) for n in doc[
-            "providers"]})
+    def __init__(self, tmp_path: Path, providers: dict[str, Any]) -> None:
+        self.fleet = Fleet.model_validate({"providers": providers})
+        self.effects = InlineEffects({n: registry.from_fleet(self.fleet, n) for n in providers})
         self.store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
         self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=quick_settings())
 
@@ -50,18 +41,32 @@ class Cycle:
     def state(self, job_id: str) -> JobState:
         return self.store.get(job_id).state
 
-    def submit(self) -> str:
-        spec = job("train", accelerator="H100", count=8, nodes=2,
-                   run={"image": "ghcr.io/acme/train:1", "command": "torchrun train.py"})
-        ((job_id, _),) = self.scheduler.submit([(spec, None)])
-        return str(job_id)
-
     def outcomes(self, job_id: str) -> list[tuple[str, str | None]]:
         return [(a.provider, a.outcome) for a in self.store.get(job_id).attempts]
 
     def close(self) -> None:
         self.effects.close()
         self.store.close()
+
+
+class TwoClusters(Cycle):
+    """``lab`` (Kueue, owned H100s) and ``spare`` (no Kueue, rented H100s)."""
+
+    def __init__(self, tmp_path: Path, lab: FakeKube, spare: FakeKube, **lab_options: Any):
+        super().__init__(tmp_path, {
+            "lab": {"adapter": "kubernetes", "options": {
+                **lab.options, "price_card": OWNED, "local_queue": "team",
+                "unschedulable_grace_s": 0.0, **lab_options}},
+            "spare": {"adapter": "kubernetes", "options": {
+                **spare.options, "price_card": {"H100": 45.0}, "unschedulable_grace_s": 0.0}},
+        })
+        self.lab, self.spare = lab, spare
+
+    def submit(self) -> str:
+        spec = job("train", accelerator="H100", count=8, nodes=2,
+                   run={"image": "ghcr.io/acme/train:1", "command": "torchrun train.py"})
+        ((job_id, _),) = self.scheduler.submit([(spec, None)])
+        return str(job_id)
 
 
 @pytest.fixture
@@ -75,11 +80,13 @@ def clusters() -> Iterator[tuple[FakeKube, FakeKube]]:
 
 
 @pytest.fixture
-def make(tmp_path: Path, clusters: tuple[FakeKube, FakeKube]) -> Iterator[Callable[..., Cycle]]:
-    made: list[Cycle] = []
+def make(
+    tmp_path: Path, clusters: tuple[FakeKube, FakeKube]
+) -> Iterator[Callable[..., TwoClusters]]:
+    made: list[TwoClusters] = []
 
-    def build(**lab_options: Any) -> Cycle:
-        made.append(Cycle(tmp_path, *clusters, **lab_options))
+    def build(**lab_options: Any) -> TwoClusters:
+        made.append(TwoClusters(tmp_path, *clusters, **lab_options))
         return made[-1]
 
     yield build
@@ -93,7 +100,7 @@ def _only(kube: FakeKube) -> str:
 
 
 def test_kueue_admits_the_gang_on_the_cheaper_cluster_and_it_succeeds(
-    make: Callable[..., Cycle],
+    make: Callable[..., TwoClusters],
 ) -> None:
     c = make()
     job_id = c.submit()
@@ -108,7 +115,7 @@ def test_kueue_admits_the_gang_on_the_cheaper_cluster_and_it_succeeds(
 
 
 def test_a_kueue_preemption_sends_the_job_to_the_other_cluster(
-    make: Callable[..., Cycle],
+    make: Callable[..., TwoClusters],
 ) -> None:
     c = make(queue_grace_s=0.0)  # give the place up as soon as Kueue evicts it
     job_id = c.submit()
@@ -124,7 +131,7 @@ def test_a_kueue_preemption_sends_the_job_to_the_other_cluster(
 
 
 def test_within_the_grace_kueue_readmits_the_preempted_job_in_place(
-    make: Callable[..., Cycle],
+    make: Callable[..., TwoClusters],
 ) -> None:
     c = make(queue_grace_s=600.0)
     job_id = c.submit()
@@ -141,7 +148,7 @@ def test_within_the_grace_kueue_readmits_the_preempted_job_in_place(
     assert c.outcomes(job_id) == [("lab", "succeeded")]
 
 
-def test_a_job_kueue_keeps_queued_goes_elsewhere(make: Callable[..., Cycle]) -> None:
+def test_a_job_kueue_keeps_queued_goes_elsewhere(make: Callable[..., TwoClusters]) -> None:
     c = make(queue_grace_s=0.0)
     # The ClusterQueue's quota is spent (none left for this team), whatever the free nodes.
     c.lab.kueue.add_cluster_queue("gpus", {"nvidia.com/gpu": "0"})
@@ -154,7 +161,7 @@ def test_a_job_kueue_keeps_queued_goes_elsewhere(make: Callable[..., Cycle]) -> 
         e["reason"] for e in c.store.events(job_id))
 
 
-def test_a_command_that_exits_3_under_kueue_fails_the_job(make: Callable[..., Cycle]) -> None:
+def test_a_command_that_exits_3_under_kueue_fails_the_job(make: Callable[..., TwoClusters]) -> None:
     c = make()
     job_id = c.submit()
     c.run_until(lambda: c.state(job_id) is JobState.RUNNING)

@@ -93,15 +93,7 @@ class CoreWeaveProvider(KubernetesProvider):
     LIST_PRICES: ClassVar[str | None] = "coreweave"
 
     def read_label(self, key: str, value: str) -> str | None:
-        """Read a type label; a CKS instance id by its own grammar first.
-
-        Args:
-            key: The label key.
-            value: Its value.
-
-        Returns:
-            The canonical accelerator, or None.
-        """
+        """Read a type label as the base does, a CKS instance id by its grammar first."""
         parsed = instance_type_of(value) if key == INSTANCE_TYPE else None
         if parsed is not None and value not in self.gpu_classes:
             return parsed[0]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from multicloud_kubernetes.testing import TOKEN, FakeCluster, serve_fake, write_kubeconfig
 
@@ -32,31 +33,21 @@ class FakeKube(FakeCluster):
         *,
         gpu_class: str | None = "H100_NVLINK_80GB",
         instance_type: str | None = None,
-        gpus: int = 8,
         region: str | None = "US-EAST-04",
-        zone: str | None = None,
         labels: Mapping[str, str] | None = None,
-        taints: Sequence[Mapping[str, str]] = (),
-        ready: bool = True,
-        unschedulable: bool = False,
-        memory: str = "1Ti",
         rdma: bool | None = None,
+        **hardware: Any,
     ) -> None:
-        """Add one node, labelled as CKS labels its nodes.
+        """Add one node, labelled as CKS labels its nodes (in the ``production`` state).
 
         Args:
             name: Node name.
             gpu_class: ``gpu.nvidia.com/class`` (None: no such label).
             instance_type: ``node.kubernetes.io/instance-type``, the CKS instance id.
-            gpus: Allocatable ``nvidia.com/gpu``.
             region: ``topology.kubernetes.io/region`` (None: no such label).
-            zone: ``topology.kubernetes.io/zone`` (None: no such label).
             labels: Extra labels (they win).
-            taints: Taints (``key``, ``value``, ``effect``).
-            ready: Whether the Ready condition is True.
-            unschedulable: Whether the node is cordoned.
-            memory: Allocatable memory.
             rdma: Whether it advertises ``rdma/ib`` (default: an ``ib`` instance id).
+            **hardware: :meth:`FakeCluster.put_node`'s (gpus, zone, taints, ready, ...).
         """
         cks = {"node.coreweave.cloud/state": "production"}
         for key, value in (("gpu.nvidia.com/class", gpu_class),
@@ -64,10 +55,7 @@ class FakeKube(FakeCluster):
             if value is not None:
                 cks[key] = value
         ib = bool(re.search(r"\dx[a-z0-9]+ib", instance_type or "")) if rdma is None else rdma
-        self.put_node(name, {**cks, **(labels or {})}, gpus=gpus, region=region, zone=zone,
-                      taints=taints, ready=ready, unschedulable=unschedulable, memory=memory,
-                      rdma=ib)
-
+        self.put_node(name, {**cks, **(labels or {})}, region=region, rdma=ib, **hardware)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -56,16 +56,11 @@ class FakeKube(FakeCluster):
         name: str,
         *,
         product: str | None = "NVIDIA-H100-80GB-HBM3",
-        gpus: int = 8,
         vendor: Literal["nvidia", "amd"] = "nvidia",
+        gpus: int = 8,
         region: str | None = "us-east-1",
-        zone: str | None = None,
         labels: Mapping[str, str] | None = None,
-        taints: Sequence[Mapping[str, str]] = (),
-        ready: bool = True,
-        unschedulable: bool = False,
-        memory: str = "1Ti",
-        rdma: bool = False,
+        **hardware: Any,
     ) -> None:
         """Add one node, labelled as GPU feature discovery (or AMD's labeller) labels it.
 
@@ -73,16 +68,11 @@ class FakeKube(FakeCluster):
             name: Node name.
             product: ``nvidia.com/gpu.product`` (``amd.com/gpu.product-name`` for AMD), and
                 ``nvidia.com/gpu.count`` = ``gpus``; None: no GPU labels at all.
-            gpus: Allocatable ``nvidia.com/gpu`` (``amd.com/gpu``).
-            vendor: Whose GPUs.
+            vendor: Whose GPUs (``nvidia.com/gpu`` or ``amd.com/gpu`` allocatable).
+            gpus: Allocatable GPUs.
             region: ``topology.kubernetes.io/region`` (None: no such label).
-            zone: ``topology.kubernetes.io/zone`` (None: no such label).
             labels: Extra labels (they win).
-            taints: Taints (``key``, ``value``, ``effect``).
-            ready: Whether the Ready condition is True.
-            unschedulable: Whether the node is cordoned.
-            memory: Allocatable memory.
-            rdma: Whether it advertises ``rdma/ib``.
+            **hardware: :meth:`FakeCluster.put_node`'s (zone, taints, ready, rdma, ...).
         """
         found: dict[str, str] = {}
         if product is not None and vendor == "nvidia":
@@ -90,9 +80,7 @@ class FakeKube(FakeCluster):
         elif product is not None:
             found = {"amd.com/gpu.product-name": product}
         self.put_node(name, {**found, **(labels or {})}, gpus=gpus,
-                      gpu_resource=f"{vendor}.com/gpu", region=region, zone=zone, taints=taints,
-                      ready=ready, unschedulable=unschedulable, memory=memory, rdma=rdma)
-
+                      gpu_resource=f"{vendor}.com/gpu", region=region, **hardware)
 
 
 @contextlib.contextmanager
