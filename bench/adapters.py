@@ -1,7 +1,8 @@
 """Adapter benchmark (issues 4/5): writes bench/results/adapters.json.
 
-Measures the four real cloud adapters (AWS, GCP, Azure, CoreWeave), each behind its real SDK
-client and its in-package fake served on 127.0.0.1 (``multicloud_<cloud>.testing.serve``).
+Measures the real cloud adapters (AWS, GCP, Azure, CoreWeave, OCI, and the generic Kubernetes
+adapter on a cluster running Kueue), each behind its real SDK client and its in-package fake
+served on 127.0.0.1 (``multicloud_<cloud>.testing.serve``).
 **The figures are adapter + SDK + fake + loopback overhead, not cloud latency**: a real cloud
 adds its own network round trips and server time to every request counted here.
 
@@ -16,7 +17,8 @@ Per adapter, each figure repeated ``--repeat`` times (median and max reported, s
   fake's log is checked for launch requests (EC2 ``RunInstances``, Compute
   ``instances.insert``, ARM VM ``PUT``, Kubernetes Job ``POST``): there must be none.
   CoreWeave's quota is a namespace ResourceQuota on ``requests.nvidia.com/gpu`` (what its
-  adapter lists before creating a Job), in a namespace of its own.
+  adapter lists before creating a Job), in a namespace of its own; the generic Kubernetes
+  cluster's is a stopped Kueue LocalQueue (``Active=False``), in a namespace of its own.
 * ``offers()`` for the cloud's whole catalog (no region filter): cold (a new adapter) and warm
   (the same adapter again, within its cache TTL), and the number of offers. CoreWeave's offers
   are the cluster's node pools: the fake is given one node per catalog row (class = catalog
@@ -71,13 +73,14 @@ from multicloud.provider import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results" / "adapters.json"
-CLOUDS = ("aws", "gcp", "azure", "coreweave", "oci")
+CLOUDS = ("aws", "gcp", "azure", "coreweave", "kubernetes", "oci")
 INSTALL = "bench"
 SDKS: dict[str, tuple[str, ...]] = {
     "aws": ("boto3", "botocore", "moto"),
     "gcp": ("google-cloud-compute", "google-cloud-tpu", "google-api-core", "google-auth"),
     "azure": ("azure-mgmt-compute", "azure-core", "azure-identity"),
     "coreweave": ("kubernetes", "urllib3"),
+    "kubernetes": ("kubernetes", "urllib3"),
     "oci": ("oci",),
 }
 NOTE = (
@@ -458,18 +461,20 @@ class CoreWeave(Cloud):
         merged = {**self.fake.options, "gpu_classes": self.classes, **options}
         return CoreWeaveProvider(**merged)
 
+    type_label = "gpu_class"  # the fake's add_node argument naming the node's type
+
     def prepare(self, nodes: int) -> None:
         for region, itype, gpus in self.rows:
             self.fake.add_node(
-                f"{itype}-{region.lower()}-0", gpu_class=itype, gpus=gpus, region=region
+                f"{itype}-{region.lower()}-0", gpus=gpus, region=region, **{self.type_label: itype}
             )
         # One free node per launched single-node Job, plus the quota probes' offer.
         self.fake.add_nodes(
             nodes + 2,
             prefix="h100-extra",
-            gpu_class="cw-hgx-h100-8x",
             gpus=8,
             region=self.launch_region,
+            **{self.type_label: "cw-hgx-h100-8x"},
         )
 
     def launch_offer(self, offers: list[Offer]) -> Offer:
@@ -516,6 +521,48 @@ class CoreWeave(Cloud):
 
     def http_requests(self) -> int:
         return len(self.fake.requests)
+
+
+class Kubernetes(CoreWeave):
+    """A generic GPU cluster running Kueue: the same node pools as CoreWeave's catalog rows,
+    labelled by GPU feature discovery, every launch through a LocalQueue."""
+
+    name = "kubernetes"
+    type_label = "product"
+
+    def serve(self) -> contextlib.AbstractContextManager[Any]:
+        from multicloud_kubernetes.testing import serve
+
+        return serve(kueue="v1beta2")
+
+    def make(self, **options: Any) -> Any:
+        from multicloud_kubernetes import KubernetesProvider
+
+        merged = {**self.fake.options, "gpu_classes": self.classes, "list_prices": "coreweave",
+                  "local_queue": "team", **options}
+        return KubernetesProvider(**merged)
+
+    def prepare(self, nodes: int) -> None:
+        self.fake.kueue.add_cluster_queue("gpus", {"nvidia.com/gpu": str(8 * (nodes + 2))})
+        self.fake.kueue.add_local_queue("team", "gpus")
+        super().prepare(nodes)
+
+    def zero_quota(self, offer: Offer) -> str:
+        self.fake.kueue.add_local_queue("team", "gpus", namespace=self.quota_region, stopped=True)
+        return (
+            f"Kueue LocalQueue team stopped (Active=False) in namespace {self.quota_region} "
+            f"(pool {offer.instance_type} in {offer.region})"
+        )
+
+    def notes(self) -> list[str]:
+        return [
+            "offers: one node per CoreWeave catalog row, labelled nvidia.com/gpu.product = "
+            "catalog instance type (gpu_classes maps it), priced by list_prices: coreweave",
+            "launch: the Job is created suspended with the queue-name label; the launch first "
+            "reads the LocalQueue (API discovery of kueue.x-k8s.io cached 5 minutes)",
+            "status: Kueue's Workloads are listed once per namespace beside Jobs and pods",
+            "quota: a stopped LocalQueue in a namespace of its own (quota-zero)",
+        ]
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -784,7 +831,8 @@ class OCI(Cloud):
 
 
 CLASSES: dict[str, type[Cloud]] = {
-    "aws": AWS, "gcp": GCP, "azure": Azure, "coreweave": CoreWeave, "oci": OCI,
+    "aws": AWS, "gcp": GCP, "azure": Azure, "coreweave": CoreWeave, "kubernetes": Kubernetes,
+    "oci": OCI,
 }
 
 
@@ -852,7 +900,7 @@ def main() -> None:
         "--only",
         type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
         default=list(CLOUDS),
-        help="comma-separated clouds (default: all four)",
+        help="comma-separated clouds (default: all)",
     )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()

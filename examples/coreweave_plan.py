@@ -10,51 +10,21 @@ Without one (or when the cluster does not answer) it says so and plans against t
 ``coreweave`` cloud of the shipped catalog instead, so it runs with no credentials at all.
 ``--fake`` points the real adapter at the in-package fake API server (no cluster needed).
 
-Nothing is launched: planning only reads nodes and pods.
+Nothing is launched: planning only reads nodes and pods. The machinery is
+``examples/kubernetes_plan.py``'s: CoreWeave is a preset of the generic Kubernetes adapter.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from multicloud.errors import MulticloudError
-from multicloud.fleet import plan_fleet
+from kubernetes_plan import JOBS, arguments, choose, report
+
 from multicloud.models import Fleet
-from multicloud.specs import parse_fleet, parse_jobs
-
-JOBS = """
-jobs:
-  - name: finetune-h100
-    kind: training
-    priority: 50
-    resources: {accelerator: H100, count: 8, nodes: 2}
-    duration_hours: 6
-    run:
-      image: ghcr.io/example/trainer:2026.11
-      command: python -m train --config configs/sft.yaml
-      secrets: [HF_TOKEN]
-  - name: eval-a100
-    kind: training
-    priority: 40
-    resources: {accelerator: [A100-80GB, H100], count: 8, nodes: 1}
-    duration_hours: 2
-  - name: embed-l40s
-    kind: training
-    priority: 10
-    resources: {accelerator: L40S, count: 8, nodes: 1}
-    duration_hours: 1
-"""
-
-
-def _real_fleet(options: dict[str, Any]) -> Fleet:
-    doc = {"providers": {"coreweave": {"adapter": "coreweave", "options": options}}}
-    return parse_fleet(json.dumps(doc), "<coreweave>")
+from multicloud.specs import parse_fleet
 
 
 def _sim_fleet() -> Fleet:
@@ -71,14 +41,6 @@ def _sim_fleet() -> Fleet:
     return parse_fleet(json.dumps(doc), "<sim>")
 
 
-def _kubeconfig(given: str | None) -> str | None:
-    if given:
-        return given
-    env = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    default = Path.home() / ".kube" / "config"
-    return env or (str(default) if default.exists() else None)
-
-
 @contextlib.contextmanager
 def _fake_cluster() -> Iterator[dict[str, Any]]:
     from multicloud_coreweave.testing import serve
@@ -91,64 +53,18 @@ def _fake_cluster() -> Iterator[dict[str, Any]]:
         yield kube.options
 
 
-def _choose(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Fleet, str]:
-    """Return the fleet to plan on and a line saying which one it is."""
+def main() -> None:
+    """Plan the example jobs and print where each one goes."""
+    args = arguments(__doc__.splitlines()[0], kueue=False)
     try:
         from multicloud_coreweave import CoreWeaveProvider
     except ImportError:
-        return _sim_fleet(), "multicloud-coreweave is not installed: planning on the simulation"
-    options: dict[str, Any] = {"namespace": args.namespace, "request_timeout_s": 5.0}
-    if args.fake:
-        options.update(stack.enter_context(_fake_cluster()))
-        where = "the in-package fake CoreWeave cluster"
-    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-        options["in_cluster"] = True
-        where = "this pod's cluster (in-cluster ServiceAccount)"
-    else:
-        path = _kubeconfig(args.kubeconfig)
-        if path is None or not Path(path).exists():
-            return _sim_fleet(), (
-                "no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config): "
-                "planning on the simulated CoreWeave cloud instead"
-            )
-        options["kubeconfig"] = path
-        if args.context:
-            options["context"] = args.context
-        where = f"the cluster of {path}" + (f" (context {args.context})" if args.context else "")
-    provider = CoreWeaveProvider(**options)
-    try:
-        provider.check()
-    except MulticloudError as exc:
-        return _sim_fleet(), f"{where} is not usable ({exc}): planning on the simulation"
-    finally:
-        provider.close()
-    return _real_fleet(options), f"planning on {where}"
-
-
-def main() -> None:
-    """Plan the example jobs and print where each one goes."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kubeconfig", help="kubeconfig path")
-    parser.add_argument("--context", help="kubeconfig context")
-    parser.add_argument("--namespace", default="default", help="namespace of the workloads")
-    parser.add_argument("--fake", action="store_true", help="use the in-package fake cluster")
-    args = parser.parse_args()
-
-    jobs = parse_jobs(JOBS, "<example>")
+        report(JOBS, (_sim_fleet(), "multicloud-coreweave is not installed: planning on the "
+                                    "simulation"))
+        return
     with contextlib.ExitStack() as stack:
-        fleet, why = _choose(args, stack)
-        print(why)
-        plan = plan_fleet(jobs, fleet)
-    print()
-    for a in plan.placements:
-        where = f"{a.offer.provider}/{a.offer.zone or a.offer.region}"
-        print(
-            f"  {a.job:<16} {where:<24} {a.offer.instance_type:<20} {a.nodes:>2} node(s) "
-            f"${a.offer.price or 0:>7,.2f}/node-h  total ${a.cost:>9,.2f}"
-        )
-    for u in plan.unplaced:
-        print(f"  {u.job:<16} QUEUED: {u.reason}")
-    print(f"\n  total ${plan.total_cost:,.2f}")
+        report(JOBS, choose(args, stack, adapter="coreweave", options={}, fake=_fake_cluster,
+                            sim=_sim_fleet, make=CoreWeaveProvider))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ INSTALL_HINTS: dict[str, str] = {
     "gcp": "pip install multicloud-gcp",
     "azure": "pip install multicloud-azure",
     "coreweave": "pip install multicloud-coreweave",
+    "kubernetes": "pip install multicloud-kubernetes",
     "oci": "pip install multicloud-oci",
 }
 """Install commands of the first-party adapters that live outside the core."""

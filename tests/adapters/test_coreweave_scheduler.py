@@ -8,42 +8,16 @@ a job whose pods were reclaimed and fails one whose command failed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from multicloud_coreweave.testing import FakeKube, serve
+from test_kubernetes_scheduler import Cycle  # the same cycle, another fleet
 
-from multicloud import providers as registry
-from multicloud.models import Fleet
-from multicloud.service.effects import InlineEffects
-from multicloud.service.scheduler import Scheduler
-from multicloud.store import JobState, Store
+from multicloud.store import JobState
 from multicloud.testing.builders import job
-from multicloud.testing.scheduling import quick_settings, run_until
-
-
-class Cycle:
-    """A scheduler over a fresh SQLite store and one coreweave fleet entry."""
-
-    def __init__(self, tmp_path: Path, kube: FakeKube) -> None:
-        options = {**kube.options, "unschedulable_grace_s": 0.0}
-        doc = {"providers": {"cw": {"adapter": "coreweave", "options": options}}}
-        self.fleet = Fleet.model_validate(doc)
-        self.effects = InlineEffects({"cw": registry.from_fleet(self.fleet, "cw")})
-        self.store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-        self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=quick_settings())
-
-    def run_until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:
-        run_until(self.scheduler, done, timeout=timeout, pause=0.005)
-
-    def state(self, job_id: str) -> JobState:
-        return self.store.get(job_id).state
-
-    def close(self) -> None:
-        self.effects.close()
-        self.store.close()
 
 
 @pytest.fixture
@@ -51,7 +25,8 @@ def cycle(tmp_path: Path) -> Iterator[tuple[Cycle, FakeKube]]:
     with serve() as kube:
         kube.add_nodes(2, gpu_class="H100_NVLINK_80GB", region="US-EAST-04")
         kube.add_nodes(2, gpu_class=None, instance_type="gd-8xh200ib-i128", region="US-EAST-04")
-        c = Cycle(tmp_path, kube)
+        options = {**kube.options, "unschedulable_grace_s": 0.0}
+        c = Cycle(tmp_path, {"cw": {"adapter": "coreweave", "options": options}})
         try:
             yield c, kube
         finally:

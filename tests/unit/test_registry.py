@@ -117,6 +117,7 @@ def test_load_sim() -> None:
         ("smi", ["unknown adapter 'smi'", "did you mean 'sim'?"]),
         ("azur", ["did you mean 'azure'?", "pip install multicloud-azure"]),
         ("coreweav", ["did you mean 'coreweave'?"]),
+        ("kubernets", ["did you mean 'kubernetes'?", "pip install multicloud-kubernetes"]),
         ("zzzzzz", ["unknown adapter 'zzzzzz'", "known:", "sim"]),
     ],
 )
@@ -128,7 +129,7 @@ def test_unknown_name(name: str, fragments: list[str], monkeypatch: pytest.Monke
         assert fragment in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["aws", "gcp", "azure", "coreweave"])
+@pytest.mark.parametrize("name", ["aws", "gcp", "azure", "coreweave", "kubernetes"])
 def test_known_cloud_not_installed_gets_install_hint(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,8 +1,7 @@
-"""The CoreWeave adapter: a thin preset of the generic Kubernetes adapter for CKS.
+"""The CoreWeave adapter: a preset of the generic Kubernetes adapter for CKS.
 
 CoreWeave compute is Kubernetes-native (CKS): everything that runs, reads status, deletes
-and sweeps is the generic machinery of :mod:`multicloud_coreweave.kube`. What is
-CoreWeave's is here:
+and sweeps is :class:`multicloud_kubernetes.KubernetesProvider`. What is CoreWeave's is here:
 
 * **node labels** — the GPU class label ``gpu.nvidia.com/class`` (``H100_NVLINK_80GB``),
   else the CKS instance id every node carries as ``node.kubernetes.io/instance-type``
@@ -20,34 +19,32 @@ See docs/providers/coreweave.md.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
 from typing import ClassVar
 
+from multicloud_kubernetes import KubernetesProvider
+from multicloud_kubernetes.nodes import GFD_PRODUCT, INSTANCE_TYPE
+
 from multicloud.accelerators import canonical
 from multicloud.adapterkit import KUBERNETES_LABELS
-from multicloud_coreweave.kube.adapter import KubernetesAdapter, accelerator_of
-from multicloud_coreweave.kube.pools import NodePool, NodeType
 
 __all__ = [
-    "INSTANCE_TYPE_LABEL", "LABEL_ATTEMPT", "LABEL_INSTALL", "LABEL_JOB", "CoreWeaveProvider",
-    "NodePool", "accelerator_of", "instance_type_of",
+    "CLASS_LABEL", "LABEL_ATTEMPT", "LABEL_INSTALL", "LABEL_JOB", "CoreWeaveProvider",
+    "instance_type_of",
 ]
 
 LABEL_JOB = KUBERNETES_LABELS.key("job")
 LABEL_ATTEMPT = KUBERNETES_LABELS.key("attempt")
 LABEL_INSTALL = KUBERNETES_LABELS.key("install")
 
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
-"""CKS: "all Nodes within a Node Pool are tagged with an Instance ID using the instance-type
-label" (docs.coreweave.com, Workload scheduling on CKS)."""
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+CLASS_LABEL = "gpu.nvidia.com/class"
 STATE_LABEL = "node.coreweave.cloud/state"
 IB_FABRIC_LABEL = "ib.coreweave.cloud/fabric"
 
 # CKS instance ids: gd-8xh100ib-i128 (count × GPU, "ib" for InfiniBand, CPU cores) and the
-# rack-scale gb200-4x.
+# rack-scale gb200-4x. CKS: "all Nodes within a Node Pool are tagged with an Instance ID
+# using the instance-type label" (docs.coreweave.com, Workload scheduling on CKS).
 _INSTANCE_ID = (
     re.compile(r"^(?:[a-z]+-)?(?P<count>\d+)x(?P<gpu>[a-z0-9]+?)(?P<ib>ib)?(?:-[a-z]\d+)*$"),
     re.compile(r"^(?P<gpu>[a-z]+[0-9]+[a-z0-9]*?)(?P<ib>ib)?-(?P<count>\d+)x$"),
@@ -83,48 +80,29 @@ def instance_type_of(instance_id: str) -> tuple[str, int, bool] | None:
     return None
 
 
-class CoreWeaveProvider(KubernetesAdapter):
+class CoreWeaveProvider(KubernetesProvider):
     """Runs workloads on a CoreWeave CKS cluster (the generic Kubernetes adapter's options).
 
-    The options are :class:`~multicloud_coreweave.kube.adapter.KubernetesAdapter`'s;
-    ``class_label`` defaults to CoreWeave's GPU class label, and pools not on the
-    ``price_card`` take CoreWeave's list prices.
+    The options are :class:`~multicloud_kubernetes.KubernetesProvider`'s; ``type_labels``
+    default to CKS's (GPU class, instance id, GPU product) and ``list_prices`` to
+    CoreWeave's.
     """
 
     name: ClassVar[str] = "coreweave"
-    CLASS_LABEL: ClassVar[str] = "gpu.nvidia.com/class"
+    TYPE_LABELS: ClassVar[tuple[str, ...]] = (CLASS_LABEL, INSTANCE_TYPE, GFD_PRODUCT)
     LIST_PRICES: ClassVar[str | None] = "coreweave"
 
-    def node_type(self, labels: Mapping[str, str]) -> NodeType | str:
-        """Read a CoreWeave node's GPU type: class label, instance id, GPU product.
+    def read_label(self, key: str, value: str) -> str | None:
+        """Read a type label as the base does, a CKS instance id by its grammar first."""
+        parsed = instance_type_of(value) if key == INSTANCE_TYPE else None
+        if parsed is not None and value not in self.gpu_classes:
+            return parsed[0]
+        return super().read_label(key, value)
 
-        Args:
-            labels: The node's labels.
-
-        Returns:
-            Its type, or why it is left out.
-        """
-        instance_id = labels.get(INSTANCE_TYPE_LABEL, "")
-        parsed = instance_type_of(instance_id) if instance_id else None
-        ib = bool(parsed and parsed[2]) or IB_FABRIC_LABEL in labels
-        if labels.get(self.class_label):
-            found = super().node_type(labels)
-            return found if isinstance(found, str) else dataclasses.replace(found, rdma=ib)
-        if instance_id:
-            accelerator = (
-                canonical(self.gpu_classes[instance_id]) if instance_id in self.gpu_classes
-                else parsed[0] if parsed else accelerator_of(instance_id)
-            )
-            if accelerator is not None:
-                return NodeType(accelerator, INSTANCE_TYPE_LABEL, instance_id, ib)
-        product = labels.get(GPU_PRODUCT_LABEL)
-        accelerator = accelerator_of(product, self.gpu_classes) if product else None
-        if product and accelerator:
-            return NodeType(accelerator, GPU_PRODUCT_LABEL, product, ib)
-        return (
-            f"no {self.class_label} label and instance type {instance_id or '(none)'!r} "
-            "names no known GPU; add it to gpu_classes"
-        )
+    def node_rdma(self, labels: Mapping[str, str]) -> bool:
+        """InfiniBand: an ``ib`` instance id, or CKS's InfiniBand fabric label."""
+        parsed = instance_type_of(labels.get(INSTANCE_TYPE, ""))
+        return bool(parsed and parsed[2]) or IB_FABRIC_LABEL in labels
 
     def node_usable(self, labels: Mapping[str, str]) -> bool:
         """Only ``production`` nodes take work (CKS node lifecycle: zap, triage, ... do not)."""

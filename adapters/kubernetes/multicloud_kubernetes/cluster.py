@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from multicloud.errors import AuthError
-from multicloud_coreweave.kube import manifests as mf
-from multicloud_coreweave.kube.errors import is_already_exists, is_not_found
+from multicloud_kubernetes import kueue
+from multicloud_kubernetes import manifests as mf
+from multicloud_kubernetes.errors import is_already_exists, is_not_found
 
 __all__ = ["Cluster"]
 
@@ -140,9 +141,30 @@ class Cluster:
         self._served[key] = (now, present)
         return present
 
-    def nodes_and_pods(self) -> tuple[list[Any], list[Any]]:
-        """Return every node and every live pod of every namespace."""
-        nodes = self.core.list_node(**self.timeout).items or []
+    def kueue_version(self) -> str | None:
+        """Return the newest Kueue API version the cluster serves Workloads in, if any."""
+        return next((v for v in kueue.VERSIONS if self.serves(kueue.GROUP, v, "workloads")), None)
+
+    def kueue_workloads(self, ns: str, version: str) -> list[dict[str, Any]]:
+        """Return the Kueue Workloads of a namespace."""
+        listed = self.custom.list_namespaced_custom_object(kueue.GROUP, version, ns, "workloads",
+                                                           **self.timeout)
+        return list(listed.get("items") or [])
+
+    def local_queue(self, ns: str, name: str, version: str) -> dict[str, Any] | None:
+        """Return a Kueue LocalQueue, or None when there is no such queue."""
+        try:
+            return dict(self.custom.get_namespaced_custom_object(
+                kueue.GROUP, version, ns, "localqueues", name, **self.timeout))
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def nodes_and_pods(self, node_selector: str | None = None) -> tuple[list[Any], list[Any]]:
+        """Return the nodes (matching ``node_selector``) and every live pod of every namespace."""
+        selector = {"label_selector": node_selector} if node_selector else {}
+        nodes = self.core.list_node(**selector, **self.timeout).items or []
         pods = self.core.list_pod_for_all_namespaces(
             field_selector="status.phase!=Succeeded,status.phase!=Failed", **self.timeout
         ).items or []

@@ -1,4 +1,4 @@
-"""Launch, status, terminate and sweep of the CoreWeave adapter, through the real kubernetes
+"""Launch, status, terminate and sweep of the Kubernetes adapter, through the real kubernetes
 client against the fake API server."""
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from multicloud_coreweave import CoreWeaveProvider
-from multicloud_coreweave.kube import manifests as mf
-from multicloud_coreweave.kube.pools import NodePool
-from multicloud_coreweave.provider import LABEL_ATTEMPT, LABEL_INSTALL, LABEL_JOB
-from multicloud_coreweave.testing import FakeKube, serve
+from multicloud_kubernetes import KubernetesProvider
+from multicloud_kubernetes import manifests as mf
+from multicloud_kubernetes.pools import NodePool
+from multicloud_kubernetes.testing import FakeKube, serve
 
 from multicloud.adapterkit import KUBERNETES_LABELS
 from multicloud.errors import (
@@ -34,19 +33,23 @@ from multicloud.provider import (
     request_id,
 )
 
-H100 = "H100_NVLINK_80GB"
+H100 = "NVIDIA-H100-80GB-HBM3"
+PRICES = {"H100": 40.0, "L40S": 12.0}
+LABEL_JOB, LABEL_ATTEMPT, LABEL_INSTALL = (KUBERNETES_LABELS.key(k)
+                                          for k in ("job", "attempt", "install"))
 S = WorkloadState
 
 
 @pytest.fixture
 def kube() -> Iterator[FakeKube]:
     with serve() as k:
-        k.add_nodes(4, gpu_class=H100, region="US-EAST-04")
+        k.add_nodes(4, region="US-EAST-04")
         yield k
 
 
-def _provider(kube: FakeKube, **options: Any) -> CoreWeaveProvider:
-    return CoreWeaveProvider(**{**kube.options, "unschedulable_grace_s": 0.0, **options})
+def _provider(kube: FakeKube, **options: Any) -> KubernetesProvider:
+    return KubernetesProvider(**{**kube.options, "unschedulable_grace_s": 0.0,
+                                 "price_card": PRICES, **options})
 
 
 def _spec(job: str = "job-1", *, nodes: int = 1, **changes: Any) -> LaunchSpec:
@@ -65,12 +68,12 @@ def _spec(job: str = "job-1", *, nodes: int = 1, **changes: Any) -> LaunchSpec:
     return dataclasses.replace(spec, **changes)
 
 
-def _offer(provider: CoreWeaveProvider, accelerator: str = "H100") -> Offer:
+def _offer(provider: KubernetesProvider, accelerator: str = "H100") -> Offer:
     (offer,) = provider.offers(ResourceRequest(accelerators=(accelerator,)))
     return offer
 
 
-def _launch(provider: CoreWeaveProvider, spec: LaunchSpec, accelerator: str = "H100") -> Handle:
+def _launch(provider: KubernetesProvider, spec: LaunchSpec, accelerator: str = "H100") -> Handle:
     offer = _offer(provider, accelerator)
     return provider.launch(offer, spec, request_id=request_id(spec.job_id, 1, offer.region))
 
@@ -106,7 +109,7 @@ def test_every_job_is_an_indexed_job_with_a_headless_service(kube: FakeKube, nod
     pod = _pod_spec(job)
     assert pod["restartPolicy"] == "Never" and pod["subdomain"] == handle.id
     assert pod["nodeSelector"] == {
-        "gpu.nvidia.com/class": H100,
+        "nvidia.com/gpu.product": H100,
         "topology.kubernetes.io/region": "US-EAST-04",
     }
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
@@ -204,38 +207,6 @@ def test_a_ray_program_without_kuberay(
     assert handle.get("kind") == outcome and kube.object("jobs", handle.id) is not None
 
 
-@pytest.mark.parametrize(
-    ("node", "rdma"),
-    [
-        ({"gpu_class": H100}, False),
-        ({"gpu_class": None, "instance_type": "gd-8xh100ib-i128"}, True),
-        ({"gpu_class": None, "instance_type": "gd-8xl40s-i128"}, False),
-        ({"gpu_class": H100, "labels": {"ib.coreweave.cloud/fabric": "fab1"}, "rdma": True},
-         True),
-    ],
-)
-def test_pods_get_shared_memory_and_infiniband_where_the_pool_has_it(
-    node: dict[str, Any], rdma: bool
-) -> None:
-    """Regression: no memory-backed /dev/shm, and no rdma/ib on InfiniBand pools."""
-    with serve() as kube:
-        kube.add_nodes(2, region="US-EAST-04", **node)
-        provider = _provider(kube)
-        (offer,) = provider.offers(ResourceRequest())
-        handle = provider.launch(offer, _spec(nodes=2), request_id="ib")
-        pod = _pod_spec(kube.object("jobs", handle.id))
-        (container,) = pod["containers"]
-        assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
-        assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
-        limits = container["resources"]["limits"]
-        assert ("rdma/ib" in limits, "securityContext" in container) == (rdma, rdma)
-        if rdma:
-            assert limits["rdma/ib"] == container["resources"]["requests"]["rdma/ib"] == "1"
-            assert container["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}
-        # The fake scheduler binds them only where rdma/ib is advertised.
-        assert provider.status([handle])[handle.id].state is S.RUNNING
-
-
 def test_shm_size_and_cpus_options(kube: FakeKube) -> None:
     handle = _launch(_provider(kube, shm_size="64Gi"), _spec(cpus=16.0))
     pod = _pod_spec(kube.object("jobs", handle.id))
@@ -244,9 +215,9 @@ def test_shm_size_and_cpus_options(kube: FakeKube) -> None:
 
 
 def _launch_of(kube: FakeKube, nodes: int, ray: bool) -> mf.Launch:
-    pool = NodePool(H100, "gpu.nvidia.com/class", H100, "H100", 8, "US-EAST-04", None, 4, 4,
+    pool = NodePool(H100, "nvidia.com/gpu.product", H100, "H100", 8, "US-EAST-04", None, 4, 4,
                     rdma=True, taints=(("dedicated", "ml", "NoSchedule"),))
-    offer = Offer("coreweave", "US-EAST-04", None, H100, "H100", 8, 49.0)
+    offer = Offer("kubernetes", "US-EAST-04", None, H100, "H100", 8, 49.0)
     return mf.Launch("mc-abc", _spec(nodes=nodes, ray=ray, cpus=4.0), offer, "req", pool,
                      {"a": "b"}, {"c": "d"})
 
@@ -274,7 +245,7 @@ def test_every_field_sent_is_one_the_client_models_know(kube: FakeKube, nodes: i
 
 
 def test_pool_taints_become_tolerations(kube: FakeKube) -> None:
-    kube.add_node("tainted", gpu_class="L40S",
+    kube.add_node("tainted", product="NVIDIA-L40S", region="US-EAST-04",
                   taints=[{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}])
     provider = _provider(kube, tolerations=[{"key": "extra", "operator": "Exists"}])
     handle = _launch(provider, _spec("l40s"), accelerator="L40S")
@@ -350,7 +321,6 @@ def test_foreign_offers_are_invalid(kube: FakeKube, change: dict[str, Any], matc
     [
         ({"market": MarketKind.SPOT}, "no spot market"),
         ({"image": None}, "no container image"),
-        ({"secrets": ("prod/hf-token",)}, "not a valid Kubernetes Secret key"),
     ],
 )
 def test_bad_specs_are_invalid(kube: FakeKube, change: dict[str, Any], match: str) -> None:
@@ -358,12 +328,38 @@ def test_bad_specs_are_invalid(kube: FakeKube, change: dict[str, Any], match: st
         _launch(_provider(kube), _spec(**change))
 
 
+def test_a_secret_path_reads_the_key_of_its_variable_name(kube: FakeKube) -> None:
+    """The kit's one secret rule: ``prod/hf-token`` is ``HF_TOKEN``, key ``HF_TOKEN``."""
+    handle = _launch(_provider(kube), _spec(secrets=("prod/hf-token",)))
+    (pod,) = kube.pods_of(handle.id)
+    assert _env(pod["spec"]["containers"][0])["HF_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "prod-hf-token", "key": "HF_TOKEN"}}
+    kube.add_secret("prod-hf-token", {"HF_TOKEN": "s3cr3t"})
+    assert kube.environment(pod)["HF_TOKEN"] == "s3cr3t"
+
+
+@pytest.mark.parametrize("rdma", [False, True])
+def test_pods_get_shared_memory_and_infiniband_where_the_nodes_have_it(rdma: bool) -> None:
+    """A pool whose nodes advertise ``rdma/ib`` gets it requested, with IPC_LOCK."""
+    with serve() as kube:
+        kube.add_nodes(2, region="US-EAST-04", rdma=rdma)
+        provider = _provider(kube)
+        handle = _launch(provider, _spec(nodes=2))
+        pod = _pod_spec(kube.object("jobs", handle.id))
+        (container,) = pod["containers"]
+        assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+        assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+        limits = container["resources"]["limits"]
+        assert ("rdma/ib" in limits, "securityContext" in container) == (rdma, rdma)
+        assert provider.status([handle])[handle.id].state is S.RUNNING
+
+
 def test_gang_larger_than_free_nodes_is_a_capacity_error(kube: FakeKube) -> None:
     provider = _provider(kube)
     _launch(provider, _spec("a", nodes=2))
     with pytest.raises(CapacityError, match="2 of 4 free") as err:
         _launch(provider, _spec("b", nodes=3))
-    assert err.value.scope == "coreweave/US-EAST-04"
+    assert err.value.scope == "kubernetes/US-EAST-04"
     assert len(kube.objects("jobs")) == 1
 
 
@@ -373,7 +369,7 @@ def test_gpu_resource_quota_is_a_quota_error_before_creating(kube: FakeKube) -> 
     _launch(provider, _spec("a"))
     with pytest.raises(QuotaError, match="gpu-quota") as err:
         _launch(provider, _spec("b"))
-    assert err.value.scope == "coreweave/US-EAST-04" and len(kube.objects("jobs")) == 1
+    assert err.value.scope == "kubernetes/US-EAST-04" and len(kube.objects("jobs")) == 1
 
 
 def test_object_count_quota_403_is_a_quota_error(kube: FakeKube) -> None:
@@ -485,7 +481,7 @@ def _fill_every_node(kube: FakeKube) -> None:
 
 def _taint_every_node(kube: FakeKube) -> None:
     for node in kube.node_names():
-        kube.add_node(node, gpu_class=H100,
+        kube.add_node(node, region="US-EAST-04",
                       taints=[{"key": "maintenance", "value": "", "effect": "NoSchedule"}])
 
 
@@ -522,7 +518,7 @@ def test_pods_that_cannot_be_scheduled_for_any_reason_lose_the_place_after_the_g
     assert says in status.message and status.message.startswith("capacity:"), status
     if late:
         assert status.state is S.PREEMPTED
-        assert status.blocked_scope == error_scope("coreweave", "US-EAST-04")
+        assert status.blocked_scope == error_scope("kubernetes", "US-EAST-04")
     else:
         assert (status.state, status.blocked_scope) == (S.PROVISIONING, None)
 
@@ -590,7 +586,7 @@ def test_workload_being_deleted_is_terminated(kube: FakeKube) -> None:
 
 
 def test_owned_lists_the_workloads_of_the_install(kube: FakeKube) -> None:
-    kube.add_nodes(3, gpu_class=H100, region="US-EAST-04")
+    kube.add_nodes(3, region="US-EAST-04")
     provider = _provider(kube)
     assert isinstance(provider, SupportsSweep)
     live = _launch(provider, _spec("live"))
@@ -600,7 +596,7 @@ def test_owned_lists_the_workloads_of_the_install(kube: FakeKube) -> None:
     _launch(provider, _spec("theirs", install_id="install-b"))
     kube.finish(done.id, 0)
     # Another fleet entry on the same cluster keeps its own workloads.
-    other = _provider(kube, fleet_name="cw-b")
+    other = _provider(kube, fleet_name="k8s-b")
     other.launch(_offer(other), _spec("other-fleet"), request_id="of")
     owned = provider.owned("install-a")
     # Finished ones too: the scheduler never terminates a succeeded attempt, so the orphan

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from multicloud_coreweave.kube.status import (
+from multicloud_kubernetes.status import (
     Reading,
     job_status,
     pod_status,
@@ -79,6 +79,16 @@ def test_a_pod_reads_as_one_node(pod: Any, state: WorkloadState, blocked: bool) 
     status = pod_status(pod, READING)
     assert status.state is state, status
     assert (status.blocked_scope == "cw/US-EAST-04") is blocked
+
+
+@pytest.mark.parametrize("code", [75, 77, 78, 3])
+def test_a_containers_exit_code_is_the_commands_own(code: int) -> None:
+    """Regression: 75/77/78 are the VM node program's own codes (no peers, unreadable or
+    multi-line secret); in a pod they are just what the command exited with, so 75 must not
+    read as "the gang never formed" (TERMINATED, re-placed)."""
+    status = pod_status(_pod(phase="Failed", exit_code=code), READING)
+    assert (status.state, status.exit_code) == (S.FAILED, code)
+    assert status.message == f"the command exited with {code}"
 
 
 def _job(*conditions: tuple[str, str], **counts: int) -> dict[str, Any]:

@@ -1,49 +1,30 @@
-"""GPU node pools: a cluster's GPU nodes grouped by type and place, priced into offers.
+"""GPU node pools: a cluster's GPU nodes grouped by type and place.
 
-The pools are read from two lists (nodes; live pods of every namespace). Which labels say
-what a node is belongs to the preset (a ``NodeTyper``); the rest is any cluster's: a node
-takes work when it is Ready, not cordoned and has allocatable GPUs; a pool's capacity is
-its whole nodes no live pod holds a GPU on (every multicloud pod takes all GPUs of its node).
+The pools are read from two lists (nodes; live pods of every namespace). What a node is
+comes from its labels (:mod:`.nodes`, as the adapter or its preset reads them); the rest is
+any cluster's: a node takes work when it is Ready, not cordoned and has allocatable GPUs of
+one of the GPU resources (``nvidia.com/gpu``, ``amd.com/gpu``), all of them whole; a pool's
+capacity is its whole nodes no live pod holds a GPU on (every multicloud pod takes all GPUs
+of its node).
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from multicloud.accelerators import canonical
-from multicloud.catalog import load_catalog
 from multicloud.provider import Offer
+from multicloud_kubernetes.nodes import NodeType, gpu_count_mismatch
 
 __all__ = [
-    "PRICE_CARD", "REGION_LABEL", "ZONE_LABEL", "NodePool", "NodeType", "NodeTyper",
-    "accelerator_of", "price_of", "quantity", "quota_refusal", "read_pools",
+    "REGION_LABEL", "ZONE_LABEL", "NodePool", "NodeTyper", "quantity", "quota_refusal",
+    "read_pools",
 ]
 
 REGION_LABEL = "topology.kubernetes.io/region"
 ZONE_LABEL = "topology.kubernetes.io/zone"
-PRICE_CARD = "price-card"
-"""Catalog version of an offer priced from the fleet's price card."""
-
-
-@dataclass(frozen=True)
-class NodeType:
-    """What a node's labels say it is, as a preset reads them.
-
-    Attributes:
-        accelerator: Canonical accelerator name.
-        label: The label key that names the node's pool (the pods' node selector).
-        value: Its value.
-        rdma: The type has RDMA devices (InfiniBand): pods request the RDMA resource.
-    """
-
-    accelerator: str
-    label: str
-    value: str
-    rdma: bool = False
 
 
 NodeTyper = Callable[[Mapping[str, str]], "NodeType | str"]
@@ -66,6 +47,7 @@ class NodePool:
         nodes: Nodes that take work.
         free: Nodes no live pod holds a GPU on.
         rdma: Pods on it request the RDMA resource.
+        resource: Extended resource of its GPUs (``nvidia.com/gpu``, ``amd.com/gpu``).
         taints: ``(key, value, effect)`` scheduling taints of its nodes (tolerated).
         region_from_label: The nodes carry the region label (then it is selected on too).
     """
@@ -80,6 +62,7 @@ class NodePool:
     nodes: int
     free: int
     rdma: bool = False
+    resource: str = "nvidia.com/gpu"
     taints: tuple[tuple[str, str, str], ...] = ()
     region_from_label: bool = True
 
@@ -98,41 +81,6 @@ class NodePool:
                                                                 offer.instance_type)
 
 
-_VENDOR_WORDS = frozenset({"nvidia", "tesla", "geforce", "sxm", "sxm4", "sxm5", "pcie", "hbm3"})
-
-
-def accelerator_of(product: str, overrides: Mapping[str, str] | None = None) -> str | None:
-    """Map a GPU product or class label value to a canonical accelerator name.
-
-    ``H100_NVLINK_80GB`` → H100, ``A100_NVLINK_80GB`` → A100-80GB, ``NVIDIA-H100-80GB-HBM3``
-    → H100 (NVIDIA GPU feature discovery's ``nvidia.com/gpu.product``).
-
-    Args:
-        product: The label value.
-        overrides: Value → accelerator name (the ``gpu_classes`` option).
-
-    Returns:
-        The canonical name, or None when nothing matches.
-    """
-    if overrides and product in overrides:
-        return canonical(overrides[product])
-    tokens = [t for t in re.split(r"[_\-.\s]+", product) if t and t.lower() not in _VENDOR_WORDS]
-    memory = next((t for t in tokens if re.fullmatch(r"\d+g(b)?", t.lower())), None)
-    candidates = [product]
-    if tokens and memory and memory != tokens[0]:
-        candidates.append(f"{tokens[0]}-{memory.upper().rstrip('B')}B")
-    if len(tokens) >= 2:
-        candidates.append("-".join(tokens[:2]))
-    for candidate in [*candidates, *tokens]:
-        try:
-            name = canonical(candidate)
-        except ValueError:
-            continue
-        if name != "CPU":
-            return name
-    return None
-
-
 def quantity(value: Any) -> int:
     """Return a whole-number quantity (``"8"``), 0 for anything else."""
     try:
@@ -141,13 +89,13 @@ def quantity(value: Any) -> int:
         return 0
 
 
-def _gpus_held(pod: Any, gpu_resource: str) -> int:
+def _gpus_held(pod: Any, gpu_resources: Sequence[str]) -> int:
     total = 0
     for c in (pod.spec.containers if pod.spec else None) or []:
         res = c.resources
         limits = (res.limits if res else None) or {}
         requests = (res.requests if res else None) or {}
-        total += quantity(limits.get(gpu_resource) or requests.get(gpu_resource))
+        total += sum(quantity(limits.get(r) or requests.get(r)) for r in gpu_resources)
     return total
 
 
@@ -158,7 +106,7 @@ def read_pools(
     node_type: NodeTyper,
     usable: Callable[[Mapping[str, str]], bool],
     region: str | None,
-    gpu_resource: str,
+    gpu_resources: Sequence[str],
     rdma_resource: str,
     skip: Callable[[str, str], None],
 ) -> list[NodePool]:
@@ -167,10 +115,10 @@ def read_pools(
     Args:
         nodes: ``V1Node`` objects.
         pods: Live ``V1Pod`` objects of every namespace (they hold GPUs).
-        node_type: The preset's reading of a node's labels.
+        node_type: The adapter's (or preset's) reading of a node's labels.
         usable: The preset's node-state check (a node in repair takes no work).
         region: Region of nodes without the region label.
-        gpu_resource: Extended resource of the GPUs.
+        gpu_resources: Extended resources of GPUs; a node's is the first it has.
         rdma_resource: Extended resource of the RDMA devices.
         skip: Told ``(key, why)`` for each node or type left out (logged once per key).
 
@@ -181,13 +129,15 @@ def read_pools(
     for pod in pods:
         node_name = pod.spec.node_name if pod.spec else None
         if node_name and (pod.status.phase if pod.status else None) in ("Pending", "Running"):
-            used[node_name] += _gpus_held(pod, gpu_resource)
+            used[node_name] += _gpus_held(pod, gpu_resources)
 
-    groups: dict[tuple[str, str | None, NodeType, bool, int], list[Any]] = defaultdict(list)
+    Key = tuple[str, str | None, NodeType, bool, int, str]
+    groups: dict[Key, list[Any]] = defaultdict(list)
     for node in nodes:
         name, labels = node.metadata.name, node.metadata.labels or {}
         allocatable = (node.status.allocatable if node.status else None) or {}
-        gpus = quantity(allocatable.get(gpu_resource))
+        resource = next((r for r in gpu_resources if quantity(allocatable.get(r)) > 0), "")
+        gpus = quantity(allocatable.get(resource)) if resource else 0
         ready = any(
             c.type == "Ready" and c.status == "True"
             for c in (node.status.conditions if node.status else None) or []
@@ -195,22 +145,23 @@ def read_pools(
         if gpus <= 0 or not ready or (node.spec and node.spec.unschedulable) or not usable(labels):
             continue
         kind = node_type(labels)
-        if isinstance(kind, str):
-            skip(f"type:{name}", f"node {name}: {kind}")
+        partial = gpu_count_mismatch(labels, gpus)
+        if isinstance(kind, str) or partial:
+            skip(f"type:{name}", f"node {name}: {partial or kind}")
             continue
         where = labels.get(REGION_LABEL) or region
         if not where:
             skip(f"region:{name}", f"node {name} has no {REGION_LABEL} label and no region option")
             continue
         rdma = kind.rdma or quantity(allocatable.get(rdma_resource)) > 0
-        key = (where, labels.get(ZONE_LABEL), kind, rdma, gpus)
+        key = (where, labels.get(ZONE_LABEL), kind, rdma, gpus, resource)
         groups[key].append((node, REGION_LABEL in labels))
 
     counts: dict[tuple[str, str | None, str], set[int]] = defaultdict(set)
-    for where, zone, kind, _, gpus in groups:
+    for where, zone, kind, _, gpus, _ in groups:
         counts[(where, zone, kind.value)].add(gpus)
     out = []
-    for (where, zone, kind, rdma, gpus), members in groups.items():
+    for (where, zone, kind, rdma, gpus, resource), members in groups.items():
         mixed = len(counts[(where, zone, kind.value)]) > 1
         taints = {
             (t.key, t.value or "", t.effect)
@@ -231,45 +182,12 @@ def read_pools(
                 nodes=len(members),
                 free=sum(1 for node, _ in members if not used.get(node.metadata.name)),
                 rdma=rdma,
+                resource=resource,
                 taints=tuple(sorted(taints)),
                 region_from_label=all(from_label for _, from_label in members),
             )
         )
     return sorted(out, key=lambda p: (p.region, p.zone or "", p.instance_type))
-
-
-def price_of(
-    pool: NodePool, card: Mapping[str, float], list_prices: str | None
-) -> tuple[float, str] | None:
-    """Return a pool's USD per node-hour and the version of that price.
-
-    Args:
-        pool: The pool.
-        card: The fleet's price card, by instance type, label value or accelerator.
-        list_prices: Catalog provider whose list prices apply to pools not on the card
-            (per GPU × GPUs per node), or None.
-
-    Returns:
-        ``(price, version)``, or None when nothing prices the pool (it is then not
-        offered: never at $0).
-    """
-    for key in (pool.instance_type, pool.value, pool.accelerator):
-        if key in card:
-            return card[key], PRICE_CARD
-    if list_prices is None:
-        return None
-    catalog = load_catalog()
-    rows = [
-        r
-        for r in catalog.rows
-        if r.provider == list_prices and r.accelerator == pool.accelerator and r.price
-    ]
-    if not rows:
-        return None
-    # The pool's own region first; list prices are usually the same everywhere.
-    row = next((r for r in rows if r.region == pool.region), rows[0])
-    assert row.price is not None
-    return round(row.price / row.count * pool.gpus, 4), catalog.version
 
 
 def quota_refusal(quotas: Iterable[Any], resource: str, wanted: int) -> str | None:

@@ -28,6 +28,14 @@ RULES: tuple[Rule, ...] = (
         QuotaError,
         "region",
     ),
+    # A validating admission webhook's denial (Kueue's, say) is a 403 too: "admission webhook
+    # \"vjob.kb.io\" denied the request: ..." (controller-runtime's admission.Denied).
+    Rule(
+        "refused by an admission webhook (403 \"denied the request\")",
+        lambda f: f.status == 403 and f.says("admission webhook") and f.says("denied"),
+        InvalidRequestError,
+        "region",
+    ),
     Rule("kubeconfig or in-cluster configuration unusable", lambda f: f.has("CONFIG"),
          AuthError, "provider"),
     Rule("TLS verification of the API server failed", lambda f: f.has("TLS"), AuthError,

@@ -1,11 +1,13 @@
 """How a Job, a RayJob and their pods read as a workload status.
 
 Each pod is a node of the gang and reads through the kit's ``node_end`` (preemption wins
-over an exit code), the gang through ``gang_end``; the object's own verdict (a Job's
-conditions, a RayJob's ``jobStatus`` / ``jobDeploymentStatus`` / ``reason``) decides when it
-is final. A pod that cannot be scheduled, for whatever reason (no free GPU, an untolerated
-taint, too little memory, a pool that is gone), reads PROVISIONING during the grace period
-and then PREEMPTED with the scope to block, so the scheduler re-places the job elsewhere.
+over an exit code; a container's exit code is the command's own), the gang through
+``gang_end``; the object's own verdict (a Job's conditions, a RayJob's ``jobStatus`` /
+``jobDeploymentStatus`` / ``reason``) decides when it is final. A pod that cannot be
+scheduled, for whatever reason (no free GPU, an untolerated taint, too little memory, a pool
+that is gone), reads PROVISIONING during the grace period and then PREEMPTED with the scope
+to block, so the scheduler re-places the job elsewhere. (Kueue's say, where Kueue manages a
+workload, comes first: :mod:`.kueue`.)
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ class Reading:
         grace_s: How long pods may wait to be scheduled (or created) before that counts as
             capacity lost.
         now: The time of the reading.
+        queue_grace_s: How long a workload may wait in Kueue without admission before the
+            place is given up (None: as long as Kueue says).
     """
 
     scope: str
     grace_s: float
     now: datetime
+    queue_grace_s: float | None = None
 
     def waited(self, created: Any) -> float:
         """Seconds since ``created`` (a datetime or an RFC 3339 string)."""
@@ -51,11 +56,15 @@ class Reading:
         created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
         return float((self.now - created).total_seconds())
 
+    def lost(self, what: str, since: Any, grace: float | None) -> WorkloadStatus:
+        """PROVISIONING within ``grace`` of ``since``, then the place lost, its scope blocked."""
+        if grace is not None and self.waited(since) >= grace:
+            return WorkloadStatus(S.PREEMPTED, what, blocked_scope=self.scope)
+        return WorkloadStatus(S.PROVISIONING, what)
+
     def stuck(self, what: str, created: Any) -> WorkloadStatus:
-        """PROVISIONING within the grace period, then capacity lost with the scope to block."""
-        if self.waited(created) >= self.grace_s:
-            return WorkloadStatus(S.PREEMPTED, f"capacity: {what}", blocked_scope=self.scope)
-        return WorkloadStatus(S.PROVISIONING, f"capacity: {what}")
+        """Waiting for nodes: PROVISIONING within the grace period, then capacity lost."""
+        return self.lost(f"capacity: {what}", created, self.grace_s)
 
 
 def _disruption(pod: Any) -> str | None:
@@ -94,7 +103,7 @@ def pod_status(pod: Any, reading: Reading) -> WorkloadStatus:
         return WorkloadStatus(S.PREEMPTED, disrupted)
     ended = _terminated(pod)
     if ended is not None and ended.exit_code is not None:
-        end = node_end(str(ended.exit_code))
+        end = node_end(str(ended.exit_code), program=False)
         assert end is not None
         return end
     status = pod.status

@@ -1,4 +1,6 @@
-"""A gang really runs on CoreWeave: the two pods of an Indexed Job, as the SDK sent them.
+"""A gang really runs on Kubernetes: the two pods of an Indexed Job, as the SDK sent them.
+
+Run on a generic GPU cluster (with Kueue admitting the gang) and on CoreWeave's preset.
 
 There is no boot script on Kubernetes: the pod spec is the node program. A two-node gang is
 launched through the adapter against the fake API server; each pod's environment is
@@ -20,7 +22,9 @@ from typing import Any
 
 import pytest
 from multicloud_coreweave import CoreWeaveProvider
-from multicloud_coreweave.testing import FakeKube, serve
+from multicloud_coreweave.testing import serve as serve_coreweave
+from multicloud_kubernetes import KubernetesProvider
+from multicloud_kubernetes.testing import FakeCluster, FakeKube, serve
 
 from multicloud.adapterkit import Binding, NodeShape, render_node_program
 from multicloud.provider import Handle, LaunchSpec, MarketKind, Offer, ResourceRequest
@@ -48,16 +52,32 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def kube() -> Iterator[FakeKube]:
-    with serve() as k:
-        k.add_nodes(2, gpu_class=None, instance_type="gd-8xh100ib-i128", region="US-EAST-04")
+@pytest.fixture(params=["kubernetes", "coreweave"])
+def kube(request: pytest.FixtureRequest) -> Iterator[FakeCluster]:
+    if request.param == "coreweave":
+        with serve_coreweave() as k:
+            k.add_nodes(2, gpu_class=None, instance_type="gd-8xh100ib-i128",
+                        region="US-EAST-04")
+            k.add_secret("hf-token", {"HF_TOKEN": "s3cr3t"})
+            yield k
+        return
+    with serve(kueue="v1beta2") as k:
+        k.add_nodes(2, rdma=True)
+        k.kueue.add_cluster_queue("gpus", {"nvidia.com/gpu": "16", "rdma/ib": "2"})
+        k.kueue.add_local_queue("team", "gpus")
         k.add_secret("hf-token", {"HF_TOKEN": "s3cr3t"})
         yield k
 
 
-def _gang(kube: FakeKube, command: str) -> tuple[CoreWeaveProvider, Offer, LaunchSpec, Handle]:
-    provider = CoreWeaveProvider(**kube.options)
+def _provider(kube: FakeCluster) -> KubernetesProvider:
+    if isinstance(kube, FakeKube):
+        return KubernetesProvider(**kube.options, price_card={"H100": 40.0}, local_queue="team")
+    return CoreWeaveProvider(**kube.options)
+
+
+def _gang(kube: FakeCluster, command: str) -> tuple[KubernetesProvider, Offer, LaunchSpec,
+                                                     Handle]:
+    provider = _provider(kube)
     (offer,) = provider.offers(ResourceRequest())
     spec = LaunchSpec(
         job_id="job-0123456789ab", job_name="allreduce", attempt=1, nodes=2,
@@ -68,10 +88,14 @@ def _gang(kube: FakeKube, command: str) -> tuple[CoreWeaveProvider, Offer, Launc
     return provider, offer, spec, provider.launch(offer, spec, request_id="req-gang")
 
 
-def test_the_pods_get_the_node_contracts_environment(kube: FakeKube, tmp_path: Path) -> None:
+def test_the_pods_get_the_node_contracts_environment(kube: FakeCluster, tmp_path: Path) -> None:
     _, offer, spec, handle = _gang(kube, "true")
     pods = kube.pods_of(handle.id)
     assert len(pods) == 2
+    if isinstance(kube, FakeKube):  # submitted through the LocalQueue, admitted by Kueue
+        workload = kube.kueue.workload(handle.id) or {}
+        assert {c["type"] for c in workload["status"]["conditions"] if c["status"] == "True"} == {
+            "QuotaReserved", "Admitted"}
     # Each pod is the Job's template, exactly as the SDK sent it.
     sent = (kube.object("jobs", handle.id) or {})["spec"]["template"]["spec"]["containers"][0]
     for pod in pods:
@@ -107,7 +131,7 @@ def test_the_pods_get_the_node_contracts_environment(kube: FakeKube, tmp_path: P
         assert (env["NNODES"], env["NPROC_PER_NODE"], env["WORLD_SIZE"]) == ("2", "8", "16")
 
 
-def _pod_program(kube: FakeKube, pod: dict[str, Any], rank0: str) -> str:
+def _pod_program(kube: FakeCluster, pod: dict[str, Any], rank0: str) -> str:
     """Run a pod's container command on this machine with the kubelet's environment."""
     env = kube.environment(pod)
     # Cluster DNS says the name is pod 0; pod 0 runs on this machine: 127.0.0.1.
@@ -118,7 +142,9 @@ def _pod_program(kube: FakeKube, pod: dict[str, Any], rank0: str) -> str:
     return "exec env -i " + shlex.join([*words, *pod["spec"]["containers"][0]["command"]])
 
 
-def test_a_two_pod_gang_all_reduces_from_that_environment(kube: FakeKube, tmp_path: Path) -> None:
+def test_a_two_pod_gang_all_reduces_from_that_environment(
+    kube: FakeCluster, tmp_path: Path
+) -> None:
     pytest.importorskip("torch")
     script = tmp_path / "allreduce.py"
     script.write_text(ALLREDUCE_PY)

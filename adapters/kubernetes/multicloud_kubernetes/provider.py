@@ -1,11 +1,14 @@
-"""A Kubernetes GPU cluster behind the Provider API; presets (CoreWeave) subclass it.
+"""Any Kubernetes GPU cluster behind the Provider API; presets (CoreWeave) subclass it.
 
-* **offers** — the cluster's GPU node pools (:mod:`.pools`), priced by the fleet's price
-  card or the preset's list prices; capacity = free whole nodes.
+* **offers** — the cluster's GPU node pools (:mod:`.pools`), typed by node labels
+  (:mod:`.nodes`), priced by the fleet's price card or a preset's list prices
+  (:mod:`.pricing`); capacity = free whole nodes.
 * **launch** — an Indexed Job + headless Service (every node runs the command), or a
-  RayJob for a Ray program (:mod:`.manifests`); names from the request id, AlreadyExists =
-  success, the same request id with another spec refused.
-* **status** — one list per kind and namespace, read by :mod:`.status`.
+  RayJob for a Ray program (:mod:`.manifests`), through a Kueue LocalQueue where the fleet
+  names one (:mod:`.kueue`); names from the request id, AlreadyExists = success, the same
+  request id with another spec refused.
+* **status** — one list per kind and namespace (and of Kueue Workloads when Kueue manages
+  a workload), read by :mod:`.status` and :mod:`.kueue`.
 * **terminate** — Foreground delete; 404 is a no-op. **owned** — by the install label.
 """
 
@@ -40,27 +43,33 @@ from multicloud.provider import (
     WorkloadState,
     WorkloadStatus,
 )
-from multicloud_coreweave.kube import manifests as mf
-from multicloud_coreweave.kube.cluster import Cluster
-from multicloud_coreweave.kube.errors import boundary, is_already_exists, is_not_found
-from multicloud_coreweave.kube.pools import (
-    NodePool,
+from multicloud_kubernetes import manifests as mf
+from multicloud_kubernetes.cluster import Cluster
+from multicloud_kubernetes.errors import boundary, is_already_exists, is_not_found
+from multicloud_kubernetes.kueue import kueue_status, managed, queue_refusal, workloads_by_owner
+from multicloud_kubernetes.nodes import (
+    INSTANCE_TYPE,
+    TYPE_LABELS,
     NodeType,
     accelerator_of,
-    price_of,
-    quota_refusal,
-    read_pools,
+    catalog_accelerator,
+    read_type,
 )
-from multicloud_coreweave.kube.status import Reading, workload_status
+from multicloud_kubernetes.pools import NodePool, quota_refusal, read_pools
+from multicloud_kubernetes.pricing import parse_price_card, price_of
+from multicloud_kubernetes.status import Reading, workload_status
 
-__all__ = ["KubernetesAdapter", "accelerator_of"]
+__all__ = ["KubernetesProvider"]
 
-log = logging.getLogger("multicloud_coreweave")
+log = logging.getLogger("multicloud_kubernetes")
 _STYLE = KUBERNETES_LABELS
+_PRESET: Any = object()
+# A LocalQueue name is a DNS-1123 subdomain (Kueue's ValidateQueueName).
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
-class KubernetesAdapter:
-    """Runs workloads on a Kubernetes cluster with GPU nodes.
+class KubernetesProvider:
+    """Runs workloads on a Kubernetes cluster with GPU nodes (docs/providers/kubernetes.md).
 
     Args:
         fleet_name: Fleet provider name (default: the adapter's name).
@@ -69,15 +78,18 @@ class KubernetesAdapter:
         context: Kubeconfig context (default: its current one).
         in_cluster: Use the pod's ServiceAccount instead of a kubeconfig.
         namespace: Namespace of every workload.
-        price_card: USD per node-hour by instance type, label value or accelerator; pools
-            not on it take the preset's list prices (none: left out, never at $0).
+        price_card: Price by instance type, label value or accelerator: USD per node-hour
+            (0 allowed) or ``{cost_usd, years, running_usd_per_hour}`` for owned nodes.
+        list_prices: Catalog provider whose list prices price pools not on the card
+            (default: the preset's; none for a generic cluster). Unpriced pools are left out.
         region: Region of nodes without a ``topology.kubernetes.io/region`` label.
         image_pull_secrets: Secrets for private images.
         rayjob: Ray programs (``run.ray``) as KubeRay RayJobs: ``auto`` (when the cluster
-            serves ``ray.io/v1`` rayjobs), ``always`` or ``never`` (an Indexed Job like
-            any other command).
-        class_label: Node label naming the GPU type (default: the preset's).
-        gpu_classes: Label value → accelerator, for values the built-in mapping misses.
+            serves ``ray.io/v1`` rayjobs), ``always`` or ``never`` (an Indexed Job).
+        type_labels: Node labels naming the GPU type, tried in order (default: the
+            preset's; generic: GFD, AMD, GKE, instance type).
+        gpu_classes: Label value → accelerator, for values the built-in reading misses.
+        node_selector: Label selector of the nodes to offer (default: all).
         tolerations: Extra tolerations on every pod.
         unschedulable_grace_s: How long pods may wait to be scheduled, for any reason, or
             to be created, before the workload reads PREEMPTED with its scope blocked.
@@ -85,21 +97,24 @@ class KubernetesAdapter:
         finished_ttl_s: ``ttlSecondsAfterFinished`` of every Job (>= 60, or None).
         ray_image: Image of the Ray head and workers (default: the job's).
         shm_size: Size limit of the memory-backed ``/dev/shm`` (default: none).
-        gpu_resource: Extended resource of the GPUs.
+        gpu_resources: Extended resources of GPUs; a node's is the first it has.
         rdma_resource: Extended resource of the RDMA devices.
+        local_queue: Kueue LocalQueue every workload is submitted through (default: none).
+        queue_grace_s: How long a workload may wait in Kueue without admission (queued, or
+            requeued after an eviction) before the place is given up (None: for ever).
         api_client: A ready ``kubernetes.client.ApiClient`` (tests, embedding).
 
     Raises:
-        ValueError: If an option is out of range (a price that is not a positive number,
-            an unknown ``rayjob`` mode, an unknown accelerator in ``gpu_classes``).
+        ValueError: If an option is out of range (a negative price, an unknown ``rayjob``
+            mode, an unknown accelerator in ``gpu_classes``, a bad queue name).
     """
 
     name: ClassVar[str] = "kubernetes"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.MULTI_NODE, Capability.QUOTA_PROBE}
     )
-    CLASS_LABEL: ClassVar[str] = "nvidia.com/gpu.product"
-    """Node label naming the GPU type (NVIDIA GPU feature discovery's)."""
+    TYPE_LABELS: ClassVar[tuple[str, ...]] = TYPE_LABELS
+    """Node labels naming the GPU type, in order (presets name their own)."""
     LIST_PRICES: ClassVar[str | None] = None
     """Catalog provider whose list prices apply to pools not on the price card."""
 
@@ -112,46 +127,54 @@ class KubernetesAdapter:
         context: str | None = None,
         in_cluster: bool = False,
         namespace: str = "default",
-        price_card: Mapping[str, float] | None = None,
+        price_card: Mapping[str, Any] | None = None,
+        list_prices: str | None = _PRESET,
         region: str | None = None,
         image_pull_secrets: Sequence[str] = (),
         rayjob: Literal["auto", "always", "never"] = "auto",
-        class_label: str | None = None,
+        type_labels: Sequence[str] | None = None,
         gpu_classes: Mapping[str, str] | None = None,
+        node_selector: str | None = None,
         tolerations: Sequence[Mapping[str, Any]] = (),
         unschedulable_grace_s: float = 60.0,
         request_timeout_s: float = 30.0,
         finished_ttl_s: int | None = 3600,
         ray_image: str | None = None,
         shm_size: str | None = None,
-        gpu_resource: str = "nvidia.com/gpu",
+        gpu_resources: Sequence[str] = ("nvidia.com/gpu", "amd.com/gpu"),
         rdma_resource: str = "rdma/ib",
+        local_queue: str | None = None,
+        queue_grace_s: float | None = 600.0,
         api_client: Any = None,
     ) -> None:
         if rayjob not in ("auto", "always", "never"):
             raise ValueError(f"rayjob must be auto, always or never, got {rayjob!r}")
-        for key, value in (price_card or {}).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"price_card[{key!r}] must be a positive USD per node-hour")
-        if unschedulable_grace_s < 0 or request_timeout_s <= 0:
-            raise ValueError("unschedulable_grace_s must be >= 0 and request_timeout_s > 0")
+        if unschedulable_grace_s < 0 or request_timeout_s <= 0 or (queue_grace_s or 0) < 0:
+            raise ValueError("unschedulable_grace_s and queue_grace_s must be >= 0 and "
+                             "request_timeout_s > 0")
         if finished_ttl_s is not None and (
             type(finished_ttl_s) is not int or finished_ttl_s < 60
         ):
             raise ValueError(f"finished_ttl_s must be whole seconds >= 60 or null, got "
                              f"{finished_ttl_s!r}")
-        for accelerator in (gpu_classes or {}).values():
-            canonical(accelerator)  # a typo raises ValueError with a "did you mean"
+        if local_queue is not None and not _SUBDOMAIN.fullmatch(local_queue):
+            raise ValueError(f"local_queue must be a LocalQueue name (DNS-1123), got "
+                             f"{local_queue!r}")
+        if not gpu_resources:
+            raise ValueError("gpu_resources must name at least one extended resource")
+        self.gpu_classes = {k: canonical(v) for k, v in (gpu_classes or {}).items()}
+        self.price_card = parse_price_card(price_card)
+        self.list_prices = self.LIST_PRICES if list_prices is _PRESET else list_prices
         self.fleet_name = fleet_name or self.name
         self.namespace = namespace
-        self.price_card = {str(k): float(v) for k, v in (price_card or {}).items()}
         self.region = region
         self.rayjob = rayjob
-        self.class_label = class_label or self.CLASS_LABEL
-        self.gpu_classes = dict(gpu_classes or {})
-        self.grace_s = float(unschedulable_grace_s)
+        self.type_labels = tuple(type_labels or self.TYPE_LABELS)
+        self.node_selector = node_selector
+        self.gpu_resources = tuple(gpu_resources)
+        self.local_queue = local_queue
+        self.grace_s, self.queue_grace_s = float(unschedulable_grace_s), queue_grace_s
         self.pod_options = mf.PodOptions(
-            gpu_resource=gpu_resource,
             rdma_resource=rdma_resource,
             shm_size=shm_size,
             image_pull_secrets=tuple(image_pull_secrets),
@@ -173,8 +196,31 @@ class KubernetesAdapter:
 
     # ------------------------------------------------------------------ the preset's part
 
+    def read_label(self, key: str, value: str) -> str | None:
+        """Read the accelerator one type label names (presets extend this).
+
+        Args:
+            key: The label key.
+            value: Its value.
+
+        Returns:
+            The canonical accelerator, or None.
+        """
+        if value in self.gpu_classes:
+            return self.gpu_classes[value]
+        return (catalog_accelerator(value) if key == INSTANCE_TYPE else None) or accelerator_of(
+            value)
+
+    def node_rdma(self, labels: Mapping[str, str]) -> bool:
+        """Return True for a node the labels say has InfiniBand (presets override)."""
+        return False
+
+    def node_usable(self, labels: Mapping[str, str]) -> bool:
+        """Return False for a node the cluster keeps from work (presets override)."""
+        return True
+
     def node_type(self, labels: Mapping[str, str]) -> NodeType | str:
-        """Read what GPU type a node is from its labels (presets extend this).
+        """Read what GPU type a node is from its labels.
 
         Args:
             labels: The node's labels.
@@ -182,39 +228,37 @@ class KubernetesAdapter:
         Returns:
             Its type, or why it is left out.
         """
-        value = labels.get(self.class_label)
-        if not value:
-            return f"no {self.class_label} label"
-        accelerator = accelerator_of(value, self.gpu_classes)
-        if accelerator is None:
-            return f"GPU type {value!r} maps to no known accelerator; add it to gpu_classes"
-        return NodeType(accelerator, self.class_label, value)
-
-    def node_usable(self, labels: Mapping[str, str]) -> bool:
-        """Return False for a node the cluster keeps from work (presets override)."""
-        return True
+        found = read_type(labels, self.type_labels, self.read_label)
+        if isinstance(found, str) or not self.node_rdma(labels):
+            return found
+        return NodeType(found.accelerator, found.label, found.value, rdma=True)
 
     # ------------------------------------------------------------------ protocol
 
     def check(self) -> None:
-        """List one Job of the namespace: proves endpoint, credentials and RBAC at once.
+        """List one Job of the namespace (and read the LocalQueue, with ``local_queue``).
+
+        Proves endpoint, credentials and RBAC at once.
 
         Raises:
-            ProviderError: AuthError, TransientError, ... (the error boundary's).
+            ProviderError: AuthError, TransientError, ... (the error boundary's); an
+                InvalidRequestError or QuotaError for an unusable LocalQueue.
         """
         with self.errors(doing=f"listing jobs in namespace {self.namespace}"):
             self.cluster.batch.list_namespaced_job(self.namespace, limit=1, **self.cluster.timeout)
+        if self.local_queue:
+            self._check_queue(None, None)
 
     def pools(self) -> list[NodePool]:
         """Read the cluster's GPU node pools (a list of nodes and one of live pods)."""
         with self.errors(doing="listing nodes and pods"):
-            nodes, pods = self.cluster.nodes_and_pods()
+            nodes, pods = self.cluster.nodes_and_pods(self.node_selector)
         return read_pools(nodes, pods, node_type=self.node_type, usable=self.node_usable,
-                          region=self.region, gpu_resource=self.pod_options.gpu_resource,
+                          region=self.region, gpu_resources=self.gpu_resources,
                           rdma_resource=self.pod_options.rdma_resource, skip=self._skip)
 
     def offers(self, request: ResourceRequest) -> list[Offer]:
-        """Return one offer per GPU node pool matching ``request`` (no side effects).
+        """Return one offer per priced GPU node pool matching ``request`` (no side effects).
 
         Args:
             request: Accelerators, GPUs per node, region globs.
@@ -230,7 +274,7 @@ class KubernetesAdapter:
                 or not region_matches(request.regions, pool.region)
             ):
                 continue
-            priced = price_of(pool, self.price_card, self.LIST_PRICES)
+            priced = price_of(pool, self.price_card, self.list_prices)
             if priced is None:
                 self._skip(f"price:{pool.instance_type}", f"no price for {pool.instance_type} "
                            f"({pool.accelerator}) on the price card or the list prices")
@@ -255,26 +299,18 @@ class KubernetesAdapter:
 
         Raises:
             InvalidRequestError: A foreign offer or pool, a spot or reserved launch, no
-                image, a Ray program KubeRay cannot run, a request id used for another spec.
+                image, a Ray program KubeRay cannot run, a request id used for another spec,
+                no such LocalQueue or no Kueue.
             CapacityError: The pool has fewer free nodes than the gang.
-            QuotaError: A namespace ResourceQuota on GPUs would not admit the pods.
+            QuotaError: A namespace ResourceQuota on GPUs would not admit the pods; the
+                LocalQueue is inactive.
             ProviderError: Anything else the error boundary translates.
         """
         check_launch(offer, spec, fleet_name=self.fleet_name, capabilities=self.capabilities,
                      regions=self._regions, needs_image=True)
         scope = error_scope(self.fleet_name, offer.region, offer.zone)
-
-        def refuse(message: str) -> InvalidRequestError:
-            return InvalidRequestError(message, provider=self.fleet_name, scope=scope)
-
-        for secret in spec.secrets:
-            if not re.fullmatch(r"[-._a-zA-Z0-9]+", secret):
-                # The pod contract reads key = the secret's name, and a Secret's keys are
-                # config keys (alphanumerics, '-', '_', '.'). Local until the kit's
-                # pod_contract takes the key rule (e.g. secret_env_name) for the lead to lift.
-                raise refuse(f"secret {secret!r} is not a valid Kubernetes Secret key")
         name, ns = resource_name(self.fleet_name, request_id), self.namespace
-        kind = mf.RAYJOB if self._as_rayjob(spec, refuse) else mf.JOB
+        kind = mf.RAYJOB if self._as_rayjob(spec, scope) else mf.JOB
         owner = Ownership.of(spec, offer, request_id)
         handle = Handle.at(offer, spec, id=name, request_id=request_id,
                            extra={"namespace": ns, "kind": kind})
@@ -287,26 +323,31 @@ class KubernetesAdapter:
                 return self._same(found, owner, handle)
             pool = next((p for p in self.pools() if p.matches(offer)), None)
             if pool is None:
-                raise refuse(f"{self.fleet_name} has no GPU node pool {offer.instance_type} in "
-                             f"{offer.zone or offer.region}")
+                raise InvalidRequestError(
+                    f"{self.fleet_name} has no GPU node pool {offer.instance_type} in "
+                    f"{offer.zone or offer.region}", provider=self.fleet_name, scope=scope)
             if spec.nodes > pool.free:
                 raise CapacityError(f"{pool.instance_type} in {pool.zone or pool.region}: "
                                     f"{spec.nodes} node(s) needed, {pool.free} of {pool.nodes} "
                                     "free", provider=self.fleet_name, scope=scope)
-            refusal = quota_refusal(self.cluster.quotas(ns), self.pod_options.gpu_resource,
+            refusal = quota_refusal(self.cluster.quotas(ns), pool.resource,
                                     spec.nodes * offer.count)
             if refusal is not None:
                 raise QuotaError(refusal, provider=self.fleet_name, scope=scope)
+            if self.local_queue:
+                self._check_queue(offer.region, offer.zone)
             labels = {**owner.labels(_STYLE), mf.MANAGED_BY: "multicloud", mf.WORKLOAD: name}
             launch = mf.Launch(name, spec, offer, request_id, pool, labels,
-                               {mf.HANDLE: json.dumps(handle.to_json(), sort_keys=True)})
+                               {mf.HANDLE: json.dumps(handle.to_json(), sort_keys=True)},
+                               queue=self.local_queue)
             build = mf.rayjob if kind == mf.RAYJOB else mf.indexed_job
             try:
                 self.cluster.create(ns, build(launch, self.pod_options))
             except Exception as exc:
                 if kind == mf.RAYJOB and is_not_found(exc):
-                    raise refuse("the cluster serves no ray.io/v1 rayjobs (is KubeRay "
-                                 "installed?); set rayjob: auto or never") from exc
+                    raise InvalidRequestError(
+                        "the cluster serves no ray.io/v1 rayjobs (is KubeRay installed?); set "
+                        "rayjob: auto or never", provider=self.fleet_name, scope=scope) from exc
                 # Lost a race with a concurrent launch of the same key: it must agree.
                 again = self.cluster.find(ns, name, rayjobs=rayjobs) if is_already_exists(
                     exc) else None
@@ -317,6 +358,9 @@ class KubernetesAdapter:
 
     def status(self, handles: Sequence[Handle]) -> dict[str, WorkloadStatus]:
         """Return each handle's status from one list per kind and namespace.
+
+        Kueue Workloads are listed too (once per namespace) when a workload is Kueue's:
+        queued through a LocalQueue, or suspended by Kueue.
 
         Args:
             handles: Handles to read.
@@ -332,21 +376,32 @@ class KubernetesAdapter:
             with self.errors(doing=f"reading workloads in {ns}"):
                 # Pods before their owners: the Job controller accounts a pod (its finalizer)
                 # before the pod goes, so a pod missing from this older list that its newer
-                # Job does not count was never created.
+                # Job does not count was never created. Workloads after them: an admission
+                # newer than the Job reads as "starting", never as "lost".
                 pods = self.cluster.pods(ns)
                 objs = self.cluster.workloads(ns, self._selector(), rayjobs=self.rayjob != (
                     "never") and any(h.get("kind") == mf.RAYJOB for h in wanted.values()))
+                queued = [o for n, (_, o) in objs.items() if n in wanted and managed(o)]
+                version = self.cluster.kueue_version() if queued else None
+                owners = workloads_by_owner(self.cluster.kueue_workloads(ns, version)) if (
+                    version) else {}
             for name, handle in wanted.items():
                 kind, obj = objs.get(name, ("", {}))
                 reading = Reading(error_scope(self.fleet_name, handle.region, handle.zone),
-                                  self.grace_s, now)
-                out[name] = workload_status(kind, obj, pods[name], max(1, handle.nodes),
-                                            reading) if obj else WorkloadStatus(
-                    WorkloadState.UNKNOWN, "no such workload")
+                                  self.grace_s, now, self.queue_grace_s)
+                if not obj:
+                    out[name] = WorkloadStatus(WorkloadState.UNKNOWN, "no such workload")
+                    continue
+                meta = obj.get("metadata") or {}
+                wl = owners.get(str(meta.get("uid"))) if managed(obj) else None
+                queued_status = None if meta.get("deletionTimestamp") else kueue_status(
+                    obj, wl, reading)
+                out[name] = queued_status or workload_status(kind, obj, pods[name],
+                                                             max(1, handle.nodes), reading)
         return {h.id: out[h.id] for h in handles}
 
     def terminate(self, handle: Handle, *, request_id: str) -> None:
-        """Delete the workload (Foreground: its pods and Service go with it); gone is fine.
+        """Delete the workload (Foreground: its pods, Service and Kueue Workload go with it).
 
         Args:
             handle: The workload.
@@ -399,7 +454,27 @@ class KubernetesAdapter:
     def _selector(self) -> str:
         return f"{mf.MANAGED_BY}=multicloud,{_STYLE.key('fleet')}={_STYLE.value(self.fleet_name)}"
 
-    def _as_rayjob(self, spec: LaunchSpec, refuse: Any) -> bool:
+    def _check_queue(self, region: str | None, zone: str | None) -> None:
+        """Refuse a launch the fleet's LocalQueue cannot take (no Kueue, no queue, inactive)."""
+        assert self.local_queue is not None
+        scope = error_scope(self.fleet_name, region, zone)
+        where = f"Kueue LocalQueue {self.local_queue} in {self.namespace}"
+        with self.errors(region=region, zone=zone, doing=f"reading {where}"):
+            version = self.cluster.kueue_version()
+            queue = self.cluster.local_queue(self.namespace, self.local_queue, version) if (
+                version) else None
+        if queue is None:
+            why = "no such queue" if version else "the cluster serves no kueue.x-k8s.io API"
+            raise InvalidRequestError(f"local_queue: {where}: {why}", provider=self.fleet_name,
+                                      scope=scope)
+        refusal = queue_refusal(queue, self.local_queue)
+        if refusal is not None:
+            raise QuotaError(refusal, provider=self.fleet_name, scope=scope)
+
+    def _as_rayjob(self, spec: LaunchSpec, scope: str) -> bool:
+        def refuse(message: str) -> InvalidRequestError:
+            return InvalidRequestError(message, provider=self.fleet_name, scope=scope)
+
         if not spec.ray or self.rayjob == "never":
             return False
         if not (spec.command if isinstance(spec.command, str) else "".join(spec.command or ())

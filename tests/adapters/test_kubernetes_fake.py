@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from multicloud_coreweave.kube import manifests as mf
-from multicloud_coreweave.kube.pools import NodePool
-from multicloud_coreweave.testing import (
+from multicloud_kubernetes import manifests as mf
+from multicloud_kubernetes.pools import NodePool
+from multicloud_kubernetes.testing import (
     TOKEN,
     FakeKube,
     field_selector_matches,
@@ -23,6 +23,7 @@ from multicloud_coreweave.testing import (
 from multicloud.provider import LaunchSpec, MarketKind, Offer
 from multicloud.testing.fakecloud import Call
 
+H100 = "NVIDIA-H100-80GB-HBM3"
 LABELS = {"app": "web", "tier": "gpu", "multicloud.io/install": "a"}
 Doc = dict[str, Any]
 
@@ -80,16 +81,16 @@ def test_server_requires_the_token_and_stops() -> None:
 @pytest.fixture
 def kube() -> Iterator[FakeKube]:
     with serve() as k:
-        k.add_nodes(2, gpu_class="H100_NVLINK_80GB", memory="1Ti")
+        k.add_nodes(2, memory="1Ti")
         yield k
 
 
 def _launch(ray: bool = False) -> mf.Launch:
     spec = LaunchSpec("job", "job", 1, 2, MarketKind.ON_DEMAND, image="img", command="true",
                       secrets=("HF_TOKEN",), ray=ray)
-    pool = NodePool("H100_NVLINK_80GB", "gpu.nvidia.com/class", "H100_NVLINK_80GB", "H100", 8,
-                    "US-EAST-04", None, 2, 2, rdma=True)
-    offer = Offer("coreweave", "US-EAST-04", None, "H100_NVLINK_80GB", "H100", 8, 49.0)
+    pool = NodePool(H100, "nvidia.com/gpu.product", H100, "H100", 8, "us-east-1", None, 2, 2,
+                    rdma=True)
+    offer = Offer("kubernetes", "us-east-1", None, H100, "H100", 8, 49.0)
     return mf.Launch("mc-abc", spec, offer, "req", pool, {mf.WORKLOAD: "mc-abc"}, {})
 
 
@@ -263,3 +264,76 @@ def test_fail_next_answers_with_the_reason_and_message(kube: FakeKube) -> None:
                                                                "slow down")
     assert kube.answer(Call("GET", "/api/v1/nodes", None,
                             {"authorization": f"Bearer {TOKEN}"}))[0] == 200
+
+
+# ---------------------------------------------------------------------------- Kueue
+
+
+def _queued(doc: Doc, queue: str = "team") -> Doc:
+    doc["metadata"]["labels"] = {**doc["metadata"]["labels"], "kueue.x-k8s.io/queue-name": queue}
+    return doc
+
+
+KUEUE_REFUSALS = [
+    ("queue name not a DNS subdomain", "jobs", lambda d: _queued(d, "Team_A"),
+     "queue-name]: Invalid value"),
+    ("RayJob keeping its cluster", "rayjobs", lambda d: _set("spec.shutdownAfterJobFinishes",
+                                                             False)(d) or _queued(d),
+     "should delete the cluster after finishing"),
+    ("RayJob on an existing cluster", "rayjobs", lambda d: _set(
+        "spec.clusterSelector", {"ray.io/cluster": "x"})(d) or _queued(d),
+     "should not use an existing cluster"),
+    ("autoscaling RayJob", "rayjobs", lambda d: _set(
+        "spec.rayClusterSpec.enableInTreeAutoscaling", True)(d) or _queued(d),
+     "should not use autoscaling"),
+]
+
+
+@pytest.mark.parametrize(("case", "plural", "change", "words"), KUEUE_REFUSALS,
+                         ids=[r[0] for r in KUEUE_REFUSALS])
+def test_the_fake_refuses_what_kueues_webhooks_refuse(
+    case: str, plural: str, change: Callable[[Doc], Any], words: str
+) -> None:
+    with serve(kueue="v1beta2") as kube:
+        doc = (mf.indexed_job(_launch(), mf.PodOptions()) if plural == "jobs" else
+               mf.rayjob(_launch(ray=True), mf.PodOptions()))
+        change(doc)
+        code, status = _post(kube, f"/apis/{doc['apiVersion']}/namespaces/jobs/{plural}", doc)
+        assert (code, status["reason"]) == (403, "Forbidden"), status
+        assert "admission webhook" in status["message"] and words in status["message"]
+        # Without Kueue the same object is no webhook's business.
+    with serve() as kube:
+        assert _post(kube, f"/apis/{doc['apiVersion']}/namespaces/jobs/{plural}", doc)[0] == 201
+
+
+def test_kueue_suspends_a_queued_job_and_makes_its_workload() -> None:
+    with serve(kueue="v1beta1") as kube:
+        kube.add_nodes(2)
+        doc = _queued(mf.indexed_job(_launch(), mf.PodOptions()))
+        assert "suspend" not in doc["spec"]  # not even asked to: the webhook suspends it
+        assert _post(kube, JOBS, doc)[0] == 201
+        job = kube.object("jobs", "mc-abc") or {}
+        assert job["spec"]["suspend"] is True and kube.pods_of("mc-abc") == []
+        wl = kube.kueue.workload("mc-abc") or {}
+        assert wl["apiVersion"] == "kueue.x-k8s.io/v1beta1"
+        assert wl["metadata"]["name"].startswith("job-mc-abc-")
+        (owner,) = wl["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("Job", job["metadata"]["uid"])
+        assert [(p["name"], p["count"]) for p in wl["spec"]["podSets"]] == [("main", 2)]
+        # No LocalQueue "team": inadmissible, as Kueue says it.
+        (reserved,) = wl["status"]["conditions"]
+        assert (reserved["type"], reserved["status"], reserved["reason"], reserved["message"]) == (
+            "QuotaReserved", "False", "Inadmissible", "LocalQueue team doesn't exist")
+
+
+@pytest.mark.parametrize(("served", "asked", "found"), [
+    ("v1beta2", "v1beta2", True), ("v1beta2", "v1beta1", False), ("v1beta1", "v1beta1", True),
+    (None, "v1beta2", False)])
+def test_kueue_api_discovery(served: str | None, asked: str, found: bool) -> None:
+    with serve(kueue=served) as kube:
+        code, doc = kube.answer(Call("GET", f"/apis/kueue.x-k8s.io/{asked}", None,
+                                     {"authorization": f"Bearer {TOKEN}"}))
+        assert (code == 200) is found
+        if found:
+            assert {r["name"] for r in doc["resources"]} == {"workloads", "localqueues",
+                                                             "clusterqueues"}

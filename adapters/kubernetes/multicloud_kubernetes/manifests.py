@@ -7,6 +7,8 @@
   gang runs the job's command with the same environment a VM node gets.
 * A job that says it is a Ray program (``run.ray``) becomes a **KubeRay RayJob** instead:
   a Ray cluster of the gang's nodes and the command once, against its head.
+* Submitted through a Kueue ``LocalQueue``, either carries the ``kueue.x-k8s.io/queue-name``
+  label and is created suspended: Kueue unsuspends it when it admits it (:mod:`.kueue`).
 
 Every field sent is one the ``kubernetes`` client models know (the tests round-trip each
 manifest through them: ``from_dict`` drops unknown fields silently) or one of KubeRay's
@@ -23,7 +25,8 @@ from typing import Any
 
 from multicloud.adapterkit import NodeShape, pod_contract
 from multicloud.provider import LaunchSpec, Offer
-from multicloud_coreweave.kube.pools import NodePool
+from multicloud_kubernetes.kueue import QUEUE_LABEL
+from multicloud_kubernetes.pools import NodePool
 
 __all__ = [
     "HANDLE", "JOB", "JOB_INDEX", "MANAGED_BY", "RAY", "RAYJOB", "WORKLOAD", "Launch",
@@ -40,8 +43,6 @@ RAY = ("ray.io", "v1", "rayjobs")
 """KubeRay's RayJob: group, version, plural."""
 JOB, RAYJOB = "job", "rayjob"
 """The kinds of workload (``Handle.get("kind")``)."""
-# Local until the kit's pod_contract can leave the rank out (a Ray pod has none): to lift.
-_RANK_ENV = frozenset({"NODE_RANK", "PET_NODE_RANK", "MASTER_ADDR", "PET_MASTER_ADDR"})
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,6 @@ class PodOptions:
     """How the cluster wants its pods (fleet options).
 
     Attributes:
-        gpu_resource: Extended resource of the GPUs.
         rdma_resource: Extended resource of the RDMA devices (requested on RDMA pools).
         shm_size: Size limit of the memory-backed ``/dev/shm`` (None: none).
         image_pull_secrets: Secrets for private images.
@@ -58,7 +58,6 @@ class PodOptions:
         ray_image: Image of the Ray head and workers (None: the job's).
     """
 
-    gpu_resource: str = "nvidia.com/gpu"
     rdma_resource: str = "rdma/ib"
     shm_size: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
@@ -79,6 +78,7 @@ class Launch:
         pool: The node pool the offer was made from.
         labels: Labels of the objects and their pods.
         annotations: Annotations of the objects and their pods.
+        queue: Kueue LocalQueue to submit through (None: none).
     """
 
     name: str
@@ -88,12 +88,14 @@ class Launch:
     pool: NodePool
     labels: dict[str, str]
     annotations: dict[str, str]
+    queue: str | None = None
 
 
 def secret_object(secret: str) -> str:
     """Return the Secret object a job secret is read from (``HF_TOKEN`` → ``hf-token``).
 
-    The key read is the secret's name itself (the kit's pod contract).
+    The key read is the secret's environment variable name (the kit's pod contract:
+    ``prod/hf-token`` is key ``HF_TOKEN`` of the Secret ``prod-hf-token``).
 
     Args:
         secret: The job's secret name.
@@ -113,7 +115,7 @@ def _command(spec: LaunchSpec) -> list[str] | None:
 
 def _tolerations(pool: NodePool, options: PodOptions) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [
-        {"key": options.gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        {"key": pool.resource, "operator": "Exists", "effect": "NoSchedule"}
     ]
     out += [{"key": k, "operator": "Equal", "value": v, "effect": e} if v else
             {"key": k, "operator": "Exists", "effect": e} for k, v, e in pool.taints]
@@ -132,21 +134,19 @@ def _template(
         NodeShape.of(launch.offer, rdma=launch.pool.rdma),
         master_addr=f"{name}-0.{name}",
         secret_object={s: secret_object(s) for s in spec.secrets},
-        gpu_resource=options.gpu_resource,
+        gpu_resource=launch.pool.resource,
         rdma_resource=options.rdma_resource,
         shm_size=options.shm_size,
-    )
-    env = contract["env"]
-    if ray:
         # A Ray program learns its cluster from Ray itself; no rank, no rank-0 address.
-        env = [e for e in env if e["name"] not in _RANK_ENV]
+        ranked=not ray,
+    )
     resources = contract["resources"]
     if spec.cpus is not None:
         resources["requests"]["cpu"] = str(spec.cpus)
     main: dict[str, Any] = {
         "name": container,
         "image": image,
-        "env": env,
+        "env": contract["env"],
         "resources": resources,
         "volumeMounts": contract["volumeMounts"],
     }
@@ -171,7 +171,17 @@ def _template(
 
 
 def _meta(launch: Launch) -> dict[str, Any]:
-    return {"name": launch.name, "labels": launch.labels, "annotations": launch.annotations}
+    # The queue label goes on the workload only: Kueue admits the Job or RayJob, not its pods.
+    labels = {**launch.labels, QUEUE_LABEL: launch.queue} if launch.queue else launch.labels
+    return {"name": launch.name, "labels": labels, "annotations": launch.annotations}
+
+
+def _queued(launch: Launch, spec: dict[str, Any]) -> dict[str, Any]:
+    if launch.queue:
+        # Kueue's webhook would suspend it anyway (jobframework ApplyDefaultForSuspend);
+        # created suspended, no pod can start before admission even without the webhook.
+        spec["suspend"] = True
+    return spec
 
 
 def indexed_job(launch: Launch, options: PodOptions) -> dict[str, Any]:
@@ -210,7 +220,8 @@ def indexed_job(launch: Launch, options: PodOptions) -> dict[str, Any]:
     if options.finished_ttl_s is not None:
         # The orphan sweep deletes a finished Job; this is the backstop with no scheduler.
         job["ttlSecondsAfterFinished"] = options.finished_ttl_s
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(launch), "spec": job}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(launch),
+            "spec": _queued(launch, job)}
 
 
 def headless_service(name: str, labels: Mapping[str, str], job_uid: str) -> dict[str, Any]:
@@ -237,7 +248,8 @@ def headless_service(name: str, labels: Mapping[str, str], job_uid: str) -> dict
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "labels": dict(labels), "ownerReferences": [owner]},
+        "metadata": {"name": name, "ownerReferences": [owner],
+                     "labels": {k: v for k, v in labels.items() if k != QUEUE_LABEL}},
         "spec": {
             "clusterIP": "None",
             # Rank 0's name must resolve before any pod is Ready (there is no probe).
@@ -290,5 +302,5 @@ def rayjob(launch: Launch, options: PodOptions) -> dict[str, Any]:
     }
     group, version, _ = RAY
     return {"apiVersion": f"{group}/{version}", "kind": "RayJob", "metadata": _meta(launch),
-            "spec": body}
+            "spec": _queued(launch, body)}
 
