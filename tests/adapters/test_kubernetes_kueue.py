@@ -131,7 +131,7 @@ def test_without_a_queue_grace_a_queued_workload_waits_for_ever() -> None:
 # ---------------------------------------------------------------------------- the adapter
 
 
-@pytest.fixture(params=["v1beta2", "v1beta1"])
+@pytest.fixture(params=["v1", "v1beta2", "v1beta1"])
 def kube(request: pytest.FixtureRequest) -> Iterator[FakeKube]:
     with serve(kueue=request.param) as k:
         k.add_nodes(4, region="us-east-1")

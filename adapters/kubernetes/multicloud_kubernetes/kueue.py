@@ -7,9 +7,9 @@ suspended. Kueue makes a ``Workload`` of it (owned by the Job, labelled
 and unsuspends the Job; when a more important workload needs the quota it evicts it
 (suspends the Job, its pods go) and requeues it. The adapter reads all of that from the
 Workload's status conditions, as Kueue's API types define them
-(``apis/kueue/v1beta1/workload_types.go``, Kueue v0.14; ``v1beta2`` since v0.15 has the same
-condition types and reasons; the adapter reads whichever version the cluster serves,
-newest first):
+(``apis/kueue/v1beta1/workload_types.go``, Kueue v0.14; ``v1beta2`` since v0.15 and ``v1``
+have the same condition types and reasons; the adapter reads whichever version the cluster
+serves, newest first):
 
 ========================================  =============================================
 Workload                                  What multicloud reads
@@ -56,9 +56,10 @@ __all__ = [
 ]
 
 GROUP = "kueue.x-k8s.io"
-VERSIONS = ("v1beta2", "v1beta1")
+VERSIONS = ("v1", "v1beta2", "v1beta1")
 """Kueue API versions the adapter reads, newest first (v1beta2 from Kueue v0.15; v1beta1
-until Kueue stops serving it, planned for v0.18)."""
+until Kueue stops serving it, planned for v0.18; v1 where served). The fields read
+(``spec.queueName``, ``spec.active``, ``status.conditions``) are the same in all three."""
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 _DEACTIVATED = ("Deactivated", "InactiveWorkload")
 _SUSPENDED = frozenset({"Suspending", "Suspended"})
