@@ -36,9 +36,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY multicloud ./multicloud
 COPY adapters ./adapters
-# One resolve for the core and all four adapters, so that they agree on shared dependencies;
-# non-editable, and pip byte-compiles them here since the root filesystem is read-only at run.
-RUN pip install --no-cache-dir . ./adapters/aws ./adapters/gcp ./adapters/azure ./adapters/coreweave \
+# One resolve for the core and every adapter (CoreWeave is a preset of kubernetes), so that
+# they agree on shared dependencies; non-editable, and pip byte-compiles them here since the
+# root filesystem is read-only at run.
+RUN pip install --no-cache-dir . ./adapters/aws ./adapters/gcp ./adapters/azure \
+    ./adapters/oci ./adapters/kubernetes ./adapters/coreweave \
     && multicloud --help >/dev/null \
     && rm -rf /src
 

@@ -158,7 +158,7 @@ def test_a_job_kueue_keeps_queued_goes_elsewhere(make: Callable[..., TwoClusters
     attempts = c.store.get(job_id).attempts
     assert [(a.provider, a.outcome) for a in attempts] == [("lab", "preempted"), ("spare", None)]
     assert "insufficient unused quota for nvidia.com/gpu" in " ".join(
-        e["reason"] for e in c.store.events(job_id))
+        e.reason for e in c.store.events(job_id))
 
 
 def test_a_command_that_exits_3_under_kueue_fails_the_job(make: Callable[..., TwoClusters]) -> None:
