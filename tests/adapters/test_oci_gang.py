@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import oci  # type: ignore[import-untyped]
+import oci
 import pytest
 from multicloud_oci import OCIProvider
 from multicloud_oci.testing import FakeOCI, pick, serve
