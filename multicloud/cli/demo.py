@@ -32,7 +32,7 @@ def demo(
         float, typer.Option("--timeout", help="Seconds to wait for the demo jobs.")
     ] = 150.0,
 ) -> None:
-    """Run the whole service on this machine: local Ray, the scheduler, four simulated clouds.
+    """Run the whole service on this machine: local Ray, the scheduler, five simulated clouds.
 
     Submits a week of a lab's queue (training gangs, inference services, small jobs that
     really run on the local Ray cluster), shows live progress with a capacity error and

@@ -1,4 +1,4 @@
-"""The shipped demo: a fleet of four simulated clouds and a realistic mixed workload.
+"""The shipped demo: a fleet of five simulated clouds and a realistic mixed workload.
 
 ``multicloud demo``, ``multicloud plan`` without ``--fleet`` and the examples use these
 files; they need no credentials and no network, only the price catalog shipped in the

@@ -1,6 +1,6 @@
 """``multicloud demo``: the whole service, end to end, on this machine.
 
-A local Ray cluster, the scheduler actor, four simulated clouds priced from the shipped
+A local Ray cluster, the scheduler actor, five simulated clouds priced from the shipped
 catalog (with capacity limits, one injected capacity error and spot preemptions) and the
 ``local`` provider, which really runs a few small jobs. One simulated hour lasts half a
 second, so a week of a lab's queue plays out in about a minute.

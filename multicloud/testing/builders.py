@@ -1,11 +1,14 @@
-"""Small builders for tests: a job, an offer or a fleet in one line, defaults for the rest."""
+"""Small builders for tests: a job, an offer, a launch spec or a fleet in one line.
+
+Defaults stand for every field a test does not name.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from multicloud.models import Fleet, Job
-from multicloud.provider import Offer
+from multicloud.provider import LaunchSpec, MarketKind, Offer
 
 
 def job(name: str = "j", **fields: Any) -> Job:
@@ -59,6 +62,35 @@ def offer(provider: str = "aws", region: str = "us-east-1", **fields: Any) -> Of
     }
     values.update(fields)
     return Offer(provider=provider, region=region, **values)
+
+
+def launch_spec(
+    job: str = "job-1",
+    *,
+    nodes: int = 1,
+    market: MarketKind = MarketKind.ON_DEMAND,
+    **fields: Any,
+) -> LaunchSpec:
+    """Build what an adapter is asked to launch; defaults: attempt 1, an image and a command.
+
+    Args:
+        job: Job id, also the job's name unless ``job_name`` is given.
+        nodes: Nodes in the gang.
+        market: Market to launch in.
+        **fields: Other :class:`~multicloud.provider.LaunchSpec` fields (``install_id``,
+            ``command``, ``env``, ``secrets``, ...).
+
+    Returns:
+        The launch spec.
+    """
+    values: dict[str, Any] = {
+        "job_name": job,
+        "attempt": 1,
+        "image": "ghcr.io/acme/train:1",
+        "command": "python train.py",
+    }
+    values.update(fields)
+    return LaunchSpec(job_id=job, nodes=nodes, market=market, **values)
 
 
 def fleet(*providers: str, **fields: Any) -> Fleet:

@@ -22,6 +22,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALLREDUCE_PY", "Answer", "ContainerRun", "NodeRun", "run_gang", "torchrun_command"]
+from multicloud.provider import LaunchSpec
+from multicloud.testing.builders import launch_spec
+
+__all__ = [
+    "ALLREDUCE_PY",
+    "Answer",
+    "ContainerRun",
+    "NodeRun",
+    "free_port",
+    "gang_spec",
+    "run_gang",
+    "torchrun_command",
+]
 
 
 @dataclass(frozen=True)
@@ -272,3 +285,37 @@ def torchrun_command(script: Path) -> str:
         f"{shlex.quote(sys.executable)} -m torch.distributed.run --nproc-per-node 1 "
         f"{shlex.quote(str(script))}"
     )
+
+
+def gang_spec(
+    command: str,
+    *,
+    job: str = "job-0123456789ab",
+    nodes: int = 2,
+    env: Mapping[str, str] | None = None,
+    **fields: Any,
+) -> LaunchSpec:
+    """Return the launch spec of a gang whose node programs :func:`run_gang` runs here.
+
+    Its nodes are processes of this machine, so Gloo talks over the loopback interface
+    (``GLOO_SOCKET_IFNAME=lo``) whatever interfaces the machine has.
+
+    Args:
+        command: The job's command.
+        job: Job id (and name, unless ``job_name`` is given).
+        nodes: Nodes in the gang.
+        env: The job's other variables.
+        **fields: Other launch spec fields (``market``, ``secrets``, ``job_name``, ...).
+
+    Returns:
+        The launch spec.
+    """
+    gloo = {"GLOO_SOCKET_IFNAME": "lo", **(env or {})}
+    return launch_spec(job, nodes=nodes, command=command, env=gloo, **fields)
+
+
+def free_port() -> int:
+    """Return a TCP port free on 127.0.0.1 now (a gang's ``MASTER_PORT``, say)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

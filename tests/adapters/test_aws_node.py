@@ -9,7 +9,6 @@ nodes report is then applied to the fake, and ``status()`` reads it back.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +20,21 @@ from multicloud_aws.testing import FakeAWS, serve
 from multicloud.adapterkit import PREEMPTED, NodeExit
 from multicloud.provider import (
     Handle,
-    LaunchSpec,
     MarketKind,
     Offer,
     ResourceRequest,
     WorkloadState,
     request_id,
 )
-from multicloud.testing.nodes import ALLREDUCE_PY, Answer, NodeRun, run_gang, torchrun_command
+from multicloud.testing.nodes import (
+    ALLREDUCE_PY,
+    Answer,
+    NodeRun,
+    free_port,
+    gang_spec,
+    run_gang,
+    torchrun_command,
+)
 
 REGION = "us-east-1"
 RESERVATION = "r-0fake0gang0000001"
@@ -44,12 +50,6 @@ def server() -> Iterator[FakeAWS]:
 def fake(server: FakeAWS) -> FakeAWS:
     server.reset()
     return server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch(
@@ -69,17 +69,8 @@ def launch(
         for o in provider.offers(ResourceRequest())
         if o.instance_type == instance_type and o.reservation is None
     )
-    spec = LaunchSpec(
-        job_id="job-aws-node",
-        job_name="node",
-        attempt=1,
-        nodes=nodes,
-        market=market,
-        image="ghcr.io/acme/train:1",
-        command=command,
-        env={"GLOO_SOCKET_IFNAME": "lo", **env},
-        secrets=secrets,
-    )
+    spec = gang_spec(command, job="job-aws-node", job_name="node", nodes=nodes, market=market,
+                     secrets=secrets, env=env)
     handle = provider.launch(offer, spec, request_id=request_id(spec.job_id, 1, REGION))
     return provider, handle, fake.user_data()
 

@@ -554,7 +554,7 @@ def test_a_fleet_entry_that_cannot_run_jobs_is_refused_naming_the_option(
 
 
 def test_options_are_plain_json(fake: FakeArm) -> None:
-    # Another process (the four-cloud integration test's scheduler) gets them as text.
+    # Another process (the six-provider service test's scheduler) gets them as text.
     assert json.loads(json.dumps(fake.options)) == fake.options
 
 

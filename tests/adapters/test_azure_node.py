@@ -10,7 +10,6 @@ and, for the scheduler tests, the scheduler acts on it.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,14 @@ from multicloud.service.effects import InlineEffects
 from multicloud.service.scheduler import Scheduler
 from multicloud.store import JobState, Store
 from multicloud.testing.builders import job
-from multicloud.testing.nodes import ALLREDUCE_PY, NodeRun, run_gang, torchrun_command
+from multicloud.testing.nodes import (
+    ALLREDUCE_PY,
+    NodeRun,
+    free_port,
+    gang_spec,
+    run_gang,
+    torchrun_command,
+)
 from multicloud.testing.scheduling import quick_settings, run_until
 
 ND_H100 = "Standard_ND96isr_H100_v5"  # InfiniBand ("r"), no spot price in the catalog
@@ -48,12 +54,6 @@ NC_A100 = "Standard_NC24ads_A100_v4"  # no InfiniBand, sold as Spot too
 def fake() -> Iterator[FakeArm]:
     with serve() as arm:
         yield arm
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def provider_for(fake: FakeArm, **options: Any) -> AzureProvider:
@@ -72,17 +72,8 @@ def spec_for(
     secrets: tuple[str, ...] = (),
     **env: str,
 ) -> LaunchSpec:
-    return LaunchSpec(
-        job_id="job-node",
-        job_name="node",
-        attempt=1,
-        nodes=nodes,
-        market=market,
-        image="ghcr.io/acme/train:1",
-        command=command,
-        env={"GLOO_SOCKET_IFNAME": "lo", **env},
-        secrets=secrets,
-    )
+    return gang_spec(command, job="job-node", job_name="node", nodes=nodes, market=market,
+                     secrets=secrets, env=env)
 
 
 def run_nodes(fake: FakeArm, handle: Handle, workdir: Path, timeout: float = 60) -> list[NodeRun]:

@@ -10,7 +10,6 @@ and what each node reports is replayed into the fake, so that ``status()`` reads
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,15 @@ from multicloud.provider import (
     WorkloadState,
 )
 from multicloud.provider import request_id as request_id_of
-from multicloud.testing.nodes import ALLREDUCE_PY, Answer, NodeRun, run_gang, torchrun_command
+from multicloud.testing.nodes import (
+    ALLREDUCE_PY,
+    Answer,
+    NodeRun,
+    free_port,
+    gang_spec,
+    run_gang,
+    torchrun_command,
+)
 
 COMPUTE = "https://compute.googleapis.com"
 TPU = "https://tpu.googleapis.com"
@@ -39,12 +46,6 @@ TPU = "https://tpu.googleapis.com"
 def fake() -> Iterator[FakeGCP]:
     with serve_offline() as running:
         yield running
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find(provider: GCPProvider, instance_type: str, *, spot: bool = False) -> Offer:
@@ -63,18 +64,8 @@ def spec(
     secrets: tuple[str, ...] = (),
     **env: str,
 ) -> LaunchSpec:
-    return LaunchSpec(
-        job_id="job-gcp-gang",
-        job_name="gang",
-        attempt=1,
-        nodes=nodes,
-        market=market,
-        install_id="inst-nodes",
-        image="ghcr.io/acme/train:1",
-        command=command,
-        env={"GLOO_SOCKET_IFNAME": "lo", **env},
-        secrets=secrets,
-    )
+    return gang_spec(command, job="job-gcp-gang", job_name="gang", nodes=nodes, market=market,
+                     install_id="inst-nodes", secrets=secrets, env=env)
 
 
 def launch(provider: GCPProvider, offer: Offer, s: LaunchSpec) -> Handle:

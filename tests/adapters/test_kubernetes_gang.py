@@ -14,7 +14,6 @@ environment — rank 0's DNS name, which the fake's cluster DNS resolves to pod 
 from __future__ import annotations
 
 import shlex
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +26,15 @@ from multicloud_kubernetes import KubernetesProvider
 from multicloud_kubernetes.testing import FakeCluster, FakeKube, serve
 
 from multicloud.adapterkit import Binding, NodeShape, render_node_program
-from multicloud.provider import Handle, LaunchSpec, MarketKind, Offer, ResourceRequest
-from multicloud.testing.nodes import ALLREDUCE_PY, Answer, run_gang, torchrun_command
+from multicloud.provider import Handle, LaunchSpec, Offer, ResourceRequest
+from multicloud.testing.nodes import (
+    ALLREDUCE_PY,
+    Answer,
+    free_port,
+    gang_spec,
+    run_gang,
+    torchrun_command,
+)
 
 # A made-up VM binding: the node program as any VM cloud renders it, for comparison.
 VM = Binding(
@@ -44,12 +50,6 @@ VM = Binding(
 K8S_ONLY = {"JOB_COMPLETION_INDEX"}
 # Rank 0 is an address on a VM, a DNS name on Kubernetes: same variable, other kind of value.
 ADDRESS = {"MASTER_ADDR", "PET_MASTER_ADDR"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=["kubernetes", "coreweave"])
@@ -79,12 +79,8 @@ def _gang(kube: FakeCluster, command: str) -> tuple[KubernetesProvider, Offer, L
                                                      Handle]:
     provider = _provider(kube)
     (offer,) = provider.offers(ResourceRequest())
-    spec = LaunchSpec(
-        job_id="job-0123456789ab", job_name="allreduce", attempt=1, nodes=2,
-        market=MarketKind.ON_DEMAND, image="ghcr.io/acme/trainer:1", command=command,
-        env={"GLOO_SOCKET_IFNAME": "lo", "MASTER_PORT": str(_free_port())},
-        secrets=("HF_TOKEN",),
-    )
+    spec = gang_spec(command, job_name="allreduce", image="ghcr.io/acme/trainer:1",
+                     env={"MASTER_PORT": str(free_port())}, secrets=("HF_TOKEN",))
     return provider, offer, spec, provider.launch(offer, spec, request_id="req-gang")
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from multicloud_oci.testing import FakeOCI, launch_spec, pick, serve
+from multicloud_oci.testing import FakeOCI, pick, serve
 from multicloud_oci.workload import OCI_TAGS, gang_status
 
 from multicloud.errors import (
@@ -19,6 +19,7 @@ from multicloud.errors import (
     TransientError,
 )
 from multicloud.provider import MarketKind, ResourceRequest, WorkloadState
+from multicloud.testing.builders import launch_spec
 
 REGION = "us-ashburn-1"
 AD1, AD2, AD3 = (f"FAKE:US-ASHBURN-1-AD-{i}" for i in (1, 2, 3))

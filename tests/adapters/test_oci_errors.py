@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from multicloud_oci.errors import RULES
-from multicloud_oci.testing import FakeOCI, launch_spec, pick, serve
+from multicloud_oci.testing import FakeOCI, pick, serve
 
 from multicloud.errors import (
     AuthError,
@@ -24,6 +24,7 @@ from multicloud.errors import (
     TransientError,
 )
 from multicloud.provider import request_id
+from multicloud.testing.builders import launch_spec
 
 REGION, AD1 = "us-ashburn-1", "FAKE:US-ASHBURN-1-AD-1"
 

@@ -13,18 +13,26 @@ from __future__ import annotations
 
 import base64
 import re
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import oci  # type: ignore[import-untyped]
+import oci
 import pytest
 from multicloud_oci import OCIProvider
-from multicloud_oci.testing import FakeOCI, launch_spec, pick, serve
+from multicloud_oci.testing import FakeOCI, pick, serve
 
 from multicloud.adapterkit import PREEMPTED
 from multicloud.provider import Handle, MarketKind, WorkloadState
-from multicloud.testing.nodes import ALLREDUCE_PY, Answer, NodeRun, run_gang, torchrun_command
+from multicloud.testing.builders import launch_spec
+from multicloud.testing.nodes import (
+    ALLREDUCE_PY,
+    Answer,
+    NodeRun,
+    free_port,
+    gang_spec,
+    run_gang,
+    torchrun_command,
+)
 
 REGION = "us-ashburn-1"
 
@@ -35,12 +43,6 @@ VAULT = "ocid1.vault.oc1..fakevault"
 def fake() -> Iterator[FakeOCI]:
     with serve() as f:
         yield f
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def answers(fake: FakeOCI, handle: Handle, rank: int, *, state: str = "RUNNING"
@@ -87,8 +89,8 @@ def test_a_two_node_gang_forms_and_all_reduces(fake: FakeOCI, tmp_path: Path) ->
     script = tmp_path / "allreduce.py"
     script.write_text(ALLREDUCE_PY)
     p = fake.provider(vault_id=VAULT)
-    job = launch_spec(nodes=2, command=torchrun_command(script), secrets=("HF_TOKEN",),
-               env={"GLOO_SOCKET_IFNAME": "lo", "MASTER_PORT": str(free_port())})
+    job = gang_spec(torchrun_command(script), job="job-1", secrets=("HF_TOKEN",),
+                    env={"MASTER_PORT": str(free_port())})
     handle = p.launch(pick(p, "BM.GPU.H100.8"), job, request_id="g" * 32)
     programs = fake.programs(handle.id)
     assert len(programs) == 2

@@ -6,7 +6,6 @@ cloud adapter's own tests run its real binding the same way.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,15 @@ from multicloud.adapterkit import (
 )
 from multicloud.provider import LaunchSpec, MarketKind, WorkloadState, WorkloadStatus
 from multicloud.testing.builders import offer
-from multicloud.testing.nodes import ALLREDUCE_PY, Answer, NodeRun, run_gang, torchrun_command
+from multicloud.testing.nodes import (
+    ALLREDUCE_PY,
+    Answer,
+    NodeRun,
+    free_port,
+    gang_spec,
+    run_gang,
+    torchrun_command,
+)
 
 MD = "http://metadata.test"
 
@@ -38,24 +45,9 @@ BINDING = Binding(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def spec(command: str, *, nodes: int = 2, secrets: tuple[str, ...] = (), **env: str) -> LaunchSpec:
-    return LaunchSpec(
-        job_id="job-0123456789ab",
-        job_name="contract",
-        attempt=1,
-        nodes=nodes,
-        market=MarketKind.ON_DEMAND,
-        image="ghcr.io/example/trainer:1",
-        command=command,
-        env={"GLOO_SOCKET_IFNAME": "lo", **env},
-        secrets=secrets,
-    )
+    return gang_spec(command, job_name="contract", nodes=nodes, image="ghcr.io/example/trainer:1",
+                     secrets=secrets, env=env)
 
 
 def answers(

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-import oci  # type: ignore[import-untyped]
+import oci
 
 __all__ = ["AUTH_MODES", "Auth", "Clients", "list_all"]
 

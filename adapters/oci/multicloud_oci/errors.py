@@ -8,7 +8,7 @@ every OCI user knows, ``500 InternalError "Out of host capacity."``.
 
 from __future__ import annotations
 
-import oci  # type: ignore[import-untyped]
+import oci
 
 from multicloud.adapterkit import ErrorBoundary, Failure, Rule, codes
 from multicloud.errors import AuthError, CapacityError, InvalidRequestError, QuotaError

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import oci  # type: ignore[import-untyped]
+import oci
 
 from multicloud.errors import CapacityError, QuotaError, error_scope
 from multicloud.provider import Offer

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import oci  # type: ignore[import-untyped]
+import oci
 
 from multicloud.adapterkit import (
     NodeShape,

@@ -37,11 +37,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from multicloud.catalog import load_catalog
-from multicloud.provider import LaunchSpec, MarketKind, Offer, ResourceRequest
+from multicloud.provider import Offer, ResourceRequest
 from multicloud.testing.fakecloud import Call, FakeCloud, serve_json
 from multicloud_oci.provider import OCIProvider
 
-__all__ = ["COMPARTMENT", "ERRORS", "FakeOCI", "launch_spec", "pick", "serve"]
+__all__ = ["COMPARTMENT", "ERRORS", "FakeOCI", "pick", "serve"]
 
 COMPARTMENT = "ocid1.compartment.oc1..fakecompartment"
 TENANCY = "ocid1.tenancy.oc1..faketenancy"
@@ -570,13 +570,3 @@ def pick(
         if o.instance_type == shape and str(o.zone).endswith(f"-AD-{zone}")
         and (o.reservation is not None) == reserved
     )
-
-
-def launch_spec(
-    job: str = "job-1", *, nodes: int = 1, market: MarketKind = MarketKind.ON_DEMAND,
-    **fields: Any,
-) -> LaunchSpec:
-    """Return a launch spec of ``job`` (attempt 1, a container image and a command)."""
-    values: dict[str, Any] = {"image": "ghcr.io/acme/train:1", "command": "python train.py"}
-    values.update(fields)
-    return LaunchSpec(job_id=job, job_name=job, attempt=1, nodes=nodes, market=market, **values)

@@ -1,48 +1,38 @@
-"""The four real adapters together, each behind its real SDK client and its in-package fake.
+"""The six real adapters together, each behind its real SDK client and its in-package fake.
 
-Two "Done when" lines of the adapter issues, end to end and without Ray:
+"Done when" lines of the adapter issues, end to end and without Ray:
 
 - issue 4: a job file planned on a fleet of ``sim`` clouds is re-planned, unchanged, against
-  the real AWS, GCP, Azure and CoreWeave adapters (``multicloud plan``, through the CLI);
-- issue 5: a four-cloud fleet plans and runs through the scheduler: every cloud gets a job
-  only it can take, each runs to SUCCEEDED or FAILED through the fake's own workload
-  controls, a capacity error on one cloud blocks that zone and the job is re-placed on
-  another cloud, and a spot preemption is requeued and finished.
+  the real AWS, GCP, Azure, CoreWeave and OCI adapters (``multicloud plan``, through the
+  CLI); the generic Kubernetes cluster joins the real fleet only, since a cluster publishes
+  no prices for a ``sim`` twin to read;
+- issue 5: the fleet plans and runs through the scheduler: every provider gets a job only
+  it can take or that is cheapest there, each runs to SUCCEEDED or FAILED through the fake's
+  own workload controls, a capacity error on one cloud blocks that zone and the job is
+  re-placed on another cloud, and a spot preemption is requeued and finished;
+- issue 14: the fleet is six providers, OCI and a generic Kubernetes cluster running Kueue
+  beside the four clouds, and each launch is seen exactly once by its fake.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from multicloud_aws.provider import TAG_ATTEMPT, TAG_INSTALL, TAG_JOB
-from multicloud_aws.testing import FakeAWS
-from multicloud_aws.testing import serve as serve_aws
-from multicloud_azure.provider import TAG_ATTEMPT as AZ_ATTEMPT
-from multicloud_azure.provider import TAG_INSTALL as AZ_INSTALL
-from multicloud_azure.provider import TAG_JOB as AZ_JOB
-from multicloud_azure.testing import FakeArm
-from multicloud_azure.testing import serve as serve_azure
-from multicloud_coreweave.provider import LABEL_ATTEMPT, LABEL_INSTALL, LABEL_JOB
 from multicloud_coreweave.testing import TOKEN as KUBE_TOKEN
 from multicloud_coreweave.testing import FakeKube
-from multicloud_coreweave.testing import serve as serve_coreweave
-from multicloud_gcp.testing import FakeGCP
-from multicloud_gcp.testing import serve as serve_gcp
-from multicloud_gcp.workload import LABEL_ATTEMPT as GCP_ATTEMPT
-from multicloud_gcp.workload import LABEL_INSTALL as GCP_INSTALL
-from multicloud_gcp.workload import LABEL_JOB as GCP_JOB
-from multicloud_gcp.workload import label_value
+from multicloud_kubernetes.testing import FakeKube as FakeGPUCluster
+from six_fakes import CLOUDS, REGIONS, Clouds, serve_six
 from typer.testing import CliRunner
 
 from multicloud import providers as registry
+from multicloud.adapterkit import identity
 from multicloud.cli import app
 from multicloud.models import Fleet
 from multicloud.provider import MarketKind, ResourceRequest
@@ -50,24 +40,25 @@ from multicloud.service.effects import InlineEffects
 from multicloud.service.scheduler import Scheduler
 from multicloud.store import AttemptRecord, JobState, Store
 from multicloud.testing.builders import job
-from multicloud.testing.fakecloud import FakeCloud
 from multicloud.testing.scheduling import quick_settings, run_until
 
 S = JobState
-CLOUDS = ("aws", "gcp", "azure", "coreweave")
+# The providers with a ``sim`` twin priced from the shipped catalog.
+SIMULATED = tuple(name for name in CLOUDS if name != "kubernetes")
 
-# Regions each cloud may use: one per cloud keeps the adapters' live reads (one call per
-# region and service) to a handful, and pins where every job must land.
-REGIONS: dict[str, list[str]] = {
-    "aws": ["us-east-1"],
-    "gcp": ["us-central1"],
-    "azure": ["eastus"],
-    "coreweave": ["US-EAST-04"],
+# How each provider spells the ownership labels on its workloads.
+STYLES: dict[str, identity.LabelStyle] = {
+    "aws": identity.AWS_TAGS,
+    "gcp": identity.GCP_LABELS,
+    "azure": identity.AZURE_TAGS,
+    "coreweave": identity.KUBERNETES_LABELS,
+    "oci": identity.OCI_TAGS,
+    "kubernetes": identity.KUBERNETES_LABELS,
 }
 
 # One job only each cloud can take: a TPU slice only GCP sells, Trainium only AWS sells,
-# and two H100 gangs pinned to Azure and CoreWeave. The file is never changed between the
-# simulated and the real fleet.
+# MI300X only OCI sells (a two-node gang on one cluster network), and two H100 gangs pinned
+# to Azure and CoreWeave. The file is never changed between the simulated and the real fleet.
 JOBS_YAML = """\
 jobs:
   - name: tpu-slice
@@ -84,6 +75,9 @@ jobs:
     resources: {accelerator: H100, count: 8}
     placement: {providers: [coreweave]}
     run: {image: ghcr.io/acme/train:1, command: python train.py}
+  - name: mi300x-gang
+    resources: {accelerator: MI300X, count: 8, nodes: 2}
+    run: {image: rocm/pytorch:latest, command: torchrun train.py}
 """
 
 # job name → (provider, region, instance type on the sim fleet, on the real fleet)
@@ -93,49 +87,17 @@ EXPECTED_PLAN: dict[str, tuple[str, str, str, str]] = {
     "nd-h100": ("azure", "eastus", "Standard_ND96isr_H100_v5", "Standard_ND96isr_H100_v5"),
     # CoreWeave's real offers are the cluster's node pools, named by their GPU class.
     "cw-h100": ("coreweave", "US-EAST-04", "cw-hgx-h100-8x", "H100_NVLINK_80GB"),
+    "mi300x-gang": ("oci", "us-ashburn-1", "BM.GPU.MI300X.8", "BM.GPU.MI300X.8"),
 }
 
 # Zone of the only a3-highgpu-8g pool left in the fake GCP (see `clouds`).
 GCP_H100_ZONE = "us-central1-a"
 
 
-@dataclass
-class Clouds:
-    """The four fakes, serving on 127.0.0.1 for the whole module."""
-
-    aws: FakeAWS
-    gcp: FakeGCP
-    azure: FakeArm
-    coreweave: FakeKube
-
-    def fleet_doc(self) -> dict[str, Any]:
-        """One fleet document of the four real adapters, pointed at the fakes."""
-        options: dict[str, dict[str, Any]] = {
-            "aws": self.aws.options,
-            "gcp": self.gcp.options,
-            "azure": self.azure.options,
-            # Pending pods count as "no capacity" at once rather than after a minute.
-            "coreweave": {**self.coreweave.options, "unschedulable_grace_s": 0.0},
-        }
-        return {
-            "providers": {
-                name: {"adapter": name, "regions": REGIONS[name], "options": options[name]}
-                for name in CLOUDS
-            }
-        }
-
-
 @pytest.fixture(scope="module")
 def clouds() -> Iterator[Clouds]:
-    with contextlib.ExitStack() as stack:
-        fakes = Clouds(
-            aws=stack.enter_context(serve_aws()),
-            gcp=stack.enter_context(serve_gcp()),
-            azure=stack.enter_context(serve_azure()),
-            coreweave=stack.enter_context(serve_coreweave()),
-        )
-        # Two 8×H100 nodes: room for two CoreWeave gangs at once.
-        fakes.coreweave.add_nodes(2, gpu_class="H100_NVLINK_80GB", region="US-EAST-04")
+    # Two CoreWeave 8×H100 nodes: room for two CoreWeave jobs at once.
+    with serve_six(coreweave_nodes=2) as fakes:
         # GCP's cheapest H100 machine listed in one zone only, so that a stock-out there
         # leaves GCP without a comparable offer and the job must move to another cloud.
         for zone, types in fakes.gcp.machine_types.items():
@@ -165,7 +127,7 @@ def test_same_job_file_plans_on_sim_then_on_the_real_adapters(
             {
                 "providers": {
                     name: {"adapter": "sim", "catalog": "builtin", "regions": REGIONS[name]}
-                    for name in CLOUDS
+                    for name in SIMULATED
                 }
             }
         )
@@ -214,6 +176,8 @@ def test_same_job_file_plans_on_sim_then_on_the_real_adapters(
     nodes = _get(f"{clouds.coreweave.url}/api/v1/nodes", token=KUBE_TOKEN)["items"]
     classes = {n["metadata"]["labels"]["gpu.nvidia.com/class"] for n in nodes}
     assert by_job["cw-h100"]["instance_type"] in classes
+    mi300x = by_job["mi300x-gang"]
+    assert mi300x["nodes"] == 2 and mi300x["instance_type"] in clouds.oci.shapes[mi300x["zone"]]
 
 
 def _get(url: str, *, token: str) -> Any:
@@ -230,7 +194,7 @@ def _get(url: str, *, token: str) -> Any:
 
 
 class Cycle:
-    """A scheduler over a fresh SQLite store and the four adapters of one fleet document.
+    """A scheduler over a fresh SQLite store and the six adapters of one fleet document.
 
     Each test gets its own store, hence its own install id: the orphan sweep of one test
     never touches another test's workloads in the shared fakes.
@@ -287,40 +251,54 @@ def cycle(clouds: Clouds, tmp_path: Path) -> Iterator[Cycle]:
 def finish(clouds: Clouds, attempt: AttemptRecord, exit_code: int) -> None:
     """End a workload the way its cloud reports it, through that fake's own control."""
     assert attempt.handle is not None
-    fake: FakeCloud = getattr(clouds, attempt.provider)
-    fake.finish(attempt.handle.id, exit_code)
+    clouds.fake(attempt.provider).finish(attempt.handle.id, exit_code)
 
 
-def ownership(clouds: Clouds, attempt: AttemptRecord) -> dict[str, str]:
-    """Read back, from the cloud side, the job / attempt / install marks of a workload."""
+def ownership(clouds: Clouds, attempt: AttemptRecord) -> identity.Ownership:
+    """Read back, from the cloud side, the ownership labels of a workload (of its node 0)."""
     assert attempt.handle is not None
     handle = attempt.handle.id
+    labels: dict[str, str]
     if attempt.provider == "aws":
         ec2 = clouds.aws.client("ec2", attempt.region)
-        answer = ec2.describe_instances(InstanceIds=handle.split(","))
+        answer = ec2.describe_instances(InstanceIds=handle.split(",")[:1])
         (instance,) = [i for r in answer["Reservations"] for i in r["Instances"]]
-        tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
-        return {"job": tags[TAG_JOB], "attempt": tags[TAG_ATTEMPT], "install": tags[TAG_INSTALL]}
-    if attempt.provider == "gcp":
+        labels = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    elif attempt.provider == "gcp":
         # A TPU slice: its node (created by the queued resource) carries the labels.
         (node,) = [n for (_, node_id), n in clouds.gcp.tpu_nodes.items() if node_id == handle]
         labels = node["labels"]
-        return {
-            "job": labels[GCP_JOB],
-            "attempt": labels[GCP_ATTEMPT],
-            "install": labels[GCP_INSTALL],
-        }
-    if attempt.provider == "azure":
-        tags = clouds.azure.vm(f"{handle}-0")["tags"]
-        return {"job": tags[AZ_JOB], "attempt": tags[AZ_ATTEMPT], "install": tags[AZ_INSTALL]}
-    obj = clouds.coreweave.object("jobs", handle)
-    assert obj is not None, f"no Kubernetes Job {handle}"
-    labels = obj["metadata"]["labels"]
-    return {
-        "job": labels[LABEL_JOB],
-        "attempt": labels[LABEL_ATTEMPT],
-        "install": labels[LABEL_INSTALL],
-    }
+    elif attempt.provider == "azure":
+        labels = clouds.azure.vm(f"{handle}-0")["tags"]
+    elif attempt.provider == "oci":
+        labels = clouds.oci.members(handle)[0]["freeformTags"]
+    else:
+        kube: FakeKube | FakeGPUCluster = getattr(clouds, attempt.provider)
+        obj = kube.object("jobs", handle)
+        assert obj is not None, f"no Kubernetes Job {handle}"
+        labels = obj["metadata"]["labels"]
+    found = identity.Ownership.parse(labels, STYLES[attempt.provider])
+    assert found is not None, f"{attempt.provider} {handle} carries no ownership: {labels}"
+    return found
+
+
+def launch_keys(attempt: AttemptRecord) -> list[str]:
+    """What one launch adds to its fake's ``launches`` counter.
+
+    AWS counts client tokens (the request id); Azure and OCI count their VMs or instances,
+    one per node, named after the handle; the Kubernetes fakes count their Jobs; GCP counts
+    its create operations.
+    """
+    assert attempt.handle is not None
+    handle, nodes = attempt.handle.id, attempt.nodes
+    if attempt.provider == "aws":
+        return [attempt.request_id]
+    if attempt.provider == "gcp":
+        tpu = attempt.place.offer.instance_type.startswith("tpu-")
+        return ["tpu.queuedResources.create"] if tpu else ["instances.insert"] * nodes
+    if attempt.provider in ("azure", "oci"):
+        return [f"{handle}-{rank}" for rank in range(nodes)]
+    return [handle]
 
 
 def _run(image: str = "ghcr.io/acme/train:1") -> dict[str, str]:
@@ -353,6 +331,20 @@ MIX: dict[str, tuple[Any, int, JobState, list[tuple[str, str, str]]]] = {
         S.SUCCEEDED,
         [("coreweave", "US-EAST-04", "succeeded")],
     ),
+    # Only OCI sells MI300X: a two-node gang of bare-metal nodes on one cluster network.
+    "mi300x-gang": (
+        job("mi300x-gang", accelerator="MI300X", count=8, nodes=2, run=_run("rocm/pytorch:1")),
+        0,
+        S.SUCCEEDED,
+        [("oci", "us-ashburn-1", "succeeded")],
+    ),
+    # Free to go anywhere: the lab's cluster is the cheapest H100 gang, and Kueue admits it.
+    "lab-h100": (
+        job("lab-h100", accelerator="H100", count=8, nodes=2, run=_run()),
+        0,
+        S.SUCCEEDED,
+        [("kubernetes", "us-east-1", "succeeded")],
+    ),
     # GCP is the cheapest H100 of these two (a3-highgpu-8g at $43/h against CoreWeave's
     # $49/h); its only zone answers ZONE_RESOURCE_POOL_EXHAUSTED, so the job moves on.
     "stockout": (
@@ -364,7 +356,8 @@ MIX: dict[str, tuple[Any, int, JobState, list[tuple[str, str, str]]]] = {
 }
 
 
-def test_four_cloud_mix_runs_through_the_scheduler(cycle: Cycle, clouds: Clouds) -> None:
+def test_six_provider_mix_runs_through_the_scheduler(cycle: Cycle, clouds: Clouds) -> None:
+    before = {name: Counter(clouds.fake(name).launches) for name in CLOUDS}
     clouds.gcp.fail(
         "instances.insert",
         in_operation=True,
@@ -375,22 +368,25 @@ def test_four_cloud_mix_runs_through_the_scheduler(cycle: Cycle, clouds: Clouds)
     ids = cycle.submit(*(spec for spec, _, _, _ in MIX.values()))
     last_attempt = {name: len(want) for name, (_, _, _, want) in MIX.items()}
     cycle.run_until(
-        lambda: all(cycle.running(ids[n], last_attempt[n])() for n in MIX), timeout=30.0
+        lambda: all(cycle.running(ids[n], last_attempt[n])() for n in MIX), timeout=60.0
     )
 
-    # Every job runs where only that cloud could take it, marked as ours on the cloud side.
+    # Every job runs where only that provider could take it (or where it is cheapest),
+    # marked as this install's, this attempt's and this request's on the provider's side.
     install = cycle.scheduler.install_id
     for name in MIX:
         attempt = cycle.last(ids[name])
+        style = STYLES[attempt.provider]
         marks = ownership(clouds, attempt)
-        if attempt.provider == "gcp":
-            assert marks == {
-                "job": label_value(ids[name]),
-                "attempt": "1",
-                "install": label_value(install),
-            }
-        else:
-            assert marks == {"job": ids[name], "attempt": str(attempt.attempt), "install": install}
+        assert (marks.job, marks.attempt, marks.install, marks.request, marks.fleet) == (
+            style.value(ids[name]),
+            attempt.attempt,
+            style.value(install),
+            style.value(attempt.request_id),
+            style.value(attempt.provider),
+        ), name
+    lab = cycle.last(ids["lab-h100"]).handle
+    assert lab is not None and len(clouds.kubernetes.pods_of(lab.id)) == 2  # the whole gang
 
     # The stock-out blocked exactly that zone, and no second insert went there: GCP was
     # tried once, then the job went to CoreWeave.
@@ -413,6 +409,14 @@ def test_four_cloud_mix_runs_through_the_scheduler(cycle: Cycle, clouds: Clouds)
     stats = cycle.scheduler.stats()
     assert stats["launch_errors"] == {"capacity": 1}
     assert stats["cycle_errors"] == 0
+
+    # Every provider got launches, and each fake saw each of them exactly once: what its
+    # counter gained is one entry per launched workload (or node), never a repeat.
+    launched = [a for i in ids.values() for a in cycle.store.get(i).attempts if a.handle]
+    for name in CLOUDS:
+        keys = Counter(k for a in launched if a.provider == name for k in launch_keys(a))
+        gained = clouds.fake(name).launches - before[name]
+        assert keys and gained == keys, (name, gained, keys)
 
 
 def test_spot_preemption_is_requeued_and_finished(cycle: Cycle, clouds: Clouds) -> None:
@@ -440,7 +444,7 @@ def test_spot_preemption_is_requeued_and_finished(cycle: Cycle, clouds: Clouds) 
     cycle.run_until(cycle.running(job_id, 2))
     second = cycle.last(job_id)
     assert second.handle != first.handle
-    assert ownership(clouds, second)["attempt"] == "2"
+    assert ownership(clouds, second).attempt == 2
     finish(clouds, second, 0)
     cycle.run_until(lambda: cycle.state(job_id).is_terminal)
 

@@ -1,4 +1,4 @@
-"""The scheduler service on Ray over the four real adapters, each pointed at its fake.
+"""The scheduler service on Ray over the six real adapters, each pointed at its fake.
 
 The fakes run in this test process on 127.0.0.1; the scheduler actor and the launcher
 actors that carry its launches run in other processes and reach the fakes through the
@@ -21,14 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multicloud_aws.testing import FakeAWS
-from multicloud_aws.testing import serve as serve_aws
-from multicloud_azure.testing import FakeArm
-from multicloud_azure.testing import serve as serve_azure
-from multicloud_coreweave.testing import FakeKube
-from multicloud_coreweave.testing import serve as serve_coreweave
-from multicloud_gcp.testing import FakeGCP
-from multicloud_gcp.testing import serve as serve_gcp
+from six_fakes import CLOUDS, Clouds, serve_six
 from typer.testing import CliRunner
 
 from multicloud.cli import app
@@ -36,22 +29,14 @@ from multicloud.models import Fleet, Job
 from multicloud.service.client import Client, start
 from multicloud.service.config import ACTOR_NAME, ServiceConfig
 from multicloud.testing.builders import job
-from multicloud.testing.fakecloud import FakeCloud
 
 ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.ray
 
-CLOUDS = ("aws", "gcp", "azure", "coreweave")
-REGIONS: dict[str, list[str]] = {
-    "aws": ["us-east-1"],
-    "gcp": ["us-central1"],
-    "azure": ["eastus"],
-    "coreweave": ["US-EAST-04"],
-}
 RUN = {"image": "ghcr.io/acme/train:1", "command": "python train.py"}
 
-# name → (job only that cloud can take, its provider, its region)
+# name → (job only that provider can take or that is cheapest there, its provider, region)
 JOBS: dict[str, tuple[Job, str, str]] = {
     "tpu-slice": (job("tpu-slice", accelerator="TPU-v5e", count=8, run=RUN), "gcp", "us-central1"),
     "trainium": (job("trainium", accelerator="Trainium", count=16, run=RUN), "aws", "us-east-1"),
@@ -65,37 +50,19 @@ JOBS: dict[str, tuple[Job, str, str]] = {
         "coreweave",
         "US-EAST-04",
     ),
+    # Only OCI sells MI300X: a two-node gang.
+    "mi300x-gang": (
+        job("mi300x-gang", accelerator="MI300X", count=8, nodes=2, run=RUN),
+        "oci",
+        "us-ashburn-1",
+    ),
+    # The lab's cluster is the cheapest H100 gang (six_fakes.LAB_PRICE_CARD); Kueue admits it.
+    "lab-h100": (
+        job("lab-h100", accelerator="H100", count=8, nodes=2, run=RUN),
+        "kubernetes",
+        "us-east-1",
+    ),
 }
-
-
-@dataclass
-class Clouds:
-    """The four fakes, serving on 127.0.0.1 in this process."""
-
-    aws: FakeAWS
-    gcp: FakeGCP
-    azure: FakeArm
-    coreweave: FakeKube
-
-    def fleet_doc(self) -> dict[str, Any]:
-        options: dict[str, dict[str, Any]] = {
-            "aws": self.aws.options,
-            "gcp": self.gcp.options,
-            "azure": self.azure.options,
-            "coreweave": {**self.coreweave.options, "unschedulable_grace_s": 0.0},
-        }
-        return {
-            "providers": {
-                name: {"adapter": name, "regions": REGIONS[name], "options": options[name]}
-                for name in CLOUDS
-            }
-        }
-
-    def finish(self, provider: str, region: str, handle: str) -> None:
-        """End a workload with exit code 0, as its cloud would report it."""
-        del region  # every fake finds a workload by its handle id
-        fake: FakeCloud = getattr(self, provider)
-        fake.finish(handle, 0)
 
 
 @dataclass
@@ -110,17 +77,10 @@ class Running:
 @pytest.fixture
 def service(cluster: Any, tmp_path: Path) -> Iterator[Running]:
     namespace = f"mc-{uuid.uuid4().hex[:8]}"
-    with contextlib.ExitStack() as stack:
-        clouds = Clouds(
-            aws=stack.enter_context(serve_aws()),
-            gcp=stack.enter_context(serve_gcp()),
-            azure=stack.enter_context(serve_azure()),
-            coreweave=stack.enter_context(serve_coreweave()),
-        )
-        clouds.coreweave.add_nodes(1, gpu_class="H100_NVLINK_80GB", region="US-EAST-04")
+    with serve_six(coreweave_nodes=1) as clouds:
         config = ServiceConfig.build(
             Fleet.model_validate(clouds.fleet_doc()),
-            fleet_source="four-clouds",
+            fleet_source="six-providers",
             store_url=f"sqlite:///{tmp_path / 'store.db'}",
             sim_state=str(tmp_path / "sim.jsonl"),
             local_logs=str(tmp_path / "logs"),
@@ -139,7 +99,7 @@ def service(cluster: Any, tmp_path: Path) -> Iterator[Running]:
             actor = ray.get_actor(ACTOR_NAME, namespace=namespace)
             yield Running(clouds, Client(actor), namespace, cluster.address, config)
         finally:
-            # Stop the actor before the fakes and before the driver leaves (ExitStack).
+            # Stop the actor before the fakes stop and before the driver leaves.
             with contextlib.suppress(ValueError):
                 actor = ray.get_actor(ACTOR_NAME, namespace=namespace)
                 with contextlib.suppress(Exception):
@@ -171,7 +131,7 @@ def test_one_job_per_cloud_runs_to_success_through_the_service(service: Running)
     for job_id in ids.values():
         (view,) = client.status(job_id)
         last = view.attempts[-1]
-        clouds.finish(last.provider, last.region, str(last.handle))
+        clouds.fake(last.provider).finish(str(last.handle), 0)
     _until("every job to succeed", all_in({"succeeded"}), timeout=30)
 
     # What `multicloud status --json` prints, through the CLI itself.
@@ -197,5 +157,7 @@ def test_one_job_per_cloud_runs_to_success_through_the_service(service: Running)
     assert clouds.azure.count("PUT", "virtualMachines.createOrUpdate") == 1
     # The finished Job itself may already be swept: count what the API server accepted.
     assert list(clouds.coreweave.launches.values()) == [1]
+    assert sorted(clouds.oci.launches.values()) == [1, 1]  # one instance per node
+    assert list(clouds.kubernetes.launches.values()) == [1]
     info = client.ping()
-    assert (info["launches"], info["launch_errors"], info["cycle_errors"]) == (4, {}, 0)
+    assert (info["launches"], info["launch_errors"], info["cycle_errors"]) == (6, {}, 0)
