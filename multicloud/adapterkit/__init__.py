@@ -39,10 +39,10 @@ from multicloud.adapterkit.node import (
     family_of,
     gang_end,
     node_end,
-    pod_contract,
     render_node_program,
     secret_env_name,
 )
+from multicloud.adapterkit.pod import pod_contract
 
 __all__ = [
     "AWS_TAGS",
