@@ -601,6 +601,8 @@ def main() -> None:
         modes = ["paced", "burst", "idle", "quality"] if args.mode == "all" else [args.mode]
         for mode in modes:
             t = time.monotonic()
+            load_before = _load()
+            keys_before = set(result)
             if mode == "paced":
                 result["paced"] = run_paced(bench, args.rate, args.seconds)
                 result["paced_no_reservation"] = run_paced(
@@ -617,6 +619,10 @@ def main() -> None:
                     launcher: run_paced(bench, args.rate, args.seconds, launcher)
                     for launcher in ("threads", "actors")
                 }
+            # The machine is shared: what else ran meanwhile is part of every figure.
+            for key in set(result) - keys_before:
+                result[key]["machine_load"] = {"before": load_before, "after": _load()}
+                result[key]["measured_at"] = _now()
             print(f"{mode}: {time.monotonic() - t:.0f} s", file=sys.stderr)
             print(json.dumps(result.get(mode), indent=2), file=sys.stderr)
     finally:
@@ -627,19 +633,30 @@ def main() -> None:
             else:
                 os.environ[name] = value
         shutil.rmtree(home, ignore_errors=True)
-    result["targets"] = _targets(result)
-    result["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(json.dumps(result, indent=2))
     if args.no_write:
         return
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     doc["machine"] = _machine()
     if args.mode == "launchers":
-        doc["launchers"] = {**result["launchers"], "measured_at": result["measured_at"]}
+        doc["launchers"] = result["launchers"]
     else:
-        doc.setdefault(backend, {}).update(result)
+        # Modes run one at a time merge into what earlier runs wrote; the verdicts cover all.
+        merged = doc.setdefault(backend, {})
+        merged.update(result)
+        merged["targets"] = _targets(merged)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load() -> dict[str, float]:
+    """The 1/5/15-minute load averages (2 CPUs: above 2 means work was waiting)."""
+    one, five, fifteen = os.getloadavg()
+    return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
 
 
 def _targets(result: dict[str, Any]) -> dict[str, bool]:
