@@ -10,8 +10,8 @@ own fresh store (a SQLite file, or a new PostgreSQL database dropped afterwards)
   against ample capacity; submit → placed per job (p50/p95/p99/max), also per 10-s window;
 * ``burst``: 10,000 jobs sent as fast as the actor accepts them; how long until every one
   is placed, and the latencies;
-* ``idle``: 100,000 jobs queued where no cloud has capacity; once all were planned, what a
-  tick costs when nothing is new, and the scheduler's memory;
+* ``idle``: 100,000 jobs queued where no cloud has capacity (and no reservation); once all
+  were planned, what a tick costs when nothing is new, and the scheduler's memory;
 * ``quality``: contended batches submitted at once (the planner benchmark's 1,000 jobs on
   catalog pools of 0–48 nodes with Azure holding the ROFR, and a trace-shaped batch on the
   demo fleet's clouds about 1.4× short of capacity): placed jobs per priority tier and cost,
@@ -422,7 +422,9 @@ def run_idle(bench: Bench) -> dict[str, Any]:
     """Queue ``--idle-jobs`` jobs where nothing has capacity; measure a quiet tick."""
     args = bench.args
     zero = {c: {o.instance_type: 0 for o in _pools(c)} for c in _REGIONS}
-    doc = fleet_doc(args.time_scale, zero)
+    # No reservation either: its 16 free nodes would run jobs whose ends keep freeing
+    # capacity, and the queue would not be unchanged.
+    doc = fleet_doc(args.time_scale, zero, reservation=False)
     with bench.service("idle", doc) as (client, _, fleet):
         jobs, _ = feasible_jobs(fleet, args.idle_jobs, args.seed)
         docs = [j.model_dump(mode="json") for j in jobs]
