@@ -678,7 +678,9 @@ def _targets(result: dict[str, Any]) -> dict[str, bool]:
         ticks = result["idle"]["ticks_after_that"]
         out["idle_tick_p99_ms<=10"] = bool(ticks.get("all", {}).get("p99", math.inf) <= 10.0)
     if "quality" in result:
-        for name, q in result["quality"].items():
+        # Each batch's result is a dict with its gap; the mode's load and time sit beside.
+        batches = {k: v for k, v in result["quality"].items() if "cost_gap" in v}
+        for name, q in batches.items():
             gap = q["cost_gap"]
             out[f"quality_{name}_same_tiers_cost_within_0.5pct"] = bool(
                 q["same_placed_per_tier"] and gap is not None and abs(gap) <= 0.005
