@@ -371,6 +371,8 @@ def run_paced(
         batches, spent = _submit(client, docs, batch, args.inflight, rate)
         _wait(client, lambda p: not p["active_jobs"].get("pending"), args.timeout)
         info = client.ping()
+        # Read while the store exists: a PostgreSQL one is dropped with the service.
+        latencies = _latencies(url, batches)
     accepted = sum(len(ids) for ids, _, _ in batches)
     return {
         "offered_rate_per_s": rate,
@@ -384,7 +386,7 @@ def run_paced(
         "accepted": accepted,
         "achieved_rate_per_s": round(accepted / spent, 1),
         "jobs_left_out_as_infeasible": dropped,
-        **_latencies(url, batches),
+        **latencies,
         "scheduler": _ping_keys(info),
     }
 
@@ -400,8 +402,8 @@ def run_burst(bench: Bench) -> dict[str, Any]:
         batches, spent = _submit(client, docs, args.batch, args.inflight, 0.0)
         _wait(client, lambda p: not p["active_jobs"].get("pending"), args.timeout)
         info = client.ping()
+        result = _latencies(url, batches)
     accepted = sum(len(ids) for ids, _, _ in batches)
-    result = _latencies(url, batches)
     return {
         "jobs": accepted,
         "how": f"batches of {args.batch} jobs, up to {args.inflight} calls in flight, unpaced",
