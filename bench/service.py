@@ -10,8 +10,8 @@ own fresh store (a SQLite file, or a new PostgreSQL database dropped afterwards)
   against ample capacity; submit → placed per job (p50/p95/p99/max), also per 10-s window;
 * ``burst``: 10,000 jobs sent as fast as the actor accepts them; how long until every one
   is placed, and the latencies;
-* ``idle``: 100,000 jobs queued where no cloud has capacity; once all were planned, what a
-  tick costs when nothing is new, and the scheduler's memory;
+* ``idle``: 100,000 jobs queued where no cloud has capacity (and no reservation); once all
+  were planned, what a tick costs when nothing is new, and the scheduler's memory;
 * ``quality``: contended batches submitted at once (the planner benchmark's 1,000 jobs on
   catalog pools of 0–48 nodes with Azure holding the ROFR, and a trace-shaped batch on the
   demo fleet's clouds about 1.4× short of capacity): placed jobs per priority tier and cost,
@@ -371,6 +371,8 @@ def run_paced(
         batches, spent = _submit(client, docs, batch, args.inflight, rate)
         _wait(client, lambda p: not p["active_jobs"].get("pending"), args.timeout)
         info = client.ping()
+        # Read while the store exists: a PostgreSQL one is dropped with the service.
+        latencies = _latencies(url, batches)
     accepted = sum(len(ids) for ids, _, _ in batches)
     return {
         "offered_rate_per_s": rate,
@@ -384,7 +386,7 @@ def run_paced(
         "accepted": accepted,
         "achieved_rate_per_s": round(accepted / spent, 1),
         "jobs_left_out_as_infeasible": dropped,
-        **_latencies(url, batches),
+        **latencies,
         "scheduler": _ping_keys(info),
     }
 
@@ -400,8 +402,8 @@ def run_burst(bench: Bench) -> dict[str, Any]:
         batches, spent = _submit(client, docs, args.batch, args.inflight, 0.0)
         _wait(client, lambda p: not p["active_jobs"].get("pending"), args.timeout)
         info = client.ping()
+        result = _latencies(url, batches)
     accepted = sum(len(ids) for ids, _, _ in batches)
-    result = _latencies(url, batches)
     return {
         "jobs": accepted,
         "how": f"batches of {args.batch} jobs, up to {args.inflight} calls in flight, unpaced",
@@ -422,7 +424,9 @@ def run_idle(bench: Bench) -> dict[str, Any]:
     """Queue ``--idle-jobs`` jobs where nothing has capacity; measure a quiet tick."""
     args = bench.args
     zero = {c: {o.instance_type: 0 for o in _pools(c)} for c in _REGIONS}
-    doc = fleet_doc(args.time_scale, zero)
+    # No reservation either: its 16 free nodes would run jobs whose ends keep freeing
+    # capacity, and the queue would not be unchanged.
+    doc = fleet_doc(args.time_scale, zero, reservation=False)
     with bench.service("idle", doc) as (client, _, fleet):
         jobs, _ = feasible_jobs(fleet, args.idle_jobs, args.seed)
         docs = [j.model_dump(mode="json") for j in jobs]
@@ -601,6 +605,8 @@ def main() -> None:
         modes = ["paced", "burst", "idle", "quality"] if args.mode == "all" else [args.mode]
         for mode in modes:
             t = time.monotonic()
+            load_before = _load()
+            keys_before = set(result)
             if mode == "paced":
                 result["paced"] = run_paced(bench, args.rate, args.seconds)
                 result["paced_no_reservation"] = run_paced(
@@ -617,6 +623,10 @@ def main() -> None:
                     launcher: run_paced(bench, args.rate, args.seconds, launcher)
                     for launcher in ("threads", "actors")
                 }
+            # The machine is shared: what else ran meanwhile is part of every figure.
+            for key in set(result) - keys_before:
+                result[key]["machine_load"] = {"before": load_before, "after": _load()}
+                result[key]["measured_at"] = _now()
             print(f"{mode}: {time.monotonic() - t:.0f} s", file=sys.stderr)
             print(json.dumps(result.get(mode), indent=2), file=sys.stderr)
     finally:
@@ -627,19 +637,30 @@ def main() -> None:
             else:
                 os.environ[name] = value
         shutil.rmtree(home, ignore_errors=True)
-    result["targets"] = _targets(result)
-    result["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print(json.dumps(result, indent=2))
     if args.no_write:
         return
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     doc["machine"] = _machine()
     if args.mode == "launchers":
-        doc["launchers"] = {**result["launchers"], "measured_at": result["measured_at"]}
+        doc["launchers"] = result["launchers"]
     else:
-        doc.setdefault(backend, {}).update(result)
+        # Modes run one at a time merge into what earlier runs wrote; the verdicts cover all.
+        merged = doc.setdefault(backend, {})
+        merged.update(result)
+        merged["targets"] = _targets(merged)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load() -> dict[str, float]:
+    """The 1/5/15-minute load averages (2 CPUs: above 2 means work was waiting)."""
+    one, five, fifteen = os.getloadavg()
+    return {"1m": round(one, 2), "5m": round(five, 2), "15m": round(fifteen, 2)}
 
 
 def _targets(result: dict[str, Any]) -> dict[str, bool]:
@@ -659,7 +680,9 @@ def _targets(result: dict[str, Any]) -> dict[str, bool]:
         ticks = result["idle"]["ticks_after_that"]
         out["idle_tick_p99_ms<=10"] = bool(ticks.get("all", {}).get("p99", math.inf) <= 10.0)
     if "quality" in result:
-        for name, q in result["quality"].items():
+        # Each batch's result is a dict with its gap; the mode's load and time sit beside.
+        batches = {k: v for k, v in result["quality"].items() if "cost_gap" in v}
+        for name, q in batches.items():
             gap = q["cost_gap"]
             out[f"quality_{name}_same_tiers_cost_within_0.5pct"] = bool(
                 q["same_placed_per_tier"] and gap is not None and abs(gap) <= 0.005

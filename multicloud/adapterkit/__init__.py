@@ -6,8 +6,9 @@
   id, the spec digest and the "same request id, other spec" refusal, ownership labels in each
   cloud's key style with one parser for the orphan sweep.
 * :mod:`~multicloud.adapterkit.checks` — launchability checks (offer, market, nodes, env).
-* :mod:`~multicloud.adapterkit.node` — the node contract: the node program VMs boot, the
-  pod-side contract for Kubernetes, and how a node's or a gang's end is read.
+* :mod:`~multicloud.adapterkit.node` — the node contract: the node program VMs boot;
+  :mod:`~multicloud.adapterkit.pod` its pod side for Kubernetes;
+  :mod:`~multicloud.adapterkit.ending` how a node's or a gang's end is read.
 
 See docs/architecture.md ("Adapters") and docs/node-contract.md.
 """
@@ -39,10 +40,10 @@ from multicloud.adapterkit.node import (
     family_of,
     gang_end,
     node_end,
-    pod_contract,
     render_node_program,
     secret_env_name,
 )
+from multicloud.adapterkit.pod import pod_contract
 
 __all__ = [
     "AWS_TAGS",

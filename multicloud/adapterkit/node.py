@@ -10,25 +10,25 @@ for the people who write training code):
   else — the environment, the one secret rule and its exit codes, the container's flags,
   "preemption wins over an exit code" — is the same text on every cloud.
 * **Kubernetes clouds** (CoreWeave, any cluster) run the container directly;
-  :func:`pod_contract` gives the same environment (the rank from the Indexed Job's
-  completion index), the shared memory volume, the accelerator and RDMA resources and the
-  memlock capability.
+  :func:`~multicloud.adapterkit.pod.pod_contract` gives the same environment (the rank
+  from the Indexed Job's completion index), the shared memory volume, the accelerator and
+  RDMA resources and the memlock capability.
 
-The status side reads what a node reported with :func:`node_end` and a gang with
-:func:`gang_end`; both let preemption win.
+The status side (:mod:`multicloud.adapterkit.ending`, re-exported here) reads what a node
+reported with :func:`node_end` and a gang with :func:`gang_end`; both let preemption win.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, Literal
+from typing import Literal
 
 from multicloud.accelerators import ACCELERATORS
-from multicloud.provider import LaunchSpec, Offer, WorkloadState, WorkloadStatus
+from multicloud.adapterkit.ending import PREEMPTED, NodeExit, gang_end, node_end
+from multicloud.provider import LaunchSpec, Offer
 
 __all__ = [
     "MASTER_PORT",
@@ -41,16 +41,12 @@ __all__ = [
     "family_of",
     "gang_end",
     "node_end",
-    "pod_contract",
     "render_node_program",
     "secret_env_name",
 ]
 
 MASTER_PORT = 29500
 """Rank 0's rendezvous port (torchrun's default)."""
-
-PREEMPTED = "preempted"
-"""What a node reports instead of an exit code when the cloud was reclaiming it."""
 
 Family = Literal["nvidia", "amd", "neuron", "tpu", "cpu"]
 
@@ -74,24 +70,6 @@ def family_of(accelerator: str) -> Family:
         ``nvidia``, ``amd``, ``neuron``, ``tpu`` or ``cpu``.
     """
     return _FAMILY_OF_VENDOR.get(_VENDOR.get(accelerator, "generic"), "cpu")
-
-
-class NodeExit(IntEnum):
-    """Exit codes the node program itself reports (anything else is the command's own)."""
-
-    NO_PEERS = 75
-    """The node could not learn its rank or rank 0's address in time (EX_TEMPFAIL)."""
-    SECRET_UNREADABLE = 77
-    """A secret could not be read: missing, disabled or no permission (EX_NOPERM)."""
-    SECRET_MULTILINE = 78
-    """A secret's value spans lines; env files hold one line per variable (EX_CONFIG)."""
-
-
-_EXIT_MEANING: dict[int, str] = {
-    NodeExit.NO_PEERS: "the node could not learn its rank or rank 0's address",
-    NodeExit.SECRET_UNREADABLE: "a secret could not be read (missing, disabled or no access)",
-    NodeExit.SECRET_MULTILINE: "a secret's value spans lines (store it on one line, e.g. base64)",
-}
 
 
 @dataclass(frozen=True)
@@ -377,153 +355,3 @@ def render_node_program(
         )
     lines += ['mc_end "$?"', ""]
     return "\n".join(lines)
-
-
-def node_end(
-    reported: str | None, *, reclaimed: bool = False, program: bool = True
-) -> WorkloadStatus | None:
-    """Read how one node ended; preemption wins over an exit code.
-
-    Args:
-        reported: What the node reported (an exit code or ``preempted``), None if nothing.
-        reclaimed: The cloud itself says it reclaimed the node (spot interruption,
-            preemption, eviction), whatever the node reported.
-        program: The code came from the node program, whose own codes (:class:`NodeExit`)
-            mean what they say; False where the code is the command's own (a Kubernetes
-            container), so a command exiting 75 is just a command exiting 75.
-
-    Returns:
-        PREEMPTED, SUCCEEDED or FAILED (with the exit code and what it means), TERMINATED
-        when the gang never formed (re-placed); None when the node has not reported and was
-        not reclaimed.
-    """
-    if reclaimed or reported == PREEMPTED:
-        return WorkloadStatus(WorkloadState.PREEMPTED, "the cloud reclaimed the node")
-    if reported is None or reported == "":
-        return None
-    try:
-        code = int(reported)
-    except ValueError:
-        return WorkloadStatus(WorkloadState.FAILED, f"the node reported {reported!r}")
-    if code == 0:
-        return WorkloadStatus(WorkloadState.SUCCEEDED, "exit code 0", exit_code=0)
-    if not program:
-        return WorkloadStatus(
-            WorkloadState.FAILED, f"the command exited with {code}", exit_code=code
-        )
-    if code == NodeExit.NO_PEERS:
-        # The gang never formed (a peer did not boot, say): the workload is lost, and the
-        # scheduler re-places it rather than failing the job for its command.
-        return WorkloadStatus(WorkloadState.TERMINATED, _EXIT_MEANING[code], exit_code=code)
-    meaning = _EXIT_MEANING.get(code, f"the command exited with {code}")
-    return WorkloadStatus(WorkloadState.FAILED, meaning, exit_code=code)
-
-
-_GANG_ORDER = (
-    WorkloadState.PREEMPTED,
-    WorkloadState.FAILED,
-    WorkloadState.TERMINATED,
-    WorkloadState.UNKNOWN,
-    WorkloadState.PROVISIONING,
-    WorkloadState.RUNNING,
-)
-
-
-def gang_end(members: Sequence[WorkloadStatus]) -> WorkloadStatus:
-    """Combine the nodes of a gang into the gang's status.
-
-    A gang is preempted if any node was reclaimed (preemption wins), failed if any node
-    failed, gone if a node vanished; it is provisioning while any node is, running while
-    any runs, and succeeded only when every node succeeded.
-
-    Args:
-        members: One status per node (at least one).
-
-    Returns:
-        The gang's status (the deciding node's message and exit code).
-    """
-    if not members:
-        return WorkloadStatus(WorkloadState.UNKNOWN, "no node of the gang was found")
-    for state in _GANG_ORDER:
-        hit = next((m for m in members if m.state is state), None)
-        if hit is not None:
-            return hit
-    return members[0]
-
-
-def pod_contract(
-    spec: LaunchSpec,
-    offer: Offer,
-    request_id: str,
-    shape: NodeShape,
-    *,
-    master_addr: str,
-    secret_object: Mapping[str, str],
-    gpu_resource: str = "nvidia.com/gpu",
-    rdma_resource: str = "rdma/ib",
-    shm_size: str | None = None,
-    secret_key: Callable[[str], str] = secret_env_name,
-    ranked: bool = True,
-) -> dict[str, Any]:
-    """Return the pod-side node contract: env, resources, volumes, security context.
-
-    The rank comes from the Indexed Job's completion index (the downward API), rank 0 is
-    ``master_addr`` (the index-0 pod's stable name behind a headless Service), secrets are
-    read by the kubelet from Secret objects (``secretKeyRef``), never by multicloud.
-
-    Args:
-        spec: The launch.
-        offer: The offer launched on.
-        request_id: The launch's idempotency key.
-        shape: The node's shape (accelerators per node, RDMA).
-        master_addr: DNS name of rank 0.
-        secret_object: Secret name → the Secret object holding it (key = the name).
-        gpu_resource: Extended resource of the accelerators.
-        rdma_resource: Extended resource of the RDMA devices (requested when
-            ``shape.rdma``).
-        shm_size: Size limit of the memory-backed ``/dev/shm`` (None: no limit).
-        secret_key: The key a secret is read from in its Secret object (default: its
-            environment variable name, ``prod/hf-token`` → ``HF_TOKEN``, always a valid key).
-        ranked: Give the pod its rank and rank 0's address; False for the pods of a Ray
-            cluster, which learn their cluster from Ray itself.
-
-    Returns:
-        ``{"env": [...], "resources": {...}, "volumes": [...], "volumeMounts": [...],
-        "securityContext": {...}}`` to merge into the container and pod spec.
-    """
-    index = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
-    env: list[dict[str, Any]] = [
-        {"name": k, "value": v} for k, v in contract_env(spec, offer, request_id, shape).items()
-    ]
-    if ranked:
-        env += [
-            {"name": "NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
-            {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}},
-            {"name": "MASTER_ADDR", "value": master_addr},
-            {"name": "PET_MASTER_ADDR", "value": master_addr},
-        ]
-    env += [
-        {
-            "name": secret_env_name(name),
-            "valueFrom": {
-                "secretKeyRef": {"name": secret_object[name], "key": secret_key(name)}
-            },
-        }
-        for name in spec.secrets
-    ]
-    limits: dict[str, str] = {}
-    if shape.family != "cpu":
-        limits[gpu_resource] = str(shape.accelerators)
-    if shape.rdma:
-        limits[rdma_resource] = "1"
-    shm: dict[str, Any] = {"medium": "Memory"}
-    if shm_size:
-        shm["sizeLimit"] = shm_size
-    security: dict[str, Any] = {"capabilities": {"add": ["IPC_LOCK"]}} if shape.rdma else {}
-    return {
-        "env": env,
-        "resources": {"limits": dict(limits), "requests": dict(limits)},
-        "volumes": [{"name": "dshm", "emptyDir": shm}],
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": security,
-    }

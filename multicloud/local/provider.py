@@ -1,5 +1,7 @@
 """``LocalProvider``: runs a job's command for real on the local Ray cluster."""
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
@@ -18,7 +20,6 @@ from multicloud.local.files import (
     INSTANCE_TYPE,
     LOG_TAIL_BYTES,
     REGION,
-    SIDECAR_FORMAT,
     Files,
     create_exclusive,
     exit_status,
@@ -34,11 +35,11 @@ from multicloud.local.rules import (
     ray_errors,
     spec_digest,
 )
+from multicloud.local.workloads import owned_workload, read_tail, sidecar_doc
 from multicloud.provider import (
     Capability,
     Handle,
     LaunchSpec,
-    MarketKind,
     Offer,
     OwnedWorkload,
     ResourceRequest,
@@ -216,20 +217,15 @@ class LocalProvider:
                 )
             check_cpus(self.fleet_name, cpus)
             install = spec.install_id if spec.install_id != "default" else self.install_id
-            sidecar = {
-                "format": SIDECAR_FORMAT,
-                "provider": self.fleet_name,
-                "handle_id": handle_id,
-                "request_id": request_id,
-                "job_id": spec.job_id,
-                "job_name": spec.job_name,
-                "attempt": spec.attempt,
-                "install_id": install,
-                "spec_digest": digest,
-                "market": spec.market.value,
-                "cpus": cpus,
-                "created_at": time.time(),
-            }
+            sidecar = sidecar_doc(
+                self.fleet_name,
+                handle_id,
+                request_id,
+                spec,
+                install_id=install,
+                digest=digest,
+                cpus=cpus,
+            )
             if not create_exclusive(files.sidecar, json.dumps(sidecar, sort_keys=True)):
                 # A concurrent launch of the same key got there first; it must agree.
                 check_sidecar(self.fleet_name, files, request_id, digest)
@@ -355,24 +351,11 @@ class LocalProvider:
         out: list[OwnedWorkload] = []
         for handle_id in sorted(live):
             files = Files(self.logs_dir, handle_id)
-            doc = read_json(files.sidecar)
-            if doc is None or doc.get("install_id") != install_id:
+            if exit_status(files) is not None:
                 continue
-            if doc.get("provider") != self.fleet_name or exit_status(files) is not None:
-                continue
-            handle = Handle(
-                provider=self.fleet_name,
-                id=handle_id,
-                request_id=str(doc["request_id"]),
-                region=REGION,
-                zone=None,
-                instance_type=INSTANCE_TYPE,
-                nodes=1,
-                market=MarketKind(doc.get("market", MarketKind.ON_DEMAND.value)),
-                job_id=str(doc["job_id"]),
-                extra=self._extra(files.root),
-            )
-            out.append(OwnedWorkload(handle, str(doc["job_id"]), int(doc["attempt"])))
+            found = owned_workload(files, self.fleet_name, install_id, self._extra(files.root))
+            if found is not None:
+                out.append(found)
         return out
 
     # -- local extras (not part of the protocol) --------------------------------------------
@@ -387,15 +370,7 @@ class LocalProvider:
         Returns:
             Its stdout and stderr, decoded leniently; empty if it has written nothing.
         """
-        path = self._files_of(handle).log
-        try:
-            with path.open("rb") as f:
-                size = f.seek(0, os.SEEK_END)
-                f.seek(max(0, size - limit))
-                data = f.read(limit)
-        except FileNotFoundError:
-            return ""
-        return data.decode("utf-8", errors="replace")
+        return read_tail(self._files_of(handle).log, limit)
 
     # -- internals -------------------------------------------------------------------------
 

@@ -2,6 +2,14 @@
 
 A spot gang whose nodes EC2 reclaims while their command is killed (and still reports 143)
 is re-placed and finishes; a gang whose command exits 3 fails.
+
+The cycle runs in :class:`~multicloud.testing.scheduling.SchedulerHarness` steps on a fake
+clock (docs/architecture.md, "The scheduler"): every adapter call a tick sends (launch,
+status, the orphan sweep's listing) is answered before the next tick, the test changes the
+fake EC2 only between steps, and every window, TTL and back-off reads the fake clock. Ticked
+on the real clock with the adapter calls racing the test, it failed about one run in ten
+with a re-placed gang lost a third time and the sweep having terminated a workload: a
+listing answered before the test reclaimed the first gang was applied after it.
 """
 
 from __future__ import annotations
@@ -14,31 +22,33 @@ import pytest
 from multicloud_aws.node import EXIT_TAG
 from multicloud_aws.testing import FakeAWS, serve
 
-from multicloud import providers as registry
-from multicloud.models import Fleet
-from multicloud.service.effects import InlineEffects
-from multicloud.service.scheduler import Scheduler
-from multicloud.store import AttemptRecord, JobState, Store
+from multicloud.store import AttemptRecord, JobState
 from multicloud.testing.builders import job
-from multicloud.testing.scheduling import quick_settings, run_until
+from multicloud.testing.scheduling import SchedulerHarness
 
 REGION = "us-east-1"
 
 
-class Cycle:
-    """A scheduler over a fresh SQLite store and one aws fleet entry on the fake."""
+class Cycle(SchedulerHarness):
+    """A harness over a fresh SQLite store and one aws fleet entry on the fake."""
 
     def __init__(self, tmp_path: Path, fake: FakeAWS) -> None:
         doc = {
             "providers": {"aws": {"adapter": "aws", "regions": [REGION], "options": fake.options}}
         }
-        self.fleet = Fleet.model_validate(doc)
-        self.effects = InlineEffects({"aws": registry.from_fleet(self.fleet, "aws")})
-        self.store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
-        self.scheduler = Scheduler(self.store, self.fleet, self.effects, settings=quick_settings())
+        super().__init__(doc, store_url=f"sqlite:///{tmp_path / 'store.db'}", settle_s=20.0)
 
-    def run_until(self, done: Callable[[], bool], timeout: float = 20.0) -> None:
-        run_until(self.scheduler, done, timeout=timeout, pause=0.005)
+    def until(self, done: Callable[[], bool]) -> None:
+        """Step until ``done()``; on failure, name what happened to every job."""
+        try:
+            self.run_until(done, steps=2_000)
+        except AssertionError as exc:
+            history = [
+                f"{e.to_state.value}: {e.reason}"
+                for record in self.store.list_jobs()
+                for e in self.store.events(record.id)
+            ]
+            raise AssertionError(f"{exc}; events: {history}") from None
 
     def running(self, job_id: str, attempt: int) -> Callable[[], bool]:
         def check() -> bool:
@@ -50,10 +60,6 @@ class Cycle:
 
     def last(self, job_id: str) -> AttemptRecord:
         return self.store.get(job_id).attempts[-1]
-
-    def close(self) -> None:
-        self.effects.close()
-        self.store.close()
 
 
 @pytest.fixture
@@ -84,8 +90,8 @@ def _handle(attempt: AttemptRecord) -> str:
 
 def test_a_reclaimed_spot_gang_is_re_placed_and_finishes(cycle: tuple[Cycle, FakeAWS]) -> None:
     c, fake = cycle
-    ((job_id, _),) = c.scheduler.submit([(_gang(market="spot"), None)])
-    c.run_until(c.running(job_id, 1))
+    (job_id,) = c.submit(_gang(market="spot"))
+    c.until(c.running(job_id, 1))
     first = c.last(job_id)
     # EC2 reclaims the spot nodes; their containers were killed and the nodes still got
     # their reports out: exit 143. Preemption wins over that exit code.
@@ -93,11 +99,11 @@ def test_a_reclaimed_spot_gang_is_re_placed_and_finishes(cycle: tuple[Cycle, Fak
     fake.client("ec2", REGION).create_tags(
         Resources=_handle(first).split(","), Tags=[{"Key": EXIT_TAG, "Value": "143"}]
     )
-    c.run_until(c.running(job_id, 2))
+    c.until(c.running(job_id, 2))
     second = c.last(job_id)
     assert _handle(second) != _handle(first)
     fake.finish(_handle(second), 0)
-    c.run_until(lambda: c.store.get(job_id).state.is_terminal)
+    c.until(lambda: c.state_of(job_id).is_terminal)
     record = c.store.get(job_id)
     assert record.state is JobState.SUCCEEDED
     assert [(a.market.value, a.outcome) for a in record.attempts] == [
@@ -108,10 +114,10 @@ def test_a_reclaimed_spot_gang_is_re_placed_and_finishes(cycle: tuple[Cycle, Fak
 
 def test_a_gang_whose_command_exits_3_fails(cycle: tuple[Cycle, FakeAWS]) -> None:
     c, fake = cycle
-    ((job_id, _),) = c.scheduler.submit([(_gang(), None)])
-    c.run_until(c.running(job_id, 1))
+    (job_id,) = c.submit(_gang())
+    c.until(c.running(job_id, 1))
     fake.finish(_handle(c.last(job_id)), 3)
-    c.run_until(lambda: c.store.get(job_id).state.is_terminal)
+    c.until(lambda: c.state_of(job_id).is_terminal)
     record = c.store.get(job_id)
     assert record.state is JobState.FAILED
     assert [(a.outcome, len(_handle(a).split(","))) for a in record.attempts] == [("failed", 2)]

@@ -119,17 +119,32 @@ def test_an_unchanged_queue_is_not_planned_again(harness: Callable[..., Schedule
     assert ticks["nothing_new"]["samples"] > 100
 
 
-def test_capacity_coming_back_wakes_only_the_jobs_that_can_use_it(
-    harness: Callable[..., SchedulerHarness],
-) -> None:
+def _h100_and_l4(h100_capacity: int, reserved_h100: int = 0) -> dict[str, Any]:
     doc = sim_fleet(
         cloud={
             "offers": [
-                sim_offer("r1", 10.0, capacity=1),
+                sim_offer("r1", 10.0, capacity=h100_capacity),
                 sim_offer("r1", 1.0, capacity=0, instance_type="l4", accelerator="L4", count=1),
             ]
         }
     )
+    if reserved_h100:
+        # A prepaid block that names no accelerator: the offer's is what it holds.
+        block = {"name": "blk", "provider": "cloud", "region": "r1", "instance_type": "h100x8"}
+        doc["contracts"] = {"reservations": [{**block, "nodes": reserved_h100}]}
+    return doc
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        pytest.param(_h100_and_l4(1), id="a-pool-node"),
+        pytest.param(_h100_and_l4(0, reserved_h100=1), id="a-reserved-node"),
+    ],
+)
+def test_capacity_coming_back_wakes_only_the_jobs_that_can_use_it(
+    harness: Callable[..., SchedulerHarness], doc: dict[str, Any]
+) -> None:
     h = harness(doc)
     (first,) = h.submit(job("first", duration_hours=2))
     h.run_until(lambda: h.state_of(first) is S.RUNNING)
@@ -143,7 +158,7 @@ def test_capacity_coming_back_wakes_only_the_jobs_that_can_use_it(
     # jobs, planned on their own: the 50 L4 jobs, which it cannot serve, stayed asleep.
     sizes = [n for n, _, _ in h.scheduler.counters.decisions]
     assert sizes[:3] == [1, 53, 3]
-    assert all(n < 50 for n in sizes[2:])
+    assert all(n < 50 for n in sizes[2:]), sizes
     assert states(h, l4) == {"pending"}
 
 

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +34,7 @@ from multicloud.service.scheduler.launcher import Launcher
 from multicloud.service.scheduler.offers import OfferRounds
 from multicloud.service.scheduler.placing import Placer
 from multicloud.service.scheduler.settings import CrashPoints, Settings
+from multicloud.service.scheduler.stats import decision_summary, tick_summary
 from multicloud.service.scheduler.status import StatusWatcher
 from multicloud.service.scheduler.sweeper import Sweeper
 from multicloud.service.scheduler.timing import Backoff, BlockedSet, Clock, earliest
@@ -298,7 +299,7 @@ class Scheduler:
                 "cycle_errors": c.cycle_errors,
                 "last_error": c.last_error,
                 "queue": self.index.queue_counts(),
-                **_decision_summary(c.decisions),
+                **decision_summary(c.decisions),
             }
 
     # ------------------------------------------------------------------ the cycle
@@ -338,16 +339,9 @@ class Scheduler:
             ``{"all": ..., "nothing_new": ...}``: tick milliseconds of every tick, and of
             the ticks that took nothing in and sent or settled nothing.
         """
-        since = self.clock() - window_s
         with self.lock:
-            recent = [(s, idle) for at, s, idle in self.counters.ticks if at >= since]
-        out: dict[str, Any] = {"window_s": window_s}
-        if recent:
-            out["all"] = _percentiles([s for s, _ in recent], 1e3)
-        quiet = [s for s, idle in recent if idle]
-        if quiet:
-            out["nothing_new"] = _percentiles(quiet, 1e3)
-        return out
+            ticks = list(self.counters.ticks)
+        return tick_summary(ticks, self.clock() - window_s, window_s)
 
     def _work(self) -> tuple[int, ...]:
         """Counts that change whenever a tick does something (to tell idle ticks apart)."""
@@ -424,28 +418,3 @@ class Scheduler:
         """Stop the planner thread (adapter calls belong to the effects' owner)."""
         self._planner.shutdown(wait=False, cancel_futures=True)
 
-
-def _percentiles(values: list[float], scale: float) -> dict[str, float]:
-    values = sorted(values)
-    p50 = values[len(values) // 2]
-    p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
-    return {
-        "samples": len(values),
-        "p50": round(p50 * scale, 3),
-        "p99": round(p99 * scale, 3),
-        "max": round(values[-1] * scale, 3),
-        "mean": round(sum(values) / len(values) * scale, 3),
-    }
-
-
-def _decision_summary(samples: Iterable[tuple[int, float, float]]) -> dict[str, Any]:
-    """Percentiles of recent plans: jobs per plan, planner and store-record milliseconds."""
-    rows = list(samples)
-    if not rows:
-        return {}
-    return {
-        "recent_plans": len(rows),
-        "plan_jobs": _percentiles([float(r[0]) for r in rows], 1.0),
-        "plan_ms": _percentiles([r[1] for r in rows], 1e3),
-        "record_ms": _percentiles([r[2] for r in rows], 1e3),
-    }

@@ -46,6 +46,32 @@ log = logging.getLogger(__name__)
 S = JobState
 
 
+def _reservation_accelerators(fleet: Fleet, offers: list[Offer], names: set[str]) -> set[str]:
+    """The accelerators the named reservation blocks hold, as the planner reads them.
+
+    A block that does not name its accelerator holds the one of the offer of its provider,
+    region and instance type, as the planner turns blocks into offers. Without that offer
+    in the round (no waiting job asked for its accelerator) the planner cannot use the
+    block either, so it wakes nobody.
+
+    Args:
+        fleet: The fleet (its contracts' reservations).
+        offers: The round's offers.
+        names: The blocks that freed nodes.
+
+    Returns:
+        The accelerators.
+    """
+    known = {(o.provider, o.region, o.instance_type): o.accelerator for o in offers}
+    out: set[str] = set()
+    for res in fleet.contracts.reservations:
+        if res.name in names:
+            accel = res.accelerator or known.get((res.provider, res.region, res.instance_type))
+            if accel is not None:
+                out.add(accel)
+    return out
+
+
 def _scopes(offer: Offer) -> tuple[str, ...]:
     """The block scopes that cover an offer (as ``errors.error_scope`` spells them)."""
     p, r, z = offer.provider, offer.region, offer.zone
@@ -201,11 +227,12 @@ class Placer:
         self, offers: list[Offer], usable: dict[str, float], reserved: dict[str, int]
     ) -> None:
         grown = {o.accelerator for o in offers if usable[o.key] > self._seen.get(o.key, 0.0)}
-        if any(n < self._seen_reserved.get(r, 0) for r, n in reserved.items()) or any(
-            r not in reserved for r in self._seen_reserved
-        ):
-            self.index.wake()  # a reservation block freed up: rare, wake everything
-        elif grown:
+        freed = {r for r, n in self._seen_reserved.items() if reserved.get(r, 0) < n}
+        if freed:
+            # A reservation block freed up nodes: wake the jobs that accept what it holds,
+            # as for any pool that grew.
+            grown |= _reservation_accelerators(self.fleet, offers, freed)
+        if grown:
             self.index.wake(grown)
 
     def _decide(self, result: RoundResult) -> None:
