@@ -8,7 +8,7 @@ import yaml
 from multicloud.yamlfast import BaseLoader, FastLoader
 
 CASES = {
-    "plain tree": "jobs:\n- name: a\n  count: 8\n  hours: 1.5\n  on: true\n  x: null\n- {name: b}\n",
+    "plain tree": "jobs:\n- name: a\n  count: 8\n  hours: 1.5\n  on: true\n  x: null\n- {n: b}\n",
     "repeated scalars": "- H100\n- H100\n- 0x1f\n- 1_000\n- .inf\n- ~\n- 'quoted 12'\n",
     "timestamps": "at: 2026-12-01T09:00:00Z\nday: 2026-12-01\n",
     "aliases share objects": "base: &b {count: 8}\nuse: *b\nlist: [*b, *b]\n",
