@@ -75,7 +75,7 @@ class FastLoader(BaseLoader):  # type: ignore[misc]
             except KeyError:
                 value = self._values[key] = self.construct_object(node)
                 # construct_object memoises by node; the cache above is by value
-                self.constructed_objects = {}
+                self.constructed_objects.clear()
                 return value
         me = id(node)
         if me in done:  # an alias of a node already built: the same object, as PyYAML
