@@ -65,6 +65,9 @@ class Settings:
         large: Models with more variables than this start the LP from ``first_options``.
         exact_below: Models with at most this many variables are solved whole (with ten
             times the node limit) instead of by neighbourhoods.
+        stall: Neighbourhoods in a row that may find nothing better before the search
+            of an objective stops (the worst-looking disagreements come first, so the
+            later ones rarely pay off on a large model).
     """
 
     nodes: int = 200
@@ -76,6 +79,7 @@ class Settings:
     first_options: int = 6
     large: int = 40_000
     exact_below: int = 1_000
+    stall: int = 4
 
 
 @dataclass
@@ -343,8 +347,9 @@ class Search:
         # A neighbourhood is a fixed size, so a larger model needs more of them to be
         # covered as well: the rounds grow with the model (still a fixed number for it).
         rounds = self.settings.rounds * max(1, p.n // _ROUND_VARIABLES)
+        idle = 0
         for _ in range(rounds):
-            if best_value <= good_enough or self.timed_out:
+            if best_value <= good_enough or self.timed_out or idle >= self.settings.stall:
                 break
             hood = Hood(p, [best, lp], best, scope)
             seeds = [o for o in disagreement(p, objective, best, lp) if o not in tried]
@@ -352,7 +357,9 @@ class Search:
                 break
             owners, taken = hood.chunk(seeds, self.settings.max_free)
             tried.update(taken)
+            before = best_value
             offer(self.solve_sub(objective, best, hood.free(owners, set(taken)), best).x)
+            idle = idle + 1 if best_value >= before else 0
         return best
 
     def refill(self, x: FloatArray, extra: FloatArray, where: BoolArray) -> FloatArray:
