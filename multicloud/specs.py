@@ -18,10 +18,9 @@ from pydantic import BaseModel, ValidationError
 from multicloud.accelerators import suggest
 from multicloud.errors import SpecError
 from multicloud.models import Fleet, Job
+from multicloud.yamlfast import BaseLoader, FastLoader
 
-# libyaml's parser where PyYAML was built with it: ten times the pure-Python one, with the
-# same marks (line, column) on its errors and nodes.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader: Any = BaseLoader
 
 
 def _path(loc: Iterable[int | str]) -> str:
@@ -122,7 +121,7 @@ def _load_yaml(text: str, source: str, *, as_json: bool = False) -> list[Any]:
         else:
             return [] if doc is None else [doc]
     try:
-        return [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=FastLoader) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

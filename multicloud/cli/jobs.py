@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,7 +21,10 @@ from multicloud.cli.app import (
     console,
     reported,
 )
-from multicloud.service.views import STATE_STYLE, JobView
+
+if TYPE_CHECKING:
+    # The views pull in the store (SQLAlchemy): half a second that `plan` need not pay.
+    from multicloud.service.views import JobView
 
 __all__: list[str] = []
 
@@ -57,6 +60,8 @@ def status(
     if as_json:
         typer.echo(json.dumps({"jobs": [j.to_json() for j in jobs]}, indent=2))
         return
+    from multicloud.service.views import STATE_STYLE
+
     table = Table(title=f"{len(jobs)} job(s)", title_justify="left")
     columns = ("id", "name", "state", "where", "instance type", "accel", "attempts", "submitted")
     for column in columns:

@@ -24,24 +24,28 @@ says so (``timed_out``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from highspy import HighsModelStatus, HighsVarType, ObjSense
+from highspy import HighsModelStatus
 from highspy._core import _Highs
-from scipy.sparse import csc_array, csr_array, vstack
+from scipy.sparse import csc_array, csr_array
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+from multicloud.planner.hood import Hood, disagreement
+from multicloud.planner.problem import (
+    FRAC,
+    BoolArray,
+    FloatArray,
+    IntArray,
+    Problem,
+    cols_idx,
+    highs,
+)
 
-_FRAC = 1e-6  # farther than this from an integer counts as fractional
+__all__ = ["Outcome", "Problem", "Search", "Settings"]
+
 _PRICE_TOL = 1e-7  # reduced cost below -this prices a column into the LP
 _INF = math.inf
-_ROOM_OPTIONS = 3  # options with spare room a neighbourhood gives each freed job
 _ROUND_VARIABLES = 20_000  # each this many variables of a model add Settings.rounds rounds
 
 
@@ -61,6 +65,9 @@ class Settings:
         large: Models with more variables than this start the LP from ``first_options``.
         exact_below: Models with at most this many variables are solved whole (with ten
             times the node limit) instead of by neighbourhoods.
+        stall: Neighbourhoods in a row that may find nothing better before the search
+            of an objective stops (the worst-looking disagreements come first, so the
+            later ones rarely pay off on a large model).
     """
 
     nodes: int = 200
@@ -72,65 +79,7 @@ class Settings:
     first_options: int = 6
     large: int = 40_000
     exact_below: int = 1_000
-
-
-@dataclass
-class Problem:
-    """An integer program ``min c·x`` over ``row_lb ≤ A x ≤ row_ub``, ``lb ≤ x ≤ ub``.
-
-    Attributes:
-        a: Constraint matrix (rows × variables).
-        row_lb: Row lower bounds.
-        row_ub: Row upper bounds.
-        ub: Variable upper bounds (every lower bound is 0).
-        integral: Which variables are integer.
-        owner: The job (or class of identical jobs) each variable belongs to; a
-            neighbourhood frees whole owners.
-        pool: The capacity row of the pool a variable draws on (-1: none that can fill).
-        use: Nodes one unit of a variable takes from its pool.
-        rank: Order of a variable among its owner's options (0: cheapest), for the first
-            LP of a large model.
-    """
-
-    a: Any
-    row_lb: FloatArray
-    row_ub: FloatArray
-    ub: FloatArray
-    integral: BoolArray
-    owner: IntArray
-    pool: IntArray
-    use: FloatArray
-    rank: IntArray
-
-    @property
-    def n(self) -> int:
-        """Number of variables."""
-        return int(self.ub.shape[0])
-
-    def add_rows(self, rows: Sequence[tuple[IntArray, float, float]]) -> None:
-        """Append rows with coefficient 1 on the given variables, as ``lo ≤ sum ≤ hi``."""
-        if not rows:
-            return
-        data: list[float] = []
-        index: list[int] = []
-        ptr = [0]
-        for idx, _, _ in rows:
-            index.extend(int(i) for i in idx)
-            data.extend(1.0 for _ in idx)
-            ptr.append(len(index))
-        extra = csr_array((data, index, ptr), shape=(len(rows), self.n))
-        self.a = csc_array(vstack([self.a, extra], format="csc"))
-        self.row_lb = np.concatenate([self.row_lb, [lo for _, lo, _ in rows]])
-        self.row_ub = np.concatenate([self.row_ub, [hi for _, _, hi in rows]])
-
-    def feasible(self, x: FloatArray, tol: float = 1e-6) -> bool:
-        """True if ``x`` satisfies every bound and row (and integrality)."""
-        if np.any(x < -tol) or np.any(x > self.ub + tol):
-            return False
-        if np.any(np.abs(x[self.integral] - np.round(x[self.integral])) > tol):
-            return False
-        ax = self.a @ x
-        return bool(np.all(ax >= self.row_lb - tol) and np.all(ax <= self.row_ub + tol))
+    stall: int = 4
 
 
 @dataclass
@@ -187,7 +136,7 @@ class Search:
         self._sync_rows()
         want = np.zeros(p.n, dtype=np.bool_)
         if keep is not None:
-            want |= keep > _FRAC
+            want |= keep > FRAC
         if np.any(want & ~self._active):
             self._add_cols(np.nonzero(want & ~self._active)[0], objective)
         cols = self._cols
@@ -221,7 +170,7 @@ class Search:
         self._active = active
         self._cols = np.nonzero(active)[0]
         sub = csc_array(p.a[:, self._cols])
-        self._lp = _highs(
+        self._lp = highs(
             sub, np.zeros(len(self._cols)), p.ub[self._cols], p.row_lb, p.row_ub, None
         )
         self._lp_rows = p.a.shape[0]
@@ -296,7 +245,7 @@ class Search:
             return Outcome(None, False, _INF)
         sub = csc_array(csr_array(sub)[rows])
         lo, hi = bounds if bounds is not None else (np.zeros(p.n), p.ub)
-        h = _highs(
+        h = highs(
             sub,
             objective[cols],
             hi[cols],
@@ -371,7 +320,7 @@ class Search:
             if scope is None and out.x is not None:
                 self.bound = out.bound
             return best
-        frac = np.abs(lp - np.round(lp)) > _FRAC
+        frac = np.abs(lp - np.round(lp)) > FRAC
         rounded = np.round(lp)
         split = np.unique(p.owner[frac & (p.owner >= 0)])
         if not len(split):
@@ -383,11 +332,11 @@ class Search:
             # may. Then, if that fails, with every owner on those pools free. (If that
             # fails too, or is too large, the neighbourhoods below start from the
             # incumbent.)
-            hood = _Hood(p, [lp], rounded, scope)
+            hood = Hood(p, [lp], rounded, scope)
             owners = set(split.tolist())
             whole = hood.free(owners, owners)
-            keep = lp > _FRAC
-            bounds = (np.zeros(p.n), np.where(whole, p.ub, np.ceil(lp - _FRAC)))
+            keep = lp > FRAC
+            bounds = (np.zeros(p.n), np.where(whole, p.ub, np.ceil(lp - FRAC)))
             got = self.solve_sub(objective, rounded, whole | keep, None, bounds=bounds).x
             if got is None:
                 free = hood.free(hood.ring(split), owners)
@@ -398,16 +347,19 @@ class Search:
         # A neighbourhood is a fixed size, so a larger model needs more of them to be
         # covered as well: the rounds grow with the model (still a fixed number for it).
         rounds = self.settings.rounds * max(1, p.n // _ROUND_VARIABLES)
+        idle = 0
         for _ in range(rounds):
-            if best_value <= good_enough or self.timed_out:
+            if best_value <= good_enough or self.timed_out or idle >= self.settings.stall:
                 break
-            hood = _Hood(p, [best, lp], best, scope)
-            seeds = [o for o in _disagreement(p, objective, best, lp) if o not in tried]
+            hood = Hood(p, [best, lp], best, scope)
+            seeds = [o for o in disagreement(p, objective, best, lp) if o not in tried]
             if not seeds:
                 break
             owners, taken = hood.chunk(seeds, self.settings.max_free)
             tried.update(taken)
+            before = best_value
             offer(self.solve_sub(objective, best, hood.free(owners, set(taken)), best).x)
+            idle = idle + 1 if best_value >= before else 0
         return best
 
     def refill(self, x: FloatArray, extra: FloatArray, where: BoolArray) -> FloatArray:
@@ -422,8 +374,8 @@ class Search:
             ``x`` with the owners of ``extra`` that still fit added back.
         """
         p = self.problem
-        add = np.where(where & (x < _FRAC), extra, 0.0)
-        cols = np.nonzero(add > _FRAC)[0]
+        add = np.where(where & (x < FRAC), extra, 0.0)
+        cols = np.nonzero(add > FRAC)[0]
         if not len(cols):
             return x
         x = x.copy()
@@ -465,163 +417,3 @@ class Search:
             self.timed_out = True
 
 
-def cols_idx(n: int) -> npt.NDArray[np.int32]:
-    """Indices 0..n-1 as HiGHS wants them."""
-    return np.arange(n, dtype=np.int32)
-
-
-def _highs(
-    a: Any,
-    cost: FloatArray,
-    ub: FloatArray,
-    row_lb: FloatArray,
-    row_ub: FloatArray,
-    integral: BoolArray | None,
-    lb: FloatArray | None = None,
-) -> _Highs:
-    """A silent HiGHS instance: ``min cost·x, row_lb ≤ a x ≤ row_ub, lb (or 0) ≤ x ≤ ub``."""
-    h = _Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("random_seed", 0)
-    # One thread: the machine is shared with the service's other work, and a single
-    # thread's search path cannot depend on how threads were scheduled.
-    h.setOptionValue("threads", 1)
-    n = a.shape[1]
-    kinds = (
-        np.zeros(n, dtype=np.int32)
-        if integral is None
-        else np.where(integral, int(HighsVarType.kInteger.value), 0).astype(np.int32)
-    )
-    h.passModel(
-        n,
-        a.shape[0],
-        int(a.nnz),
-        1,  # column-wise
-        int(ObjSense.kMinimize.value),
-        0.0,
-        np.ascontiguousarray(cost, dtype=np.float64),
-        np.zeros(n) if lb is None else np.ascontiguousarray(lb, dtype=np.float64),
-        np.ascontiguousarray(ub, dtype=np.float64),
-        np.ascontiguousarray(row_lb, dtype=np.float64),
-        np.ascontiguousarray(row_ub, dtype=np.float64),
-        a.indptr.astype(np.int32),
-        a.indices.astype(np.int32),
-        np.ascontiguousarray(a.data, dtype=np.float64),
-        kinds,
-    )
-    return h
-
-
-def _disagreement(
-    p: Problem, objective: FloatArray, plan: FloatArray, lp: FloatArray
-) -> list[int]:
-    """Owners where the plan and the LP differ, those the plan pays most for first."""
-    diff = np.abs(plan - lp) > _FRAC
-    owners = p.owner[diff & (p.owner >= 0)]
-    if not len(owners):
-        return []
-    loss = np.bincount(
-        p.owner[p.owner >= 0],
-        weights=(objective * (plan - lp))[p.owner >= 0],
-        minlength=int(p.owner.max()) + 1,
-    )
-    uniq = np.unique(owners)
-    order = np.lexsort((uniq, -loss[uniq]))  # most loss first, then by owner
-    return [int(o) for o in uniq[order]]
-
-
-class _Hood:
-    """Neighbourhoods of one plan: owners linked through the limited pools they use.
-
-    Args:
-        p: The problem.
-        plans: Plans whose used pools link owners (the incumbent, the LP).
-        base: The plan the neighbourhood is cut from (its spare capacity counts as room).
-        scope: Variables that may be freed (None: all).
-    """
-
-    def __init__(
-        self, p: Problem, plans: list[FloatArray], base: FloatArray, scope: BoolArray | None
-    ) -> None:
-        self.p = p
-        used = np.zeros(p.n, dtype=np.bool_)
-        for x in plans:
-            used |= x > _FRAC
-        used &= p.pool >= 0
-        if scope is not None:
-            used &= scope
-        self.pools_of: dict[int, set[int]] = {}
-        self.users_of: dict[int, set[int]] = {}
-        for v in np.nonzero(used & (p.owner >= 0))[0]:
-            o, r = int(p.owner[v]), int(p.pool[v])
-            self.pools_of.setdefault(o, set()).add(r)
-            self.users_of.setdefault(r, set()).add(o)
-        slack = p.row_ub - p.a @ np.round(base)
-        room = (p.pool < 0) | (base > _FRAC)
-        limited = p.pool >= 0
-        room[limited] |= p.use[limited] <= slack[p.pool[limited]] + 1e-9
-        ok = p.owner >= 0
-        if scope is not None:
-            ok &= scope
-        self.ok = ok
-        self.room = room & ok
-        self.base_cols = (base > _FRAC) & ok
-        order = np.argsort(p.owner, kind="stable")
-        self.by_owner = order
-        self.starts = np.searchsorted(p.owner[order], np.arange(int(p.owner.max()) + 2))
-        self.sizes = np.bincount(p.owner[ok], minlength=int(p.owner.max()) + 1)
-
-    def cols(self, o: int) -> IntArray:
-        """Variables of owner ``o``."""
-        return self.by_owner[self.starts[o] : self.starts[o + 1]]
-
-    def ring(self, seeds: IntArray) -> set[int]:
-        """The seeds and every owner using a pool they use."""
-        owners = {int(o) for o in seeds}
-        for o in list(owners):
-            for r in self.pools_of.get(o, ()):
-                owners |= self.users_of[r]
-        return owners
-
-    def chunk(self, seeds: list[int], limit: int) -> tuple[set[int], list[int]]:
-        """Seeds (in order) and their rings, while the freed variables stay under ``limit``."""
-        owners: set[int] = set()
-        taken: list[int] = []
-        size = 0
-        for s in seeds:
-            new = self.ring(np.array([s])) - owners
-            grow = int(self.sizes[list(new)].sum()) if new else 0
-            if taken and size + grow > limit:
-                continue
-            owners |= new
-            taken.append(s)
-            size += grow
-        return owners, taken
-
-    def free(self, owners: set[int], seeds: set[int]) -> BoolArray:
-        """Variables freed for ``owners``: on the pools the seeds' rings share, or with room."""
-        p = self.p
-        pools = np.zeros(p.row_lb.shape[0], dtype=np.bool_)
-        for o in seeds:
-            for r in self.pools_of.get(o, ()):
-                pools[r] = True
-        for o in owners:
-            for r in self.pools_of.get(o, ()):
-                pools[r] = True
-        on_pool = np.zeros(p.n, dtype=np.bool_)
-        limited = p.pool >= 0
-        on_pool[limited] = pools[p.pool[limited]]
-        mask = np.zeros(p.n, dtype=np.bool_)
-        if owners:
-            cols = np.concatenate([self.cols(o) for o in sorted(owners)])
-            mask[cols] = True
-        keep = mask & ((on_pool & self.ok) | (self.room & ~limited) | self.base_cols)
-        # Elsewhere only the few cheapest options with room: where a job may move
-        # without moving anybody. Every option would make the neighbourhood the model.
-        spare = np.nonzero(mask & self.room & ~keep)[0]
-        if len(spare):
-            spare = spare[np.lexsort((p.rank[spare], p.owner[spare]))]
-            first = np.r_[True, p.owner[spare][1:] != p.owner[spare][:-1]]
-            start = np.maximum.accumulate(np.where(first, np.arange(len(spare)), 0))
-            keep[spare[np.arange(len(spare)) - start < _ROOM_OPTIONS]] = True
-        return keep

@@ -155,11 +155,12 @@ def test_offers_unchanged_by_planning() -> None:
     assert list(snap.offers) == before
 
 
-def test_column_generation_reaches_the_whole_lp() -> None:
+def pools_problem() -> tuple[Any, Any]:
+    """40 owners × 12 options on 15 pools of 6 nodes, at least 30 placed; and costs."""
     import numpy as np
     from scipy.sparse import csc_array
 
-    from multicloud.planner.search import Problem, Search, Settings
+    from multicloud.planner.search import Problem
 
     rng = np.random.default_rng(7)
     owners, options, pools = 40, 12, 15
@@ -196,12 +197,37 @@ def test_column_generation_reaches_the_whole_lp() -> None:
             rank=np.tile(np.arange(options), owners),
         )
 
-    cost = rng.uniform(1.0, 50.0, size=n)
+    return problem, rng.uniform(1.0, 50.0, size=n)
+
+
+def test_column_generation_reaches_the_whole_lp() -> None:
+    from multicloud.planner.search import Search, Settings
+
+    problem, cost = pools_problem()
     _, whole = Search(problem(), Settings(large=10**9)).relax(cost)
     priced = Search(problem(), Settings(large=0, first_options=2))
     _, value = priced.relax(cost)
     assert value == pytest.approx(whole, rel=1e-9)
     assert not priced._active.all()  # it did start from fewer columns
+
+
+def test_neighbourhoods_stop_after_a_stall() -> None:
+    import numpy as np
+
+    from multicloud.planner.search import Search, Settings
+
+    problem, cost = pools_problem()
+    runs = {}
+    for stall in (1, 1_000):
+        # Tiny neighbourhoods and no gap target: only the rounds or a stall end it.
+        settings = Settings(exact_below=0, max_free=24, rounds=200, gap=0.0, stall=stall)
+        search = Search(problem(), settings)
+        lp, _ = search.relax(cost)
+        x = search.improve(cost, lp, np.zeros(len(cost)), -np.inf, feasible=False)
+        assert search.problem.feasible(x)
+        runs[stall] = (search.work, float(cost @ x))
+    assert runs[1][0] < runs[1_000][0]  # stopped early
+    assert runs[1_000][1] <= runs[1][1]  # and the longer search is never worse
 
 
 def test_replanning_from_the_previous_plan() -> None:

@@ -1,0 +1,98 @@
+"""The count stage: the most jobs each priority tier can place (docs/architecture.md).
+
+Tiers are counted from the top down, each count then held; counts do not see run times,
+so this runs on the (often much smaller) model where gangs differing only in duration are
+one class.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from multicloud.planner.model import build, choices, encode, problem_of
+from multicloud.planner.options import Opt
+from multicloud.planner.search import Search, Settings
+from multicloud.planner.slot import Slot
+
+if TYPE_CHECKING:
+    from multicloud.planner.core import Planner
+
+
+TIE = 0.25  # the most a count objective's price tie-break may weigh, in jobs
+
+
+
+@dataclass
+class Counted:
+    best: dict[int, int]  # placed jobs per tier
+    choices: dict[int, list[tuple[Opt, int, float]]]  # a plan placing them
+    proven: bool
+    work: int
+    seconds: float
+    timed_out: bool
+
+
+def count_tiers(
+    planner: Planner,
+    comp: list[Slot],
+    usable: dict[int, list[Opt]],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+    settings: Settings,
+) -> Counted:
+    """The most jobs each tier can place, from the top tier down, each count then held."""
+    model, classes, services, tier_vars = build(planner, comp, usable, by_shape=True)
+    n = len(model.lb)
+    prob = problem_of(model, classes, services)
+    search = Search(prob, settings)
+    walk = encode(model, classes, services, greedy)
+    x = walk if walk is not None and prob.feasible(walk) else np.zeros(n)
+    owner_tier = np.array(
+        [c.slots[0].job.priority for c in classes] + [v.slot.job.priority for v in services],
+        dtype=np.int64,
+    )
+    tier_of = owner_tier[prob.owner]
+    proven = True
+    best: dict[int, int] = {}
+    # Each count objective carries the price per hour, scaled to at most TIE in all:
+    # it never outweighs one job, and it breaks the LP's ties (a count LP is massively
+    # degenerate otherwise) towards cheap plans, which the cost stage starts from.
+    price = np.array(model.cost)
+    tie = TIE / max(float(price @ prob.ub), 1.0)
+    for t in sorted(tier_vars, reverse=True):
+        idx = np.array(tier_vars[t], dtype=np.int64)
+        modelled = sum(1 for s in comp if s.job.priority == t and usable[s.idx])
+        got = round(float(x[idx].sum()))
+        if got < modelled:
+            scope = tier_of >= t
+            objective = np.where(scope, price * tie, 0.0)
+            objective[idx] -= 1.0
+            lp, value = search.relax(objective, x)
+            # The LP's count is at most -value + TIE, and a count is whole.
+            bound = math.floor(-value + TIE + 1e-6) if math.isfinite(value) else modelled
+            target = min(modelled, bound)
+            if got < target:
+                # Lower tiers only hold capacity here: the search releases it, then the
+                # walk's placements of theirs that still fit are put back.
+                x = search.improve(objective, lp, x, -target + TIE, scope=scope)
+                got = round(float(x[idx].sum()))
+                if walk is not None:
+                    x = search.refill(x, walk, ~scope)
+            if got < target and settings.prove:
+                out = search.prove(objective, x)
+                if out.x is not None and round(float(out.x[idx].sum())) > got:
+                    x = out.x
+                    got = round(float(x[idx].sum()))
+                proven &= out.proven or got >= target
+            else:
+                proven &= got >= target
+        best[t] = got
+        prob.add_rows([(idx, float(got), math.inf)])
+    return Counted(
+        best, choices(x, classes, services), proven, search.work, search.seconds, search.timed_out
+    )
+
+

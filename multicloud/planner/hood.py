@@ -1,0 +1,124 @@
+"""Neighbourhoods of a plan for the search: owners linked through the pools they use."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from multicloud.planner.problem import FRAC, BoolArray, FloatArray, IntArray, Problem
+
+_ROOM_OPTIONS = 3  # options with spare room a neighbourhood gives each freed job
+
+
+def disagreement(
+    p: Problem, objective: FloatArray, plan: FloatArray, lp: FloatArray
+) -> list[int]:
+    """Owners where the plan and the LP differ, those the plan pays most for first."""
+    diff = np.abs(plan - lp) > FRAC
+    owners = p.owner[diff & (p.owner >= 0)]
+    if not len(owners):
+        return []
+    loss = np.bincount(
+        p.owner[p.owner >= 0],
+        weights=(objective * (plan - lp))[p.owner >= 0],
+        minlength=int(p.owner.max()) + 1,
+    )
+    uniq = np.unique(owners)
+    order = np.lexsort((uniq, -loss[uniq]))  # most loss first, then by owner
+    return [int(o) for o in uniq[order]]
+
+
+class Hood:
+    """Neighbourhoods of one plan: owners linked through the limited pools they use.
+
+    Args:
+        p: The problem.
+        plans: Plans whose used pools link owners (the incumbent, the LP).
+        base: The plan the neighbourhood is cut from (its spare capacity counts as room).
+        scope: Variables that may be freed (None: all).
+    """
+
+    def __init__(
+        self, p: Problem, plans: list[FloatArray], base: FloatArray, scope: BoolArray | None
+    ) -> None:
+        self.p = p
+        used = np.zeros(p.n, dtype=np.bool_)
+        for x in plans:
+            used |= x > FRAC
+        used &= p.pool >= 0
+        if scope is not None:
+            used &= scope
+        self.pools_of: dict[int, set[int]] = {}
+        self.users_of: dict[int, set[int]] = {}
+        for v in np.nonzero(used & (p.owner >= 0))[0]:
+            o, r = int(p.owner[v]), int(p.pool[v])
+            self.pools_of.setdefault(o, set()).add(r)
+            self.users_of.setdefault(r, set()).add(o)
+        slack = p.row_ub - p.a @ np.round(base)
+        room = (p.pool < 0) | (base > FRAC)
+        limited = p.pool >= 0
+        room[limited] |= p.use[limited] <= slack[p.pool[limited]] + 1e-9
+        ok = p.owner >= 0
+        if scope is not None:
+            ok &= scope
+        self.ok = ok
+        self.room = room & ok
+        self.base_cols = (base > FRAC) & ok
+        order = np.argsort(p.owner, kind="stable")
+        self.by_owner = order
+        self.starts = np.searchsorted(p.owner[order], np.arange(int(p.owner.max()) + 2))
+        self.sizes = np.bincount(p.owner[ok], minlength=int(p.owner.max()) + 1)
+
+    def cols(self, o: int) -> IntArray:
+        """Variables of owner ``o``."""
+        return self.by_owner[self.starts[o] : self.starts[o + 1]]
+
+    def ring(self, seeds: IntArray) -> set[int]:
+        """The seeds and every owner using a pool they use."""
+        owners = {int(o) for o in seeds}
+        for o in list(owners):
+            for r in self.pools_of.get(o, ()):
+                owners |= self.users_of[r]
+        return owners
+
+    def chunk(self, seeds: list[int], limit: int) -> tuple[set[int], list[int]]:
+        """Seeds (in order) and their rings, while the freed variables stay under ``limit``."""
+        owners: set[int] = set()
+        taken: list[int] = []
+        size = 0
+        for s in seeds:
+            new = self.ring(np.array([s])) - owners
+            grow = int(self.sizes[list(new)].sum()) if new else 0
+            if taken and size + grow > limit:
+                continue
+            owners |= new
+            taken.append(s)
+            size += grow
+        return owners, taken
+
+    def free(self, owners: set[int], seeds: set[int]) -> BoolArray:
+        """Variables freed for ``owners``: on the pools the seeds' rings share, or with room."""
+        p = self.p
+        pools = np.zeros(p.row_lb.shape[0], dtype=np.bool_)
+        for o in seeds:
+            for r in self.pools_of.get(o, ()):
+                pools[r] = True
+        for o in owners:
+            for r in self.pools_of.get(o, ()):
+                pools[r] = True
+        on_pool = np.zeros(p.n, dtype=np.bool_)
+        limited = p.pool >= 0
+        on_pool[limited] = pools[p.pool[limited]]
+        mask = np.zeros(p.n, dtype=np.bool_)
+        if owners:
+            cols = np.concatenate([self.cols(o) for o in sorted(owners)])
+            mask[cols] = True
+        keep = mask & ((on_pool & self.ok) | (self.room & ~limited) | self.base_cols)
+        # Elsewhere only the few cheapest options with room: where a job may move
+        # without moving anybody. Every option would make the neighbourhood the model.
+        spare = np.nonzero(mask & self.room & ~keep)[0]
+        if len(spare):
+            spare = spare[np.lexsort((p.rank[spare], p.owner[spare]))]
+            first = np.r_[True, p.owner[spare][1:] != p.owner[spare][:-1]]
+            start = np.maximum.accumulate(np.where(first, np.arange(len(spare)), 0))
+            keep[spare[np.arange(len(spare)) - start < _ROOM_OPTIONS]] = True
+        return keep

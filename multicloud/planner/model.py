@@ -1,0 +1,375 @@
+"""The optimiser's integer program, built from the slots (docs/architecture.md, the planner).
+
+* Training jobs of identical shape, duration, priority, team and ROFR standing are
+  interchangeable, so they form one class with one integer variable per option ("how many
+  of this class run here"). This keeps the model small when many jobs look alike.
+* Each inference job has an integer replica count per option, a binary per provider (for
+  ``spread``) and a binary "placed".
+* Constraints: each offer's capacity in nodes (with its gang-size roundings, which keep
+  the LP from packing fractions of gangs), each team's budget, and for inference the
+  replica count, the spread and the total price cap.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.sparse import coo_array
+
+from multicloud.models import Kind
+from multicloud.planner.options import Opt
+from multicloud.planner.problem import Problem
+from multicloud.planner.slot import Slot
+
+if TYPE_CHECKING:
+    from multicloud.planner.core import Planner
+
+
+@dataclass
+class Model:
+    lb: list[float] = field(default_factory=list)
+    ub: list[float] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+    integral: list[int] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    cols: list[int] = field(default_factory=list)
+    vals: list[float] = field(default_factory=list)
+    row_lb: list[float] = field(default_factory=list)
+    row_ub: list[float] = field(default_factory=list)
+    pool: dict[int, tuple[int, int]] = field(default_factory=dict)  # var -> (offer, nodes)
+    cap_row: dict[int, int] = field(default_factory=dict)  # offer -> its capacity row
+
+    def var(self, lb: float, ub: float, cost: float, integral: bool = True) -> int:
+        self.lb.append(lb)
+        self.ub.append(ub)
+        self.cost.append(cost)
+        self.integral.append(1 if integral else 0)
+        return len(self.lb) - 1
+
+    def row(self, terms: list[tuple[int, float]], lo: float, hi: float) -> None:
+        r = len(self.row_lb)
+        for c, v in terms:
+            self.rows.append(r)
+            self.cols.append(c)
+            self.vals.append(v)
+        self.row_lb.append(lo)
+        self.row_ub.append(hi)
+
+
+@dataclass
+class GangClass:
+    slots: list[Slot]
+    opts: list[Opt]
+    vars: list[int]
+
+
+@dataclass
+class Service:
+    slot: Slot
+    opts: list[Opt]
+    y: list[int]
+    placed: int
+    z: dict[str, int]
+
+
+def usable_options(planner: Planner, s: Slot) -> list[Opt]:
+    """Options worth modelling: fit now, allowed by ROFR standing, not dominated.
+
+    Dominated, exactly: a pricier market on a pool already listed (same capacity, same
+    count, higher cost) and, for a gang, anything after an option with no capacity limit.
+    """
+    out: list[Opt] = []
+    seen: set[int] = set()
+    ceiling = s.ceiling
+    for opt in s.options.opts:
+        if (s.restricted and opt.holder) or opt.oi in seen:
+            continue
+        if ceiling is not None and opt.node_price * s.nodes >= ceiling - 1e-9:
+            continue
+        c = planner.cap[opt.oi]
+        if c is not None and c < s.nodes:
+            continue
+        seen.add(opt.oi)
+        out.append(opt)
+        if c is None and s.job.kind is Kind.TRAINING:
+            break
+    return out
+
+
+def prune_with_guaranteed_room(
+    planner: Planner, usable: dict[int, list[Opt]], slots: list[Slot]
+) -> None:
+    """Cut each gang's options after the cheapest set that always has room for it.
+
+    If the cheapest options S of job j hold more j-sized gangs than every other job could
+    ever occupy there (a job of n nodes blocks at most n/n_j + 1 of j's gangs in a pool),
+    then any plan with j elsewhere can move j into S at no higher cost and no lower count.
+    So some optimal plan uses S, and the options after S can be dropped exactly.
+    """
+    load_nodes: dict[int, float] = defaultdict(float)
+    load_jobs: dict[int, float] = defaultdict(float)
+    for s in slots:
+        for opt in usable.get(s.idx, ()):
+            load_nodes[opt.oi] += s.nodes * s.replicas
+            load_jobs[opt.oi] += s.replicas
+    for s in slots:
+        opts = usable.get(s.idx)
+        if not opts or s.job.kind is not Kind.TRAINING:
+            continue
+        room = 0
+        blocked = 0.0
+        for i, opt in enumerate(opts):
+            c = planner.cap[opt.oi]
+            if c is None:
+                break
+            room += c // s.nodes
+            blocked += (load_nodes[opt.oi] - s.nodes) / s.nodes + (load_jobs[opt.oi] - 1)
+            if room > blocked:
+                del opts[i + 1 :]
+                break
+
+
+def build(
+    planner: Planner,
+    slots: list[Slot],
+    usable: dict[int, list[Opt]],
+    *,
+    by_shape: bool = False,
+) -> tuple[Model, list[GangClass], list[Service], dict[int, list[int]]]:
+    """Build the model for the given (non-pinned) slots against the capacity left.
+
+    Args:
+        planner: The planner after its walk (capacity released for these slots).
+        slots: The slots to model.
+        usable: Each slot's options.
+        by_shape: For counting only: gangs that differ only in duration (and whose team
+            has no budget) are one class, since a count does not see durations. Costs
+            are then per hour.
+    """
+    model = Model()
+    classes: dict[tuple[object, ...], GangClass] = {}
+    services: list[Service] = []
+    tier_vars: dict[int, list[int]] = defaultdict(list)
+    cap_terms: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    team_terms: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    budgeted = planner.team_left
+
+    grouped: dict[tuple[object, ...], list[Slot]] = {}
+    for s in slots:
+        key: tuple[object, ...]
+        if s.job.kind is Kind.TRAINING:
+            timed = not by_shape or s.job.team in budgeted
+            key = (
+                "gang",
+                id(s.options),
+                s.restricted,
+                s.ceiling,
+                s.job.duration_hours if timed else None,
+                s.job.priority,
+                s.job.team if timed else None,
+            )
+        else:
+            key = ("svc", s.idx)
+        grouped.setdefault(key, []).append(s)
+
+    for key, members in grouped.items():
+        first = members[0]
+        opts = usable.get(first.idx, [])
+        if not opts:
+            continue
+        team = first.job.team if first.job.team in budgeted else None
+        # the count model's costs are per hour: only a tie-break between equal counts
+        # (budgets still need the real cost: budgeted classes keep their duration)
+        hours = first.job.duration_hours
+        rank_hours = 1.0 if by_shape else hours
+        if key[0] != "svc":
+            cls = GangClass(members, opts, [])
+            size = len(members)
+            for opt in opts:
+                c = planner.cap[opt.oi]
+                ub = size if c is None else min(size, c // first.nodes)
+                v = model.var(0, ub, opt.rank * first.nodes * rank_hours)
+                model.pool[v] = (opt.oi, first.nodes)
+                cls.vars.append(v)
+                tier_vars[first.job.priority].append(v)
+                if c is not None:
+                    cap_terms[opt.oi].append((v, first.nodes))
+                if team is not None:
+                    team_terms[team].append((v, opt.node_price * first.nodes * hours))
+            model.row([(v, 1.0) for v in cls.vars], 0, size)
+            classes[key] = cls
+            continue
+        s = first
+        r = s.replicas
+        placed = model.var(0, 1, 0)
+        tier_vars[s.job.priority].append(placed)
+        ys: list[int] = []
+        by_provider: dict[str, list[int]] = defaultdict(list)
+        price_terms: list[tuple[int, float]] = []
+        for opt in opts:
+            c = planner.cap[opt.oi]
+            ub = r if c is None else min(r, c // s.nodes)
+            v = model.var(0, ub, opt.rank * s.nodes * rank_hours)
+            model.pool[v] = (opt.oi, s.nodes)
+            ys.append(v)
+            by_provider[opt.provider].append(v)
+            price_terms.append((v, opt.node_price * s.nodes))
+            if c is not None:
+                cap_terms[opt.oi].append((v, s.nodes))
+            if team is not None:
+                team_terms[team].append((v, opt.node_price * s.nodes * hours))
+        model.row([(v, 1.0) for v in ys] + [(placed, -float(r))], 0, 0)
+        zs = []
+        zmap: dict[str, int] = {}
+        for prov, vs in by_provider.items():
+            z = model.var(0, 1, 0)
+            zs.append(z)
+            zmap[prov] = z
+            # replicas on a provider only if it counts towards the spread, and it counts
+            # only if it has one (one row per provider, not per option: services are a
+            # fifth of the jobs, and per-option rows were most of a large model's rows)
+            model.row([*((v, 1.0) for v in vs), (z, -float(r))], -np.inf, 0)
+            model.row([(z, 1.0), *((v, -1.0) for v in vs)], -np.inf, 0)
+            # and only if the service is placed: else the LP half-places every service
+            # that has a single provider, one provider meeting spread × ½
+            model.row([(z, 1.0), (placed, -1.0)], -np.inf, 0)
+        model.row([(z, 1.0) for z in zs] + [(placed, -float(s.spread))], 0, np.inf)
+        if s.job.max_price_per_hour is not None:
+            model.row([*price_terms, (placed, -s.job.max_price_per_hour)], -np.inf, 0)
+        services.append(Service(s, opts, ys, placed, zmap))
+
+    for oi, terms in cap_terms.items():
+        c = planner.cap[oi]
+        assert c is not None
+        # Only rows that can bind: a variable may stand for several gangs or replicas,
+        # so its largest use of the pool is nodes × its upper bound.
+        if sum(nodes * model.ub[v] for v, nodes in terms) > c:
+            model.cap_row[oi] = len(model.row_lb)
+            model.row(terms, 0, c)
+            _gang_cuts(model, terms, c)
+    for team, terms in team_terms.items():
+        model.row(terms, -np.inf, max(budgeted[team], 0.0))
+    return model, list(classes.values()), services, tier_vars
+
+
+def _gang_cuts(model: Model, terms: list[tuple[int, float]], cap: int) -> None:
+    """Add the rounded capacity rows that make gang packing tight in the LP.
+
+    Dividing a pool's row by a gang size d and rounding down both sides is valid for whole
+    gangs (Chvátal-Gomory): ``Σ ⌊nodes/d⌋·x ≤ ⌊cap/d⌋``. Without it the LP packs half a
+    16-node gang into 8 spare nodes, and its bound, and every rounding of it, drift.
+    """
+    for d in sorted({int(nodes) for _, nodes in terms if nodes > 1}):
+        big = [(v, float(int(nodes) // d)) for v, nodes in terms if nodes >= d]
+        if cap % d == 0 and all(int(nodes) % d == 0 for _, nodes in terms if nodes >= d):
+            continue  # the same row divided by d: nothing to cut
+        if sum(k * model.ub[v] for v, k in big) > cap // d:
+            model.row(big, -np.inf, cap // d)
+
+
+def problem_of(model: Model, classes: list[GangClass], services: list[Service]) -> Problem:
+    """The model as arrays, with each variable's owner, pool and option rank."""
+    n = len(model.lb)
+    owner = np.full(n, -1, dtype=np.int64)
+    rank = np.zeros(n, dtype=np.int64)
+    for k, cls in enumerate(classes):
+        owner[cls.vars] = k
+        rank[cls.vars] = np.arange(len(cls.vars))
+    for k, svc in enumerate(services, start=len(classes)):
+        owner[[*svc.y, svc.placed, *svc.z.values()]] = k
+        rank[svc.y] = np.arange(len(svc.y))
+    pool = np.full(n, -1, dtype=np.int64)
+    use = np.zeros(n)
+    for v, (oi, nodes) in model.pool.items():
+        row = model.cap_row.get(oi)
+        if row is not None:  # a pool that can never fill links nobody
+            pool[v] = row
+            use[v] = nodes
+    a = coo_array(
+        (model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)
+    ).tocsc()
+    return Problem(
+        a=a,
+        row_lb=np.array(model.row_lb, dtype=np.float64),
+        row_ub=np.array(model.row_ub, dtype=np.float64),
+        ub=np.array(model.ub, dtype=np.float64),
+        integral=np.array(model.integral, dtype=np.bool_),
+        owner=owner,
+        pool=pool,
+        use=use,
+        rank=rank,
+    )
+
+
+
+def encode(
+    model: Model,
+    classes: list[GangClass],
+    services: list[Service],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+) -> np.ndarray | None:
+    """Per-slot placements (the walk's, or another model's) as a solution of this model.
+
+    None if a placement uses an option the model pruned.
+    """
+    x = np.zeros(len(model.lb))
+    for cls in classes:
+        where = {opt.oi: v for opt, v in zip(cls.opts, cls.vars, strict=True)}
+        for s in cls.slots:
+            for opt, _, _ in greedy.get(s.idx, ()):
+                if opt.oi not in where:
+                    return None
+                x[where[opt.oi]] += 1
+    for svc in services:
+        choice = greedy.get(svc.slot.idx)
+        if not choice:
+            continue
+        where = {opt.oi: v for opt, v in zip(svc.opts, svc.y, strict=True)}
+        for opt, reps, _ in choice:
+            if opt.oi not in where:
+                return None
+            x[where[opt.oi]] += reps
+            x[svc.z[opt.provider]] = 1
+        x[svc.placed] = 1
+    return x
+
+
+def choices(
+    x: np.ndarray, classes: list[GangClass], services: list[Service]
+) -> dict[int, list[tuple[Opt, int, float]]]:
+    """Per-slot placements of a model solution.
+
+    Within a class the members differ at most in duration, so the cost is least when the
+    shortest members are the ones placed and, among those, the longest get the cheapest
+    options (an exchange argument: swapping two members never lowers the cost otherwise).
+    Equal durations keep queue order: earlier jobs get the cheaper options.
+    """
+    out: dict[int, list[tuple[Opt, int, float]]] = {}
+    # Whole numbers once, as Python ints: rounding numpy scalars one by one was a tenth
+    # of a heavy batch's planning time.
+    whole: list[int] = np.rint(x).astype(np.int64).tolist()
+    for cls in classes:
+        counts = [whole[v] for v in cls.vars]
+        placed = sum(counts)
+        members = sorted(range(len(cls.slots)), key=lambda i: (cls.slots[i].job.duration_hours, i))
+        chosen = sorted(
+            members[:placed], key=lambda i: (-cls.slots[i].job.duration_hours, i)
+        )
+        queue = iter(chosen)
+        for opt, k in zip(cls.opts, counts, strict=True):
+            for _ in range(k):
+                out[cls.slots[next(queue)].idx] = [(opt, 1, opt.node_price)]
+    for svc in services:
+        if whole[svc.placed] < 1:
+            continue
+        out[svc.slot.idx] = [
+            (opt, whole[v], opt.node_price)
+            for opt, v in zip(svc.opts, svc.y, strict=True)
+            if whole[v] > 0
+        ]
+    return out
+
+

@@ -1,0 +1,127 @@
+"""An integer program as arrays, and HiGHS instances over it (docs/architecture.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from highspy import HighsVarType, ObjSense
+from highspy._core import _Highs
+from scipy.sparse import csc_array, csr_array, vstack
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+FRAC = 1e-6  # farther than this from an integer counts as fractional
+
+
+@dataclass
+class Problem:
+    """An integer program ``min c·x`` over ``row_lb ≤ A x ≤ row_ub``, ``lb ≤ x ≤ ub``.
+
+    Attributes:
+        a: Constraint matrix (rows × variables).
+        row_lb: Row lower bounds.
+        row_ub: Row upper bounds.
+        ub: Variable upper bounds (every lower bound is 0).
+        integral: Which variables are integer.
+        owner: The job (or class of identical jobs) each variable belongs to; a
+            neighbourhood frees whole owners.
+        pool: The capacity row of the pool a variable draws on (-1: none that can fill).
+        use: Nodes one unit of a variable takes from its pool.
+        rank: Order of a variable among its owner's options (0: cheapest), for the first
+            LP of a large model.
+    """
+
+    a: Any
+    row_lb: FloatArray
+    row_ub: FloatArray
+    ub: FloatArray
+    integral: BoolArray
+    owner: IntArray
+    pool: IntArray
+    use: FloatArray
+    rank: IntArray
+
+    @property
+    def n(self) -> int:
+        """Number of variables."""
+        return int(self.ub.shape[0])
+
+    def add_rows(self, rows: Sequence[tuple[IntArray, float, float]]) -> None:
+        """Append rows with coefficient 1 on the given variables, as ``lo ≤ sum ≤ hi``."""
+        if not rows:
+            return
+        data: list[float] = []
+        index: list[int] = []
+        ptr = [0]
+        for idx, _, _ in rows:
+            index.extend(int(i) for i in idx)
+            data.extend(1.0 for _ in idx)
+            ptr.append(len(index))
+        extra = csr_array((data, index, ptr), shape=(len(rows), self.n))
+        self.a = csc_array(vstack([self.a, extra], format="csc"))
+        self.row_lb = np.concatenate([self.row_lb, [lo for _, lo, _ in rows]])
+        self.row_ub = np.concatenate([self.row_ub, [hi for _, _, hi in rows]])
+
+    def feasible(self, x: FloatArray, tol: float = 1e-6) -> bool:
+        """True if ``x`` satisfies every bound and row (and integrality)."""
+        if np.any(x < -tol) or np.any(x > self.ub + tol):
+            return False
+        if np.any(np.abs(x[self.integral] - np.round(x[self.integral])) > tol):
+            return False
+        ax = self.a @ x
+        return bool(np.all(ax >= self.row_lb - tol) and np.all(ax <= self.row_ub + tol))
+
+
+
+def cols_idx(n: int) -> npt.NDArray[np.int32]:
+    """Indices 0..n-1 as HiGHS wants them."""
+    return np.arange(n, dtype=np.int32)
+
+
+def highs(
+    a: Any,
+    cost: FloatArray,
+    ub: FloatArray,
+    row_lb: FloatArray,
+    row_ub: FloatArray,
+    integral: BoolArray | None,
+    lb: FloatArray | None = None,
+) -> _Highs:
+    """A silent HiGHS instance: ``min cost·x, row_lb ≤ a x ≤ row_ub, lb (or 0) ≤ x ≤ ub``."""
+    h = _Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("random_seed", 0)
+    # One thread: the machine is shared with the service's other work, and a single
+    # thread's search path cannot depend on how threads were scheduled.
+    h.setOptionValue("threads", 1)
+    n = a.shape[1]
+    kinds = (
+        np.zeros(n, dtype=np.int32)
+        if integral is None
+        else np.where(integral, int(HighsVarType.kInteger.value), 0).astype(np.int32)
+    )
+    h.passModel(
+        n,
+        a.shape[0],
+        int(a.nnz),
+        1,  # column-wise
+        int(ObjSense.kMinimize.value),
+        0.0,
+        np.ascontiguousarray(cost, dtype=np.float64),
+        np.zeros(n) if lb is None else np.ascontiguousarray(lb, dtype=np.float64),
+        np.ascontiguousarray(ub, dtype=np.float64),
+        np.ascontiguousarray(row_lb, dtype=np.float64),
+        np.ascontiguousarray(row_ub, dtype=np.float64),
+        a.indptr.astype(np.int32),
+        a.indices.astype(np.int32),
+        np.ascontiguousarray(a.data, dtype=np.float64),
+        kinds,
+    )
+    return h
+
