@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
+from multicloud.store import lease
 from multicloud.store.errors import StoreError
 
 __all__ = ["CHUNK", "Database", "chunks", "engine_url"]
@@ -204,6 +205,10 @@ class Database:
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.backend == "sqlite" else contextlib.nullcontext()
         )
+        # The lease epoch every write is fenced with (None: unfenced, e.g. tools and tests),
+        # and the database time of the fence check of the last fenced write that committed.
+        self.fence: int | None = None
+        self.fenced_at: float | None = None
 
     @property
     def backend(self) -> str:
@@ -270,24 +275,36 @@ class Database:
 
         Raises:
             StoreError: If this thread is already inside a batch.
+            LeaseLost: The fence is set and another scheduler took the lease over.
         """
         if self.in_batch():
             raise StoreError("store batches do not nest")
         with self._write_lock, self.engine.connect() as conn:
             conn.execution_options(multicloud_write=True)
             with conn.begin():
+                checked = self._check_fence(conn)
                 self._local.conn = conn
                 try:
                     yield conn
                 finally:
                     self._local.conn = None
+            self._committed(checked)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, fenced: bool = True) -> Iterator[Connection]:
         """A write transaction (the caller's batch, if this thread is in one).
+
+        With a :attr:`fence` set, the transaction first checks that the store's lease is
+        still under that epoch and raises ``LeaseLost`` (rolling back) otherwise.
+
+        Args:
+            fenced: Check the fence (False only for the lease's own updates).
 
         Yields:
             The connection.
+
+        Raises:
+            LeaseLost: Another scheduler took the lease over.
         """
         batched: Connection | None = getattr(self._local, "conn", None)
         if batched is not None:
@@ -296,7 +313,17 @@ class Database:
         with self._write_lock, self.engine.connect() as conn:
             conn.execution_options(multicloud_write=True)
             with conn.begin():
+                checked = self._check_fence(conn) if fenced else None
                 yield conn
+            self._committed(checked)
+
+    def _check_fence(self, conn: Connection) -> float | None:
+        epoch = self.fence
+        return None if epoch is None else lease.check(conn, epoch)
+
+    def _committed(self, checked: float | None) -> None:
+        if checked is not None:
+            self.fenced_at = checked
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
