@@ -197,6 +197,8 @@ class Database:
         else:
             # pre_ping: a store outlives PostgreSQL restarts and failovers.
             self.engine = sa.create_engine(target, pool_pre_ping=True)
+            sa.event.listen(self.engine, "connect", self._pg_on_connect)
+        self._idle_limit_ms = 0
         self._local = threading.local()
         # SQLite has one writer at a time, and a writer that finds the file locked polls
         # with sleeps of up to 100 ms (the busy handler). Threads of this process queue
@@ -209,6 +211,28 @@ class Database:
         # and the database time of the fence check of the last fenced write that committed.
         self.fence: int | None = None
         self.fenced_at: float | None = None
+
+    def _pg_on_connect(self, dbapi_conn: Any, _record: Any) -> None:
+        if self._idle_limit_ms:
+            with dbapi_conn.cursor() as cursor:
+                cursor.execute(f"SET idle_in_transaction_session_timeout = {self._idle_limit_ms}")
+            dbapi_conn.commit()
+
+    def limit_idle_transactions(self, seconds: float) -> None:
+        """End this process's PostgreSQL sessions that sit in a transaction this long.
+
+        A lease holder paused (or partitioned) in the middle of a transaction keeps its
+        row locks, the lease row's included, and a takeover would wait on them for ever;
+        the server ends such a session after ``seconds``, and the lease can move on.
+        Connections already open are replaced.
+
+        Args:
+            seconds: The limit (the lease's TTL).
+        """
+        limit = max(int(seconds * 1000), 1000)
+        if self.backend == "postgresql" and limit != self._idle_limit_ms:
+            self._idle_limit_ms = limit
+            self.engine.dispose()
 
     @property
     def backend(self) -> str:

@@ -59,6 +59,10 @@ class LeaseHeldError(StoreError):
         lease: The lease as read (a :class:`multicloud.store.lease.Lease`).
     """
 
-    def __init__(self, message: str, lease: object) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, lease: object = None) -> None:
+        # Both in ``args``: the error crosses Ray by pickle, which rebuilds it from them.
+        super().__init__(message, lease)
         self.lease = lease
+
+    def __str__(self) -> str:
+        return str(self.args[0])

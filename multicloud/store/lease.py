@@ -84,7 +84,7 @@ class Lease:
     def describe(self) -> str:
         """One line for people: who holds it, since when, until when."""
         if not self.held or self.holder is None:
-            return f"the lease is free (epoch {self.epoch})"
+            return f"free (epoch {self.epoch})"
         h = self.holder
         left = (self.expires_at - self.now).total_seconds()
         since = f"{self.started_at:%Y-%m-%d %H:%M:%S} UTC" if self.started_at else "?"
@@ -237,7 +237,10 @@ def renew(conn: Connection, epoch: int, ttl: float) -> Lease:
         .values(renewed_at=now, expires_at=now + ttl)
     )
     if done.rowcount != 1:
-        raise LeaseLost(f"lease lost: epoch {epoch} was taken over ({read(conn).describe()})")
+        raise LeaseLost(
+            f"lease lost: epoch {epoch} was taken over; the store's lease is now "
+            f"{read(conn).describe()}"
+        )
     return read(conn)
 
 
@@ -280,8 +283,8 @@ def check(conn: Connection, epoch: int) -> float:
     row = _select(conn, lock="share")
     if int(row["epoch"]) != epoch:
         raise LeaseLost(
-            f"lease lost: this scheduler wrote under epoch {epoch}, the store is at "
-            f"{_lease(row).describe()}"
+            f"lease lost: this scheduler writes under epoch {epoch}; the store's lease is "
+            f"now {_lease(row).describe()}"
         )
     return float(row["db_now"])
 
@@ -332,6 +335,7 @@ class StoreLease:
         with self._db.write(fenced=False) as conn:
             got = acquire(conn, holder, ttl, own=own)
         self._db.fence = got.epoch
+        self._db.limit_idle_transactions(ttl)
         return got
 
     def renew(self, ttl: float) -> Lease:

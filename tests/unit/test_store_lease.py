@@ -191,3 +191,38 @@ def test_a_takeover_waits_for_a_write_under_way(stores: Callable[[], Store]) -> 
     assert [j.name for j in other.list_jobs()] == ["racing"]
     with pytest.raises(LeaseLost):
         holder_store.submit_many([(job("after"), None)], now=NOW)
+
+
+def test_a_holder_s_postgresql_sessions_end_when_idle_in_a_transaction(
+    stores: Callable[[], Store], url: str
+) -> None:
+    if not url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL setting")
+    store = stores()
+    store.lease.acquire(holder(), 7.5)
+    with store._db.read() as conn:
+        limit = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
+    assert limit == "7500ms"
+    with stores()._db.read() as conn:  # a store that holds nothing is left alone
+        assert conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar() == "0"
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_start_against_a_held_store_says_who_and_exits_3(
+    stores: Callable[[], Store], url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from multicloud.cli import app
+
+    monkeypatch.setenv("MULTICLOUD_HOME", str(tmp_path / "home"))
+    stores().lease.acquire(holder("elsewhere", pid=4242, ray_address="10.0.0.9:6379"), LONG)
+    result = CliRunner().invoke(app, ["start", "--store", url])
+    assert result.exit_code == 3, result.output
+    assert "held by elsewhere" in result.stderr and "pid 4242" in result.stderr
+    assert "10.0.0.9:6379" in result.stderr and "--standby" in result.stderr
+    # Refused before anything started: no Ray cluster, no saved config.
+    assert not (tmp_path / "home" / "ray" / "cluster.json").exists()
+    assert not (tmp_path / "home" / "service.json").exists()
