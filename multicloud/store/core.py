@@ -12,6 +12,8 @@ Rules every method follows:
 * Writes are in bulk: every write takes a batch of items; there are no one-item twins.
 * Time comes from the caller (``now``), never from the clock. Datetimes must be aware.
 * Job specs are stored as the user wrote them. A spec carries secret *names* only.
+* Once this ``Store`` holds the lease (:attr:`Store.lease`), every write is fenced by its
+  epoch and raises ``LeaseLost`` after a takeover (``docs/architecture.md``).
 
 A ``Store`` may be used by several threads (each call opens its own transaction); any
 number of stores, in any number of processes, may share a URL.
