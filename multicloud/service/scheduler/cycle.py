@@ -31,6 +31,7 @@ from multicloud.service.metrics import Metrics
 from multicloud.service.scheduler.book import Book, Counters
 from multicloud.service.scheduler.index import JobIndex, JobInfo
 from multicloud.service.scheduler.launcher import Launcher
+from multicloud.service.scheduler.lease import LeaseKeeper
 from multicloud.service.scheduler.offers import OfferRounds
 from multicloud.service.scheduler.placing import Placer
 from multicloud.service.scheduler.settings import CrashPoints, Settings
@@ -38,7 +39,7 @@ from multicloud.service.scheduler.stats import decision_summary, tick_summary
 from multicloud.service.scheduler.status import StatusWatcher
 from multicloud.service.scheduler.sweeper import Sweeper
 from multicloud.service.scheduler.timing import Backoff, BlockedSet, Clock, earliest
-from multicloud.store import Store
+from multicloud.store import LeaseLost, Store
 
 __all__ = ["Scheduler"]
 
@@ -67,6 +68,8 @@ class Scheduler:
         crash: Crash points (tests only).
         metrics: Prometheus metrics to update, if any.
         adapters: The adapters themselves, for extras such as ``logs``.
+        lease: The store's lease, already acquired (None: the store is not fenced, as
+            in tests that run one scheduler).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Scheduler:
         crash: CrashPoints | None = None,
         metrics: Metrics | None = None,
         adapters: Mapping[str, object] | None = None,
+        lease: LeaseKeeper | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
@@ -94,6 +98,8 @@ class Scheduler:
         self.wall = wall
         self.metrics = metrics
         self.adapters = dict(adapters or {})
+        self.lease = lease
+        self.lost: LeaseLost | None = None
         self.lock = threading.RLock()
         self.wake = threading.Event()
         crash = crash or CrashPoints({})
@@ -310,6 +316,8 @@ class Scheduler:
             started = time.perf_counter()
             work = self._work()
             self.counters.cycles += 1
+            if self.lease is not None:
+                self.lease.renew_if_due()
             self._take_inbox()
             self.launcher.reap()
             if self.book.blocked.expire():
@@ -382,11 +390,15 @@ class Scheduler:
                 self.book.backoff.next_due(),
                 self.launcher.deadline(),
                 placer.rounds.deadline(),
+                self.lease.timer.next_at if self.lease is not None else None,
             )
         )
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set; a tick's error is logged and the loop goes on.
+        """Tick until ``stop`` is set or the lease is lost; other errors are logged.
+
+        On ``LeaseLost`` the loop ends at once (kept in :attr:`lost`): no sweep, no
+        launch, no write follows from a scheduler that another has replaced.
 
         Args:
             stop: Set to end the loop.
@@ -395,6 +407,10 @@ class Scheduler:
             self.wake.clear()
             try:
                 self.tick()
+            except LeaseLost as lost:
+                log.error("stopping the cycle: %s", lost)
+                self.lost = lost
+                return
             except Exception as exc:
                 log.exception("scheduling cycle failed; rebuilding the index and retrying")
                 self.counters.cycle_errors += 1
@@ -417,4 +433,3 @@ class Scheduler:
     def close(self) -> None:
         """Stop the planner thread (adapter calls belong to the effects' owner)."""
         self._planner.shutdown(wait=False, cancel_futures=True)
-
