@@ -12,7 +12,6 @@ import concurrent.futures as cf
 import contextlib
 import gc
 import importlib
-import json
 import logging
 import os
 import threading
@@ -37,7 +36,7 @@ from multicloud.service.effects import (
 from multicloud.service.metrics import Metrics
 from multicloud.service.scheduler import CrashPoints, Scheduler, Settings
 from multicloud.service.views import ExplainView, JobView, explain_view, job_view
-from multicloud.specs import check_against_fleet, parse_jobs
+from multicloud.specs import check_against_fleet, validate_jobs
 from multicloud.store import Store
 
 __all__ = ["LauncherActorEffects", "SchedulerActor", "build_providers", "runtime_options"]
@@ -182,13 +181,13 @@ class LauncherActorEffects(InlineEffects):
                 ray.kill(actor, no_restart=True)
 
 
-def _validate(docs: list[dict[str, Any]]) -> list[Job]:
-    """Turn submitted documents into jobs, as ``parse_jobs`` would.
+def _validate(docs: list[Any]) -> list[Job]:
+    """Turn submitted documents into jobs.
 
     The documents arrive already parsed: validating them directly spares a round trip
-    through JSON text and the YAML parser, which cost ten times the validation itself
-    and was most of a submission's time. Anything ``parse_jobs`` would refuse (an invalid
-    job, a duplicate name) is handed to it, for its field-path messages.
+    through text and a parser, which cost ten times the validation itself. Anything
+    refused (an invalid job, a duplicate name) goes to ``validate_jobs`` for its
+    field-path messages.
 
     Args:
         docs: Job documents.
@@ -205,8 +204,7 @@ def _validate(docs: list[dict[str, Any]]) -> list[Job]:
         jobs = []
     if jobs and len({j.name for j in jobs}) == len(jobs):
         return jobs
-    parsed: list[Job] = parse_jobs(json.dumps({"jobs": docs}), source="submission")
-    return parsed
+    return validate_jobs(docs, source="submission")
 
 
 class SchedulerActor:
@@ -276,7 +274,7 @@ class SchedulerActor:
         return self.scheduler.tick_stats(window_s)
 
     def submit(
-        self, docs: list[dict[str, Any]], client_keys: list[str | None] | None = None
+        self, docs: list[Any], client_keys: list[str | None] | None = None
     ) -> list[str]:
         """Validate and accept jobs.
 

@@ -184,7 +184,7 @@ class Scheduler:
                 fresh = JobIndex()
                 self.book.pending = type(self.book.pending)()
                 self.book.index = self.index = fresh
-                self.book.spent.clear()
+                self.book.clear_charges()
                 self._recover()
             except Exception:
                 log.exception("could not rebuild the index from the store; retrying later")
