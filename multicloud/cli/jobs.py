@@ -51,12 +51,16 @@ def status(
     namespace: Namespace = "multicloud",
     as_json: AsJson = False,
 ) -> None:
-    """Show jobs: state, where they run, attempts."""
+    """Show jobs: state, where they run, attempts; and who holds the store's lease."""
     with reported():
-        jobs = client(address, namespace).status(job)
+        service = client(address, namespace)
+        jobs = service.status(job)
+        lease = service.lease()
     if as_json:
-        typer.echo(json.dumps({"jobs": [j.to_json() for j in jobs]}, indent=2))
+        doc = {"jobs": [j.to_json() for j in jobs], "lease": lease.to_json()}
+        typer.echo(json.dumps(doc, indent=2))
         return
+    console().print(lease.describe(), markup=False)
     table = Table(title=f"{len(jobs)} job(s)", title_justify="left")
     columns = ("id", "name", "state", "where", "instance type", "accel", "attempts", "submitted")
     for column in columns:

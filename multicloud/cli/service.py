@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
@@ -21,6 +25,9 @@ from multicloud.cli.app import (
 )
 from multicloud.fleet import check_reservations
 from multicloud.specs import load_fleet, load_jobs
+
+if TYPE_CHECKING:
+    from multicloud.service.views import LeaseView
 
 __all__: list[str] = []
 
@@ -60,12 +67,25 @@ def start(
     num_cpus: Annotated[
         int | None, typer.Option("--num-cpus", help="CPUs of a local Ray head started here.")
     ] = None,
+    standby: Annotated[
+        bool,
+        typer.Option(
+            "--standby",
+            help="If a scheduler elsewhere holds the store's lease, wait as its standby and "
+            "take over when the lease expires (default: refuse, exit 3).",
+        ),
+    ] = False,
+    standby_timeout: Annotated[
+        float | None,
+        typer.Option("--standby-timeout", help="Seconds a standby waits at most (exit 3)."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Start the scheduler as a detached Ray actor (and a local Ray if none runs).
 
     A no-op that says so when it already runs; after it died, brings it back on the same
-    store.
+    store. One scheduler per store: if a live scheduler of another installation holds the
+    store's lease, says who and exits 3 (or, with --standby, waits to take over).
     """
     from multicloud.service.client import start as start_service
     from multicloud.service.config import (
@@ -74,7 +94,7 @@ def start(
         store_password_warning,
     )
 
-    with reported():
+    with reported(), lease_refusal():
         config = None
         if fleet is not None or store is not None or metrics_port is not None:
             saved = ServiceConfig.load_saved()
@@ -105,7 +125,15 @@ def start(
 
             fleet_path = demo_paths()[1]
             config = ServiceConfig.build(load_fleet(fleet_path), fleet_source=str(fleet_path))
-        result = start_service(config, address=address, namespace=namespace, num_cpus=num_cpus)
+        result = start_service(
+            config,
+            address=address,
+            namespace=namespace,
+            num_cpus=num_cpus,
+            standby=standby,
+            standby_timeout=standby_timeout,
+            on_wait=_standby_progress(),
+        )
     if as_json:
         typer.echo(
             json.dumps(
@@ -130,7 +158,7 @@ def start(
     verb = "started" if result.started_actor else "already running"
     out.print(
         f"Scheduler: {verb} in namespace '{namespace}' — store {info['store']}, fleet "
-        f"{info['fleet']} ({', '.join(info['providers'])})"
+        f"{info['fleet']} ({', '.join(info['providers'])}), lease epoch {info.get('lease_epoch')}"
     )
     if info.get("metrics_port"):
         host = info.get("metrics_host") or "127.0.0.1"
@@ -145,6 +173,41 @@ def start(
                 style="dim",
             )
         )
+
+
+LEASE_HELD_EXIT = 3
+"""Exit status of ``start`` when another installation's scheduler holds the store's lease."""
+
+
+@contextmanager
+def lease_refusal() -> Iterator[None]:
+    """Report a store whose lease another scheduler holds: who, and exit status 3."""
+    from multicloud.service.standby import StandbyTimeoutError
+    from multicloud.store import LeaseHeldError
+
+    try:
+        yield
+    except (LeaseHeldError, StandbyTimeoutError) as err:
+        sys.stderr.write(
+            f"error: {err}\n"
+            "One scheduler per store: stop that one first, or start this one with "
+            "--standby to wait and take over when its lease expires.\n"
+        )
+        raise typer.Exit(LEASE_HELD_EXIT) from None
+
+
+def _standby_progress() -> Callable[[LeaseView], None]:
+    """Print what a standby waits for when the holder changes, and every 30 s."""
+    shown: dict[str, Any] = {"key": None, "at": 0.0}
+
+    def show(lease: LeaseView) -> None:
+        key = (lease.epoch, (lease.holder or {}).get("owner"))
+        if key == shown["key"] and time.monotonic() - shown["at"] < 30.0:
+            return
+        shown.update(key=key, at=time.monotonic())
+        console(stderr=True).print(f"standby: waiting — {lease.describe()}", markup=False)
+
+    return show
 
 
 @app.command()

@@ -4,181 +4,49 @@ The actor is a thin shell: it builds the store, the fleet's adapters and a
 :class:`~multicloud.service.scheduler.Scheduler`, runs the cycle on a thread, and answers
 the client's calls (submit, status, cancel, explain, audit, logs) on Ray's actor threads
 with the typed views of :mod:`multicloud.service.views`.
+
+The scheduler exists only while the actor holds the store's lease (``docs/architecture.md``,
+"One scheduler per store"). An actor that cannot take it waits as a **standby**, polling
+every ``lease_poll_s``, and answers reads only; one that loses it (paused, partitioned,
+replaced) stops its cycle at once and becomes a standby again.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import gc
 import importlib
 import logging
 import os
+import socket
 import threading
-from collections.abc import Sequence
+import time
 from typing import Any
 
 import ray
 from pydantic import ValidationError
 
-from multicloud import providers as registry
-from multicloud.models import Fleet, Job
+from multicloud.models import Job
 from multicloud.planner.types import AuditEntry
-from multicloud.provider import Handle, Provider
 from multicloud.service.config import ServiceConfig
-from multicloud.service.effects import (
-    InlineEffects,
-    LaunchItem,
-    LaunchOutcome,
-    launch_batch,
-    terminate_batch,
-)
+from multicloud.service.effects import InlineEffects
+from multicloud.service.launchers import LauncherActorEffects, build_providers, runtime_options
 from multicloud.service.metrics import Metrics
 from multicloud.service.scheduler import CrashPoints, Scheduler, Settings
-from multicloud.service.views import ExplainView, JobView, explain_view, job_view
+from multicloud.service.scheduler.lease import LeaseKeeper
+from multicloud.service.views import (
+    ExplainView,
+    JobView,
+    LeaseView,
+    explain_view,
+    job_view,
+)
 from multicloud.specs import check_against_fleet, validate_jobs
-from multicloud.store import Store
+from multicloud.store import Holder, LeaseHeldError, Store
 
 __all__ = ["LauncherActorEffects", "SchedulerActor", "build_providers", "runtime_options"]
 
 log = logging.getLogger(__name__)
-
-
-def runtime_options(fleet: Fleet, name: str, config: ServiceConfig) -> dict[str, Any]:
-    """Constructor arguments decided by the service rather than the fleet file.
-
-    Args:
-        fleet: The fleet.
-        name: Fleet provider name.
-        config: The service config.
-
-    Returns:
-        Keyword arguments for the adapter (the simulated clouds' shared journal, the local
-        provider's log directory).
-    """
-    adapter = fleet.adapter_of(name)
-    if adapter == "sim":
-        return {"state_path": config.sim_state}
-    if adapter == "local":
-        return {"logs_dir": config.local_logs}
-    return {}
-
-
-def build_providers(config: ServiceConfig) -> dict[str, Provider]:
-    """Build every adapter of the config's fleet with the service's runtime options.
-
-    Args:
-        config: The service config.
-
-    Returns:
-        Fleet provider name → adapter.
-    """
-    fleet = config.fleet_model()
-    return {
-        name: registry.from_fleet(fleet, name, **runtime_options(fleet, name, config))
-        for name in fleet.providers
-    }
-
-
-class _Launcher:
-    """One provider's launches and terminations, in a long-lived process of their own.
-
-    Built once per provider with the service's config: no per-call worker start, no
-    per-call adapter construction. A hung cloud call holds one of its threads.
-
-    Args:
-        config_json: The service config.
-        provider: Fleet provider name.
-    """
-
-    def __init__(self, config_json: str, provider: str) -> None:
-        config = ServiceConfig.model_validate_json(config_json)
-        fleet = config.fleet_model()
-        self._adapter = registry.from_fleet(
-            fleet, provider, **runtime_options(fleet, provider, config)
-        )
-
-    def launch(self, items: list[LaunchItem]) -> list[LaunchOutcome]:
-        """Launch a batch; errors come back as outcomes."""
-        return launch_batch(self._adapter, items)
-
-    def terminate(self, items: list[tuple[Handle, str]]) -> list[str | None]:
-        """Terminate a batch; an error message (or None) per item."""
-        return terminate_batch(self._adapter, items)
-
-
-class LauncherActorEffects(InlineEffects):
-    """Launches and terminations in one launcher actor per provider; reads on threads here.
-
-    For adapters that must not share the scheduler's process (a C extension that may
-    crash it, an SDK that holds the GIL for long): each provider's launches run in a
-    long-lived actor, started on first use, with ``workers`` calls at a time. Offers and
-    status stay on this process's threads: a round trip would cost more than the call.
-
-    Args:
-        providers: The adapters, for the reads done in this process.
-        config: The service config, which each launcher builds its adapter from.
-        workers: Calls each launcher runs at once.
-    """
-
-    def __init__(
-        self, providers: dict[str, Provider], config: ServiceConfig, *, workers: int = 4
-    ) -> None:
-        super().__init__(providers)
-        self._config_json = config.model_dump_json()
-        self._workers = workers
-        self._actors: dict[str, Any] = {}
-
-    def _actor(self, provider: str) -> Any:
-        actor = self._actors.get(provider)
-        if actor is None:
-            remote: Any = ray.remote(_Launcher)
-            # Owned by the scheduler actor: they die with it, and a restarted scheduler
-            # starts its own.
-            actor = remote.options(
-                num_cpus=0, max_concurrency=self._workers, max_restarts=-1, max_task_retries=0
-            ).remote(self._config_json, provider)
-            self._actors[provider] = actor
-        return actor
-
-    def launch(self, provider: str, items: Sequence[LaunchItem]) -> cf.Future[list[LaunchOutcome]]:
-        """Send a batch of launches to the provider's launcher.
-
-        Args:
-            provider: Fleet provider name.
-            items: The launches.
-
-        Returns:
-            A future of the outcomes.
-        """
-        fut: cf.Future[list[LaunchOutcome]] = (
-            self._actor(provider).launch.remote(list(items)).future()
-        )
-        return fut
-
-    def terminate(
-        self, provider: str, items: Sequence[tuple[Handle, str]]
-    ) -> cf.Future[list[str | None]]:
-        """Send a batch of terminations to the provider's launcher.
-
-        Args:
-            provider: Fleet provider name.
-            items: ``(handle, request_id)`` pairs.
-
-        Returns:
-            A future of the errors (None per success).
-        """
-        fut: cf.Future[list[str | None]] = (
-            self._actor(provider).terminate.remote(list(items)).future()
-        )
-        return fut
-
-    def close(self) -> None:
-        """Stop the reader threads and the launchers."""
-        super().close()
-        for actor in self._actors.values():
-            with contextlib.suppress(Exception):
-                ray.kill(actor, no_restart=True)
 
 
 def _validate(docs: list[Any]) -> list[Job]:
@@ -212,51 +80,108 @@ class SchedulerActor:
 
     Args:
         config_json: A :class:`ServiceConfig` as JSON.
+        claim: How ``start`` asked for the lease: ``owner`` (this installation's key; an
+            earlier holder with the same key is taken over at once) and ``standby``.
     """
 
-    def __init__(self, config_json: str) -> None:
+    def __init__(self, config_json: str, claim: dict[str, Any] | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         self.config = ServiceConfig.model_validate_json(config_json)
         self.fleet = self.config.fleet_model()
         self.store = Store.open(self.config.store_url)
-        providers = build_providers(self.config)
-        effects: InlineEffects = (
-            LauncherActorEffects(providers, self.config)
+        self.providers = build_providers(self.config)
+        self.effects: InlineEffects = (
+            LauncherActorEffects(self.providers, self.config)
             if self.config.launcher == "actors"
-            else InlineEffects(providers)
+            else InlineEffects(self.providers)
         )
         self.metrics = Metrics()
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_port, addr=self.config.metrics_host)
-        self.scheduler = Scheduler(
-            self.store,
-            self.fleet,
-            effects,
-            settings=Settings.from_overrides(self.config.settings),
-            policy=self.config.policy_model(),
-            crash=CrashPoints(self.config.crash_points, seed=self.config.crash_seed),
-            metrics=self.metrics,
-            adapters=providers,
+        self.settings = Settings.from_overrides(self.config.settings)
+        context = ray.get_runtime_context()
+        ray_address = str(context.gcs_address)
+        holder = Holder(
+            owner=str((claim or {}).get("owner") or f"{socket.gethostname()}:{ray_address}"),
+            install_id=self.store.install_id(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            ray_address=ray_address,
+            actor=str(context.get_actor_id() or ""),
         )
+        self.keeper = LeaseKeeper(self.store, holder, self.settings, time.monotonic)
+        self.scheduler: Scheduler | None = None
+        self.lost: str | None = None
         # The optimiser imports SciPy on first use, which takes seconds: pay that at start
         # rather than in the middle of the first contended plan, with submitters waiting.
         importlib.import_module("multicloud.planner.milp")
+        # A restart of this installation (same owner key) takes its own lease back at once.
+        if self.keeper.try_acquire(own=True) is not None:
+            self.scheduler = self._build()
         # What exists now (Ray, SciPy, the catalog, the adapters, the recovered index) lives
         # as long as the actor. Frozen, it is no longer scanned by every full collection,
         # which otherwise stops all threads for hundreds of milliseconds at a time.
         gc.freeze()
         self._stop = threading.Event()
-        self._loop = threading.Thread(
-            target=self.scheduler.run, args=(self._stop,), name="scheduler-cycle", daemon=True
-        )
+        self._loop = threading.Thread(target=self._serve, name="scheduler-cycle", daemon=True)
         self._loop.start()
+
+    def _build(self) -> Scheduler:
+        return Scheduler(
+            self.store,
+            self.fleet,
+            self.effects,
+            settings=self.settings,
+            policy=self.config.policy_model(),
+            crash=CrashPoints(self.config.crash_points, seed=self.config.crash_seed),
+            metrics=self.metrics,
+            adapters=self.providers,
+            lease=self.keeper,
+        )
+
+    def _serve(self) -> None:
+        """Run the cycle while holding the lease; otherwise wait for it as a standby."""
+        own = True
+        while not self._stop.is_set():
+            scheduler = self.scheduler
+            if scheduler is None:
+                if self.keeper.try_acquire(own=own) is None:
+                    self._stop.wait(self.settings.lease_poll_s)
+                    continue
+                try:
+                    scheduler = self.scheduler = self._build()
+                except Exception:
+                    log.exception("could not start the scheduler after taking the lease")
+                    self.keeper.release()
+                    self._stop.wait(self.settings.lease_poll_s)
+                    continue
+                log.warning("took the store's lease: %s", self.keeper.lease)
+            scheduler.run(self._stop)
+            if scheduler.lost is not None:
+                # Replaced: never take the lease back from "ourselves" at once again, or
+                # a paused incarnation and a restarted one would take turns.
+                own = False
+                self.lost = str(scheduler.lost)
+                self.scheduler = None
+                scheduler.close()
+
+    def _active(self) -> Scheduler:
+        scheduler = self.scheduler
+        if scheduler is None:
+            lease = self.store.lease.read()
+            raise LeaseHeldError(
+                f"this scheduler is a standby: the store's lease is {lease.describe()}", lease
+            )
+        return scheduler
 
     # -- calls from clients ------------------------------------------------------------
 
     def ping(self) -> dict[str, Any]:
-        """Return who this is and how it is doing (counters, memory)."""
+        """Return who this is and how it is doing (role, lease, counters, memory)."""
         import psutil
 
+        scheduler = self.scheduler
+        last_write = self.store.lease.last_write_at
         return {
             "store": self.store.url,
             "fleet": self.config.fleet_source,
@@ -266,12 +191,27 @@ class SchedulerActor:
             "launcher": self.config.launcher,
             "pid": os.getpid(),
             "rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
-            **self.scheduler.stats(),
+            "role": "active" if scheduler is not None else "standby",
+            # A replaced scheduler keeps its fence (its writes stay refused), not its epoch.
+            "lease_epoch": self.store.lease.epoch if scheduler is not None else None,
+            "lease_lost": self.lost,
+            "last_write_at": last_write.isoformat() if last_write else None,
+            **(scheduler.stats() if scheduler is not None else {}),
         }
+
+    def lease(self) -> LeaseView:
+        """Return the store's lease and this scheduler's role (``status`` shows it)."""
+        active = self.scheduler is not None
+        return LeaseView(
+            self.store.lease.read(),
+            role="active" if active else "standby",
+            scheduler_epoch=self.store.lease.epoch if active else None,
+            lost=self.lost,
+        )
 
     def tick_stats(self, window_s: float = 10.0) -> dict[str, Any]:
         """Return tick-time percentiles of the last ``window_s`` seconds (benchmarks)."""
-        return self.scheduler.tick_stats(window_s)
+        return self._active().tick_stats(window_s)
 
     def submit(
         self, docs: list[Any], client_keys: list[str | None] | None = None
@@ -294,7 +234,7 @@ class SchedulerActor:
             raise ValueError("give one client key (or None) per job")
         jobs = _validate(docs)
         check_against_fleet(jobs, self.fleet, source="submission")
-        results = self.scheduler.submit(list(zip(jobs, keys, strict=True)))
+        results = self._active().submit(list(zip(jobs, keys, strict=True)))
         return [job_id for job_id, _ in results]
 
     def status(self, job_id: str | None = None) -> list[JobView]:
@@ -338,7 +278,7 @@ class SchedulerActor:
         Raises:
             JobNotFoundError: No such job.
         """
-        return self.scheduler.cancel(job_id).value
+        return self._active().cancel(job_id).value
 
     def explain(self, job_id: str) -> ExplainView:
         """Return why a job is where it is: decisions, events, ROFR lines, attempts.
@@ -382,12 +322,18 @@ class SchedulerActor:
         Returns:
             The output.
         """
-        return self.scheduler.logs(job_id)
+        return self._active().logs(job_id)
 
     def shutdown(self) -> None:
-        """Stop the cycle (before the actor is killed)."""
+        """Stop the cycle and release the lease (before the actor is killed)."""
         self._stop.set()
-        self.scheduler.wake.set()
+        scheduler = self.scheduler
+        if scheduler is not None:
+            scheduler.wake.set()
         self._loop.join(timeout=5)
-        self.scheduler.close()
-        self.scheduler.effects.close()
+        if scheduler is not None:
+            scheduler.close()
+            # A clean stop hands the lease on at once: a successor need not wait it out.
+            with contextlib.suppress(Exception):
+                self.keeper.release()
+        self.effects.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,7 +28,7 @@ from multicloud.service.runtime import (
 
 if TYPE_CHECKING:
     from multicloud.planner.types import AuditEntry
-    from multicloud.service.views import ExplainView, JobView
+    from multicloud.service.views import ExplainView, JobView, LeaseView
 
 __all__ = [
     "TERMINAL",
@@ -258,6 +258,11 @@ class Client:
         result: str = self._call("logs", job_id)
         return result
 
+    def lease(self) -> LeaseView:
+        """Return the store's lease (holder, epoch, expiry) and this scheduler's role."""
+        result: LeaseView = self._call("lease")
+        return result
+
 
 def _actor(namespace: str) -> Any:
     import ray
@@ -320,6 +325,9 @@ def start(
     namespace: str = DEFAULT_NAMESPACE,
     num_cpus: int | None = None,
     ready_timeout: float = 120.0,
+    standby: bool = False,
+    standby_timeout: float | None = None,
+    on_wait: Callable[[LeaseView], None] | None = None,
 ) -> StartResult:
     """Start (or find) the cluster and the scheduler actor.
 
@@ -330,18 +338,44 @@ def start(
         namespace: Ray namespace.
         num_cpus: CPUs for a local head started here.
         ready_timeout: Seconds to wait for the actor to answer.
+        standby: When the store's lease is held by another installation's scheduler,
+            start as its standby and wait to take it over (instead of refusing).
+        standby_timeout: Seconds a standby waits at most (None: as long as it takes).
+        on_wait: Called with the lease while a standby waits (progress messages).
 
     Returns:
         What happened.
 
     Raises:
         RayRuntimeError: The cluster could not be started or reached.
+        LeaseHeldError: The store's lease is held by a live scheduler elsewhere (and not
+            ``standby``).
+        StandbyTimeoutError: A standby did not get the lease within ``standby_timeout``.
         MulticloudError: No config given and none saved.
     """
+    from multicloud.service.standby import check_lease, owner_key, wait_until_active
+    from multicloud.store import LeaseHeldError
+
     # Before importing Ray: it reads RAY_AUTH_MODE once, at import.
     env = auth_env()
     import ray
 
+    def active(actor: Any, info: dict[str, Any], *, kill: bool) -> dict[str, Any]:
+        if info.get("role", "active") == "active":
+            return info
+        if not standby:
+            seen = Client(actor).lease().lease
+            if kill:
+                ray.kill(actor, no_restart=True)
+            raise LeaseHeldError(f"the store's lease is {seen.describe()}", seen)
+        return wait_until_active(Client(actor), timeout=standby_timeout, on_wait=on_wait)
+
+    owner = owner_key(namespace)
+    checked = False
+    if not standby and config is not None:
+        # Before anything is started: a refused start leaves nothing behind.
+        check_lease(config, owner)
+        checked = True
     started_ray = False
     dashboard: str | None = None
     if address is None:
@@ -355,7 +389,7 @@ def start(
     actor = _actor(namespace)
     if actor is not None:
         try:
-            info = Client(actor).ping()
+            info = active(actor, Client(actor).ping(), kill=False)
             return StartResult(address, dashboard, started_ray, False, info, env)
         except ray.exceptions.RayActorError:
             actor = None
@@ -365,6 +399,8 @@ def start(
             raise MulticloudError("nothing to start: give --fleet (no earlier start to resume)")
     from multicloud.service.actor import SchedulerActor, build_providers
 
+    if not standby and not checked:
+        check_lease(config, owner)
     # Build the adapters here first: a fleet they refuse must fail this call with its
     # message, not send Ray into restarting an actor that can never come up.
     build_providers(config)
@@ -382,7 +418,7 @@ def start(
         max_task_retries=0,
         max_concurrency=32,
         num_cpus=0,
-    ).remote(config.model_dump_json())
+    ).remote(config.model_dump_json(), {"owner": owner, "standby": standby})
     deadline = time.monotonic() + ready_timeout
     while True:
         try:
@@ -395,6 +431,8 @@ def start(
             if time.monotonic() >= deadline:
                 raise RayRuntimeError(f"the scheduler did not come up: {exc}") from exc
             time.sleep(0.5)
+    # Another scheduler took the lease between the check and the actor's start.
+    info = active(actor, info, kill=True)
     config.save()
     return StartResult(address, dashboard, started_ray, True, info, env)
 

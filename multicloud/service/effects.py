@@ -7,7 +7,7 @@ the cycle (``docs/architecture.md``, "Effects"). Two implementations share one i
 - :class:`InlineEffects` runs adapter calls on bounded thread pools in this process, one
   set per provider: a cloud that hangs fills its own workers and nobody else's. The
   service uses it by default (measured in ``bench/service.py``).
-- ``LauncherActorEffects`` (``multicloud.service.actor``) sends launches and terminations
+- ``LauncherActorEffects`` (``multicloud.service.launchers``) sends launches and terminations
   to one long-lived launcher actor per provider, for adapters that must not share the
   scheduler's process.
 

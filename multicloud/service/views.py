@@ -9,13 +9,13 @@ kept whole: accelerator, count per node and catalog version included.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 from multicloud.lifecycle import JobState
 from multicloud.planner.types import AuditEntry
-from multicloud.store import AttemptRecord, DecisionRecord, EventRecord, JobRecord
+from multicloud.store import AttemptRecord, DecisionRecord, EventRecord, JobRecord, Lease
 
 __all__ = [
     "STATE_STYLE",
@@ -24,6 +24,7 @@ __all__ = [
     "EventView",
     "ExplainView",
     "JobView",
+    "LeaseView",
     "PlacementView",
     "explain_view",
     "job_view",
@@ -360,3 +361,45 @@ def explain_view(
         tuple(EventView.of(e) for e in events),
         tuple(audit),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    """The store's lease as ``status`` shows it, and where the scheduler asked stands.
+
+    Attributes:
+        lease: The lease as read: holder (``owner``, ``install_id``, ``host``, ``pid``,
+            ``ray_address``, ``actor``), epoch, since when, until when (database time).
+        role: The scheduler asked: ``active`` (holds the lease and runs the cycle) or
+            ``standby`` (waits for the lease to run out).
+        scheduler_epoch: The epoch the scheduler asked writes under (None: standby).
+        lost: Why the scheduler asked last lost the lease, if it did.
+    """
+
+    lease: Lease
+    role: str
+    scheduler_epoch: int | None
+    lost: str | None
+
+    @property
+    def epoch(self) -> int:
+        """The store's fencing epoch (grows by one on every takeover)."""
+        return self.lease.epoch
+
+    @property
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds (or last held) the lease, as ``status --json`` shows it."""
+        return asdict(self.lease.holder) if self.lease.holder is not None else None
+
+    def describe(self) -> str:
+        """One line: who holds the lease, since when, until when, and this role."""
+        return f"Lease: {self.lease.describe()}; this scheduler is {self.role}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The lease as ``status --json`` prints it (its ``lease`` key)."""
+        return {
+            **self.lease.to_json(),
+            "role": self.role,
+            "scheduler_epoch": self.scheduler_epoch,
+            "lost": self.lost,
+        }

@@ -6,6 +6,7 @@ A package by concern (``docs/architecture.md``, "The store"):
 - ``schema`` and ``migrations``: the tables and the versioned steps that built them;
 - ``engine``: connections, transactions, the one write choke point;
 - ``jobs``, ``attempts``, ``ledger``: the statements, in bulk, per table family;
+- ``lease``: one scheduler per store: the lease, its fencing epoch, ``Store.lease``;
 - ``core``: :class:`Store`, one transaction per call, on top of them.
 """
 
@@ -26,10 +27,13 @@ from multicloud.store.errors import (
     AttemptNotFoundError,
     IdempotencyConflictError,
     JobNotFoundError,
+    LeaseHeldError,
+    LeaseLost,
     SchemaVersionError,
     StoreError,
 )
 from multicloud.store.jobs import spec_hash
+from multicloud.store.lease import Holder, Lease
 from multicloud.store.migrations import SCHEMA_VERSION
 from multicloud.store.records import (
     AttemptRecord,
@@ -52,11 +56,15 @@ __all__ = [
     "Decision",
     "DecisionRecord",
     "EventRecord",
+    "Holder",
     "IdempotencyConflictError",
     "InvalidTransitionError",
     "JobNotFoundError",
     "JobRecord",
     "JobState",
+    "Lease",
+    "LeaseHeldError",
+    "LeaseLost",
     "NewAttempt",
     "SchemaVersionError",
     "Store",

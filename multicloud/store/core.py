@@ -37,13 +37,13 @@ from multicloud.store import jobs as jobs_sql
 from multicloud.store import ledger
 from multicloud.store.engine import Database
 from multicloud.store.errors import JobNotFoundError
+from multicloud.store.lease import StoreLease
 from multicloud.store.migrations import applied_version, migrate
+from multicloud.store.reads import LedgerReads
 from multicloud.store.records import (
     AttemptRecord,
     Charge,
     Decision,
-    DecisionRecord,
-    EventRecord,
     JobRecord,
     NewAttempt,
 )
@@ -52,7 +52,7 @@ from multicloud.store.schema import ATTEMPTS, JOBS, META, utc
 __all__ = ["Store"]
 
 
-class Store:
+class Store(LedgerReads):
     """Jobs, attempts, decisions, the ROFR audit ledger and events, in SQLite or PostgreSQL.
 
     Open with :meth:`Store.open`; close with :meth:`close` or use it as a context manager.
@@ -63,6 +63,8 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.lease = StoreLease(db)
+        """The store's lease: one scheduler per store (``docs/architecture.md``)."""
 
     # ------------------------------------------------------------------ opening
 
@@ -412,48 +414,3 @@ class Store:
         if entries:
             with self._db.write() as conn:
                 ledger.insert_audit(self._db, conn, entries, at)
-
-    def audit(self, job_id: str | None = None, holder: str | None = None) -> list[AuditEntry]:
-        """Return audit ledger lines, oldest first.
-
-        Args:
-            job_id: Only this job's lines.
-            holder: Only offers to this holder.
-
-        Returns:
-            The lines.
-        """
-        with self._db.read() as conn:
-            return ledger.audit_lines(conn, job_id, holder)
-
-    def events(self, job_id: str) -> list[EventRecord]:
-        """Return a job's lifecycle events, oldest first.
-
-        Raises:
-            JobNotFoundError: No such job.
-        """
-        with self._db.read() as conn:
-            return ledger.events_of(conn, job_id)
-
-    def decisions(self, job_id: str) -> list[DecisionRecord]:
-        """Return a job's placement decisions, oldest first.
-
-        Raises:
-            JobNotFoundError: No such job.
-        """
-        with self._db.read() as conn:
-            return ledger.decisions_of(conn, job_id)
-
-    def state_times(
-        self, job_ids: Iterable[str] | None = None
-    ) -> dict[str, dict[JobState, datetime]]:
-        """Return when each job first entered each state, from its events.
-
-        Args:
-            job_ids: Only these jobs (None: all).
-
-        Returns:
-            ``{job_id: {state: time}}``.
-        """
-        with self._db.read() as conn:
-            return ledger.state_times(conn, job_ids)

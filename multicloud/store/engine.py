@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
+from multicloud.store import lease
 from multicloud.store.errors import StoreError
 
 __all__ = ["CHUNK", "Database", "chunks", "engine_url"]
@@ -196,6 +197,8 @@ class Database:
         else:
             # pre_ping: a store outlives PostgreSQL restarts and failovers.
             self.engine = sa.create_engine(target, pool_pre_ping=True)
+            sa.event.listen(self.engine, "connect", self._pg_on_connect)
+        self._idle_limit_ms = 0
         self._local = threading.local()
         # SQLite has one writer at a time, and a writer that finds the file locked polls
         # with sleeps of up to 100 ms (the busy handler). Threads of this process queue
@@ -204,6 +207,32 @@ class Database:
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.backend == "sqlite" else contextlib.nullcontext()
         )
+        # The lease epoch every write is fenced with (None: unfenced, e.g. tools and tests),
+        # and the database time of the fence check of the last fenced write that committed.
+        self.fence: int | None = None
+        self.fenced_at: float | None = None
+
+    def _pg_on_connect(self, dbapi_conn: Any, _record: Any) -> None:
+        if self._idle_limit_ms:
+            with dbapi_conn.cursor() as cursor:
+                cursor.execute(f"SET idle_in_transaction_session_timeout = {self._idle_limit_ms}")
+            dbapi_conn.commit()
+
+    def limit_idle_transactions(self, seconds: float) -> None:
+        """End this process's PostgreSQL sessions that sit in a transaction this long.
+
+        A lease holder paused (or partitioned) in the middle of a transaction keeps its
+        row locks, the lease row's included, and a takeover would wait on them for ever;
+        the server ends such a session after ``seconds``, and the lease can move on.
+        Connections already open are replaced.
+
+        Args:
+            seconds: The limit (the lease's TTL).
+        """
+        limit = max(int(seconds * 1000), 1000)
+        if self.backend == "postgresql" and limit != self._idle_limit_ms:
+            self._idle_limit_ms = limit
+            self.engine.dispose()
 
     @property
     def backend(self) -> str:
@@ -270,24 +299,36 @@ class Database:
 
         Raises:
             StoreError: If this thread is already inside a batch.
+            LeaseLost: The fence is set and another scheduler took the lease over.
         """
         if self.in_batch():
             raise StoreError("store batches do not nest")
         with self._write_lock, self.engine.connect() as conn:
             conn.execution_options(multicloud_write=True)
             with conn.begin():
+                checked = self._check_fence(conn)
                 self._local.conn = conn
                 try:
                     yield conn
                 finally:
                     self._local.conn = None
+            self._committed(checked)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, fenced: bool = True) -> Iterator[Connection]:
         """A write transaction (the caller's batch, if this thread is in one).
+
+        With a :attr:`fence` set, the transaction first checks that the store's lease is
+        still under that epoch and raises ``LeaseLost`` (rolling back) otherwise.
+
+        Args:
+            fenced: Check the fence (False only for the lease's own updates).
 
         Yields:
             The connection.
+
+        Raises:
+            LeaseLost: Another scheduler took the lease over.
         """
         batched: Connection | None = getattr(self._local, "conn", None)
         if batched is not None:
@@ -296,7 +337,17 @@ class Database:
         with self._write_lock, self.engine.connect() as conn:
             conn.execution_options(multicloud_write=True)
             with conn.begin():
+                checked = self._check_fence(conn) if fenced else None
                 yield conn
+            self._committed(checked)
+
+    def _check_fence(self, conn: Connection) -> float | None:
+        epoch = self.fence
+        return None if epoch is None else lease.check(conn, epoch)
+
+    def _committed(self, checked: float | None) -> None:
+        if checked is not None:
+            self.fenced_at = checked
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -11,6 +11,8 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidTransitionError",
     "JobNotFoundError",
+    "LeaseHeldError",
+    "LeaseLost",
     "SchemaVersionError",
     "StoreError",
 ]
@@ -38,3 +40,29 @@ class AttemptEndedError(StoreError):
 
 class SchemaVersionError(StoreError):
     """The database was written by a newer multicloud than this one."""
+
+
+class LeaseLost(StoreError):
+    """This scheduler's lease on the store was taken over: its writes are refused.
+
+    Raised by every fenced write once the store's lease epoch is no longer the one this
+    scheduler acquired (``docs/architecture.md``, "One scheduler per store"). The
+    transaction it was raised in is rolled back.
+    """
+
+
+class LeaseHeldError(StoreError):
+    """Another live scheduler holds the store's lease.
+
+    Args:
+        message: What to show.
+        lease: The lease as read (a :class:`multicloud.store.lease.Lease`).
+    """
+
+    def __init__(self, message: str, lease: object = None) -> None:
+        # Both in ``args``: the error crosses Ray by pickle, which rebuilds it from them.
+        super().__init__(message, lease)
+        self.lease = lease
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -16,7 +16,14 @@ from sqlalchemy.engine import Connection
 
 from multicloud.provider import MarketKind, Offer, Place
 from multicloud.store.errors import SchemaVersionError
-from multicloud.store.schema import JSON, NAMING, define_v1, define_v2, live_attempts_index
+from multicloud.store.schema import (
+    JSON,
+    NAMING,
+    define_v1,
+    define_v2,
+    define_v4,
+    live_attempts_index,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "VERSIONS", "applied_version", "migrate"]
 
@@ -164,10 +171,20 @@ def _v3_place(
     return Place(offer, int(row.nodes), market, float(row.price_per_hour)).to_json()
 
 
+def _migrate_v4(conn: Connection) -> None:
+    md = sa.MetaData(naming_convention=NAMING)
+    define_v4(md)
+    md.create_all(conn)
+    # The one lease row exists from the start: acquiring, renewing and fencing are then
+    # all updates of it, and two schedulers never race to insert it.
+    conn.execute(sa.insert(md.tables["lease"]).values(id=1, epoch=0, expires_at=0.0))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, attempts, decisions, audit, events", _migrate_v1),
     Migration(2, "meta: install id", _migrate_v2),
     Migration(3, "attempts keep their place as planned; live-attempt index", _migrate_v3),
+    Migration(4, "lease: one scheduler per store, with a fencing epoch", _migrate_v4),
 )
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
 

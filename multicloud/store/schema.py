@@ -21,11 +21,13 @@ __all__ = [
     "EVENTS",
     "JOBS",
     "JSON",
+    "LEASE",
     "META",
     "NAMING",
     "UtcDateTime",
     "define_v1",
     "define_v2",
+    "define_v4",
     "live_attempts_index",
     "utc",
 ]
@@ -172,6 +174,29 @@ def define_v2(md: sa.MetaData) -> None:
     )
 
 
+def define_v4(md: sa.MetaData) -> None:
+    """Add the version-4 table: the scheduler's lease on the store (released).
+
+    One row (``id`` 1). Times are seconds since 1970 on the database's own clock, so that
+    schedulers on different machines compare them with one clock.
+    """
+    sa.Table(
+        "lease",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("epoch", sa.Integer, nullable=False),
+        sa.Column("owner", sa.String(512), nullable=True),
+        sa.Column("install_id", sa.String(64), nullable=True),
+        sa.Column("host", sa.String(256), nullable=True),
+        sa.Column("pid", sa.Integer, nullable=True),
+        sa.Column("ray_address", sa.String(256), nullable=True),
+        sa.Column("actor", sa.String(128), nullable=True),
+        sa.Column("started_at", sa.Float, nullable=True),
+        sa.Column("renewed_at", sa.Float, nullable=True),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+
+
 def live_attempts_index(attempts: sa.Table) -> sa.Index:
     """The partial index behind the live-attempt scan a (re)starting scheduler runs.
 
@@ -189,6 +214,7 @@ def live_attempts_index(attempts: sa.Table) -> sa.Index:
 _MD = sa.MetaData(naming_convention=NAMING)
 define_v1(_MD)
 define_v2(_MD)
+define_v4(_MD)
 # Version 2: the reservation a live attempt draws on.
 _MD.tables["attempts"].append_column(sa.Column("reservation", sa.String(128), nullable=True))
 # Version 3: the place exactly as planned (``Place.to_json``).
@@ -200,3 +226,4 @@ DECISIONS = _MD.tables["decisions"]
 AUDIT = _MD.tables["audit"]
 EVENTS = _MD.tables["events"]
 META = _MD.tables["meta"]
+LEASE = _MD.tables["lease"]

@@ -24,8 +24,9 @@ from multicloud.planner import Policy
 from multicloud.provider import Provider
 from multicloud.service.effects import InlineEffects
 from multicloud.service.scheduler import CrashPoints, Scheduler, Settings
+from multicloud.service.scheduler.lease import LeaseKeeper
 from multicloud.sim import SimProvider, SimState
-from multicloud.store import Store
+from multicloud.store import Holder, Store
 from multicloud.testing.clock import FakeClock
 
 __all__ = [
@@ -146,6 +147,11 @@ class SchedulerHarness:
         clock: The fake clock (a new one at 0 by default).
         step_s: Fake seconds each step moves the clock on.
         settle_s: Real seconds a step waits for the calls it started.
+        holder: Take the store's lease as this holder first, and fence every write with
+            it (None: no lease, as for a lone scheduler).
+
+    Raises:
+        LeaseHeldError: ``holder`` is given and another live scheduler holds the lease.
     """
 
     def __init__(
@@ -162,6 +168,7 @@ class SchedulerHarness:
         clock: FakeClock | None = None,
         step_s: float = 0.01,
         settle_s: float = 5.0,
+        holder: Holder | None = None,
     ) -> None:
         self.fleet = fleet if isinstance(fleet, Fleet) else Fleet.model_validate(fleet)
         self.clock = clock if clock is not None else FakeClock()
@@ -183,15 +190,21 @@ class SchedulerHarness:
         self._owns_store = store is None
         self.store = store if store is not None else Store.open(str(store_url))
         self.effects = InlineEffects(self.providers)
+        settings = settings or quick_settings()
+        self.lease: LeaseKeeper | None = None
+        if holder is not None:
+            self.lease = LeaseKeeper(self.store, holder, settings, self.clock)
+            self.lease.acquire(own=False)
         self.scheduler = Scheduler(
             self.store,
             self.fleet,
             self.effects,
-            settings=settings or quick_settings(),
+            settings=settings,
             policy=policy,
             crash=crash,
             clock=self.clock,
             wall=self.wall,
+            lease=self.lease,
         )
 
     @classmethod

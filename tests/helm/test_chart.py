@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    # A standby scheduler: a second RayCluster whose scheduler waits for the store's lease.
+    "postgresql-standby": {**PG, "scheduler": {"replicas": 2}},
     "aws-irsa": {
         "serviceAccount": {
             "workloadIdentity": {"aws": {"roleArn": "arn:aws:iam::123456789012:role/multicloud"}}
@@ -199,10 +201,11 @@ def test_ray_ports_are_cluster_internal(name: str) -> None:
     assert not rendered.of("Ingress"), "no Ingress for Ray ports"
     for svc in rendered.of("Service"):
         assert svc["spec"].get("type", "ClusterIP") == "ClusterIP", svc["metadata"]["name"]
-    head = rendered.one("RayCluster")["spec"]["headGroupSpec"]
-    # KubeRay creates the head Service from these two fields.
-    assert head["serviceType"] == "ClusterIP"
-    assert head["enableIngress"] is False
+    for rc in rendered.of("RayCluster"):
+        head = rc["spec"]["headGroupSpec"]
+        # KubeRay creates the head Service from these two fields.
+        assert head["serviceType"] == "ClusterIP"
+        assert head["enableIngress"] is False
     for where, c in containers(rendered):
         for port in c.get("ports", []):
             assert "hostPort" not in port, f"{where} binds a host port"
@@ -452,8 +455,9 @@ def test_every_container_has_requests_and_limits(name: str) -> None:
 # -- scheduler, fleet, store -----------------------------------------------------------------
 
 
-def _head_container(rendered: Rendered, name: str) -> dict[str, Any]:
-    head = rendered.one("RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]
+def _head_container(rendered: Rendered, name: str, cluster: int = 0) -> dict[str, Any]:
+    rc = rendered.of("RayCluster")[cluster]
+    head = rc["spec"]["headGroupSpec"]["template"]["spec"]
     return next(c for c in head["containers"] if c["name"] == name)
 
 
@@ -488,21 +492,33 @@ kill -TERM "$PPID"
 """
 
 
-@pytest.mark.parametrize("name", ["default", "metrics-off", "postgresql"])
-def test_scheduler_script_calls_the_real_start_verb(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "cluster"),
+    [
+        ("default", 0),
+        ("metrics-off", 0),
+        ("postgresql", 0),
+        ("postgresql-standby", 0),
+        ("postgresql-standby", 1),
+    ],
+)
+def test_scheduler_script_calls_the_real_start_verb(
+    name: str, cluster: int, tmp_path: Path
+) -> None:
     import typer.main
 
     from multicloud.cli import app
 
     rendered, values = _variant(name), _values(name)
-    container = _head_container(rendered, "scheduler")
+    container = _head_container(rendered, "scheduler", cluster)
     assert container["command"] == ["/bin/sh", "-c"]
     # Keep the test off the machine's /tmp.
     script = container["args"][0].replace("/tmp/", f"{tmp_path}/")
     for tool, body in (("multicloud", _RECORD), ("sleep", _STOP)):
         (tmp_path / tool).write_text(body)
         (tmp_path / tool).chmod(0o755)
-    store = "postgresql://mc@db:5432/mc" if name == "postgresql" else "sqlite:////data/mc.db"
+    pg = values["store"]["type"] == "postgresql"
+    store = "postgresql://mc@db:5432/mc" if pg else "sqlite:////data/mc.db"
     env = {
         "PATH": f"{tmp_path}:/usr/bin:/bin",
         "POD_IP": "10.1.2.3",
@@ -524,9 +540,31 @@ def test_scheduler_script_calls_the_real_start_verb(name: str, tmp_path: Path) -
     assert params["store"] == store
     want_port = values["metrics"]["port"] if values["metrics"]["enabled"] else None
     assert params["metrics_port"] == want_port
+    # With two replicas both wait for the lease rather than fail while the other holds it.
+    assert params["standby"] is (values["scheduler"]["replicas"] > 1)
     # The metrics Service targets the pod IP: a loopback bind would serve nobody.
     if values["metrics"]["enabled"]:
         assert params["metrics_host"] == "0.0.0.0"
+
+
+def test_a_standby_replica_is_a_second_raycluster_on_the_same_store() -> None:
+    rendered = _variant("postgresql-standby")
+    clusters = rendered.of("RayCluster")
+    assert [rc["metadata"]["name"] for rc in clusters] == [FULLNAME, f"{FULLNAME}-standby"]
+    first, second = (
+        {e["name"]: e for e in _head_container(rendered, "scheduler", i)["env"]} for i in (0, 1)
+    )
+    assert first["MULTICLOUD_STORE_URL"] == second["MULTICLOUD_STORE_URL"]
+    # The metrics Service reaches whichever head holds the lease.
+    (svc,) = rendered.of("Service")
+    for rc in clusters:
+        labels = rc["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+        kuberay = {"ray.io/cluster": rc["metadata"]["name"], "ray.io/node-type": "head"}
+        assert _labels_match(svc["spec"]["selector"], {**labels, **kuberay})
+    # One replica: one RayCluster, no standby.
+    single = _variant("postgresql")
+    assert len(single.of("RayCluster")) == 1
+    assert "--standby" not in _head_container(single, "scheduler")["args"][0]
 
 
 def test_default_fleet_is_one_multicloud_accepts(tmp_path: Path) -> None:
@@ -656,7 +694,7 @@ BAD_VALUES = [
         {"scheduler": {"replicas": 2}},
         "scheduler.replicas=2 with store.type=sqlite: a SQLite file on a ReadWriteOnce volume",
     ),
-    ({**PG, "scheduler": {"replicas": 3}}, "has no leader election yet"),
+    ({**PG, "scheduler": {"replicas": 3}}, "at '/scheduler/replicas'"),
     ({"store": {"type": "mysql"}}, "at '/store/type': value must be one of 'sqlite', 'postgresql'"),
     ({"store": {"type": "postgresql"}}, "needs store.postgresql.existingSecret"),
     (

@@ -273,7 +273,7 @@ def test_migration_3_gives_old_attempts_their_place_from_what_is_known(fresh_url
         Store.open(fresh_url).close()  # creates the file and its directory
         raw = sa.create_engine(engine_url(fresh_url))
         with raw.begin() as conn:
-            for table in ("events", "audit", "decisions", "attempts", "meta", "jobs"):
+            for table in ("lease", "events", "audit", "decisions", "attempts", "meta", "jobs"):
                 conn.execute(sa.text(f"DROP TABLE {table}"))
             conn.execute(sa.text("DELETE FROM schema_version"))
         raw.dispose()

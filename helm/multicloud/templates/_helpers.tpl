@@ -70,9 +70,6 @@ a message that says what to change.
 {{- if and (eq $v.store.type "sqlite") (gt (int $v.scheduler.replicas) 1) -}}
 {{- fail (printf "scheduler.replicas=%d with store.type=sqlite: a SQLite file on a ReadWriteOnce volume serves one scheduler only; set scheduler.replicas=1 (or use store.type=postgresql)" (int $v.scheduler.replicas)) -}}
 {{- end -}}
-{{- if gt (int $v.scheduler.replicas) 1 -}}
-{{- fail (printf "scheduler.replicas=%d: the scheduler is one named Ray actor per store and has no leader election yet, so only 1 replica is supported (store.type=postgresql makes it survive head restarts)" (int $v.scheduler.replicas)) -}}
-{{- end -}}
 {{- if and (eq $v.store.type "postgresql") (not $v.store.postgresql.existingSecret) -}}
 {{- fail "store.type=postgresql needs store.postgresql.existingSecret: the name of a Secret holding the URL (kubectl create secret generic NAME --from-literal=url=postgresql://USER@HOST:5432/DB)" -}}
 {{- end -}}

@@ -8,6 +8,7 @@
 - ``launcher``: sending recorded attempts to the clouds and settling the answers;
 - ``status``: batched status per provider and what each answer means;
 - ``sweeper``: the orphan sweep;
+- ``lease``: holding the store's lease (one scheduler per store), renewed on the clock;
 - ``timing``: the one injected clock, ``BlockedSet``, ``Backoff``, timers;
 - ``settings``: pacing and the crash points of the restart tests.
 """

@@ -263,7 +263,13 @@ class Book:
             self.terminate_handles(provider, items)
 
     def terminate_handles(self, provider: str, items: list[tuple[Handle, str]]) -> None:
-        """Terminate workloads on one provider: ``(handle, request_id)`` pairs."""
+        """Terminate workloads on one provider: ``(handle, request_id)`` pairs.
+
+        Raises:
+            LeaseLost: The store's lease was taken over: a replaced scheduler's view of
+                what is orphaned is stale, so nothing is terminated.
+        """
+        self.store.lease.check()
         fut = self.effects.terminate(provider, items)
         self.watch(fut)
         self.terminations.append(fut)

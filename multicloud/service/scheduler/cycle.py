@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,13 +31,21 @@ from multicloud.service.metrics import Metrics
 from multicloud.service.scheduler.book import Book, Counters
 from multicloud.service.scheduler.index import JobIndex, JobInfo
 from multicloud.service.scheduler.launcher import Launcher
+from multicloud.service.scheduler.lease import LeaseKeeper
 from multicloud.service.scheduler.offers import OfferRounds
 from multicloud.service.scheduler.placing import Placer
 from multicloud.service.scheduler.settings import CrashPoints, Settings
 from multicloud.service.scheduler.status import StatusWatcher
 from multicloud.service.scheduler.sweeper import Sweeper
-from multicloud.service.scheduler.timing import Backoff, BlockedSet, Clock, earliest
-from multicloud.store import Store
+from multicloud.service.scheduler.timing import (
+    Backoff,
+    BlockedSet,
+    Clock,
+    decision_summary,
+    earliest,
+    percentiles,
+)
+from multicloud.store import LeaseLost, Store
 
 __all__ = ["Scheduler"]
 
@@ -66,6 +74,8 @@ class Scheduler:
         crash: Crash points (tests only).
         metrics: Prometheus metrics to update, if any.
         adapters: The adapters themselves, for extras such as ``logs``.
+        lease: The store's lease, already acquired (None: the store is not fenced, as
+            in tests that run one scheduler).
     """
 
     def __init__(
@@ -82,6 +92,7 @@ class Scheduler:
         crash: CrashPoints | None = None,
         metrics: Metrics | None = None,
         adapters: Mapping[str, object] | None = None,
+        lease: LeaseKeeper | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
@@ -93,6 +104,8 @@ class Scheduler:
         self.wall = wall
         self.metrics = metrics
         self.adapters = dict(adapters or {})
+        self.lease = lease
+        self.lost: LeaseLost | None = None
         self.lock = threading.RLock()
         self.wake = threading.Event()
         crash = crash or CrashPoints({})
@@ -298,7 +311,7 @@ class Scheduler:
                 "cycle_errors": c.cycle_errors,
                 "last_error": c.last_error,
                 "queue": self.index.queue_counts(),
-                **_decision_summary(c.decisions),
+                **decision_summary(c.decisions),
             }
 
     # ------------------------------------------------------------------ the cycle
@@ -309,6 +322,8 @@ class Scheduler:
             started = time.perf_counter()
             work = self._work()
             self.counters.cycles += 1
+            if self.lease is not None:
+                self.lease.renew_if_due()
             self._take_inbox()
             self.launcher.reap()
             if self.book.blocked.expire():
@@ -343,10 +358,10 @@ class Scheduler:
             recent = [(s, idle) for at, s, idle in self.counters.ticks if at >= since]
         out: dict[str, Any] = {"window_s": window_s}
         if recent:
-            out["all"] = _percentiles([s for s, _ in recent], 1e3)
+            out["all"] = percentiles([s for s, _ in recent], 1e3)
         quiet = [s for s, idle in recent if idle]
         if quiet:
-            out["nothing_new"] = _percentiles(quiet, 1e3)
+            out["nothing_new"] = percentiles(quiet, 1e3)
         return out
 
     def _work(self) -> tuple[int, ...]:
@@ -388,11 +403,15 @@ class Scheduler:
                 self.book.backoff.next_due(),
                 self.launcher.deadline(),
                 placer.rounds.deadline(),
+                self.lease.timer.next_at if self.lease is not None else None,
             )
         )
 
     def run(self, stop: threading.Event) -> None:
-        """Tick until ``stop`` is set; a tick's error is logged and the loop goes on.
+        """Tick until ``stop`` is set or the lease is lost; other errors are logged.
+
+        On ``LeaseLost`` the loop ends at once (kept in :attr:`lost`): no sweep, no
+        launch, no write follows from a scheduler that another has replaced.
 
         Args:
             stop: Set to end the loop.
@@ -401,6 +420,10 @@ class Scheduler:
             self.wake.clear()
             try:
                 self.tick()
+            except LeaseLost as lost:
+                log.error("stopping the cycle: %s", lost)
+                self.lost = lost
+                return
             except Exception as exc:
                 log.exception("scheduling cycle failed; rebuilding the index and retrying")
                 self.counters.cycle_errors += 1
@@ -423,29 +446,3 @@ class Scheduler:
     def close(self) -> None:
         """Stop the planner thread (adapter calls belong to the effects' owner)."""
         self._planner.shutdown(wait=False, cancel_futures=True)
-
-
-def _percentiles(values: list[float], scale: float) -> dict[str, float]:
-    values = sorted(values)
-    p50 = values[len(values) // 2]
-    p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
-    return {
-        "samples": len(values),
-        "p50": round(p50 * scale, 3),
-        "p99": round(p99 * scale, 3),
-        "max": round(values[-1] * scale, 3),
-        "mean": round(sum(values) / len(values) * scale, 3),
-    }
-
-
-def _decision_summary(samples: Iterable[tuple[int, float, float]]) -> dict[str, Any]:
-    """Percentiles of recent plans: jobs per plan, planner and store-record milliseconds."""
-    rows = list(samples)
-    if not rows:
-        return {}
-    return {
-        "recent_plans": len(rows),
-        "plan_jobs": _percentiles([float(r[0]) for r in rows], 1.0),
-        "plan_ms": _percentiles([r[1] for r in rows], 1e3),
-        "record_ms": _percentiles([r[2] for r in rows], 1e3),
-    }

@@ -125,7 +125,11 @@ class Launcher:
         return min(b.sent_at for b in self._batches) + self.settings.launch_deadline_s
 
     def dispatch(self) -> None:
-        """Send every live attempt that has no workload, is not in flight and may go now."""
+        """Send every live attempt that has no workload, is not in flight and may go now.
+
+        Raises:
+            LeaseLost: The store's lease was taken over; nothing is sent.
+        """
         batches: dict[str, list[LaunchItem]] = {}
         backoff = self.book.backoff
         for key in list(self.index.unlaunched):
@@ -139,6 +143,10 @@ class Launcher:
             if info is not None:
                 item = launch_item(row, info.spec, self.install_id)
                 batches.setdefault(row.provider, []).append(item)
+        if batches:
+            # A scheduler whose lease was taken over must not launch: the attempts were
+            # recorded under the fence, and this checks it again before the cloud call.
+            self.book.store.lease.check()
         size = self.settings.launch_batch
         now = self.clock()
         for provider, items in batches.items():

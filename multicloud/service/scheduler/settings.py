@@ -46,6 +46,10 @@ class Settings:
         launch_batch: Launches sent to one provider in one call at most.
         status_chunk: Workloads whose status answers are applied per tick (one store
             transaction each): placing never waits behind more than that.
+        lease_ttl_s: How long the store's lease lasts unless renewed; another scheduler
+            may take it over only after that (database time, ``docs/architecture.md``).
+        lease_renew_s: How often the holder renews it (well under the TTL).
+        lease_poll_s: How often a standby looks whether the lease has run out.
     """
 
     tick_s: float = 1.0
@@ -62,6 +66,9 @@ class Settings:
     sweep_interval_s: float = 10.0
     launch_batch: int = 256
     status_chunk: int = 256
+    lease_ttl_s: float = 15.0
+    lease_renew_s: float = 3.0
+    lease_poll_s: float = 1.0
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any]) -> Settings:
