@@ -255,12 +255,21 @@ class Scheduler:
                 return record.state
             now = self.wall()
             info = self.index.get(job_id)
-            with self.book.writing(now) as writes:
-                if info is not None:
-                    self.book.move(info, S.CANCELLED, reason)
-                else:
-                    writes.transitions.append(Transition(job_id, S.CANCELLED, reason))
-                self.book.terminate(self.book.end_rows(job_id, "cancelled", now))
+            try:
+                with self.book.writing(now) as writes:
+                    if info is not None:
+                        self.book.move(info, S.CANCELLED, reason)
+                    else:
+                        writes.transitions.append(Transition(job_id, S.CANCELLED, reason))
+                    self.book.terminate(self.book.end_rows(job_id, "cancelled", now))
+            except LeaseLost:
+                raise  # the cycle stops on its own next write; nothing to rebuild for
+            except Exception:
+                # The index moved before the store refused (down, connection cut): left so,
+                # the job would be forgotten while the store still runs it. The store is
+                # the truth: read the index back from it, as a failed tick does.
+                self._resync()
+                raise
             self.wake.set()
             return S.CANCELLED
 
