@@ -276,14 +276,13 @@ class Soak:
             time.sleep(0.1)
         return False
 
-    def _second_scheduler(self) -> None:
-        from multicloud.testing.invariants import Violation
-
+    def _second_scheduler(self) -> bool:
         second = self.second
         second.start(timeout=300)
         try:
             if not second.wait_standby(timeout=240):
-                raise RuntimeError("the second scheduler did not start as a standby")
+                # Its cluster did not come up here: nothing was done to the service.
+                return False
             pid = int(self.healthy()["pid"])
             os.kill(pid, signal.SIGSTOP)
             try:
@@ -291,36 +290,50 @@ class Soak:
             finally:
                 os.kill(pid, signal.SIGCONT)
             if info_b is None:
-                raise RuntimeError("the second scheduler did not take the lease over")
-            info_a = self._replaced(timeout=60)
-            from multicloud.store import Store
-
-            with Store.open(self.store_url) as store:
-                taken = store.lease.read()
-            last = info_a.get("last_write_at")
-            if taken.started_at is not None and last and (
-                datetime.fromisoformat(last) >= taken.started_at
-            ):
-                v = Violation("stale-write", str(taken.epoch), f"A wrote at {last}, B took "
-                              f"the lease at {taken.started_at.isoformat()}")
-                self.violations[(v.invariant, v.subject)] = v
+                self._violate("no-takeover", "second scheduler",
+                              "the holder was paused, the standby never took the lease")
+                return True
+            self._check_replaced(timeout=60)
             # Let the second one schedule for a while, then its machine dies.
             time.sleep(self.rng.uniform(1.0, 4.0))
+            return True
         finally:
             second.kill()
 
-    def _replaced(self, timeout: float) -> dict[str, Any]:
-        """Wait until the resumed first scheduler says it is a standby."""
+    def _check_replaced(self, timeout: float) -> None:
+        """The resumed first scheduler must say it is a standby, its last write before
+        the takeover."""
+        from multicloud.store import Store
+
         deadline = time.monotonic() + timeout
+        info: dict[str, Any] = {}
         while time.monotonic() < deadline:
             try:
-                info: dict[str, Any] = self.client.ping()
+                info = self.client.ping()
                 if info["role"] == "standby":
-                    return info
+                    break
             except Exception as exc:
                 self.errors[f"ping: {type(exc).__name__}"] += 1
             time.sleep(0.2)
-        raise RuntimeError("the paused scheduler never noticed it was replaced")
+        else:
+            self._violate("stale-holder", "first scheduler",
+                          "resumed after a takeover, it still says it is active")
+            return
+        with Store.open(self.store_url) as store:
+            taken = store.lease.read()
+        last = info.get("last_write_at")
+        stale = taken.started_at is not None and last is not None and (
+            datetime.fromisoformat(last) >= taken.started_at
+        )
+        if stale:
+            self._violate("stale-write", f"epoch {taken.epoch}",
+                          f"the replaced scheduler wrote at {last}, after the takeover at "
+                          f"{taken.started_at}")
+
+    def _violate(self, invariant: str, subject: str, detail: str) -> None:
+        from multicloud.testing.invariants import Violation
+
+        self.violations.setdefault((invariant, subject), Violation(invariant, subject, detail))
 
     # ------------------------------------------------------------------ checks
 
