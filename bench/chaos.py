@@ -106,6 +106,10 @@ def job_doc(rng: random.Random, n: int) -> dict[str, Any]:
     }
 
 
+class NoRecovery(Exception):
+    """The service did not come back from a fault (the run stops there)."""
+
+
 class Soak:
     """One run: the rig, the stream, the faults, the checks.
 
@@ -194,7 +198,8 @@ class Soak:
             except Exception as exc:  # restarting: ask again
                 self.errors[f"ping: {type(exc).__name__}"] += 1
             if time.monotonic() > deadline:
-                raise RuntimeError("the scheduler did not come back")
+                raise NoRecovery(f"no active scheduler {timeout:.0f} s after the fault; "
+                                 f"its last answers: {dict(self.errors.most_common(3))}")
             time.sleep(0.25)
 
     # ------------------------------------------------------------------ the stream
@@ -347,8 +352,14 @@ class Soak:
 
     def run(self) -> dict[str, Any]:
         """Run the soak; return its figures."""
-        args = self.args
         begun = time.monotonic()
+        try:
+            return self._run(begun)
+        except NoRecovery as why:
+            return self.aborted(begun, why)
+
+    def _run(self, begun: float) -> dict[str, Any]:
+        args = self.args
         end = begun + args.minutes * 60
         kinds = self.kinds
         # Every kind once first (in a random order), then drawn by weight.
@@ -381,6 +392,25 @@ class Soak:
             time.sleep(0.1)
         soak_s = time.monotonic() - begun
         return self.settle(soak_s)
+
+    def aborted(self, begun: float, why: NoRecovery) -> dict[str, Any]:
+        """The figures of a run the service did not survive, with its logs kept."""
+        self._violate("no-recovery", "scheduler", str(why))
+        kept = Path(tempfile.gettempdir()) / f"mc-chaos-failed-{int(time.time())}"
+        from multicloud.service.runtime import cluster_record
+
+        kept.mkdir(parents=True, exist_ok=True)
+        record = cluster_record()
+        try:
+            if record is not None:
+                logs = Path(str(record["temp_dir"])) / "session_latest" / "logs"
+                shutil.copytree(logs, kept / "ray-logs", dirs_exist_ok=True)
+            shutil.copy(self.pg.log, kept / "postgresql.log")
+        except OSError as exc:  # what could be kept is kept
+            print(f"keeping the logs: {exc}", file=sys.stderr)
+        figures = self.figures(time.monotonic() - begun, {})
+        figures["aborted"] = f"{why}; logs kept in {kept}"
+        return figures
 
     def settle(self, soak_s: float) -> dict[str, Any]:
         """No more faults: resend what is queued, wait for every job, check at the end."""
