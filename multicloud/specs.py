@@ -8,7 +8,7 @@ the field path, its line and column and, where a close spelling exists, a "did y
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,37 @@ def parse_jobs(text: str, source: str = "<inline>", *, as_json: bool = False) ->
         raw = [(f"document[{i}]", d) for i, d in enumerate(docs)]
     if not raw:
         raise SpecError(source, [("", "no jobs in file")])
+    jobs, problems = _job_items(raw)
+    if problems:
+        _locate(text, problems)
+        raise SpecError(source, problems)
+    return jobs
+
+
+def validate_jobs(docs: Sequence[Any], source: str = "submission") -> list[Job]:
+    """Validate job documents that arrive already parsed (a client's submission).
+
+    The same checks and messages as :func:`parse_jobs`, each naming ``jobs[i]`` and the
+    field; no line or column, since there is no text the sender wrote.
+
+    Args:
+        docs: Job documents, in order.
+        source: Name used in error messages.
+
+    Returns:
+        The jobs, in order.
+
+    Raises:
+        SpecError: If any document is malformed; nothing is returned then.
+    """
+    jobs, problems = _job_items([(f"jobs[{i}]", doc) for i, doc in enumerate(docs)])
+    if problems:
+        raise SpecError(source, problems)
+    return jobs
+
+
+def _job_items(raw: Sequence[tuple[str, Any]]) -> tuple[list[Job], list[tuple[str, str]]]:
+    """Validate ``(field path prefix, document)`` pairs; return the jobs and the problems."""
     problems: list[tuple[str, str]] = []
     jobs: list[Job] = []
     for prefix, item in raw:
@@ -243,10 +274,7 @@ def parse_jobs(text: str, source: str = "<inline>", *, as_json: bool = False) ->
         if job.name in names:
             problems.append((f"jobs[{i}].name", f"duplicate job name '{job.name}'"))
         names[job.name] = i
-    if problems:
-        _locate(text, problems)
-        raise SpecError(source, problems)
-    return jobs
+    return jobs, problems
 
 
 def load_jobs(path: str | Path) -> list[Job]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import json
 import logging
 import os
 import socket
@@ -42,7 +41,7 @@ from multicloud.service.views import (
     explain_view,
     job_view,
 )
-from multicloud.specs import check_against_fleet, parse_jobs
+from multicloud.specs import check_against_fleet, validate_jobs
 from multicloud.store import Holder, LeaseHeldError, Store
 
 __all__ = ["LauncherActorEffects", "SchedulerActor", "build_providers", "runtime_options"]
@@ -50,13 +49,13 @@ __all__ = ["LauncherActorEffects", "SchedulerActor", "build_providers", "runtime
 log = logging.getLogger(__name__)
 
 
-def _validate(docs: list[dict[str, Any]]) -> list[Job]:
-    """Turn submitted documents into jobs, as ``parse_jobs`` would.
+def _validate(docs: list[Any]) -> list[Job]:
+    """Turn submitted documents into jobs.
 
     The documents arrive already parsed: validating them directly spares a round trip
-    through JSON text and the YAML parser, which cost ten times the validation itself
-    and was most of a submission's time. Anything ``parse_jobs`` would refuse (an invalid
-    job, a duplicate name) is handed to it, for its field-path messages.
+    through text and a parser, which cost ten times the validation itself. Anything
+    refused (an invalid job, a duplicate name) goes to ``validate_jobs`` for its
+    field-path messages.
 
     Args:
         docs: Job documents.
@@ -73,8 +72,7 @@ def _validate(docs: list[dict[str, Any]]) -> list[Job]:
         jobs = []
     if jobs and len({j.name for j in jobs}) == len(jobs):
         return jobs
-    parsed: list[Job] = parse_jobs(json.dumps({"jobs": docs}), source="submission")
-    return parsed
+    return validate_jobs(docs, source="submission")
 
 
 class SchedulerActor:
@@ -216,7 +214,7 @@ class SchedulerActor:
         return self._active().tick_stats(window_s)
 
     def submit(
-        self, docs: list[dict[str, Any]], client_keys: list[str | None] | None = None
+        self, docs: list[Any], client_keys: list[str | None] | None = None
     ) -> list[str]:
         """Validate and accept jobs.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -52,6 +52,22 @@ def _unwrap(exc: BaseException) -> BaseException:
     # original class; hand callers the original (its message without Ray's traceback).
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, BaseException) else exc
+
+
+def _documents(jobs: Sequence[Job | Mapping[str, Any]]) -> list[Any]:
+    """The documents the scheduler validates; anything not a job goes as it is.
+
+    The scheduler answers whatever is not a valid job with a ``SpecError`` naming
+    ``jobs[i]`` and the field, so the client does no checking of its own that could say
+    something else.
+    """
+    out: list[Any] = []
+    for j in jobs:
+        if isinstance(j, Job):
+            out.append(j.model_dump(mode="json"))
+        else:
+            out.append(dict(j) if isinstance(j, Mapping) else j)
+    return out
 
 
 class Client:
@@ -127,8 +143,13 @@ class Client:
 
         Returns:
             The job ids, in order.
+
+        Raises:
+            SpecError: A document is not a valid job for the fleet (each problem names
+                ``jobs[i]`` and the field); nothing is accepted.
+            IdempotencyConflictError: A key was used for another spec.
         """
-        docs = [j.model_dump(mode="json") if isinstance(j, Job) else dict(j) for j in jobs]
+        docs = _documents(jobs)
         keys = list(client_keys) if client_keys is not None else None
         # With keys for every job a resend is harmless; without, a retry could accept the
         # jobs twice, so a crash mid-call is reported instead.
@@ -149,8 +170,9 @@ class Client:
             An ObjectRef; ``ray.get`` it for the ids. Pipelining batches this way is how
             a client reaches thousands of submissions per second.
         """
-        docs = [j.model_dump(mode="json") if isinstance(j, Job) else dict(j) for j in jobs]
-        return self._actor.submit.remote(docs, list(client_keys) if client_keys else None)
+        return self._actor.submit.remote(
+            _documents(jobs), list(client_keys) if client_keys else None
+        )
 
     def status(self, job_id: str | None = None) -> list[JobView]:
         """Return one job or all jobs: state, where each runs, attempts, timeline.

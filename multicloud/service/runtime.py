@@ -90,6 +90,34 @@ def _refresh_ray_auth() -> None:
     raylet.AuthenticationTokenLoader.instance().reset_cache()
 
 
+# Ray swaps a loopback node address for the machine's own (``ray start
+# --node-ip-address=127.0.0.1``, ``ray.init(address="127.0.0.1:PORT")``: services.
+# resolve_ip_for_localhost), and its servers then bind that address or all interfaces.
+# Telling Ray the cluster is single-node keeps every address it picks on loopback. The
+# variable is Ray's own switch for single-node clusters (its default on macOS/Windows).
+_SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _stay_on_loopback() -> None:
+    """Make this process's Ray keep loopback addresses (before or after Ray is imported)."""
+    os.environ[_SINGLE_NODE] = "0"
+    if "ray" in sys.modules:
+        # Read once at import: a program that imported Ray first is told directly.
+        constants: Any = importlib.import_module("ray._private.ray_constants")
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def _started_here(address: str) -> bool:
+    """True if ``address`` is the loopback cluster ``start_local_ray`` started (and runs).
+
+    Only that one listens on loopback alone: a cluster started otherwise and reached
+    through 127.0.0.1 registered its node under the machine's address, which is where
+    Ray must look for it.
+    """
+    record = cluster_record()
+    return record is not None and str(record.get("gcs_address")) == address
+
+
 def _record_path() -> Path:
     return _ray_dir() / "cluster.json"
 
@@ -172,6 +200,7 @@ def start_local_ray(
     # The Jobs API runs entrypoints with the head's PATH: make `multicloud` resolvable there.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env[_SINGLE_NODE] = "0"  # every server on loopback (see _stay_on_loopback)
     if dashboard_port is None:
         dashboard_port = 8265 if _bindable(8265) else _free_port()
     gcs_port = _free_port()
@@ -325,6 +354,9 @@ def connect_ray(address: str | None = "auto", namespace: str = "multicloud") -> 
                     "(or pass --address HOST:PORT)"
                 )
             target = str(record["gcs_address"])
+    if _started_here(target):
+        # Else Ray would dial the machine's address, where that cluster does not listen.
+        _stay_on_loopback()
     ray.init(
         address=target,
         namespace=namespace,

@@ -15,7 +15,20 @@ from multicloud.models import Fault, FaultKind
 from multicloud.provider import Offer
 from multicloud.sim.state import SimState
 
-__all__ = ["FaultInjector"]
+__all__ = ["FaultInjector", "fault_key"]
+
+
+def fault_key(fleet_name: str, index: int) -> str:
+    """The key a fault's uses are counted under: its fleet entry and its place there.
+
+    Args:
+        fleet_name: Fleet provider name.
+        index: The fault's index in the entry's ``faults``.
+
+    Returns:
+        ``FLEET_NAME#INDEX``.
+    """
+    return f"{fleet_name}#{index}"
 
 
 class FaultInjector:
@@ -38,7 +51,7 @@ class FaultInjector:
         return fault.instance_type is None or fault.instance_type == offer.instance_type
 
     def _take(self, state: SimState, index: int, fault: Fault) -> bool:
-        key = f"{self.fleet_name}#{index}"
+        key = fault_key(self.fleet_name, index)
         if state.fault_uses.get(key, 0) >= fault.times:
             return False
         state.use_fault(key)

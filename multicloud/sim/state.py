@@ -287,6 +287,23 @@ class SimState:
             self._log({"op": "fault", "key": key, "uses": before + 1})
         return before
 
+    def rearm_fault(self, key: str) -> None:
+        """Let an injected fault fire again, as if it had never fired.
+
+        Chaos runs (``bench/chaos.py``) arm a fleet's faults at moments of their choosing
+        from another process; the scheduler's clouds see it at their next transaction.
+
+        Args:
+            key: The fault's key (``FLEET_NAME#INDEX``, its place in the fleet entry).
+
+        Raises:
+            RuntimeError: Outside a transaction.
+        """
+        self._check_transaction()
+        self.fault_uses[key] = 0
+        if self._journal is not None:
+            self._log({"op": "fault", "key": key, "uses": 0})
+
     def held_at(self, now: float) -> dict[str, int]:
         """Return the nodes live pooled workloads hold at clock reading ``now``.
 

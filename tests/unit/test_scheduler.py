@@ -280,6 +280,27 @@ def test_cancel_terminates_the_workload(harness: Callable[..., SchedulerHarness]
     assert h.scheduler.cancel(job_id) is S.CANCELLED
 
 
+def test_a_cancel_the_store_refused_leaves_the_job_scheduled(
+    harness: Callable[..., SchedulerHarness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness()
+    (job_id,) = h.submit(job("a", duration_hours=40))
+    h.run_until(lambda: h.state_of(job_id) is S.RUNNING)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("the store went away mid-cancel")
+
+    with monkeypatch.context() as m:
+        m.setattr(h.store, "transition_many", down)
+        with pytest.raises(ConnectionError):
+            h.scheduler.cancel(job_id)
+    # Nothing was cancelled in the store: the scheduler must still run the job to its end,
+    # not forget it because its memory moved before the store refused.
+    assert h.state_of(job_id) is S.RUNNING
+    h.run_until(h.all_final([job_id]))
+    assert h.state_of(job_id) is S.SUCCEEDED
+
+
 def test_unplaceable_job_waits_with_one_decision_saying_why(
     harness: Callable[..., SchedulerHarness],
 ) -> None:

@@ -25,7 +25,7 @@ from multicloud.service.scheduler.index import JobIndex, JobInfo
 from multicloud.service.scheduler.timing import Backoff, BlockedSet
 from multicloud.store import AttemptRecord, Store
 
-__all__ = ["Book", "Counters", "Writes"]
+__all__ = ["Book", "Counters", "Writes", "ended_cost"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,9 @@ class Book:
         self.notify = notify
         self.counters = Counters()
         self.spent: defaultdict[str, float] = defaultdict(float)
+        # Live attempts charged to a team, by request id: (team, what was charged), so
+        # that the charge follows the attempt's real end (see :meth:`end_row`).
+        self.charged: dict[str, tuple[str, float]] = {}
         self.terminations: list[cf.Future[list[str | None]]] = []
         # Set when capacity may have come back (an attempt ended, a block ran out): the
         # next offer round checks, and wakes the stuck jobs that could use it.
@@ -179,9 +182,15 @@ class Book:
         self.queue().ends.append((key, outcome))
         self.backoff.forget(key)
         self.capacity_changed = True
+        cost = ended_cost(row, now, self.fleet.time_scale)
         if row.handle is not None and self.metrics is not None:
-            hours = (now - row.started_at).total_seconds() / self.fleet.time_scale
-            self.metrics.spent(row.provider, row.price_per_hour * hours)
+            self.metrics.spent(row.provider, cost)
+        charged = self.charged.pop(key, None)
+        if charged is not None:
+            # A live attempt was charged its job's whole duration; from its end on it
+            # costs what it ran, as a restart would recompute it from the store.
+            team, planned = charged
+            self.spent[team] += cost - planned
         return row
 
     def end_rows(self, job_id: str, outcome: str, now: datetime) -> list[AttemptRecord]:
@@ -284,8 +293,8 @@ class Book:
     def charge(self, team: str | None, attempt: AttemptRecord, job_hours: float) -> None:
         """Add what an attempt costs to its team's spend.
 
-        A live attempt is charged its job's whole duration (what the plan promised); an
-        ended one what it ran, if it ever got a workload.
+        A live attempt is charged its job's whole duration (what the plan promised) until
+        it ends (:meth:`end_row`); an ended one what it ran, if it ever got a workload.
 
         Args:
             team: The job's team (None: no budget to charge).
@@ -295,10 +304,32 @@ class Book:
         if team is None:
             return
         if attempt.outcome is None:
-            hours = job_hours
-        elif attempt.ended_at is not None and attempt.handle is not None:
-            seconds = (attempt.ended_at - attempt.started_at).total_seconds()
-            hours = seconds / self.fleet.time_scale
+            cost = attempt.price_per_hour * job_hours
+            self.charged[attempt.request_id] = (team, cost)
+        elif attempt.ended_at is not None:
+            cost = ended_cost(attempt, attempt.ended_at, self.fleet.time_scale)
         else:
-            hours = 0.0
-        self.spent[team] += attempt.price_per_hour * hours
+            cost = 0.0
+        self.spent[team] += cost
+
+    def clear_charges(self) -> None:
+        """Forget every charge (before they are rebuilt from the store)."""
+        self.spent.clear()
+        self.charged.clear()
+
+
+def ended_cost(attempt: AttemptRecord, ended_at: datetime, time_scale: float) -> float:
+    """What an attempt cost once it ended: its price for the time it ran.
+
+    Args:
+        attempt: The attempt.
+        ended_at: When it ended.
+        time_scale: Wall seconds per simulated hour.
+
+    Returns:
+        The cost; nothing for an attempt that never got a workload.
+    """
+    if attempt.handle is None:
+        return 0.0
+    hours = (ended_at - attempt.started_at).total_seconds() / time_scale
+    return attempt.price_per_hour * hours

@@ -191,7 +191,7 @@ class Scheduler:
                 fresh = JobIndex()
                 self.book.pending = type(self.book.pending)()
                 self.book.index = self.index = fresh
-                self.book.spent.clear()
+                self.book.clear_charges()
                 self._recover()
             except Exception:
                 log.exception("could not rebuild the index from the store; retrying later")
@@ -249,12 +249,21 @@ class Scheduler:
                 return record.state
             now = self.wall()
             info = self.index.get(job_id)
-            with self.book.writing(now) as writes:
-                if info is not None:
-                    self.book.move(info, S.CANCELLED, reason)
-                else:
-                    writes.transitions.append(Transition(job_id, S.CANCELLED, reason))
-                self.book.terminate(self.book.end_rows(job_id, "cancelled", now))
+            try:
+                with self.book.writing(now) as writes:
+                    if info is not None:
+                        self.book.move(info, S.CANCELLED, reason)
+                    else:
+                        writes.transitions.append(Transition(job_id, S.CANCELLED, reason))
+                    self.book.terminate(self.book.end_rows(job_id, "cancelled", now))
+            except LeaseLost:
+                raise  # the cycle stops on its own next write; nothing to rebuild for
+            except Exception:
+                # The index moved before the store refused (down, connection cut): left so,
+                # the job would be forgotten while the store still runs it. The store is
+                # the truth: read the index back from it, as a failed tick does.
+                self._resync()
+                raise
             self.wake.set()
             return S.CANCELLED
 

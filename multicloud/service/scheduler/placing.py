@@ -368,11 +368,12 @@ class Placer:
                 waiting.unplaced = reason
         for row in rows:
             self.index.add_row(row)
+            info_of = self.index.get(row.job_id)
+            if info_of is not None:
+                # Charged like any live attempt: its job's whole duration, until it ends.
+                self.book.charge(info_of.spec.team, row, info_of.spec.duration_hours)
         for info in placed:
             self.index.set_state(info, S.PLACED)
             info.attempt += 1
             info.unplaced = None
-            team = info.spec.team
-            if team is not None:
-                self.book.spent[team] += sum(a.cost for a in by_job[info.id])
         return {i.id for i in placed}
