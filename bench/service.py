@@ -671,7 +671,8 @@ def run_cycle(jobs_n: int, batch: int, rate: float, seed: int) -> dict[str, Any]
 
     Each run starts from the demo fleet's offers (4,096 nodes per instance type, the
     prepaid block, Azure's ROFR, AWS's commitment) and plans ``batch`` new jobs at a time,
-    as a scheduler round does at ``rate`` submissions/s: what a plan placed comes off the
+    as a scheduler round does at ``rate`` submissions/s, on the offers of the accelerators
+    the batch accepts (what a round asks the clouds for): what a plan placed comes off the
     capacities (or the block) before the next, and ``now`` moves by the batch interval.
 
     Returns:
@@ -705,7 +706,9 @@ def run_cycle(jobs_n: int, batch: int, rate: float, seed: int) -> dict[str, Any]
         cpu = 0.0
         for first in range(0, len(jobs), batch):
             chunk = jobs[first : first + batch]
-            offers = [replace(o, capacity=capacity[o.key]) for o in base]
+            # A round asks the clouds only for the accelerators its jobs accept.
+            wanted = {a for j in chunk for a in j.resources.accelerator}
+            offers = [replace(o, capacity=capacity[o.key]) for o in base if o.accelerator in wanted]
             snap = fleet_mod.snapshot(
                 chunk,
                 fleet,

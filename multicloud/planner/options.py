@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from multicloud.models import Commitment, Job, Market
-from multicloud.planner.shapes import CAPACITY_STAGE, Prepared, ShapeCache, Survivor, fingerprint
+from multicloud.planner.shapes import (
+    CAPACITY_STAGE,
+    Prepared,
+    ShapeCache,
+    Survivor,
+    context,
+    group,
+)
 from multicloud.planner.types import LatencyFn
 from multicloud.provider import MarketKind, Offer
 
@@ -173,11 +180,17 @@ class OptionIndex:
         self._cache: dict[tuple[object, ...], Options] = {}
         self._glob_cache: dict[tuple[str, tuple[str, ...]], bool] = {}
         self.shared = shared
-        self.table = (
-            shared.table(fingerprint(offers, self.holders, blocked, latency, self.preferred))
-            if shared is not None
-            else None
-        )
+        # What a shape's options depend on besides the shape: its accelerators' offers
+        # (every field but capacity, in table order) and the context; interned once per
+        # plan, so a lookup hashes small ids (docs/architecture.md, "The planner").
+        self._context = -1
+        self._groups: dict[str, int] = {}
+        if shared is not None:
+            self._context = shared.intern(context(self.holders, blocked, latency, self.preferred))
+            self._groups = {
+                acc: shared.intern(group(acc, [offers[i] for i in ois]))
+                for acc, ois in self._by_accel.items()
+            }
 
     def for_job(self, job: Job) -> Options:
         """Return the options of a job (shared by every job of the same shape).
@@ -191,13 +204,17 @@ class OptionIndex:
         key = shape_key(job)
         hit = self._cache.get(key)
         if hit is None:
-            shared, table = self.shared, self.table
-            prep = None if shared is None or table is None else shared.get(table, key)
-            if prep is None:
-                prep = self._prepare(job)
-                if shared is not None and table is not None:
-                    shared.put(table, key, prep)
-            hit = self._cache[key] = self._finish(prep)
+            cands: list[int] = []
+            for acc in job.resources.accelerator:
+                cands.extend(self._by_accel.get(acc, ()))
+            shared = self.shared
+            if shared is None:
+                prep = self._prepare(job, cands)
+            else:
+                groups = tuple(self._groups.get(a, -1) for a in job.resources.accelerator)
+                full = (key, self._context, groups)
+                prep = shared.get(full) or shared.put(full, self._prepare(job, cands))
+            hit = self._cache[key] = self._finish(prep, cands)
         return hit
 
     def _region_ok(self, region: str, globs: tuple[str, ...]) -> bool:
@@ -219,8 +236,13 @@ class OptionIndex:
         # the older short form, still honoured.
         return o.zone is not None and (f"{region}/{o.zone}" in b or f"{o.provider}/{o.zone}" in b)
 
-    def _prepare(self, job: Job) -> Prepared:
-        """Run every filter but capacity; keep the offers that reach it, in table order."""
+    def _prepare(self, job: Job, cands: list[int]) -> Prepared:
+        """Run every filter but capacity on the job's candidate offers.
+
+        Offers are numbered by their place in ``cands`` (the offers of the job's
+        accelerators), not in the table, so the result holds for any table whose offers of
+        these accelerators are the same, wherever they sit in it.
+        """
         res = job.resources
         place = job.placement
         serving = job.serving
@@ -251,14 +273,9 @@ class OptionIndex:
             if stage > stage_of.get(o.provider, -1):
                 stage_of[o.provider] = stage
 
-        candidates: list[int] = []
-        for acc in res.accelerator:
-            candidates.extend(self._by_accel.get(acc, ()))
-        other = len(self.offers) - len(candidates)
-        if other:
-            rejects["accelerator"] += other
-        for oi in candidates:
-            o = self.offers[oi]
+        offers = self.offers
+        for li, oi in enumerate(cands):
+            o = offers[oi]
             if o.count < res.count:
                 reject(o, 1)
             elif place.providers and o.provider not in place.providers:
@@ -276,7 +293,7 @@ class OptionIndex:
             ):
                 reject(o, 6)
             else:
-                s = Survivor(oi, o.provider)
+                s = Survivor(li, o.provider)
                 survivors.append(s)
                 markets: list[tuple[MarketKind, float]] = []
                 if o.reservation is not None:
@@ -296,23 +313,32 @@ class OptionIndex:
                     if cap is not None and price * nodes > cap + 1e-9:
                         continue
                     opts.append(
-                        Opt(oi, market, price, price * (1.0 - discount), holder, o.provider)
+                        Opt(li, market, price, price * (1.0 - discount), holder, o.provider)
                     )
                     kept = True
                 if not kept:
                     s.stage = 9
-        offers = self.offers
-        opts.sort(key=lambda x: (x.rank, x.node_price, offers[x.oi].key, x.market.value))
+        opts.sort(key=lambda x: (x.rank, x.node_price, offers[cands[x.oi]].key, x.market.value))
         return Prepared(nodes, rejects, stage_of, reasons, survivors, opts)
 
-    def _finish(self, prep: Prepared) -> Options:
-        """Apply the table's capacities to a prepared shape (kept per capacity-short set)."""
-        short = prep.short(self.offers)
-        hit = prep.finished.get(short)
+    def _finish(self, prep: Prepared, cands: list[int]) -> Options:
+        """Apply the table's capacities to a prepared shape, in the table's numbering."""
+        short = prep.short(self.offers, cands)
+        fkey = (short, tuple(cands))
+        hit = prep.finished.get(fkey)
         if hit is not None:
-            prep.finished.move_to_end(short)
+            prep.finished.move_to_end(fkey)
             return hit
-        out = Options(opts=[o for o in prep.opts if o.oi not in short] if short else prep.opts)
+        out = Options(
+            opts=[
+                Opt(cands[o.oi], o.market, o.node_price, o.rank, o.holder, o.provider)
+                for o in prep.opts
+                if o.oi not in short
+            ]
+        )
+        other = len(self.offers) - len(cands)
+        if other:
+            out.rejects["accelerator"] += other
         rejects = out.rejects
         rejects.update(prep.rejects)
         stage_of = dict(prep.stage_of)
@@ -329,7 +355,7 @@ class OptionIndex:
             p: prep.reasons[stage] for p, stage in stage_of.items() if p not in seen
         }
         out.index()
-        prep.finished[short] = out
+        prep.finished[fkey] = out
         if len(prep.finished) > FINISHED_KEPT:
             prep.finished.popitem(last=False)
         return out

@@ -1,25 +1,29 @@
 """Feasible options per job shape, kept across plans (docs/architecture.md, "The planner").
 
 Working out which offers can take a job shape is most of a small plan's time, and a
-scheduler plans the same shapes against much the same offers cycle after cycle. The work
+scheduler plans the same shapes against much the same offers round after round. The work
 splits in two:
 
 * :class:`Prepared`, what does not depend on capacity: every filter but "capacity below N
-  nodes" (accelerator, size, placement, residency, blocked scopes, latency, market, price
-  cap) and the options that pass them in rank order. It is a function of the job's shape
-  and of the *table*: every offer field but capacity (reservation offers included, so the
-  reservations' windows at ``now`` are in it), the ROFR holders, the blocked scopes, the
-  latency function and the commitment discounts at ``now``.
-* :meth:`Prepared.finish`, which applies capacity: the offers whose nodes left are fewer
-  than a gang's are taken out; the rest is a filter of the prepared list.
+  nodes" (size, placement, residency, blocked scopes, latency, market, price cap) over the
+  offers of the shape's accelerators, and the options that pass, in rank order. It is a
+  function of the shape, of those offers (every field but capacity, in table order) and of
+  the context: the ROFR holders, the blocked scopes, the latency function and the
+  commitment discounts at ``now``. Reservation offers are offers of the table, so a
+  reservation's window at ``now`` is in it too. Offers are numbered by their place among
+  the shape's candidates, so the other accelerators' offers (which a round may or may not
+  have asked for) do not matter.
+* :meth:`Prepared.short` and ``OptionIndex._finish``, which apply the snapshot's
+  capacities and number the options in its table.
 
-A :class:`ShapeCache` keeps prepared shapes under the table's exact fingerprint (a tuple
-of those values, compared by equality, never by hash alone), so an entry can only be used
-for the table it was computed from: a new price, offer, blocked scope, holder or discount
-is a new table. Both levels are bounded (least recently used goes first). The planner
-stays a pure function: the cache only memoises a pure computation, and a plan with a
-cache equals the plan without one. One scheduler owns one cache and runs one plan at a
-time with it; the lock makes a misuse safe, not fast.
+A :class:`ShapeCache` keeps prepared shapes under ``(shape, context id, group ids)``. The
+ids come from :meth:`ShapeCache.intern`, which compares the full values (every offer row)
+by equality and never reuses an id, so an entry can only be found by a table it was
+computed from: a new price, offer, order, blocked scope, holder or discount is a new id.
+Everything is bounded (least recently used goes first). The planner stays a pure
+function: the cache only memoises a pure computation, and a plan with a cache equals the
+plan without one. One scheduler owns one cache and runs one plan at a time with it; the
+lock makes a misuse safe, not fast.
 """
 
 from __future__ import annotations
@@ -40,20 +44,16 @@ if TYPE_CHECKING:
 # provider's reason is the one of its offer that passed the most filters.
 CAPACITY_STAGE = 7
 
-Table = tuple[Hashable, ...]
 
-
-def fingerprint(
-    offers: Sequence[Offer],
+def context(
     holders: frozenset[str],
     blocked: frozenset[str],
     latency: LatencyFn | None,
     preferred: Mapping[str, float],
-) -> Table:
-    """Return everything but capacity that a shape's options depend on.
+) -> Hashable:
+    """Return what every shape's options depend on besides its offers.
 
     Args:
-        offers: The planner's offer table (reservation offers included), in order.
         holders: ROFR holders.
         blocked: Blocked scopes.
         latency: Region latency function (compared by equality: the same bound method of
@@ -61,7 +61,20 @@ def fingerprint(
         preferred: Providers behind a commitment → ranking discount.
 
     Returns:
-        A hashable tuple; two tables with equal fingerprints give equal options.
+        A hashable value.
+    """
+    return ("context", holders, blocked, latency, tuple(sorted(preferred.items())))
+
+
+def group(accelerator: str, offers: Sequence[Offer]) -> Hashable:
+    """Return one accelerator's offers, every field but capacity, in table order.
+
+    Args:
+        accelerator: The accelerator.
+        offers: Its offers, in table order.
+
+    Returns:
+        A hashable value.
     """
     rows = tuple(
         (
@@ -79,15 +92,15 @@ def fingerprint(
         )
         for o in offers
     )
-    return (rows, holders, blocked, latency, tuple(sorted(preferred.items())))
+    return ("group", accelerator, rows)
 
 
-@dataclass
+@dataclass(slots=True)
 class Survivor:
     """An offer that passed every capacity-free filter up to the capacity one.
 
     Attributes:
-        oi: Index of the offer in the table.
+        oi: Place of the offer among the shape's candidates.
         provider: Its provider.
         stage: 0 if it yields options, else the stage of the filter after capacity that
             removed it.
@@ -109,9 +122,10 @@ class Prepared:
         rejects: How many offers each capacity-free filter before capacity removed.
         stage_of: Provider → highest such filter stage that removed one of its offers.
         reasons: Filter stage → its reason for this shape.
-        survivors: Offers that reached the capacity filter, in table order.
-        opts: Their options, cheapest (by rank) first.
-        finished: Finished options by the tuple of capacity-short offers (a few kept).
+        survivors: Offers that reached the capacity filter, in candidate order.
+        opts: Their options, cheapest (by rank) first, numbered by candidate.
+        finished: Finished options by capacity-short candidates and the candidates' places
+            in the table (a few kept).
     """
 
     nodes: int
@@ -120,107 +134,113 @@ class Prepared:
     reasons: dict[int, str]
     survivors: list[Survivor]
     opts: list[Opt]
-    finished: OrderedDict[tuple[int, ...], Options] = field(default_factory=OrderedDict)
+    finished: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], Options] = field(
+        default_factory=OrderedDict
+    )
 
-    def short(self, offers: Sequence[Offer]) -> tuple[int, ...]:
+    def short(self, offers: Sequence[Offer], cands: Sequence[int]) -> tuple[int, ...]:
         """Return the survivors whose capacity is below one gang's nodes.
 
         Args:
             offers: The current table (its capacities are read).
+            cands: The shape's candidates' places in it.
 
         Returns:
-            Their offer indices, in table order.
+            Their candidate numbers, in order.
         """
         nodes = self.nodes
         out: list[int] = []
         for s in self.survivors:
-            cap = offers[s.oi].capacity
+            cap = offers[cands[s.oi]].capacity
             if cap is not None and cap < nodes:
                 out.append(s.oi)
         return tuple(out)
 
 
-Shapes = OrderedDict[Hashable, Prepared]
-
-
 class ShapeCache:
-    """Prepared options per job shape per table, bounded, least recently used first out.
+    """Prepared job shapes, bounded, least recently used first out.
 
     Args:
-        max_tables: Tables kept (a scheduler needs one or two: the current offers).
-        max_shapes: Shapes kept per table.
+        max_shapes: Prepared shapes kept.
+        max_values: Interned contexts and offer groups kept.
     """
 
-    def __init__(self, max_tables: int = 4, max_shapes: int = 4096) -> None:
-        if max_tables < 1 or max_shapes < 1:
-            raise ValueError("a shape cache needs room for a table and a shape")
-        self.max_tables = max_tables
+    def __init__(self, max_shapes: int = 4096, max_values: int = 1024) -> None:
+        if max_shapes < 1 or max_values < 1:
+            raise ValueError("a shape cache needs room for a shape and a value")
         self.max_shapes = max_shapes
-        self._tables: OrderedDict[Table, Shapes] = OrderedDict()
+        self.max_values = max_values
+        self._shapes: OrderedDict[Hashable, Prepared] = OrderedDict()
+        self._ids: OrderedDict[Hashable, int] = OrderedDict()
+        self._next = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def table(self, table: Table) -> Shapes:
-        """Return the shapes kept for a table (a new, empty one if it is not kept).
+    def intern(self, value: Hashable) -> int:
+        """Return the id of a value: equal values, same id; an id is never reused.
 
-        The fingerprint is hashed here, once per plan: hashing it is the cost of reading
-        every offer.
+        A forgotten value comes back under a new id, so the shapes kept under its old one
+        are never found again (and age out).
 
         Args:
-            table: The table's fingerprint.
+            value: A context or an offer group (:func:`context`, :func:`group`).
 
         Returns:
-            Its shapes, to :meth:`get` from and :meth:`put` into during the plan.
+            Its id.
         """
         with self._lock:
-            shapes = self._tables.get(table)
-            if shapes is None:
-                shapes = self._tables[table] = OrderedDict()
-                while len(self._tables) > self.max_tables:
-                    self._tables.popitem(last=False)
-            else:
-                self._tables.move_to_end(table)
-            return shapes
+            got = self._ids.get(value)
+            if got is not None:
+                self._ids.move_to_end(value)
+                return got
+            got = self._ids[value] = self._next
+            self._next += 1
+            while len(self._ids) > self.max_values:
+                self._ids.popitem(last=False)
+            return got
 
-    def get(self, shapes: Shapes, shape: Hashable) -> Prepared | None:
-        """Return a prepared shape of a table, if kept.
+    def get(self, key: Hashable) -> Prepared | None:
+        """Return a prepared shape, if kept.
 
         Args:
-            shapes: The table's shapes (:meth:`table`).
-            shape: The job-shape key.
+            key: Shape key, context id and group ids.
 
         Returns:
             The prepared shape, or None.
         """
         with self._lock:
-            hit = shapes.get(shape)
+            hit = self._shapes.get(key)
             if hit is None:
                 self.misses += 1
                 return None
-            shapes.move_to_end(shape)
+            self._shapes.move_to_end(key)
             self.hits += 1
             return hit
 
-    def put(self, shapes: Shapes, shape: Hashable, prepared: Prepared) -> None:
-        """Keep a prepared shape of a table, dropping the least recently used.
+    def put(self, key: Hashable, prepared: Prepared) -> Prepared:
+        """Keep a prepared shape, dropping the least recently used.
 
         Args:
-            shapes: The table's shapes (:meth:`table`).
-            shape: The job-shape key.
-            prepared: What was computed on this table for this shape.
+            key: Shape key, context id and group ids.
+            prepared: What was computed for it.
+
+        Returns:
+            ``prepared``.
         """
         with self._lock:
-            shapes[shape] = prepared
-            while len(shapes) > self.max_shapes:
-                shapes.popitem(last=False)
+            self._shapes[key] = prepared
+            while len(self._shapes) > self.max_shapes:
+                self._shapes.popitem(last=False)
+            return prepared
 
     def clear(self) -> None:
-        """Forget every table."""
+        """Forget everything."""
         with self._lock:
-            self._tables.clear()
+            self._shapes.clear()
+            self._ids.clear()
 
     def __len__(self) -> int:
-        """Shapes kept over all tables."""
+        """Shapes kept."""
         with self._lock:
-            return sum(len(s) for s in self._tables.values())
+            return len(self._shapes)
