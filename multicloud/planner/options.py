@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 
 from multicloud.models import Commitment, Job, Market
 from multicloud.planner.shapes import (
@@ -209,11 +210,11 @@ class OptionIndex:
                 cands.extend(self._by_accel.get(acc, ()))
             shared = self.shared
             if shared is None:
-                prep = self._prepare(job, cands)
+                prep = self._prepare(job, cands, local=False)
             else:
                 groups = tuple(self._groups.get(a, -1) for a in job.resources.accelerator)
                 full = (key, self._context, groups)
-                prep = shared.get(full) or shared.put(full, self._prepare(job, cands))
+                prep = shared.get(full) or shared.put(full, self._prepare(job, cands, local=True))
             hit = self._cache[key] = self._finish(prep, cands)
         return hit
 
@@ -236,12 +237,18 @@ class OptionIndex:
         # the older short form, still honoured.
         return o.zone is not None and (f"{region}/{o.zone}" in b or f"{o.provider}/{o.zone}" in b)
 
-    def _prepare(self, job: Job, cands: list[int]) -> Prepared:
+    def _prepare(self, job: Job, cands: list[int], *, local: bool) -> Prepared:
         """Run every filter but capacity on the job's candidate offers.
 
-        Offers are numbered by their place in ``cands`` (the offers of the job's
-        accelerators), not in the table, so the result holds for any table whose offers of
-        these accelerators are the same, wherever they sit in it.
+        Args:
+            job: The job.
+            cands: The offers of its accelerators (places in the table).
+            local: Number offers by their place in ``cands``, not in the table, so the
+                result holds for any table whose offers of these accelerators are the
+                same, wherever they sit in it (what a cache keeps).
+
+        Returns:
+            The prepared shape.
         """
         res = job.resources
         place = job.placement
@@ -265,8 +272,7 @@ class OptionIndex:
             9: "max_price_per_hour",
         }
         stage_of: dict[str, int] = {}
-        survivors: list[Survivor] = []
-        opts: list[Opt] = []
+        survivors: list[Survivor] = []  # (number, provider, stage after capacity or 0)
 
         def reject(o: Offer, stage: int) -> None:
             rejects[reasons[stage]] += 1
@@ -274,8 +280,10 @@ class OptionIndex:
                 stage_of[o.provider] = stage
 
         offers = self.offers
+        keyed: list[tuple[tuple[float, float, str, str], Opt]] = []
         for li, oi in enumerate(cands):
             o = offers[oi]
+            n = li if local else oi
             if o.count < res.count:
                 reject(o, 1)
             elif place.providers and o.provider not in place.providers:
@@ -293,8 +301,6 @@ class OptionIndex:
             ):
                 reject(o, 6)
             else:
-                s = Survivor(li, o.provider)
-                survivors.append(s)
                 markets: list[tuple[MarketKind, float]] = []
                 if o.reservation is not None:
                     markets.append((MarketKind.RESERVED, 0.0))
@@ -304,7 +310,7 @@ class OptionIndex:
                     if allow_spot and o.spot_price is not None:
                         markets.append((MarketKind.SPOT, o.spot_price))
                 if not markets:
-                    s.stage = 8
+                    survivors.append((n, o.provider, 8))
                     continue
                 discount = self.preferred.get(o.provider, 0.0)
                 holder = o.provider in self.holders
@@ -312,18 +318,21 @@ class OptionIndex:
                 for market, price in markets:
                     if cap is not None and price * nodes > cap + 1e-9:
                         continue
-                    opts.append(
-                        Opt(li, market, price, price * (1.0 - discount), holder, o.provider)
-                    )
+                    rank = price * (1.0 - discount)
+                    opt = Opt(n, market, price, rank, holder, o.provider)
+                    keyed.append(((rank, price, o.key, market.value), opt))
                     kept = True
-                if not kept:
-                    s.stage = 9
-        opts.sort(key=lambda x: (x.rank, x.node_price, offers[cands[x.oi]].key, x.market.value))
-        return Prepared(nodes, rejects, stage_of, reasons, survivors, opts)
+                survivors.append((n, o.provider, 0 if kept else 9))
+        keyed.sort(key=itemgetter(0))
+        opts = [opt for _, opt in keyed]
+        return Prepared(nodes, rejects, stage_of, reasons, survivors, opts, local)
 
     def _finish(self, prep: Prepared, cands: list[int]) -> Options:
         """Apply the table's capacities to a prepared shape, in the table's numbering."""
         short = prep.short(self.offers, cands)
+        if not prep.local:
+            out = Options(opts=[o for o in prep.opts if o.oi not in short])
+            return self._reasons(out, prep, cands, short)
         fkey = (short, tuple(cands))
         hit = prep.finished.get(fkey)
         if hit is not None:
@@ -336,6 +345,15 @@ class OptionIndex:
                 if o.oi not in short
             ]
         )
+        prep.finished[fkey] = self._reasons(out, prep, cands, short)
+        if len(prep.finished) > FINISHED_KEPT:
+            prep.finished.popitem(last=False)
+        return out
+
+    def _reasons(
+        self, out: Options, prep: Prepared, cands: list[int], short: tuple[int, ...]
+    ) -> Options:
+        """Fill in why offers were left out, and the sub-lists, of finished options."""
         other = len(self.offers) - len(cands)
         if other:
             out.rejects["accelerator"] += other
@@ -343,21 +361,19 @@ class OptionIndex:
         rejects.update(prep.rejects)
         stage_of = dict(prep.stage_of)
         seen: set[str] = set()
-        for s in prep.survivors:
-            stage = CAPACITY_STAGE if s.oi in short else s.stage
+        for n, provider, stage in prep.survivors:
+            if short and n in short:
+                stage = CAPACITY_STAGE
             if stage == 0:
-                seen.add(s.provider)
+                seen.add(provider)
                 continue
             rejects[prep.reasons[stage]] += 1
-            if stage > stage_of.get(s.provider, -1):
-                stage_of[s.provider] = stage
+            if stage > stage_of.get(provider, -1):
+                stage_of[provider] = stage
         out.provider_rejects = {
             p: prep.reasons[stage] for p, stage in stage_of.items() if p not in seen
         }
         out.index()
-        prep.finished[fkey] = out
-        if len(prep.finished) > FINISHED_KEPT:
-            prep.finished.popitem(last=False)
         return out
 
     def _near(self, region: str, near: tuple[str, ...], limit: float) -> bool:

@@ -95,22 +95,11 @@ def group(accelerator: str, offers: Sequence[Offer]) -> Hashable:
     return ("group", accelerator, rows)
 
 
-@dataclass(slots=True)
-class Survivor:
-    """An offer that passed every capacity-free filter up to the capacity one.
-
-    Attributes:
-        oi: Place of the offer among the shape's candidates.
-        provider: Its provider.
-        stage: 0 if it yields options, else the stage of the filter after capacity that
-            removed it.
-        why: That filter's reason.
-    """
-
-    oi: int
-    provider: str
-    stage: int = 0
-    why: str = ""
+# An offer that passed every capacity-free filter up to the capacity one: its number (place
+# among the shape's candidates, or in the table), its provider, and 0 if it yields options,
+# else the stage of the filter after capacity that removed it. A plain tuple: there is one
+# per candidate offer of every shape computed.
+Survivor = tuple[int, str, int]
 
 
 @dataclass
@@ -123,7 +112,9 @@ class Prepared:
         stage_of: Provider → highest such filter stage that removed one of its offers.
         reasons: Filter stage → its reason for this shape.
         survivors: Offers that reached the capacity filter, in candidate order.
-        opts: Their options, cheapest (by rank) first, numbered by candidate.
+        opts: Their options, cheapest (by rank) first.
+        local: Offers are numbered by their place among the candidates (else in the
+            table: a plan's own, uncached work).
         finished: Finished options by capacity-short candidates and the candidates' places
             in the table (a few kept).
     """
@@ -134,6 +125,7 @@ class Prepared:
     reasons: dict[int, str]
     survivors: list[Survivor]
     opts: list[Opt]
+    local: bool = True
     finished: OrderedDict[tuple[tuple[int, ...], tuple[int, ...]], Options] = field(
         default_factory=OrderedDict
     )
@@ -146,14 +138,15 @@ class Prepared:
             cands: The shape's candidates' places in it.
 
         Returns:
-            Their candidate numbers, in order.
+            Their numbers (as the survivors are numbered), in order.
         """
         nodes = self.nodes
+        local = self.local
         out: list[int] = []
-        for s in self.survivors:
-            cap = offers[cands[s.oi]].capacity
+        for n, _, _ in self.survivors:
+            cap = offers[cands[n] if local else n].capacity
             if cap is not None and cap < nodes:
-                out.append(s.oi)
+                out.append(n)
         return tuple(out)
 
 
