@@ -16,14 +16,20 @@ own fresh store (a SQLite file, or a new PostgreSQL database dropped afterwards)
   catalog pools of 0–48 nodes with Azure holding the ROFR, and a trace-shaped batch on the
   demo fleet's clouds about 1.4× short of capacity): placed jobs per priority tier and cost,
   service against offline ``plan()`` on the same snapshot;
-* ``launchers``: ``paced`` for 30 s with each launcher (threads, actors), SQLite.
+* ``launchers``: ``paced`` for 30 s with each launcher (threads, actors), SQLite;
+* ``cycle`` (no Ray, no store, not part of ``all``): the scheduler's plan step alone in a
+  cycle-like loop: small batches of new jobs planned against the demo fleet's offers, the
+  capacities moving by what each plan placed and ``now`` by the batch interval; the CPU
+  time per job, with and without the job shapes' options kept across plans
+  (``multicloud.planner.ShapeCache``), and that both give the same plans.
 
 submit → placed is the job's PLACED time in the store's events minus the client's send
 time of its batch (both wall clock, same machine).
 
 Run: ``.venv/bin/python -m bench.service [--mode all] [--store postgresql://HOST/DB]``.
 With a PostgreSQL URL, each mode creates a database next to the one named and drops it.
-Results go under the store backend's key (``sqlite``, ``postgresql``) and ``launchers``.
+Results go under the store backend's key (``sqlite``, ``postgresql``), ``launchers`` and
+``cycle``.
 """
 
 from __future__ import annotations
@@ -573,7 +579,9 @@ def main() -> None:
     """Parse arguments, run the modes in one throwaway Ray cluster, write the results."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--mode", default="all", choices=["all", "paced", "burst", "idle", "quality", "launchers"]
+        "--mode",
+        default="all",
+        choices=["all", "paced", "burst", "idle", "quality", "launchers", "cycle"],
     )
     ap.add_argument("--store", help="PostgreSQL URL whose server hosts the per-mode databases")
     ap.add_argument("--rate", type=float, default=1000.0, help="paced: jobs/s")
@@ -590,7 +598,12 @@ def main() -> None:
     ap.add_argument("--setting", type=_setting, action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--cycle-jobs", type=int, default=6000, help="cycle: jobs planned")
+    ap.add_argument("--cycle-batch", type=int, default=50, help="cycle: jobs per plan")
     args = ap.parse_args()
+    if args.mode == "cycle":
+        _write_cycle(args)
+        return
 
     names = ("MULTICLOUD_HOME", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
     saved = {name: os.environ.get(name) for name in names}
@@ -649,6 +662,100 @@ def main() -> None:
         merged = doc.setdefault(backend, {})
         merged.update(result)
         merged["targets"] = _targets(merged)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+
+
+def run_cycle(jobs_n: int, batch: int, rate: float, seed: int) -> dict[str, Any]:
+    """The plan step of the scheduler cycle alone, with and without a shape cache.
+
+    Each run starts from the demo fleet's offers (4,096 nodes per instance type, the
+    prepaid block, Azure's ROFR, AWS's commitment) and plans ``batch`` new jobs at a time,
+    as a scheduler round does at ``rate`` submissions/s, on the offers of the accelerators
+    the batch accepts (what a round asks the clouds for): what a plan placed comes off the
+    capacities (or the block) before the next, and ``now`` moves by the batch interval.
+
+    Returns:
+        Per run: CPU ms per job (process time), plan wall-time percentiles, and for the
+        cached run its hits and misses; whether both runs made the same plans.
+    """
+    from datetime import timedelta
+
+    from multicloud import fleet as fleet_mod
+    from multicloud.models import Fleet
+    from multicloud.planner import ShapeCache, plan
+    from multicloud.planner.options import shape_key
+
+    fleet = Fleet.model_validate(fleet_doc(0.05))
+    base = _offers(fleet)
+    jobs, _ = feasible_jobs(fleet, jobs_n, seed)
+    start = datetime.now(timezone.utc)
+    out: dict[str, Any] = {
+        "jobs": len(jobs),
+        "batch": batch,
+        "offers": len(base),
+        "shapes_in_jobs": len({shape_key(j) for j in jobs}),
+    }
+    decisions: dict[str, list[Any]] = {}
+    for label, cache in (("uncached", None), ("cached", ShapeCache())):
+        capacity = {o.key: o.capacity for o in base}
+        used: Counter[str] = Counter()
+        now = start
+        walls: list[float] = []
+        seen: list[Any] = []
+        cpu = 0.0
+        for first in range(0, len(jobs), batch):
+            chunk = jobs[first : first + batch]
+            # A round asks the clouds only for the accelerators its jobs accept.
+            wanted = {a for j in chunk for a in j.resources.accelerator}
+            offers = [replace(o, capacity=capacity[o.key]) for o in base if o.accelerator in wanted]
+            snap = fleet_mod.snapshot(
+                chunk,
+                fleet,
+                offers,
+                now=now,
+                job_ids=[j.name for j in chunk],
+                reservation_used=dict(used),
+            )
+            c0, w0 = time.process_time(), time.perf_counter()
+            result = plan(snap, shapes=cache)
+            cpu += time.process_time() - c0
+            walls.append(time.perf_counter() - w0)
+            for a in result.placements:
+                taken = a.nodes * a.replicas
+                if a.offer.reservation is not None:
+                    used[a.offer.reservation] += taken
+                elif capacity.get(a.offer.key) is not None:
+                    capacity[a.offer.key] = max(0, (capacity[a.offer.key] or 0) - taken)
+            seen.append((result.placements, result.unplaced, result.audit))
+            now += timedelta(seconds=len(chunk) / rate)
+        decisions[label] = seen
+        run: dict[str, Any] = {
+            "cpu_ms_per_job": round(cpu * 1e3 / len(jobs), 4),
+            "plans": len(walls),
+            "plan_ms": summary_ms(walls),
+            "placed": sum(len(p) for p, _, _ in seen),
+        }
+        if cache is not None:
+            run["shape_cache"] = {"hits": cache.hits, "misses": cache.misses}
+        out[label] = run
+    out["same_plans"] = decisions["uncached"] == decisions["cached"]
+    out["cpu_speedup"] = round(
+        out["uncached"]["cpu_ms_per_job"] / max(out["cached"]["cpu_ms_per_job"], 1e-9), 2
+    )
+    return out
+
+
+def _write_cycle(args: argparse.Namespace) -> None:
+    load_before = _load()
+    result = run_cycle(args.cycle_jobs, args.cycle_batch, args.rate, args.seed)
+    result["machine_load"] = {"before": load_before, "after": _load()}
+    result["measured_at"] = _now()
+    print(json.dumps(result, indent=2))
+    if args.no_write:
+        return
+    doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    doc["cycle"] = result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from multicloud.planner.core import plan, queue_order
+from multicloud.planner.shapes import ShapeCache
 from multicloud.planner.types import (
     Assignment,
     AuditEntry,
@@ -21,6 +22,7 @@ __all__ = [
     "PlanStats",
     "Policy",
     "RofrOutcome",
+    "ShapeCache",
     "Snapshot",
     "Unplaced",
     "plan",

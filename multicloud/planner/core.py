@@ -29,17 +29,23 @@ from multicloud.models import Job
 from multicloud.planner.explain import Explained
 from multicloud.planner.options import OptionIndex, behind_schedule
 from multicloud.planner.rofr import RofrWalk
+from multicloud.planner.shapes import ShapeCache
 from multicloud.planner.slot import Slot
 from multicloud.planner.types import AuditEntry, Plan, PlanStats, Policy, Snapshot
 from multicloud.provider import Offer
 
 
-def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
+def plan(
+    snapshot: Snapshot, policy: Policy | None = None, *, shapes: ShapeCache | None = None
+) -> Plan:
     """Place the snapshot's jobs on its offers under its contracts.
 
     Args:
         snapshot: Jobs, offers with capacity left, contracts, budgets and state.
         policy: Search settings (time limits); defaults are fine for most uses.
+        shapes: Job shapes' options kept across plans by the caller (the scheduler): the
+            plan is the same with or without it, only cheaper when the offers are much
+            the same as last time (:mod:`.shapes`).
 
     Returns:
         The plan: placements with reasons, unplaced jobs with reasons, the ROFR audit.
@@ -53,7 +59,7 @@ def plan(snapshot: Snapshot, policy: Policy | None = None) -> Plan:
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return Planner(snapshot, policy or Policy()).run()
+        return Planner(snapshot, policy or Policy(), shapes).run()
     finally:
         if enabled:
             gc.enable()
@@ -74,7 +80,7 @@ def queue_order(jobs: Sequence[Job]) -> list[int]:
 class Planner(RofrWalk, Explained):
     """One planning run over a snapshot: the walk, then the optimiser where needed."""
 
-    def __init__(self, snap: Snapshot, policy: Policy) -> None:
+    def __init__(self, snap: Snapshot, policy: Policy, shapes: ShapeCache | None = None) -> None:
         self.snap = snap
         self.policy = policy
         ids = list(snap.job_ids) if snap.job_ids is not None else [j.name for j in snap.jobs]
@@ -95,6 +101,7 @@ class Planner(RofrWalk, Explained):
             blocked=snap.blocked,
             latency=snap.latency,
             preferred=behind_schedule(snap.contracts.commitments, snap.now),
+            shared=shapes,
         )
         self.audit: list[AuditEntry] = []
         self._terms_cache: dict[tuple[object, ...], dict[str, object]] = {}
@@ -253,4 +260,3 @@ class Planner(RofrWalk, Explained):
         if not free:
             return None
         return (id(opts), job.kind, s.replicas, s.spread, job.max_price_per_hour)
-

@@ -11,8 +11,17 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 
-from multicloud.models import Commitment, Job, Kind, Market
+from multicloud.models import Commitment, Job, Market
+from multicloud.planner.shapes import (
+    CAPACITY_STAGE,
+    Prepared,
+    ShapeCache,
+    Survivor,
+    context,
+    group,
+)
 from multicloud.planner.types import LatencyFn
 from multicloud.provider import MarketKind, Offer
 
@@ -73,7 +82,10 @@ class Options:
 
     def summary(self) -> str:
         """Return the rejection counts as one readable line."""
-        parts = [f"{n} by {why}" for why, n in self.rejects.most_common()]
+        # Ties by name, not by which filter happened to run first: the line is the same
+        # whether the options were just computed or prepared in an earlier plan.
+        ranked = sorted(self.rejects.items(), key=lambda kv: (-kv[1], kv[0]))
+        parts = [f"{n} by {why}" for why, n in ranked]
         return "offers removed: " + (", ".join(parts) if parts else "none")
 
 
@@ -99,6 +111,41 @@ def behind_schedule(commitments: Sequence[Commitment], now: datetime | None) -> 
     return out
 
 
+def shape_key(job: Job) -> tuple[object, ...]:
+    """Return what a job's options depend on: jobs with equal keys have equal options.
+
+    Args:
+        job: The job.
+
+    Returns:
+        A hashable key.
+    """
+    serving = job.serving
+    res = job.resources
+    place = job.placement
+    # Plain tuples: hashing and comparing the pydantic models themselves was a third of
+    # the fast path's time.
+    return (
+        res.accelerator,
+        res.count,
+        res.nodes,
+        job.market,
+        # The cap filters offers for inference too (a replica dearer than the whole
+        # service's cap can never be part of it), so it is part of every shape.
+        job.max_price_per_hour,
+        place.providers,
+        place.regions,
+        place.residency,
+        serving.regions_near if serving else (),
+        serving.max_latency_ms if serving else None,
+    )
+
+
+# Finished options kept per prepared shape: one per set of capacity-short offers; a steady
+# scheduler sees one or two.
+FINISHED_KEPT = 4
+
+
 class OptionIndex:
     """Computes and caches the options of job shapes against one offer table.
 
@@ -109,6 +156,8 @@ class OptionIndex:
             provider/zone).
         latency: Region latency function.
         preferred: Providers behind a commitment → ranking discount.
+        shared: Prepared shapes kept across plans (:mod:`.shapes`); None computes every
+            shape afresh. Either way the options are the same.
     """
 
     def __init__(
@@ -119,6 +168,7 @@ class OptionIndex:
         blocked: frozenset[str] = frozenset(),
         latency: LatencyFn | None = None,
         preferred: Mapping[str, float] | None = None,
+        shared: ShapeCache | None = None,
     ) -> None:
         self.offers = offers
         self.holders = frozenset(holders)
@@ -130,6 +180,18 @@ class OptionIndex:
             self._by_accel.setdefault(o.accelerator, []).append(i)
         self._cache: dict[tuple[object, ...], Options] = {}
         self._glob_cache: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self.shared = shared
+        # What a shape's options depend on besides the shape: its accelerators' offers
+        # (every field but capacity, in table order) and the context; interned once per
+        # plan, so a lookup hashes small ids (docs/architecture.md, "The planner").
+        self._context = -1
+        self._groups: dict[str, int] = {}
+        if shared is not None:
+            self._context = shared.intern(context(self.holders, blocked, latency, self.preferred))
+            self._groups = {
+                acc: shared.intern(group(acc, [offers[i] for i in ois]))
+                for acc, ois in self._by_accel.items()
+            }
 
     def for_job(self, job: Job) -> Options:
         """Return the options of a job (shared by every job of the same shape).
@@ -140,27 +202,20 @@ class OptionIndex:
         Returns:
             Its options.
         """
-        serving = job.serving
-        res = job.resources
-        place = job.placement
-        # Plain tuples: hashing and comparing the pydantic models themselves was a third
-        # of the fast path's time.
-        key = (
-            res.accelerator,
-            res.count,
-            res.nodes,
-            job.market,
-            job.max_price_per_hour if job.kind is Kind.TRAINING else None,
-            place.providers,
-            place.regions,
-            place.residency,
-            serving.regions_near if serving else (),
-            serving.max_latency_ms if serving else None,
-        )
+        key = shape_key(job)
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._compute(job)
-            self._cache[key] = hit
+            cands: list[int] = []
+            for acc in job.resources.accelerator:
+                cands.extend(self._by_accel.get(acc, ()))
+            shared = self.shared
+            if shared is None:
+                prep = self._prepare(job, cands, local=False)
+            else:
+                groups = tuple(self._groups.get(a, -1) for a in job.resources.accelerator)
+                full = (key, self._context, groups)
+                prep = shared.get(full) or shared.put(full, self._prepare(job, cands, local=True))
+            hit = self._cache[key] = self._finish(prep, cands)
         return hit
 
     def _region_ok(self, region: str, globs: tuple[str, ...]) -> bool:
@@ -182,7 +237,19 @@ class OptionIndex:
         # the older short form, still honoured.
         return o.zone is not None and (f"{region}/{o.zone}" in b or f"{o.provider}/{o.zone}" in b)
 
-    def _compute(self, job: Job) -> Options:
+    def _prepare(self, job: Job, cands: list[int], *, local: bool) -> Prepared:
+        """Run every filter but capacity on the job's candidate offers.
+
+        Args:
+            job: The job.
+            cands: The offers of its accelerators (places in the table).
+            local: Number offers by their place in ``cands``, not in the table, so the
+                result holds for any table whose offers of these accelerators are the
+                same, wherever they sit in it (what a cache keeps).
+
+        Returns:
+            The prepared shape.
+        """
         res = job.resources
         place = job.placement
         serving = job.serving
@@ -190,81 +257,128 @@ class OptionIndex:
         allow_od = job.market in (Market.ON_DEMAND, Market.ANY)
         allow_spot = job.market in (Market.SPOT, Market.ANY)
         cap = job.max_price_per_hour
-        out = Options(opts=[])
-        rejects = out.rejects
-        seen_providers: set[str] = set()
-
-        # The reason shown for a provider is the one of its offer that passed the most
-        # filters: "no EU region" says more than "this VM size has one GPU".
+        rejects: Counter[str] = Counter()
+        # Each filter's reason is the same for every offer of one shape, so a provider's
+        # reason follows from the highest stage any of its offers reached.
+        reasons = {
+            1: f"fewer than {res.count} accelerators per node",
+            2: "placement.providers",
+            3: "placement.regions",
+            4: "placement.residency",
+            5: "blocked after recent capacity/quota errors",
+            6: "serving.max_latency_ms",
+            CAPACITY_STAGE: f"capacity below {nodes} nodes",
+            8: f"market {job.market.value}",
+            9: "max_price_per_hour",
+        }
         stage_of: dict[str, int] = {}
+        survivors: list[Survivor] = []  # (number, provider, stage after capacity or 0)
 
-        def reject(o: Offer, why: str, stage: int) -> None:
-            rejects[why] += 1
-            if stage >= stage_of.get(o.provider, -1):
+        def reject(o: Offer, stage: int) -> None:
+            rejects[reasons[stage]] += 1
+            if stage > stage_of.get(o.provider, -1):
                 stage_of[o.provider] = stage
-                out.provider_rejects[o.provider] = why
 
-        candidates: list[int] = []
-        for acc in res.accelerator:
-            candidates.extend(self._by_accel.get(acc, ()))
-        other = len(self.offers) - len(candidates)
-        if other:
-            rejects["accelerator"] += other
-        for oi in candidates:
-            o = self.offers[oi]
-            if o.count < res.count:
-                reject(o, f"fewer than {res.count} accelerators per node", 1)
-                continue
-            if place.providers and o.provider not in place.providers:
-                reject(o, "placement.providers", 2)
-                continue
-            if place.regions and not self._region_ok(o.region, place.regions):
-                reject(o, "placement.regions", 3)
-                continue
-            if place.residency and o.jurisdiction not in place.residency:
-                reject(o, "placement.residency", 4)
-                continue
-            if self._is_blocked(o):
-                reject(o, "blocked after recent capacity/quota errors", 5)
-                continue
-            if serving is not None and serving.max_latency_ms is not None:
-                lat = self._nearest(o.region, serving.regions_near)
-                if lat is None or lat > serving.max_latency_ms:
-                    reject(o, "serving.max_latency_ms", 6)
-                    continue
-            if o.capacity is not None and o.capacity < nodes:
-                reject(o, f"capacity below {nodes} nodes", 7)
-                continue
-            markets: list[tuple[MarketKind, float]] = []
-            if o.reservation is not None:
-                markets.append((MarketKind.RESERVED, 0.0))
-            else:
-                if allow_od and o.price is not None:
-                    markets.append((MarketKind.ON_DEMAND, o.price))
-                if allow_spot and o.spot_price is not None:
-                    markets.append((MarketKind.SPOT, o.spot_price))
-            if not markets:
-                reject(o, f"market {job.market.value}", 8)
-                continue
-            discount = self.preferred.get(o.provider, 0.0)
-            holder = o.provider in self.holders
-            kept = False
-            for market, price in markets:
-                if cap is not None and price * nodes > cap + 1e-9:
-                    continue
-                rank = price * (1.0 - discount)
-                out.opts.append(Opt(oi, market, price, rank, holder, o.provider))
-                kept = True
-            if not kept:
-                reject(o, "max_price_per_hour", 9)
-                continue
-            seen_providers.add(o.provider)
-        for p in seen_providers:
-            out.provider_rejects.pop(p, None)
         offers = self.offers
-        out.opts.sort(key=lambda x: (x.rank, x.node_price, offers[x.oi].key, x.market.value))
+        keyed: list[tuple[tuple[float, float, str, str], Opt]] = []
+        for li, oi in enumerate(cands):
+            o = offers[oi]
+            n = li if local else oi
+            if o.count < res.count:
+                reject(o, 1)
+            elif place.providers and o.provider not in place.providers:
+                reject(o, 2)
+            elif place.regions and not self._region_ok(o.region, place.regions):
+                reject(o, 3)
+            elif place.residency and o.jurisdiction not in place.residency:
+                reject(o, 4)
+            elif self._is_blocked(o):
+                reject(o, 5)
+            elif (
+                serving is not None
+                and serving.max_latency_ms is not None
+                and not self._near(o.region, serving.regions_near, serving.max_latency_ms)
+            ):
+                reject(o, 6)
+            else:
+                markets: list[tuple[MarketKind, float]] = []
+                if o.reservation is not None:
+                    markets.append((MarketKind.RESERVED, 0.0))
+                else:
+                    if allow_od and o.price is not None:
+                        markets.append((MarketKind.ON_DEMAND, o.price))
+                    if allow_spot and o.spot_price is not None:
+                        markets.append((MarketKind.SPOT, o.spot_price))
+                if not markets:
+                    survivors.append((n, o.provider, 8))
+                    continue
+                discount = self.preferred.get(o.provider, 0.0)
+                holder = o.provider in self.holders
+                kept = False
+                for market, price in markets:
+                    if cap is not None and price * nodes > cap + 1e-9:
+                        continue
+                    rank = price * (1.0 - discount)
+                    opt = Opt(n, market, price, rank, holder, o.provider)
+                    keyed.append(((rank, price, o.key, market.value), opt))
+                    kept = True
+                survivors.append((n, o.provider, 0 if kept else 9))
+        keyed.sort(key=itemgetter(0))
+        opts = [opt for _, opt in keyed]
+        return Prepared(nodes, rejects, stage_of, reasons, survivors, opts, local)
+
+    def _finish(self, prep: Prepared, cands: list[int]) -> Options:
+        """Apply the table's capacities to a prepared shape, in the table's numbering."""
+        short = prep.short(self.offers, cands)
+        if not prep.local:
+            out = Options(opts=[o for o in prep.opts if o.oi not in short])
+            return self._reasons(out, prep, cands, short)
+        fkey = (short, tuple(cands))
+        hit = prep.finished.get(fkey)
+        if hit is not None:
+            prep.finished.move_to_end(fkey)
+            return hit
+        out = Options(
+            opts=[
+                Opt(cands[o.oi], o.market, o.node_price, o.rank, o.holder, o.provider)
+                for o in prep.opts
+                if o.oi not in short
+            ]
+        )
+        prep.finished[fkey] = self._reasons(out, prep, cands, short)
+        if len(prep.finished) > FINISHED_KEPT:
+            prep.finished.popitem(last=False)
+        return out
+
+    def _reasons(
+        self, out: Options, prep: Prepared, cands: list[int], short: tuple[int, ...]
+    ) -> Options:
+        """Fill in why offers were left out, and the sub-lists, of finished options."""
+        other = len(self.offers) - len(cands)
+        if other:
+            out.rejects["accelerator"] += other
+        rejects = out.rejects
+        rejects.update(prep.rejects)
+        stage_of = dict(prep.stage_of)
+        seen: set[str] = set()
+        for n, provider, stage in prep.survivors:
+            if short and n in short:
+                stage = CAPACITY_STAGE
+            if stage == 0:
+                seen.add(provider)
+                continue
+            rejects[prep.reasons[stage]] += 1
+            if stage > stage_of.get(provider, -1):
+                stage_of[provider] = stage
+        out.provider_rejects = {
+            p: prep.reasons[stage] for p, stage in stage_of.items() if p not in seen
+        }
         out.index()
         return out
+
+    def _near(self, region: str, near: tuple[str, ...], limit: float) -> bool:
+        lat = self._nearest(region, near)
+        return lat is not None and lat <= limit
 
     def _nearest(self, region: str, near: tuple[str, ...]) -> float | None:
         if self.latency is None:

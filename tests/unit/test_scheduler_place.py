@@ -101,3 +101,19 @@ def test_a_spot_attempt_launches_the_planned_spot_price_and_catalog_version(
     (decision,) = [d for d in h.store.decisions(job_id) if d.placement]
     assert decision.catalog_version == offer.catalog_version
     assert decision.placement[0]["accelerator"] == offer.accelerator == "H100"
+
+
+def test_later_rounds_reuse_the_shapes_an_earlier_round_worked_out(
+    recorded: tuple[dict[str, Recording], Any],
+) -> None:
+    _, make = recorded
+    h = make(sim_fleet(cloud={"offers": [sim_offer("r1", 12.0, capacity=8)]}))
+    shapes = h.scheduler.placer.shapes
+    (first,) = h.submit(job("first", duration_hours=4))
+    h.run_until(lambda: h.state_of(first) is S.RUNNING)
+    assert (shapes.hits, shapes.misses) == (0, 1)
+    # Same shape, a later round: the capacity moved (one node is taken), the offer did not.
+    (second,) = h.submit(job("second", duration_hours=4))
+    h.run_until(lambda: h.state_of(second) is S.RUNNING)
+    assert (shapes.hits, shapes.misses) == (1, 1)
+    assert h.store.get(second).attempts[0].place.offer.key == "cloud/r1/h100x8"

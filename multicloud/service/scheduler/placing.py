@@ -30,7 +30,7 @@ from datetime import datetime
 from multicloud import fleet as fleet_mod
 from multicloud.lifecycle import JobState, Transition
 from multicloud.models import Fleet
-from multicloud.planner import Assignment, Plan, Policy, Snapshot, plan
+from multicloud.planner import Assignment, Plan, Policy, ShapeCache, Snapshot, plan
 from multicloud.provider import Offer, Place, request_id
 from multicloud.service.scheduler.book import Book
 from multicloud.service.scheduler.index import JobIndex, JobInfo
@@ -126,6 +126,10 @@ class Placer:
         self.probe = Timer(clock, settings.replan_interval_s, due_now=False)
         self.offers_wait_s = settings.offers_wait_s
         self.inline_plan_jobs = settings.inline_plan_jobs
+        # Job shapes' options across plans: consecutive rounds mostly see the same offers
+        # (only capacities move), so a shape is worked out once per table, not per plan.
+        # Only one plan runs at a time, on the planner thread or here.
+        self.shapes = ShapeCache()
         self._seen: dict[str, float] = {}
         self._seen_reserved: dict[str, int] = {}
         self._planning: _Planning | None = None
@@ -262,10 +266,11 @@ class Placer:
             team_spent=dict(self.book.spent),
         )
         policy = self.policy
+        shapes = self.shapes
 
         def run() -> tuple[Plan, float]:
             started = time.perf_counter()
-            return plan(snap, policy), time.perf_counter() - started
+            return plan(snap, policy, shapes=shapes), time.perf_counter() - started
 
         if len(jobs) <= self.inline_plan_jobs:
             # A small plan costs milliseconds: cheaper here than a hop to another thread.
