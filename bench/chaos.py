@@ -176,7 +176,8 @@ class Soak:
 
     def start_service(self) -> None:
         """Start (or start again) the cluster and the scheduler, as ``multicloud start``."""
-        from multicloud.service.client import connect, start
+        from multicloud.service.client import connect
+        from multicloud.service.control import start
 
         start(self.config, namespace=NAMESPACE, num_cpus=2)
         self.client = connect(namespace=NAMESPACE)
@@ -480,7 +481,7 @@ class Soak:
     def _stop_service(self) -> None:
         import ray
 
-        from multicloud.service.client import stop
+        from multicloud.service.control import stop
 
         try:
             stop(namespace=NAMESPACE)

@@ -290,7 +290,7 @@ class LeaseWatch:
 # Scheduler B's process: start as a standby on a local cluster of its own; print the result.
 _STANDBY = """
 import json, sys
-from multicloud.service.client import start
+from multicloud.service.control import start
 from multicloud.service.config import ServiceConfig
 config = ServiceConfig.model_validate_json(open(sys.argv[1]).read())
 result = start(config, num_cpus=1, standby=True, standby_timeout=float(sys.argv[2]),

@@ -243,8 +243,9 @@ class Bench:
         import ray
 
         from multicloud.models import Fleet
-        from multicloud.service.client import Client, start
+        from multicloud.service.client import Client
         from multicloud.service.config import ServiceConfig
+        from multicloud.service.control import start
 
         fleet = Fleet.model_validate(doc)
         work = self.home / mode

@@ -87,12 +87,12 @@ def start(
     store. One scheduler per store: if a live scheduler of another installation holds the
     store's lease, says who and exits 3 (or, with --standby, waits to take over).
     """
-    from multicloud.service.client import start as start_service
     from multicloud.service.config import (
         ServiceConfig,
         default_store_url,
         store_password_warning,
     )
+    from multicloud.service.control import start as start_service
 
     with reported(), lease_refusal():
         config = None
@@ -218,7 +218,7 @@ def stop(
     ] = False,
 ) -> None:
     """Stop the scheduler actor, and the local Ray cluster `start` started."""
-    from multicloud.service.client import stop as stop_service
+    from multicloud.service.control import stop as stop_service
 
     with reported():
         result = stop_service(namespace=namespace, keep_ray=keep_ray)

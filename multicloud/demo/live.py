@@ -137,8 +137,9 @@ def run_live_demo(
     """
     import ray
 
-    from multicloud.service.client import Client, start
+    from multicloud.service.client import Client
     from multicloud.service.config import ServiceConfig
+    from multicloud.service.control import start
     from multicloud.service.runtime import cluster_record, start_local_ray, stop_local_ray
 
     fleet = live_fleet()

@@ -7,7 +7,8 @@ show; the actor, runtime and client modules are the Ray shell around them.
 
 from __future__ import annotations
 
-from multicloud.service.client import Client, ServiceNotRunningError, connect, start, stop
+from multicloud.service.client import Client, ServiceNotRunningError, connect
 from multicloud.service.config import ServiceConfig
+from multicloud.service.control import start, stop
 
 __all__ = ["Client", "ServiceConfig", "ServiceNotRunningError", "connect", "start", "stop"]

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from multicloud.errors import SpecError
 from multicloud.models import Fleet
-from multicloud.service.client import Client, start
+from multicloud.service.client import Client
 from multicloud.service.config import ServiceConfig
+from multicloud.service.control import start
 from multicloud.testing.badinput import FLEET, JOB, mutations
 
 ray = pytest.importorskip("ray")

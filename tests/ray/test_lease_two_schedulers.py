@@ -29,8 +29,9 @@ import pytest
 import yaml
 
 from multicloud.models import Fleet
-from multicloud.service.client import Client, start
+from multicloud.service.client import Client
 from multicloud.service.config import ServiceConfig
+from multicloud.service.control import start
 from multicloud.sim import SimState
 from multicloud.store import Store
 from multicloud.testing.builders import job
@@ -72,7 +73,7 @@ SETTINGS = {
 # Scheduler B's process: start as a standby on its own local cluster, print the result.
 STANDBY = """
 import json, sys
-from multicloud.service.client import start
+from multicloud.service.control import start
 from multicloud.service.config import ServiceConfig
 config = ServiceConfig.model_validate_json(open(sys.argv[1]).read())
 result = start(config, namespace=sys.argv[2], num_cpus=1, standby=True,

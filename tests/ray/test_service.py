@@ -24,8 +24,9 @@ import yaml
 
 from multicloud.errors import SpecError
 from multicloud.models import Fleet
-from multicloud.service.client import Client, start
+from multicloud.service.client import Client
 from multicloud.service.config import ServiceConfig
+from multicloud.service.control import start
 from multicloud.sim import SimState
 from multicloud.store import IdempotencyConflictError, Store
 from multicloud.testing.builders import job

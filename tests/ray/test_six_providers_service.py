@@ -26,8 +26,9 @@ from typer.testing import CliRunner
 
 from multicloud.cli import app
 from multicloud.models import Fleet, Job
-from multicloud.service.client import Client, start
+from multicloud.service.client import Client
 from multicloud.service.config import ACTOR_NAME, ServiceConfig
+from multicloud.service.control import start
 from multicloud.testing.builders import job
 
 ray = pytest.importorskip("ray")
