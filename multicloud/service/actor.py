@@ -42,7 +42,7 @@ from multicloud.service.views import (
     job_view,
 )
 from multicloud.specs import check_against_fleet, validate_jobs
-from multicloud.store import Holder, LeaseHeldError, Store
+from multicloud.store import Holder, LeaseHeldError, Store, unreachable
 
 __all__ = ["LauncherActorEffects", "SchedulerActor", "build_providers", "runtime_options"]
 
@@ -75,6 +75,41 @@ def _validate(docs: list[Any]) -> list[Job]:
     return validate_jobs(docs, source="submission")
 
 
+_STARTUP_WAIT_S = 60.0
+"""Seconds a starting actor waits for an unreachable store before it gives up (opening)
+or leaves taking the lease to the cycle's thread."""
+
+
+def _open_store(url: str, deadline: float) -> tuple[Store, str]:
+    """Open the store and read its install id, trying again while it cannot be reached.
+
+    Args:
+        url: The store URL.
+        deadline: ``time.monotonic()`` after which an unreachable store is an error.
+
+    Returns:
+        The open store and its install id.
+
+    Raises:
+        StoreError: The store refused (bad URL, newer schema).
+        sqlalchemy.exc.DBAPIError: It was still unreachable at ``deadline``.
+    """
+    delay = 0.1
+    while True:
+        store: Store | None = None
+        try:
+            store = Store.open(url)
+            return store, store.install_id()
+        except Exception as exc:
+            if store is not None:
+                store.close()
+            if not unreachable(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("the store cannot be reached (%s); trying again", exc)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 class SchedulerActor:
     """The body of the ``scheduler`` actor (wrapped with ``ray.remote`` by the runtime).
 
@@ -88,7 +123,11 @@ class SchedulerActor:
         logging.basicConfig(level=logging.INFO)
         self.config = ServiceConfig.model_validate_json(config_json)
         self.fleet = self.config.fleet_model()
-        self.store = Store.open(self.config.store_url)
+        # Every start may meet a store that is restarting or that just ended this
+        # process's connections: an error raised out of the constructor would make Ray
+        # give the actor up for good (it restarts a crashed actor, never a failed init).
+        started = time.monotonic()
+        self.store, install_id = _open_store(self.config.store_url, started + _STARTUP_WAIT_S)
         self.providers = build_providers(self.config)
         self.effects: InlineEffects = (
             LauncherActorEffects(self.providers, self.config)
@@ -103,7 +142,7 @@ class SchedulerActor:
         ray_address = str(context.gcs_address)
         holder = Holder(
             owner=str((claim or {}).get("owner") or f"{socket.gethostname()}:{ray_address}"),
-            install_id=self.store.install_id(),
+            install_id=install_id,
             host=socket.gethostname(),
             pid=os.getpid(),
             ray_address=ray_address,
@@ -115,9 +154,10 @@ class SchedulerActor:
         # The optimiser imports SciPy on first use, which takes seconds: pay that at start
         # rather than in the middle of the first contended plan, with submitters waiting.
         importlib.import_module("multicloud.planner.milp")
-        # A restart of this installation (same owner key) takes its own lease back at once.
-        if self.keeper.try_acquire(own=True) is not None:
-            self.scheduler = self._build()
+        # A restart of this installation (same owner key) takes its own lease back at once;
+        # if the store cannot be reached for a while, the cycle's thread keeps trying.
+        while self._take(own=True) is None and time.monotonic() < started + _STARTUP_WAIT_S:
+            time.sleep(self.settings.lease_poll_s)
         # What exists now (Ray, SciPy, the catalog, the adapters, the recovered index) lives
         # as long as the actor. Frozen, it is no longer scanned by every full collection,
         # which otherwise stops all threads for hundreds of milliseconds at a time.
@@ -139,23 +179,46 @@ class SchedulerActor:
             lease=self.keeper,
         )
 
+    def _take(self, *, own: bool) -> bool | None:
+        """Take the lease and start the scheduler; never raises.
+
+        Args:
+            own: Take it at once from an earlier holder with this installation's key.
+
+        Returns:
+            True: the scheduler runs. False: another live scheduler holds the lease.
+            None: the store failed (unreachable, or the scheduler could not be built);
+            the lease is let go, and the caller tries again later.
+        """
+        try:
+            if self.keeper.try_acquire(own=own) is None:
+                return False
+        except Exception:
+            log.exception("could not take the store's lease; trying again")
+            return None
+        try:
+            self.scheduler = self._build()
+        except Exception:
+            log.exception("could not start the scheduler after taking the lease")
+            # The store may still be unreachable: then the lease runs out on its own, and
+            # this installation takes it back (``own``) or waits it out.
+            with contextlib.suppress(Exception):
+                self.keeper.release()
+            return None
+        log.warning("took the store's lease: %s", self.keeper.lease)
+        return True
+
     def _serve(self) -> None:
         """Run the cycle while holding the lease; otherwise wait for it as a standby."""
         own = True
         while not self._stop.is_set():
             scheduler = self.scheduler
             if scheduler is None:
-                if self.keeper.try_acquire(own=own) is None:
+                if not self._take(own=own):
                     self._stop.wait(self.settings.lease_poll_s)
                     continue
-                try:
-                    scheduler = self.scheduler = self._build()
-                except Exception:
-                    log.exception("could not start the scheduler after taking the lease")
-                    self.keeper.release()
-                    self._stop.wait(self.settings.lease_poll_s)
-                    continue
-                log.warning("took the store's lease: %s", self.keeper.lease)
+                scheduler = self.scheduler
+                assert scheduler is not None
             scheduler.run(self._stop)
             if scheduler.lost is not None:
                 # Replaced: never take the lease back from "ourselves" at once again, or

@@ -31,6 +31,7 @@ from multicloud.store.errors import (
     LeaseLost,
     SchemaVersionError,
     StoreError,
+    unreachable,
 )
 from multicloud.store.jobs import spec_hash
 from multicloud.store.lease import Holder, Lease
@@ -73,4 +74,5 @@ __all__ = [
     "can_transition",
     "engine_url",
     "spec_hash",
+    "unreachable",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy import exc as sa_exc
+
 from multicloud.errors import MulticloudError
 from multicloud.lifecycle import InvalidTransitionError
 
@@ -15,6 +17,7 @@ __all__ = [
     "LeaseLost",
     "SchemaVersionError",
     "StoreError",
+    "unreachable",
 ]
 
 
@@ -66,3 +69,22 @@ class LeaseHeldError(StoreError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def unreachable(error: BaseException) -> bool:
+    """True if ``error`` says the store could not be reached, not that it refused.
+
+    A connection the server ended (``pg_terminate_backend``, a restart), one refused or
+    reset, or a locked SQLite file: the same call may well succeed a moment later. A
+    refusal of the store itself (a lease taken over, a job not found, a newer schema) is
+    a :class:`StoreError` and never counts.
+
+    Args:
+        error: What a store call raised.
+
+    Returns:
+        True when trying again is worthwhile.
+    """
+    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    return isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)

@@ -106,3 +106,20 @@ def fleet(*providers: str, **fields: Any) -> Fleet:
     return Fleet.model_validate(
         {"providers": {p: {"adapter": "sim"} for p in providers}, **fields}
     )
+
+
+def one_offer_fleet_doc(time_scale: float, capacity: int = 4) -> dict[str, Any]:
+    """The document of a fleet of one simulated cloud selling one H100×8 type in one region.
+
+    What the service's tests run jobs on: ``cloud``, region ``r1``, ``h100x8`` at $10/h.
+
+    Args:
+        time_scale: Seconds one hour of a job's duration takes.
+        capacity: Nodes the region has.
+
+    Returns:
+        The fleet document (as a fleet file holds it).
+    """
+    h100 = {"region": "r1", "instance_type": "h100x8", "accelerator": "H100", "count": 8}
+    offers = [{**h100, "price": 10.0, "capacity": capacity}]
+    return {"providers": {"cloud": {"adapter": "sim", "offers": offers}}, "time_scale": time_scale}

@@ -34,31 +34,14 @@ from multicloud.service.config import ServiceConfig
 from multicloud.service.control import start
 from multicloud.sim import SimState
 from multicloud.store import Store
-from multicloud.testing.builders import job
+from multicloud.testing.builders import job, one_offer_fleet_doc
 
 ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.ray
 
 HOUR_S = 0.05
-FLEET = {
-    "providers": {
-        "cloud": {
-            "adapter": "sim",
-            "offers": [
-                {
-                    "region": "r1",
-                    "instance_type": "h100x8",
-                    "accelerator": "H100",
-                    "count": 8,
-                    "price": 10.0,
-                    "capacity": 4,
-                }
-            ],
-        }
-    },
-    "time_scale": HOUR_S,
-}
+FLEET = one_offer_fleet_doc(HOUR_S)
 SETTINGS = {
     "lease_ttl_s": 3.0,
     "lease_renew_s": 0.5,
