@@ -315,10 +315,10 @@ def test_start_refuses_a_fleet_without_identity_before_anything_starts(
     # stayed allocated (billed), since no node could report or deallocate itself.
     import yaml
 
-    from multicloud.service import client
+    from multicloud.service import control
 
     monkeypatch.setenv("MULTICLOUD_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(client, "start", lambda *a, **k: pytest.fail("the service started"))
+    monkeypatch.setattr(control, "start", lambda *a, **k: pytest.fail("the service started"))
     options = {k: v for k, v in fake.options.items() if k != "identity_id"}
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(
