@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable
-from typing import Any
 
 __all__ = [
     "Backoff",
     "BlockedSet",
     "Clock",
     "Timer",
-    "decision_summary",
     "earliest",
-    "percentiles",
 ]
 
 Clock = Callable[[], float]
@@ -151,29 +148,3 @@ class Backoff:
             heapq.heappop(self._heap)  # stale: retried, forgotten or pushed again
         return None
 
-
-def percentiles(values: list[float], scale: float) -> dict[str, float]:
-    """Median, 99th percentile, maximum and mean of ``values`` times ``scale``, rounded."""
-    values = sorted(values)
-    p50 = values[len(values) // 2]
-    p99 = values[min(len(values) - 1, int(0.99 * len(values)))]
-    return {
-        "samples": len(values),
-        "p50": round(p50 * scale, 3),
-        "p99": round(p99 * scale, 3),
-        "max": round(values[-1] * scale, 3),
-        "mean": round(sum(values) / len(values) * scale, 3),
-    }
-
-
-def decision_summary(samples: Iterable[tuple[int, float, float]]) -> dict[str, Any]:
-    """Percentiles of recent plans: jobs per plan, planner and store-record milliseconds."""
-    rows = list(samples)
-    if not rows:
-        return {}
-    return {
-        "recent_plans": len(rows),
-        "plan_jobs": percentiles([float(r[0]) for r in rows], 1.0),
-        "plan_ms": percentiles([r[1] for r in rows], 1e3),
-        "record_ms": percentiles([r[2] for r in rows], 1e3),
-    }
