@@ -240,6 +240,11 @@ class Database:
         return self.engine.dialect.name
 
     @property
+    def returning(self) -> bool:
+        """True if ``UPDATE ... RETURNING`` works here (PostgreSQL; SQLite from 3.35)."""
+        return self.backend != "sqlite" or sqlite3.sqlite_version_info >= (3, 35)
+
+    @property
     def url(self) -> str:
         """The URL, password hidden."""
         return self.engine.url.render_as_string(hide_password=True)
@@ -286,6 +291,51 @@ class Database:
         result = conn.exec_driver_sql(statement, list(rows))
         return int(result.rowcount)
 
+    def _in_list(self, statement: str, size: int) -> str:
+        sql = statement.replace("{ids}", ", ".join("?" * size))
+        return sql if self.backend == "sqlite" else sql.replace("?", "%s")
+
+    def rows_in(
+        self, conn: Connection, statement: str, values: Sequence[Any], params: Sequence[Any] = ()
+    ) -> Iterator[Any]:
+        """Run a query once per chunk of ``values`` and yield its rows (plain tuples).
+
+        The scheduler's writes look rows up by id in bulk every cycle: built as text here,
+        such a query costs the database's work alone, where an expanding ``IN`` parameter
+        of a SQLAlchemy statement is rendered again on every run.
+
+        Args:
+            conn: A connection in a transaction.
+            statement: SQL with ``?`` placeholders, where ``{ids}`` stands for the
+                chunk's values (``IN ({ids})``).
+            values: The values, in chunks of at most :data:`CHUNK`.
+            params: Parameters of the placeholders before ``{ids}``.
+
+        Yields:
+            The rows.
+        """
+        for chunk in chunks(values):
+            sql = self._in_list(statement, len(chunk))
+            yield from conn.exec_driver_sql(sql, (*params, *chunk))
+
+    def update_in(
+        self, conn: Connection, statement: str, values: Sequence[Any], params: Sequence[Any] = ()
+    ) -> int:
+        """Run a write once per chunk of ``values`` (as :meth:`rows_in`); return rows changed."""
+        changed = 0
+        for chunk in chunks(values):
+            sql = self._in_list(statement, len(chunk))
+            changed += int(conn.exec_driver_sql(sql, (*params, *chunk)).rowcount)
+        return changed
+
+    def known_jobs(self) -> set[str] | None:
+        """Jobs this thread's batch has already seen in the store (None outside a batch).
+
+        Jobs are never deleted: one that a statement of the batch read or inserted is
+        there until the batch ends, so later statements need not look for it again.
+        """
+        return getattr(self._local, "jobs", None)
+
     def in_batch(self) -> bool:
         """True while this thread is inside :meth:`batch`."""
         return getattr(self._local, "conn", None) is not None
@@ -308,10 +358,12 @@ class Database:
             with conn.begin():
                 checked = self._check_fence(conn)
                 self._local.conn = conn
+                self._local.jobs = set()
                 try:
                     yield conn
                 finally:
                     self._local.conn = None
+                    self._local.jobs = None
             self._committed(checked)
 
     @contextmanager
