@@ -36,6 +36,7 @@ __all__ = [
     "move",
     "require_jobs",
     "spec_hash",
+    "spec_texts",
 ]
 
 # Bulk lookups by id, as text (``Database.rows_in``): ``{ids}`` is the chunk's IN list.
@@ -82,8 +83,28 @@ def _key_conflict(client_key: str, job_id: str) -> str:
     )
 
 
+def spec_texts(items: Sequence[tuple[Job, str | None]]) -> list[tuple[str, str]]:
+    """Each job's spec as stored (JSON text) and its :func:`spec_hash`.
+
+    Worked out before the write transaction opens: on SQLite that holds the one write
+    lock, which the scheduler's cycle waits for meanwhile.
+
+    Args:
+        items: ``(job, client_key)`` pairs.
+
+    Returns:
+        ``(text, digest)`` per item.
+    """
+    specs = [job.model_dump(mode="json") for job, _ in items]
+    return [(json.dumps(spec), spec_hash(spec)) for spec in specs]
+
+
 def insert_jobs(
-    db: Database, conn: Connection, items: Sequence[tuple[Job, str | None]], at: datetime
+    db: Database,
+    conn: Connection,
+    items: Sequence[tuple[Job, str | None]],
+    texts: Sequence[tuple[str, str]],
+    at: datetime,
 ) -> list[tuple[str, bool]]:
     """Accept jobs as PENDING, idempotently by client key.
 
@@ -91,6 +112,7 @@ def insert_jobs(
         db: The database (for its bulk rows).
         conn: A write transaction.
         items: ``(job, client_key)`` pairs.
+        texts: :func:`spec_texts` of ``items``.
         at: Submission time (UTC).
 
     Returns:
@@ -99,9 +121,6 @@ def insert_jobs(
     Raises:
         IdempotencyConflictError: A key was used for a different spec.
     """
-    specs = [job.model_dump(mode="json") for job, _ in items]
-    texts = [json.dumps(spec) for spec in specs]
-    digests = [spec_hash(spec) for spec in specs]
     stamp = db.stamp(at)
     keys = sorted({key for _, key in items if key is not None})
     known: dict[str, tuple[str, str]] = {
@@ -111,7 +130,7 @@ def insert_jobs(
     out: list[tuple[str, bool]] = []
     jobs: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
-    for (job, key), text, digest in zip(items, texts, digests, strict=True):
+    for (job, key), (text, digest) in zip(items, texts, strict=True):
         if key is not None and key in known:
             job_id, stored = known[key]
             if stored != digest:
