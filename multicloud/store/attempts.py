@@ -34,7 +34,11 @@ _Q_BY_REQUEST = sa.select(ATTEMPTS).where(ATTEMPTS.c.request_id.in_(_IDS))
 _KNOWN = "SELECT request_id FROM attempts WHERE request_id IN ({ids})"
 _OUTCOMES = "SELECT request_id, outcome FROM attempts WHERE request_id IN ({ids})"
 _SET_HANDLE = "UPDATE attempts SET handle = ? WHERE request_id = ?"
-_END = "UPDATE attempts SET outcome = ?, ended_at = ? WHERE request_id = ? AND outcome IS NULL"
+# No ``outcome IS NULL`` here: :func:`end` has read (and on PostgreSQL locked) the rows
+# first, and with that condition PostgreSQL, before it has statistics on a young table,
+# looks each row up through the partial index of live attempts (``ix_attempts_live``):
+# a scan of every live attempt per row ended (profiled: 32 ms per status chunk).
+_END = "UPDATE attempts SET outcome = ?, ended_at = ? WHERE request_id = ?"
 _INSERT = (
     "INSERT INTO attempts (job_id, attempt, request_id, place, provider, region, zone, "
     "instance_type, nodes, market, price_per_hour, reservation, started_at) "
@@ -133,10 +137,17 @@ def begin(
     return out
 
 
-def _outcomes(db: Database, conn: Connection, request_ids: Iterable[str]) -> dict[str, str | None]:
-    """Request id → outcome of each attempt (AttemptNotFoundError if one is missing)."""
+def _outcomes(
+    db: Database, conn: Connection, request_ids: Iterable[str], *, lock: bool = False
+) -> dict[str, str | None]:
+    """Request id → outcome of each attempt (AttemptNotFoundError if one is missing).
+
+    With ``lock``, PostgreSQL locks the rows until the transaction ends (SQLite's writer
+    holds the whole database anyway).
+    """
     wanted = sorted(set(request_ids))
-    found: dict[str, str | None] = {str(r): o for r, o in db.rows_in(conn, _OUTCOMES, wanted)}
+    query = _OUTCOMES + " FOR UPDATE" if lock and db.backend != "sqlite" else _OUTCOMES
+    found: dict[str, str | None] = {str(r): o for r, o in db.rows_in(conn, query, wanted)}
     missing = [r for r in wanted if r not in found]
     if missing:
         raise AttemptNotFoundError(
@@ -174,7 +185,7 @@ def end(db: Database, conn: Connection, ends: Sequence[tuple[str, str]], at: dat
         AttemptNotFoundError: An attempt does not exist.
         AttemptEndedError: One already ended with another outcome.
     """
-    known = _outcomes(db, conn, (r for r, _ in ends))
+    known = _outcomes(db, conn, (r for r, _ in ends), lock=True)
     updates: list[tuple[Any, ...]] = []
     stamp = db.stamp(at)
     for request, outcome in ends:

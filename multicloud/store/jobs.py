@@ -42,8 +42,13 @@ __all__ = [
 # Bulk lookups by id, as text (``Database.rows_in``): ``{ids}`` is the chunk's IN list.
 _JOB_IDS = "SELECT id FROM jobs WHERE id IN ({ids})"
 _LOCK_STATES = "SELECT id, state FROM jobs WHERE id IN ({ids}) ORDER BY id"
-# The state in the WHERE clause is the compare-and-set itself.
-_MOVE = "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ? AND id IN ({ids})"
+# SQLite: the state in the WHERE clause is the compare-and-set itself. Its ``+`` keeps the
+# planner off the index on ``state``: with it, each statement walked every job in that state
+# (thousands of running jobs) instead of looking up the few ids.
+_MOVE = "UPDATE jobs SET state = ?, updated_at = ? WHERE +state = ? AND id IN ({ids})"
+# PostgreSQL: the rows were read and locked first, their states checked; by id alone, as
+# the planner of a table without statistics yet would also walk the index on ``state``.
+_MOVE_LOCKED = "UPDATE jobs SET state = ?, updated_at = ? WHERE id IN ({ids})"
 _KEYS = "SELECT client_key, id, spec_hash FROM jobs WHERE client_key IN ({ids})"
 
 
@@ -252,11 +257,11 @@ def move(
 
     A job may appear more than once (``RUNNING → PREEMPTED → PENDING``); each change is
     checked against the state the previous one left. Rows are written with one ``UPDATE``
-    per (from, to) pair whose ``WHERE state = from`` is the compare-and-set. When every
-    job's first change names the one state it expects (the scheduler's moves do), no row
-    is read first: the ``UPDATE`` returns the rows it changed, and only a job it did not
-    change is read, to say why the whole call fails. Otherwise the rows are read (and
-    locked) first, in one statement.
+    per (from, to) pair. On SQLite its ``WHERE state = from`` is the compare-and-set, and
+    when every job's first change names the one state it expects (the scheduler's moves
+    do), no row is read first: the ``UPDATE`` returns the rows it changed, and only a job
+    it did not change is read, to say why the whole call fails. Otherwise (and always on
+    PostgreSQL) the rows are read and locked first, in one statement.
 
     Args:
         db: The database (for its bulk rows).
@@ -275,7 +280,8 @@ def move(
     # Sorted: concurrent writers lock rows in one order and cannot deadlock.
     ids = sorted({c.job_id for c in changes})
     stamp = db.stamp(at)
-    first = _assumed(changes) if db.returning else None
+    sqlite = db.backend == "sqlite"
+    first = _assumed(changes) if sqlite and db.returning else None
     replayed = None
     if first is not None:
         try:
@@ -283,7 +289,7 @@ def move(
         except (JobNotFoundError, InvalidTransitionError):
             first = None  # read the rows: the error must name what the store holds
     if first is None or replayed is None:
-        lock = _LOCK_STATES if db.backend == "sqlite" else _LOCK_STATES + " FOR UPDATE"
+        lock = _LOCK_STATES if sqlite else _LOCK_STATES + " FOR UPDATE"
         first = {str(i): JobState(state) for i, state in db.rows_in(conn, lock, ids)}
         replayed = _replay(changes, first, stamp)
         checked = True
@@ -296,7 +302,11 @@ def move(
     changed: set[str] = set()
     for (src, dst), group in moves.items():
         if checked:
-            if db.update_in(conn, _MOVE, group, (dst.value, stamp, src.value)) != len(group):
+            if sqlite:
+                done = db.update_in(conn, _MOVE, group, (dst.value, stamp, src.value))
+            else:
+                done = db.update_in(conn, _MOVE_LOCKED, group, (dst.value, stamp))
+            if done != len(group):  # pragma: no cover - the row locks rule it out
                 raise InvalidTransitionError("a job changed state concurrently")
             changed.update(group)
         else:
