@@ -65,6 +65,9 @@ class Settings:
         large: Models with more variables than this start the LP from ``first_options``.
         exact_below: Models with at most this many variables are solved whole (with ten
             times the node limit) instead of by neighbourhoods.
+        count_rounds: Count objectives (a search with a scope) get this many times the
+            rounds: their neighbourhoods are small, and each round places more jobs,
+            the first objective.
         stall: Neighbourhoods in a row that may find nothing better before the search
             of an objective stops (the worst-looking disagreements come first, so the
             later ones rarely pay off on a large model).
@@ -79,6 +82,7 @@ class Settings:
     first_options: int = 6
     large: int = 40_000
     exact_below: int = 1_000
+    count_rounds: int = 4
     stall: int = 4
 
 
@@ -356,12 +360,20 @@ class Search:
         # A neighbourhood is a fixed size, so a larger model needs more of them to be
         # covered as well: the rounds grow with the model (still a fixed number for it).
         rounds = self.settings.rounds * max(1, p.n // _ROUND_VARIABLES)
+        if scope is not None:
+            rounds *= self.settings.count_rounds
         idle = 0
+        pass_value = best_value
         for _ in range(rounds):
             if best_value <= good_enough or self.timed_out or idle >= self.settings.stall:
                 break
             hood = Hood(p, [best, lp], best, scope)
             seeds = [o for o in disagreement(p, objective, best, lp) if o not in tried]
+            if not seeds and best_value < pass_value:
+                # Every disagreement was tried, but the plan moved since: try them again.
+                tried.clear()
+                pass_value = best_value
+                seeds = disagreement(p, objective, best, lp)
             if not seeds:
                 break
             owners, taken = hood.chunk(seeds, self.settings.max_free)
