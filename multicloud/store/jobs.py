@@ -49,6 +49,8 @@ _MOVE = "UPDATE jobs SET state = ?, updated_at = ? WHERE +state = ? AND id IN ({
 # PostgreSQL: the rows were read and locked first, their states checked; by id alone, as
 # the planner of a table without statistics yet would also walk the index on ``state``.
 _MOVE_LOCKED = "UPDATE jobs SET state = ?, updated_at = ? WHERE id IN ({ids})"
+_ID_BYTES = 6
+"""Random bytes in a job id."""
 _KEYS = "SELECT client_key, id, spec_hash FROM jobs WHERE client_key IN ({ids})"
 
 
@@ -61,7 +63,14 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     Returns:
         The SHA-256 of the spec's canonical JSON (sorted keys, no whitespace), in hex.
     """
-    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _digest(_canonical(spec))
+
+
+def _canonical(spec: Mapping[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -100,8 +109,10 @@ def spec_texts(items: Sequence[tuple[Job, str | None]]) -> list[tuple[str, str]]
     Returns:
         ``(text, digest)`` per item.
     """
-    specs = [job.model_dump(mode="json") for job, _ in items]
-    return [(json.dumps(spec), spec_hash(spec)) for spec in specs]
+    # The canonical text is both what is stored (a JSON column: read back as the same
+    # document, key order aside) and what is hashed, so each spec is rendered once.
+    texts = [_canonical(job.model_dump(mode="json")) for job, _ in items]
+    return [(text, _digest(text)) for text in texts]
 
 
 def insert_jobs(
@@ -132,17 +143,20 @@ def insert_jobs(
         str(key): (str(job_id), str(digest))
         for key, job_id, digest in db.rows_in(conn, _KEYS, keys)
     }
+    # One read of the system's randomness for the whole batch, not one per job (each is a
+    # system call, made while the write lock is held).
+    entropy = secrets.token_bytes(_ID_BYTES * len(items)).hex()
     out: list[tuple[str, bool]] = []
     jobs: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
-    for (job, key), (text, digest) in zip(items, texts, strict=True):
+    for k, ((job, key), (text, digest)) in enumerate(zip(items, texts, strict=True)):
         if key is not None and key in known:
             job_id, stored = known[key]
             if stored != digest:
                 raise IdempotencyConflictError(_key_conflict(key, job_id))
             out.append((job_id, False))
             continue
-        job_id = "job-" + secrets.token_hex(6)
+        job_id = "job-" + entropy[2 * _ID_BYTES * k : 2 * _ID_BYTES * (k + 1)]
         if key is not None:
             known[key] = (job_id, digest)  # the same key twice in one batch
         pending = JobState.PENDING.value

@@ -215,3 +215,24 @@ def test_the_loop_sleeps_until_its_next_timer(harness: Callable[..., SchedulerHa
     h.run_until(lambda: h.state_of(job_id) is S.RUNNING)
     due = h.scheduler.next_due()
     assert due is not None and due <= h.clock() + h.scheduler.settings.sweep_interval_s
+
+
+def test_status_answers_are_not_starved_by_submissions_during_every_tick(
+    harness: Callable[..., SchedulerHarness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A submission lands while each tick places: the status chunk may wait for the next
+    # tick's plan, but only one tick, so the first job still moves on as its cloud says.
+    h = harness()
+    (first,) = h.submit(job("first"))
+    place = h.scheduler.placer.step
+    sent: list[str] = []
+
+    def submit_meanwhile() -> None:
+        sent.extend(h.submit(job(f"n{len(sent)}", duration_hours=1000)))
+        place()
+
+    monkeypatch.setattr(h.scheduler.placer, "step", submit_meanwhile)
+    h.run_until(lambda: h.state_of(first) is S.SUCCEEDED, steps=200)
+    assert h.scheduler.stats()["cycle_errors"] == 0
+    placed = {S.PLACED, S.PROVISIONING, S.RUNNING}
+    assert {h.state_of(i) for i in sent[:-2]} <= placed

@@ -336,7 +336,7 @@ class Scheduler:
             self.placer.step()
             self.launcher.dispatch()
             self.book.reap_terminations()
-            self.status.reap()
+            self.status.reap(defer=bool(self._inbox))
             self.sweeper.reap()
             self.status.send()
             self.sweeper.send()

@@ -70,6 +70,7 @@ class StatusWatcher:
         # Answers waiting to be applied, a chunk per tick, so that placing (which runs
         # first in every tick) never waits behind thousands of status answers.
         self._backlog: deque[tuple[str, list[str], dict[str, WorkloadStatus]]] = deque()
+        self._deferred = False
 
     @property
     def index(self) -> JobIndex:
@@ -96,11 +97,16 @@ class StatusWatcher:
             self.book.watch(fut)
             self._calls[provider] = (fut, [r.request_id for r in rows])
 
-    def reap(self) -> None:
+    def reap(self, *, defer: bool = False) -> None:
         """Take in finished batches, then apply one chunk of answers.
 
         A chunk is ``status_chunk`` rows in one transaction (if it changed anything);
         the rest waits for the next tick, which comes at once.
+
+        Args:
+            defer: Jobs were submitted while this tick ran. Their plan comes first: the
+                chunk (milliseconds of writes) waits for the next tick, which comes at
+                once, unless the last tick deferred it already, so answers never starve.
         """
         for provider, (fut, keys) in list(self._calls.items()):
             if not fut.done() or any(p == provider for p, _, _ in self._backlog):
@@ -112,8 +118,14 @@ class StatusWatcher:
                 del self._calls[provider]
                 continue
             self._backlog.append((provider, keys, answers))
-        if self._backlog:
-            self._apply_chunk()
+        if not self._backlog:
+            return
+        if defer and not self._deferred:
+            self._deferred = True
+            self.book.notify()
+            return
+        self._deferred = False
+        self._apply_chunk()
 
     def _apply_chunk(self) -> None:
         provider, keys, answers = self._backlog[0]
