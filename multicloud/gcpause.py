@@ -30,4 +30,9 @@ def paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            # What the block built lives on: move it (and whatever else is young) to the
+            # oldest generation at once, without a scan; otherwise the first young
+            # collection after the block walks the whole tree.
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from multicloud import __version__
+from multicloud import __version__, gcpause
 from multicloud import providers as registry
 from multicloud.accelerators import canonical, suggest
 from multicloud.catalog import CatalogRow, load_catalog
@@ -23,7 +23,7 @@ from multicloud.fleet import plan_fleet
 from multicloud.models import Fleet, Job, Kind
 from multicloud.planner import Assignment, Plan
 
-__all__ = ["print_plan"]
+__all__ = ["echo_plan_json", "plan_json", "print_plan"]
 
 
 def _where(a: Assignment) -> str:
@@ -163,6 +163,10 @@ def print_plan(
     out.print()
 
 
+# A plan document is a tree of plain values (``Plan.to_dict()``): no cycle to look for.
+_ENCODE = json.JSONEncoder(check_circular=False).encode
+
+
 def plan_json(doc: dict[str, Any]) -> str:
     """The plan document as JSON with one placement (queued job, audit line) per line.
 
@@ -179,11 +183,23 @@ def plan_json(doc: dict[str, Any]) -> str:
     parts: list[str] = []
     for key, value in doc.items():
         if isinstance(value, list) and value:
-            rows = ",\n    ".join(json.dumps(row) for row in value)
-            parts.append(f"  {json.dumps(key)}: [\n    {rows}\n  ]")
+            rows = ",\n    ".join(map(_ENCODE, value))
+            parts.append(f"  {_ENCODE(key)}: [\n    {rows}\n  ]")
         else:
-            parts.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+            parts.append(f"  {_ENCODE(key)}: {_ENCODE(value)}")
     return "{\n" + ",\n".join(parts) + "\n}"
+
+
+def echo_plan_json(plan: Plan) -> None:
+    """Print the plan as ``multicloud plan --json`` does (see :func:`plan_json`).
+
+    Args:
+        plan: The plan.
+    """
+    # The document and its text are built, printed and dropped: nothing for the
+    # collector to find in them, and a 20,000-job plan is a million objects.
+    with gcpause.paused():
+        typer.echo(plan_json(plan.to_dict()))
 
 
 @app.command()
@@ -216,7 +232,7 @@ def plan(
         jobs, fleet, providers = load(jobs_file, fleet_file)
         result = plan_fleet(jobs, fleet, now=when, providers=providers)
     if as_json:
-        typer.echo(plan_json(result.to_dict()))
+        echo_plan_json(result)
         return
     print_plan(console(), result, jobs, fleet, explain=explain)
 
