@@ -11,8 +11,8 @@ Measures, on this machine, against the shipped catalog (all four clouds, every o
 * 10,000 contended jobs: time and the gap to the LP bound (a bound on the gap to the
   optimum; proving that optimum takes too long to repeat here);
 * a 20,000-job file (YAML, and the same jobs as JSON) to the printed JSON plan:
-  ``multicloud plan FILE --json`` as a process against the demo fleet, and the same steps
-  in-process, each timed (read and validate, plan, encode).
+  ``multicloud plan FILE --json`` as a process against the demo fleet, each of its steps
+  timed inside it (bench/planfile.py: imports, read and validate, plan, encode).
 
 Run: ``.venv/bin/python -m bench.planner [--quick] [--only plan_file]`` (under
 ``flock /tmp/mc-heavy.lock``).
@@ -25,17 +25,14 @@ import json
 import os
 import platform
 import random
-import resource
-import subprocess
 import sys
-import tempfile
 import time
-from contextlib import redirect_stdout
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench.planfile import plan_file
 from bench.workload import make_jobs, trace_batch
 from multicloud.catalog import load_catalog
 from multicloud.models import Contracts, Job
@@ -149,87 +146,6 @@ def contended(
             "placed_per_tier"
         ]
         out["cost_gap_to_optimum"] = round((p.total_cost - ref.total_cost) / ref.total_cost, 6)
-    return out
-
-
-def plan_file(n: int) -> dict[str, Any]:
-    """Time ``multicloud plan FILE --json`` on an ``n``-job file, YAML and JSON.
-
-    The jobs are the benchmark's trace-shaped ones; the fleet is the demo fleet (its
-    pools are limited, so part of the batch is contended). The process is timed whole
-    (wall and CPU: the machine is shared), then the same steps in-process, each timed:
-    reading and validating the jobs, the fleet and its checks, planning, encoding and
-    printing; and, apart, the command line's start-up (its imports).
-    """
-    import yaml
-
-    from multicloud.cli.app import check_adapters
-    from multicloud.cli.plan import echo_plan_json
-    from multicloud.demo import demo_paths
-    from multicloud.fleet import check_reservations, plan_fleet
-    from multicloud.specs import check_against_fleet, load_fleet, load_jobs
-
-    docs = [j.model_dump(mode="json", exclude_defaults=True) for j in make_jobs(n, seed=5)]
-    now = "2026-11-23T00:00:00Z"
-    out: dict[str, Any] = {"jobs": n, "fleet": "demo", "load_before": os.getloadavg()}
-    startup = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import multicloud.cli"], check=True)
-        startup.append(time.perf_counter() - t0)
-    out["cli_startup_seconds"] = round(min(startup), 3)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = {"yaml": Path(tmp) / "jobs.yaml", "json": Path(tmp) / "jobs.json"}
-        files["yaml"].write_text(yaml.dump({"jobs": docs}, Dumper=yaml.CSafeDumper))
-        files["json"].write_text(json.dumps({"jobs": docs}))
-        for kind, path in files.items():
-            cli = "from multicloud.cli import main; main()"
-            cmd = [sys.executable, "-c", cli, "plan", str(path), "--json"]
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            t0 = time.perf_counter()
-            proc = subprocess.run(
-                [*cmd, "--now", now], capture_output=True, check=True, env=dict(os.environ)
-            )
-            wall = time.perf_counter() - t0
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            steps: dict[str, float] = {}
-            t0 = time.perf_counter()
-            jobs = load_jobs(path)
-            steps["read_and_validate_seconds"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            fleet_path = demo_paths()[1]
-            fleet = load_fleet(fleet_path)
-            check_against_fleet(jobs, fleet, str(path))
-            providers = check_adapters(fleet, str(fleet_path))
-            check_reservations(fleet, providers, str(fleet_path))
-            steps["fleet_and_checks_seconds"] = time.perf_counter() - t0
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            result = plan_fleet(
-                jobs, fleet, now=datetime(2026, 11, 23, tzinfo=timezone.utc), providers=providers
-            )
-            steps["plan_seconds"] = time.perf_counter() - t0
-            steps["plan_cpu_seconds"] = time.process_time() - c0
-            t0 = time.perf_counter()
-            # printed to a file, as the process prints to its pipe (not kept in memory)
-            with open(os.devnull, "w") as sink, redirect_stdout(sink):
-                echo_plan_json(result)
-            steps["encode_and_print_seconds"] = time.perf_counter() - t0
-            doc = json.loads(proc.stdout)
-            out[kind] = {
-                "bytes": path.stat().st_size,
-                "process_seconds": round(wall, 3),
-                "process_cpu_seconds": round(cpu, 3),
-                **{k: round(v, 3) for k, v in steps.items()},
-                "path": doc["stats"]["path"],
-                "optimizer_jobs": doc["stats"]["optimizer_jobs"],
-                "placed": n - len(doc["unplaced"]),
-            }
-            # Everything but the planner, the part this file's reading is about.
-            out[kind]["outside_plan_seconds"] = round(wall - steps["plan_seconds"], 3)
-    out["load_after"] = os.getloadavg()
-    out["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
 
 

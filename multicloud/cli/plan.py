@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic_core import to_json
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -163,31 +164,27 @@ def print_plan(
     out.print()
 
 
-# A plan document is a tree of plain values (``Plan.to_dict()``): no cycle to look for.
-_ENCODE = json.JSONEncoder(check_circular=False).encode
+def plan_json(doc: dict[str, Any]) -> bytes:
+    """The plan document as JSON (UTF-8) with one placement (queued job, audit line) per line.
 
-
-def plan_json(doc: dict[str, Any]) -> str:
-    """The plan document as JSON with one placement (queued job, audit line) per line.
-
-    The standard library encodes in C only without ``indent``; pretty-printing a
-    20,000-job plan through its Python encoder took longer than planning it. A row per
-    line stays readable and diff-able.
+    pydantic's core encodes each row in compiled code, three times as fast as the
+    standard library's C encoder (which pretty-prints only through its Python encoder,
+    slower than planning a 20,000-job file). A row per line stays readable and diff-able.
 
     Args:
         doc: The plan document (``Plan.to_dict()``).
 
     Returns:
-        The JSON text.
+        The JSON text, UTF-8 encoded.
     """
-    parts: list[str] = []
+    parts: list[bytes] = []
     for key, value in doc.items():
+        head = b"  " + to_json(key) + b": "
         if isinstance(value, list) and value:
-            rows = ",\n    ".join(map(_ENCODE, value))
-            parts.append(f"  {_ENCODE(key)}: [\n    {rows}\n  ]")
+            parts.append(head + b"[\n    " + b",\n    ".join(map(to_json, value)) + b"\n  ]")
         else:
-            parts.append(f"  {_ENCODE(key)}: {_ENCODE(value)}")
-    return "{\n" + ",\n".join(parts) + "\n}"
+            parts.append(head + to_json(value))
+    return b"{\n" + b",\n".join(parts) + b"\n}"
 
 
 def echo_plan_json(plan: Plan) -> None:
@@ -197,7 +194,8 @@ def echo_plan_json(plan: Plan) -> None:
         plan: The plan.
     """
     # The document and its text are built, printed and dropped: nothing for the
-    # collector to find in them, and a 20,000-job plan is a million objects.
+    # collector to find in them, and a 20,000-job plan is a million objects. Bytes go to
+    # the binary stream as they are (JSON is UTF-8 whatever the terminal's locale).
     with gcpause.paused():
         typer.echo(plan_json(plan.to_dict()))
 
