@@ -386,25 +386,27 @@ def check_against_fleet(jobs: list[Job], fleet: Fleet, source: str = "<jobs>") -
     """
     names = tuple(fleet.providers)
     problems: list[tuple[str, str]] = []
-    for i, job in enumerate(jobs):
+
+    def where(i: int) -> str:
         # A one-job file has no list to index; name the job instead.
-        where = f"jobs[{i}]" if len(jobs) > 1 else f"job '{job.name}'"
+        return f"jobs[{i}]" if len(jobs) > 1 else f"job '{jobs[0].name}'"
+
+    for i, job in enumerate(jobs):
         for k, name in enumerate(job.placement.providers):
             if name not in fleet.providers:
                 hint = suggest(name, names)
                 tail = f"; did you mean '{hint}'?" if hint else f"; fleet has: {', '.join(names)}"
                 problems.append(
-                    (f"{where}.placement.providers[{k}]", f"unknown provider '{name}'{tail}")
+                    (f"{where(i)}.placement.providers[{k}]", f"unknown provider '{name}'{tail}")
                 )
     known = _known_regions(fleet)
     for i, job in enumerate(jobs):
-        where = f"jobs[{i}]" if len(jobs) > 1 else f"job '{job.name}'"
         for k, region in enumerate(job.serving.regions_near if job.serving else ()):
             if region not in known:
                 hint = suggest(region, sorted(known))
                 tail = f"; did you mean '{hint}'?" if hint else ""
                 problems.append(
-                    (f"{where}.serving.regions_near[{k}]", f"unknown region '{region}'{tail}")
+                    (f"{where(i)}.serving.regions_near[{k}]", f"unknown region '{region}'{tail}")
                 )
     if problems:
         raise SpecError(source, problems)
