@@ -44,6 +44,7 @@ _SCALARS = {
 
 
 _NONE = object()  # not yet built (None is a value)
+_PLAIN = (True, False)  # a plain scalar's implicit flags: its tag is resolved from its text
 
 
 class _Unusual(Exception):
@@ -142,8 +143,10 @@ def load_all(text: str) -> list[Any]:
 def _from_events(loader: Any) -> list[Any]:
     """Build the documents from the parser's events; :class:`_Unusual` if one needs nodes."""
     get = loader.get_event
-    tags: dict[tuple[str, Any], str] = {}
-    values: dict[tuple[str, str], Any] = {}
+    # A plain scalar's value depends on its text alone (the same resolved tag, the same
+    # constructed value): each spelling is resolved and built once.
+    plain: dict[str, Any] = {}
+    other: dict[tuple[str, Any], Any] = {}
     docs: list[Any] = []
     # The container being filled, whether it is a mapping, and a mapping's pending key;
     # the enclosing ones wait on the stack. A document is a one-item list.
@@ -161,16 +164,15 @@ def _from_events(loader: Any) -> list[Any]:
             if event.anchor is not None or (tag is not None and tag != "!"):
                 raise _Unusual
             text = event.value
-            memo = (text, event.implicit)
-            tag = tags.get(memo)
-            if tag is None:
-                tag = tags[memo] = loader.resolve(yaml.ScalarNode, text, event.implicit)
-            if tag == _STR:
-                value = text
-            else:
-                value = values.get((tag, text), _NONE)
+            implicit = event.implicit
+            if implicit == _PLAIN:
+                value = plain.get(text, _NONE)
                 if value is _NONE:
-                    value = values[(tag, text)] = _scalar(loader, tag, text)
+                    value = plain[text] = _scalar(loader, text, implicit)
+            else:
+                value = other.get((text, implicit), _NONE)
+                if value is _NONE:
+                    value = other[(text, implicit)] = _scalar(loader, text, implicit)
         elif kind is MappingStartEvent or kind is SequenceStartEvent:
             if event.anchor is not None or event.tag not in (None, "!"):
                 raise _Unusual
@@ -206,8 +208,11 @@ def _from_events(loader: Any) -> list[Any]:
             has_key = True
 
 
-def _scalar(loader: Any, tag: str, text: str) -> Any:
-    """A resolved non-string scalar, as PyYAML's constructor builds it."""
+def _scalar(loader: Any, text: str, implicit: tuple[bool, bool]) -> Any:
+    """A scalar's value, as PyYAML's resolver and constructor make it."""
+    tag = loader.resolve(yaml.ScalarNode, text, implicit)
+    if tag == _STR:
+        return text
     if tag not in _SCALARS:
         raise _Unusual  # a merge key, or a tag only PyYAML's composer handles
     try:
