@@ -447,6 +447,11 @@ class Soak:
             faults[kind] = self.clouds.fired[kind]
         with Store.open(self.store_url) as store:
             jobs = store.list_jobs()
+            # Why each failed job failed: its last event's reason (the invariants only ask
+            # that one is there; the figures show which).
+            failed = Counter(
+                store.events(j.id)[-1].reason for j in jobs if j.state.value == "failed"
+            )
         outcomes = Counter(a.outcome for j in jobs for a in j.attempts)
         return {
             "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -469,6 +474,7 @@ class Soak:
                 "cancelled_by_request": len(self.submitted.cancelled),
                 "final_states": dict(Counter(states.values())),
                 "in_store": len(jobs),
+                "failed_reasons": dict(failed.most_common()),
             },
             "attempts": dict(outcomes.most_common()),
             "lease": {"samples": self.lease.samples, "epochs": len(self.lease.epochs)},

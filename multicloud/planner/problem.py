@@ -100,6 +100,11 @@ def highs(
     # One thread: the machine is shared with the service's other work, and a single
     # thread's search path cannot depend on how threads were scheduled.
     h.setOptionValue("threads", 1)
+    if integral is not None:
+        # Feasibility jump and restarts cost the neighbourhoods' small models more time
+        # than they save (measured on the planner benchmark's contended batches).
+        h.setOptionValue("mip_heuristic_run_feasibility_jump", False)
+        h.setOptionValue("mip_allow_restart", False)
     n = a.shape[1]
     kinds = (
         np.zeros(n, dtype=np.int32)

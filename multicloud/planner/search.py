@@ -65,6 +65,9 @@ class Settings:
         large: Models with more variables than this start the LP from ``first_options``.
         exact_below: Models with at most this many variables are solved whole (with ten
             times the node limit) instead of by neighbourhoods.
+        count_rounds: Count objectives (a search with a scope) get this many times the
+            rounds: their neighbourhoods are small, and each round places more jobs,
+            the first objective.
         stall: Neighbourhoods in a row that may find nothing better before the search
             of an objective stops (the worst-looking disagreements come first, so the
             later ones rarely pay off on a large model).
@@ -79,6 +82,7 @@ class Settings:
     first_options: int = 6
     large: int = 40_000
     exact_below: int = 1_000
+    count_rounds: int = 4
     stall: int = 4
 
 
@@ -215,6 +219,7 @@ class Search:
         *,
         nodes: int | None = None,
         bounds: tuple[FloatArray, FloatArray] | None = None,
+        target: float = -_INF,
     ) -> Outcome:
         """Solve the integer program with every variable outside ``free`` fixed at ``base``.
 
@@ -225,6 +230,8 @@ class Search:
             start: A plan feasible for this sub-problem, handed to HiGHS as a start.
             nodes: Branch-and-bound node limit (default: the settings').
             bounds: Tighter lower and upper bounds for all variables (default 0 and ub).
+            target: Stop at the first plan whose whole objective is at most this (the
+                search's goal: nothing better is needed).
 
         Returns:
             The whole plan (None if none was found), whether the sub-problem was solved
@@ -256,6 +263,9 @@ class Search:
         )
         h.setOptionValue("mip_max_nodes", self.settings.nodes if nodes is None else nodes)
         h.setOptionValue("mip_rel_gap", self.settings.gap)
+        base_value = float(objective @ fixed)
+        if math.isfinite(target):
+            h.setOptionValue("objective_target", target - base_value)
         if start is not None:
             h.setSolution(len(cols), cols_idx(len(cols)), np.round(start[cols]))
         self._run(h, self._left())
@@ -266,7 +276,6 @@ class Search:
         x = fixed.copy()
         sol = np.asarray(h.getSolution().col_value)
         x[cols] = np.where(p.integral[cols], np.round(sol), sol)
-        base_value = float(objective @ fixed)
         proven = status == HighsModelStatus.kOptimal
         bound = float(info.mip_dual_bound) + base_value if not proven else float(objective @ x)
         return Outcome(x, proven, bound)
@@ -315,7 +324,9 @@ class Search:
             # Small enough to solve whole (and exactly, in practice).
             every = np.ones(p.n, dtype=np.bool_) if scope is None else scope.copy()
             start = best if math.isfinite(best_value) else None
-            out = self.solve_sub(objective, best, every, start, nodes=10 * self.settings.nodes)
+            out = self.solve_sub(
+                objective, best, every, start, nodes=10 * self.settings.nodes, target=good_enough
+            )
             offer(out.x)
             if scope is None and out.x is not None:
                 self.bound = out.bound
@@ -337,28 +348,39 @@ class Search:
             whole = hood.free(owners, owners)
             keep = lp > FRAC
             bounds = (np.zeros(p.n), np.where(whole, p.ub, np.ceil(lp - FRAC)))
-            got = self.solve_sub(objective, rounded, whole | keep, None, bounds=bounds).x
+            got = self.solve_sub(
+                objective, rounded, whole | keep, None, bounds=bounds, target=good_enough
+            ).x
             if got is None:
                 free = hood.free(hood.ring(split), owners)
                 if int(free.sum()) <= 4 * self.settings.max_free:
-                    got = self.solve_sub(objective, rounded, free, None).x
+                    got = self.solve_sub(objective, rounded, free, None, target=good_enough).x
             offer(got)
         tried: set[int] = set()
         # A neighbourhood is a fixed size, so a larger model needs more of them to be
         # covered as well: the rounds grow with the model (still a fixed number for it).
         rounds = self.settings.rounds * max(1, p.n // _ROUND_VARIABLES)
+        if scope is not None:
+            rounds *= self.settings.count_rounds
         idle = 0
+        pass_value = best_value
         for _ in range(rounds):
             if best_value <= good_enough or self.timed_out or idle >= self.settings.stall:
                 break
             hood = Hood(p, [best, lp], best, scope)
             seeds = [o for o in disagreement(p, objective, best, lp) if o not in tried]
+            if not seeds and best_value < pass_value:
+                # Every disagreement was tried, but the plan moved since: try them again.
+                tried.clear()
+                pass_value = best_value
+                seeds = disagreement(p, objective, best, lp)
             if not seeds:
                 break
             owners, taken = hood.chunk(seeds, self.settings.max_free)
             tried.update(taken)
             before = best_value
-            offer(self.solve_sub(objective, best, hood.free(owners, set(taken)), best).x)
+            free = hood.free(owners, set(taken))
+            offer(self.solve_sub(objective, best, free, best, target=good_enough).x)
             idle = idle + 1 if best_value >= before else 0
         return best
 

@@ -182,10 +182,11 @@ class Store(LedgerReads):
         at = utc(now)
         if any(key is not None and not key for _, key in items):
             raise ValueError("client_key must be a non-empty string or None")
+        texts = jobs_sql.spec_texts(items)
         for tries_left in (1, 0):
             try:
                 with self._db.write() as conn:
-                    return jobs_sql.insert_jobs(self._db, conn, items, at)
+                    return jobs_sql.insert_jobs(self._db, conn, items, texts, at)
             except IntegrityError:
                 # Another process inserted one of the keys between our check and our
                 # insert (PostgreSQL; SQLite's write lock rules that out): the next try

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from multicloud.lifecycle import (
@@ -26,10 +25,9 @@ from multicloud.lifecycle import (
     states_of,
 )
 from multicloud.models import Job
-from multicloud.store.engine import Database, chunks
+from multicloud.store.engine import Database
 from multicloud.store.errors import IdempotencyConflictError, JobNotFoundError
 from multicloud.store.records import AttemptRecord, JobRecord
-from multicloud.store.schema import JOBS, UtcDateTime
 
 __all__ = [
     "event_row",
@@ -38,27 +36,20 @@ __all__ = [
     "move",
     "require_jobs",
     "spec_hash",
+    "spec_texts",
 ]
 
-# Statements run many times, built once: constructing a statement with an ``IN`` list of
-# literals costs more than running it. ``ids`` is an expanding parameter.
-_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
-_Q_JOB_IDS = sa.select(JOBS.c.id).where(JOBS.c.id.in_(_IDS))
-_Q_LOCK_STATES = (
-    sa.select(JOBS.c.id, JOBS.c.state)
-    .where(JOBS.c.id.in_(_IDS))
-    .order_by(JOBS.c.id)
-    .with_for_update()
-)
-# The state in the WHERE clause is the compare-and-set itself.
-_Q_MOVE = (
-    sa.update(JOBS)
-    .where(JOBS.c.id.in_(_IDS), JOBS.c.state == sa.bindparam("src"))
-    .values(state=sa.bindparam("dst"), updated_at=sa.bindparam("at", type_=UtcDateTime()))
-)
-_Q_KEYS = sa.select(JOBS.c.client_key, JOBS.c.id, JOBS.c.spec_hash).where(
-    JOBS.c.client_key.in_(_IDS)
-)
+# Bulk lookups by id, as text (``Database.rows_in``): ``{ids}`` is the chunk's IN list.
+_JOB_IDS = "SELECT id FROM jobs WHERE id IN ({ids})"
+_LOCK_STATES = "SELECT id, state FROM jobs WHERE id IN ({ids}) ORDER BY id"
+# SQLite: the state in the WHERE clause is the compare-and-set itself. Its ``+`` keeps the
+# planner off the index on ``state``: with it, each statement walked every job in that state
+# (thousands of running jobs) instead of looking up the few ids.
+_MOVE = "UPDATE jobs SET state = ?, updated_at = ? WHERE +state = ? AND id IN ({ids})"
+# PostgreSQL: the rows were read and locked first, their states checked; by id alone, as
+# the planner of a table without statistics yet would also walk the index on ``state``.
+_MOVE_LOCKED = "UPDATE jobs SET state = ?, updated_at = ? WHERE id IN ({ids})"
+_KEYS = "SELECT client_key, id, spec_hash FROM jobs WHERE client_key IN ({ids})"
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
@@ -97,8 +88,28 @@ def _key_conflict(client_key: str, job_id: str) -> str:
     )
 
 
+def spec_texts(items: Sequence[tuple[Job, str | None]]) -> list[tuple[str, str]]:
+    """Each job's spec as stored (JSON text) and its :func:`spec_hash`.
+
+    Worked out before the write transaction opens: on SQLite that holds the one write
+    lock, which the scheduler's cycle waits for meanwhile.
+
+    Args:
+        items: ``(job, client_key)`` pairs.
+
+    Returns:
+        ``(text, digest)`` per item.
+    """
+    specs = [job.model_dump(mode="json") for job, _ in items]
+    return [(json.dumps(spec), spec_hash(spec)) for spec in specs]
+
+
 def insert_jobs(
-    db: Database, conn: Connection, items: Sequence[tuple[Job, str | None]], at: datetime
+    db: Database,
+    conn: Connection,
+    items: Sequence[tuple[Job, str | None]],
+    texts: Sequence[tuple[str, str]],
+    at: datetime,
 ) -> list[tuple[str, bool]]:
     """Accept jobs as PENDING, idempotently by client key.
 
@@ -106,6 +117,7 @@ def insert_jobs(
         db: The database (for its bulk rows).
         conn: A write transaction.
         items: ``(job, client_key)`` pairs.
+        texts: :func:`spec_texts` of ``items``.
         at: Submission time (UTC).
 
     Returns:
@@ -114,19 +126,16 @@ def insert_jobs(
     Raises:
         IdempotencyConflictError: A key was used for a different spec.
     """
-    specs = [job.model_dump(mode="json") for job, _ in items]
-    texts = [json.dumps(spec) for spec in specs]
-    digests = [spec_hash(spec) for spec in specs]
     stamp = db.stamp(at)
     keys = sorted({key for _, key in items if key is not None})
-    known: dict[str, tuple[str, str]] = {}
-    for chunk in chunks(keys):
-        for row in conn.execute(_Q_KEYS, {"ids": list(chunk)}):
-            known[str(row.client_key)] = (str(row.id), str(row.spec_hash))
+    known: dict[str, tuple[str, str]] = {
+        str(key): (str(job_id), str(digest))
+        for key, job_id, digest in db.rows_in(conn, _KEYS, keys)
+    }
     out: list[tuple[str, bool]] = []
     jobs: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
-    for (job, key), text, digest in zip(items, texts, digests, strict=True):
+    for (job, key), (text, digest) in zip(items, texts, strict=True):
         if key is not None and key in known:
             job_id, stored = known[key]
             if stored != digest:
@@ -145,6 +154,9 @@ def insert_jobs(
     # In list order: rows get their ``seq`` (submission order) as they come.
     db.many(conn, INSERT_JOBS, jobs)
     db.many(conn, INSERT_EVENTS, events)
+    seen = db.known_jobs()
+    if seen is not None:
+        seen.update(row[0] for row in jobs)
     return out
 
 
@@ -164,19 +176,78 @@ def job_record(row: RowMapping, attempts: Iterable[AttemptRecord]) -> JobRecord:
     )
 
 
-def require_jobs(conn: Connection, job_ids: Iterable[str]) -> None:
-    """Raise JobNotFoundError naming every id of ``job_ids`` that is not a job."""
-    wanted = sorted(set(job_ids))
-    found: set[str] = set()
-    for chunk in chunks(wanted):
-        found.update(conn.execute(_Q_JOB_IDS, {"ids": list(chunk)}).scalars())
+def require_jobs(db: Database, conn: Connection, job_ids: Iterable[str]) -> None:
+    """Raise JobNotFoundError naming every id of ``job_ids`` that is not a job.
+
+    Jobs the caller's batch already read or inserted are not looked for again
+    (:meth:`Database.known_jobs`): a cycle records placements, attempts, decisions and
+    ROFR lines of the same jobs in one transaction.
+    """
+    seen = db.known_jobs()
+    wanted = sorted(set(job_ids) - seen if seen is not None else set(job_ids))
+    found = {str(r[0]) for r in db.rows_in(conn, _JOB_IDS, wanted)}
     missing = [j for j in wanted if j not in found]
     if missing:
         raise JobNotFoundError(f"no job {', '.join(repr(m) for m in missing)}")
+    if seen is not None:
+        seen.update(found)
 
 
 def _names(states: Iterable[JobState]) -> str:
     return ", ".join(sorted(s.value for s in states)) or "nothing"
+
+
+def _expected(expect: JobState | Iterable[JobState] | None) -> frozenset[JobState] | None:
+    if expect is None:
+        return None
+    if isinstance(expect, JobState):
+        return _SINGLE[expect]
+    return states_of(expect)
+
+
+_SINGLE = {state: frozenset({state}) for state in JobState}
+
+
+def _replay(
+    changes: Sequence[Transition], first: dict[str, JobState], stamp: Any
+) -> tuple[dict[str, JobState], list[JobState], list[tuple[Any, ...]]]:
+    """Check the moves in order from the states ``first``; return where each job ends,
+    the state each change left, and the events (or raise as :func:`move` documents)."""
+    current = dict(first)
+    left: list[JobState] = []
+    events: list[tuple[Any, ...]] = []
+    for change in changes:
+        job_id, to, reason = change.job_id, JobState(change.to), change.reason
+        if job_id not in current:
+            raise JobNotFoundError(f"no job {job_id!r}")
+        src = current[job_id]
+        expected = _expected(change.expect)
+        if expected is not None and src not in expected:
+            raise InvalidTransitionError(
+                f"job {job_id} is {src.value}, expected {_names(expected)} "
+                f"(wanted {to.value}: {reason})"
+            )
+        if not can_transition(src, to):
+            raise InvalidTransitionError(
+                f"job {job_id} cannot go from {src.value} to {to.value}; "
+                f"{src.value} may go to {_names(TRANSITIONS[src])}"
+            )
+        current[job_id] = to
+        left.append(src)
+        events.append(event_row(stamp, job_id, src, to, reason))
+    return current, left, events
+
+
+def _assumed(changes: Sequence[Transition]) -> dict[str, JobState] | None:
+    """Each job's state as its first change expects it, if every one names exactly one."""
+    first: dict[str, JobState] = {}
+    for change in changes:
+        if change.job_id not in first:
+            expected = _expected(change.expect)
+            if expected is None or len(expected) != 1:
+                return None
+            (first[change.job_id],) = expected
+    return first
 
 
 def move(
@@ -185,8 +256,12 @@ def move(
     """Apply lifecycle moves in order, each a compare-and-set, and log their events.
 
     A job may appear more than once (``RUNNING → PREEMPTED → PENDING``); each change is
-    checked against the state the previous one left. Rows are read and locked in one
-    statement and written with one ``UPDATE`` per (from, to) pair.
+    checked against the state the previous one left. Rows are written with one ``UPDATE``
+    per (from, to) pair. On SQLite its ``WHERE state = from`` is the compare-and-set, and
+    when every job's first change names the one state it expects (the scheduler's moves
+    do), no row is read first: the ``UPDATE`` returns the rows it changed, and only a job
+    it did not change is read, to say why the whole call fails. Otherwise (and always on
+    PostgreSQL) the rows are read and locked first, in one statement.
 
     Args:
         db: The database (for its bulk rows).
@@ -204,42 +279,48 @@ def move(
     """
     # Sorted: concurrent writers lock rows in one order and cannot deadlock.
     ids = sorted({c.job_id for c in changes})
-    first: dict[str, JobState] = {}
-    for chunk in chunks(ids):
-        rows = conn.execute(_Q_LOCK_STATES, {"ids": list(chunk)})
-        first.update({str(r.id): JobState(r.state) for r in rows})
-    current = dict(first)
-    left: list[JobState] = []
-    events: list[tuple[Any, ...]] = []
     stamp = db.stamp(at)
-    for change in changes:
-        job_id, to, reason = change.job_id, JobState(change.to), change.reason
-        if job_id not in current:
-            raise JobNotFoundError(f"no job {job_id!r}")
-        src = current[job_id]
-        expected = None if change.expect is None else states_of(change.expect)
-        if expected is not None and src not in expected:
-            raise InvalidTransitionError(
-                f"job {job_id} is {src.value}, expected {_names(expected)} "
-                f"(wanted {to.value}: {reason})"
-            )
-        if not can_transition(src, to):
-            raise InvalidTransitionError(
-                f"job {job_id} cannot go from {src.value} to {to.value}; "
-                f"{src.value} may go to {_names(TRANSITIONS[src])}"
-            )
-        current[job_id] = to
-        left.append(src)
-        events.append(event_row(stamp, job_id, src, to, reason))
+    sqlite = db.backend == "sqlite"
+    first = _assumed(changes) if sqlite and db.returning else None
+    replayed = None
+    if first is not None:
+        try:
+            replayed = _replay(changes, first, stamp)
+        except (JobNotFoundError, InvalidTransitionError):
+            first = None  # read the rows: the error must name what the store holds
+    if first is None or replayed is None:
+        lock = _LOCK_STATES if sqlite else _LOCK_STATES + " FOR UPDATE"
+        first = {str(i): JobState(state) for i, state in db.rows_in(conn, lock, ids)}
+        replayed = _replay(changes, first, stamp)
+        checked = True
+    else:
+        checked = False
+    current, left, events = replayed
     moves: dict[tuple[JobState, JobState], list[str]] = defaultdict(list)
     for job_id in ids:
         moves[(first[job_id], current[job_id])].append(job_id)
+    changed: set[str] = set()
     for (src, dst), group in moves.items():
-        for chunk in chunks(group):
-            changed = conn.execute(
-                _Q_MOVE, {"ids": list(chunk), "src": src.value, "dst": dst.value, "at": at}
-            ).rowcount
-            if changed != len(chunk):  # pragma: no cover - the row locks rule it out
+        if checked:
+            if sqlite:
+                done = db.update_in(conn, _MOVE, group, (dst.value, stamp, src.value))
+            else:
+                done = db.update_in(conn, _MOVE_LOCKED, group, (dst.value, stamp))
+            if done != len(group):  # pragma: no cover - the row locks rule it out
                 raise InvalidTransitionError("a job changed state concurrently")
+            changed.update(group)
+        else:
+            rows = db.rows_in(conn, _MOVE + " RETURNING id", group, (dst.value, stamp, src.value))
+            changed.update(str(r[0]) for r in rows)
+    if len(changed) != len(ids):
+        # Some job was not in the state its change expected: read what it is, and fail
+        # as the reading path would (the caller's transaction rolls back).
+        stale = [i for i in ids if i not in changed]
+        actual = {str(i): JobState(state) for i, state in db.rows_in(conn, _LOCK_STATES, stale)}
+        _replay(changes, {**{i: first[i] for i in changed}, **actual}, stamp)
+        raise InvalidTransitionError("a job changed state concurrently")  # pragma: no cover
+    seen = db.known_jobs()
+    if seen is not None:
+        seen.update(ids)
     db.many(conn, INSERT_EVENTS, events)
     return left

@@ -16,9 +16,10 @@ from sqlalchemy.engine import Connection
 from multicloud.lifecycle import JobState
 from multicloud.planner.types import AuditEntry
 from multicloud.store.engine import Database, chunks
+from multicloud.store.errors import JobNotFoundError
 from multicloud.store.jobs import require_jobs
 from multicloud.store.records import Decision, DecisionRecord, EventRecord
-from multicloud.store.schema import AUDIT, DECISIONS, EVENTS, UtcDateTime, utc
+from multicloud.store.schema import AUDIT, DECISIONS, EVENTS, JOBS, UtcDateTime, utc
 
 __all__ = [
     "audit_lines",
@@ -65,7 +66,7 @@ def insert_decisions(
         )
         for d in decisions
     ]
-    require_jobs(conn, (d.job_id for d in decisions))
+    require_jobs(db, conn, (d.job_id for d in decisions))
     db.many(conn, _INSERT_DECISIONS, rows)
 
 
@@ -83,6 +84,7 @@ def insert_audit(
     Raises:
         JobNotFoundError: An entry names an unknown job.
     """
+    stamp = db.stamp(at)
     rows = [
         (
             e.job,
@@ -93,12 +95,12 @@ def insert_audit(
             e.answer,
             e.reason,
             e.billed_price_per_hour,
-            db.stamp(utc(e.at) if e.at is not None else at),
+            db.stamp(utc(e.at)) if e.at is not None else stamp,
             e.catalog_version,
         )
         for e in entries
     ]
-    require_jobs(conn, (e.job for e in entries))
+    require_jobs(db, conn, (e.job for e in entries))
     db.many(conn, _INSERT_AUDIT, rows)
 
 
@@ -127,7 +129,8 @@ def audit_lines(conn: Connection, job_id: str | None, holder: str | None) -> lis
 
 
 def _rows(conn: Connection, table: sa.Table, job_id: str) -> list[sa.RowMapping]:
-    require_jobs(conn, [job_id])
+    if conn.execute(sa.select(JOBS.c.id).where(JOBS.c.id == job_id)).first() is None:
+        raise JobNotFoundError(f"no job {job_id!r}")
     query = sa.select(table).where(table.c.job_id == job_id).order_by(table.c.id)
     return list(conn.execute(query).mappings())
 

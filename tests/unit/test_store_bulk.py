@@ -136,6 +136,40 @@ def test_transition_many_is_all_or_nothing(
     assert [e.to_state for e in store.events(a)] == [S.PENDING]
 
 
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        (Transition("job-000000000000", S.PLACED, "x", S.PENDING), JobNotFoundError, "no job"),
+        (Transition("<b>", S.PROVISIONING, "old", S.PLACED), InvalidTransitionError, "is pending"),
+        (Transition("<b>", S.RUNNING, "skips", S.PENDING), InvalidTransitionError, "cannot go"),
+    ],
+)
+def test_transition_many_with_expected_states_is_all_or_nothing(
+    store: Store, bad: Transition, error: type[Exception], match: str
+) -> None:
+    # Every change names the state it expects: the rows are written without being read
+    # first, and a job that was not in that state undoes the whole call.
+    a, b = submitted(store, 2)
+    if bad.job_id == "<b>":
+        bad = bad._replace(job_id=b)
+    with pytest.raises(error, match=match):
+        store.transition_many([Transition(a, S.PLACED, "placed", S.PENDING), bad], now=at(1))
+    assert {store.get(a).state, store.get(b).state} == {S.PENDING}
+    assert [e.to_state for e in store.events(a)] == [S.PENDING]
+
+
+def test_a_batch_still_refuses_rows_of_unknown_jobs_after_moving_others(store: Store) -> None:
+    (a,) = submitted(store, 1)
+    with pytest.raises(JobNotFoundError, match="job-000000000000"), store.batch():
+        store.transition_many([Transition(a, S.PLACED, "placed", S.PENDING)], now=at(1))
+        store.record_decisions(
+            [Decision(a, [], ["ok"], "v1"), Decision("job-000000000000", [], ["x"], "v1")],
+            now=at(1),
+        )
+    assert store.get(a).state is S.PENDING
+    assert store.decisions(a) == []
+
+
 def test_begin_attempts_records_and_is_idempotent_by_request_id(store: Store) -> None:
     a, b = submitted(store, 2)
     first = store.begin_attempts([new_attempt(a), new_attempt(b)], now=at(1))

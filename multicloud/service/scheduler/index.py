@@ -56,6 +56,9 @@ class JobIndex:
         self._stuck_by_accel: dict[str, set[str]] = {}
         self.live: dict[str, AttemptRecord] = {}
         self.rows: dict[str, set[str]] = {}
+        # Nodes live attempts hold per reservation block, kept as rows come and go: every
+        # plan reads it, and live attempts run to thousands.
+        self.reserved: Counter[str] = Counter()
         # Live rows that have no handle yet (a superset: entries go stale when a row gets
         # its handle or ends; the launcher drops those as it walks them).
         self.unlaunched: dict[str, None] = {}
@@ -162,6 +165,11 @@ class JobIndex:
 
     def add_row(self, row: AttemptRecord) -> None:
         """Index a live attempt."""
+        old = self.live.get(row.request_id)
+        if old is not None and old.reservation is not None:
+            self.reserved[old.reservation] -= old.nodes
+        if row.reservation is not None:
+            self.reserved[row.reservation] += row.nodes
         self.live[row.request_id] = row
         self.rows.setdefault(row.job_id, set()).add(row.request_id)
         if row.handle is None:
@@ -179,7 +187,12 @@ class JobIndex:
             rows.discard(key)
             if not rows:
                 del self.rows[job_id]
-        return self.live.pop(key, None)
+        row = self.live.pop(key, None)
+        if row is not None and row.reservation is not None:
+            self.reserved[row.reservation] -= row.nodes
+            if not self.reserved[row.reservation]:
+                del self.reserved[row.reservation]
+        return row
 
     def rows_of(self, job_id: str) -> list[AttemptRecord]:
         """A job's live attempts."""

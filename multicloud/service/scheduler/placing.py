@@ -221,11 +221,7 @@ class Placer:
         return out, usable
 
     def _reserved(self) -> dict[str, int]:
-        used: Counter[str] = Counter()
-        for row in self.index.live.values():
-            if row.reservation is not None:
-                used[row.reservation] += row.nodes
-        return dict(used)
+        return {name: n for name, n in self.index.reserved.items() if n > 0}
 
     def _wake(
         self, offers: list[Offer], usable: dict[str, float], reserved: dict[str, int]
