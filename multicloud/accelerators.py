@@ -72,6 +72,12 @@ for _acc in ACCELERATORS:
 
 CANONICAL_NAMES: tuple[str, ...] = tuple(a.name for a in ACCELERATORS)
 
+# The spellings in the table as written, looked up before any normalising: a large job
+# file names the same few accelerators thousands of times, mostly spelled this way.
+_AS_WRITTEN: dict[str, str] = {
+    spelling: acc.name for acc in ACCELERATORS for spelling in (acc.name, *acc.aliases)
+}
+
 
 def suggest(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
     """Return the closest choice to ``word``, if one is close enough to suggest.
@@ -100,7 +106,7 @@ def canonical(name: str) -> str:
     Raises:
         ValueError: If the name is unknown; the message carries a "did you mean".
     """
-    hit = _BY_KEY.get(_key(name))
+    hit = _AS_WRITTEN.get(name) or _BY_KEY.get(_key(name))
     if hit is not None:
         return hit
     hint = suggest(name, CANONICAL_NAMES)

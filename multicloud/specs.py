@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from multicloud import gcpause, yamlfast
 from multicloud.accelerators import suggest
 from multicloud.errors import SpecError
 from multicloud.models import Fleet, Job
-from multicloud.yamlfast import BaseLoader, FastLoader
+from multicloud.yamlfast import BaseLoader
 
 _Loader: Any = BaseLoader
 
@@ -121,7 +123,7 @@ def _load_yaml(text: str, source: str, *, as_json: bool = False) -> list[Any]:
         else:
             return [] if doc is None else [doc]
     try:
-        return [d for d in yaml.load_all(text, Loader=FastLoader) if d is not None]
+        return [d for d in yamlfast.load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -212,7 +214,19 @@ def parse_jobs(text: str, source: str = "<inline>", *, as_json: bool = False) ->
         SpecError: If anything is malformed; nothing is returned then. Each problem names
             the field path and, where the text has it, its line and column.
     """
-    docs = _load_yaml(text, source, as_json=as_json)
+    # A large file is a large tree that all stays alive: no collections while it is built.
+    with gcpause.paused():
+        docs = _load_yaml(text, source, as_json=as_json)
+        raw = _documents(docs, source)
+        jobs, problems = _job_items(raw)
+    if problems:
+        _locate(text, problems)
+        raise SpecError(source, problems)
+    return jobs
+
+
+def _documents(docs: list[Any], source: str) -> list[tuple[str, Any]]:
+    """The job documents of a file, each with the field path prefix its problems get."""
     raw: list[tuple[str, Any]] = []
     if len(docs) == 1 and isinstance(docs[0], dict) and "jobs" in docs[0]:
         extra = sorted(set(docs[0]) - {"jobs"})
@@ -228,11 +242,7 @@ def parse_jobs(text: str, source: str = "<inline>", *, as_json: bool = False) ->
         raw = [(f"document[{i}]", d) for i, d in enumerate(docs)]
     if not raw:
         raise SpecError(source, [("", "no jobs in file")])
-    jobs, problems = _job_items(raw)
-    if problems:
-        _locate(text, problems)
-        raise SpecError(source, problems)
-    return jobs
+    return raw
 
 
 def validate_jobs(docs: Sequence[Any], source: str = "submission") -> list[Job]:
@@ -251,29 +261,57 @@ def validate_jobs(docs: Sequence[Any], source: str = "submission") -> list[Job]:
     Raises:
         SpecError: If any document is malformed; nothing is returned then.
     """
-    jobs, problems = _job_items([(f"jobs[{i}]", doc) for i, doc in enumerate(docs)])
+    with gcpause.paused():
+        jobs, problems = _job_items([(f"jobs[{i}]", doc) for i, doc in enumerate(docs)])
     if problems:
         raise SpecError(source, problems)
     return jobs
 
 
+@cache
+def _job_list() -> TypeAdapter[list[Job]]:
+    return TypeAdapter(list[Job])
+
+
+def _all_valid(docs: list[Any]) -> list[Job] | None:
+    """The jobs, if every document is a valid job and no name repeats; else None."""
+    if not all(isinstance(doc, dict) for doc in docs):
+        return None
+    try:
+        jobs = _job_list().validate_python(docs)
+    except ValidationError:
+        return None
+    return jobs if len({job.name for job in jobs}) == len(jobs) else None
+
+
 def _job_items(raw: Sequence[tuple[str, Any]]) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Validate ``(field path prefix, document)`` pairs; return the jobs and the problems."""
+    """Validate ``(field path prefix, document)`` pairs; return the jobs and the problems.
+
+    Valid documents, the usual case, are validated in one call (the list's loop runs in
+    pydantic's core); if anything is wrong, each document is validated on its own, so that
+    every problem is named as it would be alone.
+    """
+    valid = _all_valid([item for _, item in raw])
+    if valid is not None:
+        return valid, []
     problems: list[tuple[str, str]] = []
     jobs: list[Job] = []
+    names: set[str] = set()
     for prefix, item in raw:
         if not isinstance(item, dict):
             problems.append((prefix, "a job must be a mapping of fields"))
             continue
         try:
-            jobs.append(Job.model_validate(item))
+            job = Job.model_validate(item)
         except ValidationError as exc:
             problems.extend(_problems(exc, Job, prefix))
-    names: dict[str, int] = {}
-    for i, job in enumerate(jobs):
+            continue
         if job.name in names:
-            problems.append((f"jobs[{i}].name", f"duplicate job name '{job.name}'"))
-        names[job.name] = i
+            # named where the repeat is written (not by its place among the valid jobs)
+            where = f"{prefix}.name" if prefix else "name"
+            problems.append((where, f"duplicate job name '{job.name}'"))
+        names.add(job.name)
+        jobs.append(job)
     return jobs, problems
 
 
@@ -348,25 +386,27 @@ def check_against_fleet(jobs: list[Job], fleet: Fleet, source: str = "<jobs>") -
     """
     names = tuple(fleet.providers)
     problems: list[tuple[str, str]] = []
-    for i, job in enumerate(jobs):
+
+    def where(i: int) -> str:
         # A one-job file has no list to index; name the job instead.
-        where = f"jobs[{i}]" if len(jobs) > 1 else f"job '{job.name}'"
+        return f"jobs[{i}]" if len(jobs) > 1 else f"job '{jobs[0].name}'"
+
+    for i, job in enumerate(jobs):
         for k, name in enumerate(job.placement.providers):
             if name not in fleet.providers:
                 hint = suggest(name, names)
                 tail = f"; did you mean '{hint}'?" if hint else f"; fleet has: {', '.join(names)}"
                 problems.append(
-                    (f"{where}.placement.providers[{k}]", f"unknown provider '{name}'{tail}")
+                    (f"{where(i)}.placement.providers[{k}]", f"unknown provider '{name}'{tail}")
                 )
     known = _known_regions(fleet)
     for i, job in enumerate(jobs):
-        where = f"jobs[{i}]" if len(jobs) > 1 else f"job '{job.name}'"
         for k, region in enumerate(job.serving.regions_near if job.serving else ()):
             if region not in known:
                 hint = suggest(region, sorted(known))
                 tail = f"; did you mean '{hint}'?" if hint else ""
                 problems.append(
-                    (f"{where}.serving.regions_near[{k}]", f"unknown region '{region}'{tail}")
+                    (f"{where(i)}.serving.regions_near[{k}]", f"unknown region '{region}'{tail}")
                 )
     if problems:
         raise SpecError(source, problems)

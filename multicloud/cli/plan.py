@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic_core import to_json
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from multicloud import __version__
+from multicloud import __version__, gcpause
 from multicloud import providers as registry
 from multicloud.accelerators import canonical, suggest
 from multicloud.catalog import CatalogRow, load_catalog
@@ -23,7 +24,7 @@ from multicloud.fleet import plan_fleet
 from multicloud.models import Fleet, Job, Kind
 from multicloud.planner import Assignment, Plan
 
-__all__ = ["print_plan"]
+__all__ = ["echo_plan_json", "plan_json", "print_plan"]
 
 
 def _where(a: Assignment) -> str:
@@ -163,27 +164,40 @@ def print_plan(
     out.print()
 
 
-def plan_json(doc: dict[str, Any]) -> str:
-    """The plan document as JSON with one placement (queued job, audit line) per line.
+def plan_json(doc: dict[str, Any]) -> bytes:
+    """The plan document as JSON (UTF-8) with one placement (queued job, audit line) per line.
 
-    The standard library encodes in C only without ``indent``; pretty-printing a
-    20,000-job plan through its Python encoder took longer than planning it. A row per
-    line stays readable and diff-able.
+    pydantic's core encodes each row in compiled code, three times as fast as the
+    standard library's C encoder (which pretty-prints only through its Python encoder,
+    slower than planning a 20,000-job file). A row per line stays readable and diff-able.
 
     Args:
         doc: The plan document (``Plan.to_dict()``).
 
     Returns:
-        The JSON text.
+        The JSON text, UTF-8 encoded.
     """
-    parts: list[str] = []
+    parts: list[bytes] = []
     for key, value in doc.items():
+        head = b"  " + to_json(key) + b": "
         if isinstance(value, list) and value:
-            rows = ",\n    ".join(json.dumps(row) for row in value)
-            parts.append(f"  {json.dumps(key)}: [\n    {rows}\n  ]")
+            parts.append(head + b"[\n    " + b",\n    ".join(map(to_json, value)) + b"\n  ]")
         else:
-            parts.append(f"  {json.dumps(key)}: {json.dumps(value)}")
-    return "{\n" + ",\n".join(parts) + "\n}"
+            parts.append(head + to_json(value))
+    return b"{\n" + b",\n".join(parts) + b"\n}"
+
+
+def echo_plan_json(plan: Plan) -> None:
+    """Print the plan as ``multicloud plan --json`` does (see :func:`plan_json`).
+
+    Args:
+        plan: The plan.
+    """
+    # The document and its text are built, printed and dropped: nothing for the
+    # collector to find in them, and a 20,000-job plan is a million objects. Bytes go to
+    # the binary stream as they are (JSON is UTF-8 whatever the terminal's locale).
+    with gcpause.paused():
+        typer.echo(plan_json(plan.to_dict()))
 
 
 @app.command()
@@ -216,7 +230,7 @@ def plan(
         jobs, fleet, providers = load(jobs_file, fleet_file)
         result = plan_fleet(jobs, fleet, now=when, providers=providers)
     if as_json:
-        typer.echo(plan_json(result.to_dict()))
+        echo_plan_json(result)
         return
     print_plan(console(), result, jobs, fleet, explain=explain)
 
