@@ -32,7 +32,10 @@ def paused() -> Iterator[None]:
         if enabled:
             # What the block built lives on: move it (and whatever else is young) to the
             # oldest generation at once, without a scan; otherwise the first young
-            # collection after the block walks the whole tree.
-            gc.freeze()
-            gc.unfreeze()
+            # collection after the block walks the whole tree. Not when something is
+            # frozen already: ``unfreeze`` would thaw that too, and what froze it (the
+            # scheduler actor's start-up heap) meant it to stay out of every collection.
+            if not gc.get_freeze_count():
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
