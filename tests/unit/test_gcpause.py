@@ -41,10 +41,12 @@ def test_what_another_part_froze_stays_frozen() -> None:
     kept = [[] for _ in range(100)]
     gc.enable()
     gc.freeze()
-    frozen = gc.get_freeze_count()
+    assert gc.get_freeze_count() > 0
     with gcpause.paused():
         built = [{} for _ in range(100)]
-    assert gc.get_freeze_count() >= frozen
+    # Frozen objects may die meanwhile (reference counting still frees them), so the
+    # count may shrink; ``unfreeze`` would have emptied it.
+    assert gc.get_freeze_count() > 0
     assert gc.isenabled()
     del kept, built
 
