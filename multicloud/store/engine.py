@@ -109,6 +109,10 @@ def _copy(
         raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
+_WAL_LIMIT = 64 * 2**20
+"""Bytes a SQLite store's WAL file is cut back to when it starts again from its beginning."""
+
+
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     # The sqlite3 module would otherwise open transactions lazily, behind SQLAlchemy's
     # back, and never around DDL; we issue BEGIN ourselves (see _sqlite_on_begin).
@@ -124,6 +128,9 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Checkpoints run on a thread of their own (_Checkpointer), not inside whichever
         # commit crossed the WAL's size: that one would stall for the copy and its fsync.
         cursor.execute("PRAGMA wal_autocheckpoint=0")
+        # A WAL that did grow (a reader held the checkpoints back) shrinks to this when it
+        # is next started again, instead of keeping its largest size on disk.
+        cursor.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
     finally:
         cursor.close()
 
@@ -131,16 +138,30 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 class _Checkpointer:
     """Copies a SQLite store's WAL back into the database file, off the hot path.
 
-    A passive checkpoint never blocks writers or readers; run every ``interval`` seconds
-    it keeps the WAL short, so commits stay cheap and readers fast.
+    A WAL is only started again from its beginning by the first writer after a checkpoint
+    that copied every frame in it. Under a steady stream of commits a checkpoint that runs
+    beside the writers never gets there (a writer always adds frames meanwhile), and the
+    WAL grew by gigabytes in a minute of 1,000 submissions/s: every commit then wrote
+    fresh pages of the file, the kernel's write-back throttled the writers, and
+    submit → placed drifted up during the run. So each round copies the bulk beside the
+    writers (a passive checkpoint never blocks them), then the few frames committed
+    meanwhile with this process's writers held back: the WAL is then copied whole, and
+    the next commit starts it again from its beginning.
 
     Args:
         engine: The store's engine.
+        write_lock: The lock this process's writers hold (``Database``).
         interval: Seconds between checkpoints.
     """
 
-    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        write_lock: contextlib.AbstractContextManager[Any],
+        interval: float = 1.0,
+    ) -> None:
         self._engine = engine
+        self._write_lock = write_lock
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
@@ -149,17 +170,28 @@ class _Checkpointer:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                with self._engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                self.checkpoint()
             except Exception:  # a checkpoint is retried next interval; nothing depends on it
                 continue
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL into the database file, as far as readers let it.
+
+        Returns:
+            SQLite's answer to the last step: (busy, frames in the WAL, frames copied).
+        """
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            with self._write_lock:
+                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+        return int(row[0]), int(row[1]), int(row[2])
 
     def stop(self) -> None:
         """Stop the thread and run one last checkpoint."""
         self._stop.set()
         self._thread.join(timeout=5)
-        with contextlib.suppress(Exception), self._engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        with contextlib.suppress(Exception):
+            self.checkpoint()
 
 
 def _set_wal(cursor: Any) -> None:
@@ -220,8 +252,6 @@ class Database:
         self._checkpointer: _Checkpointer | None = None
         if target.get_backend_name() == "sqlite":
             self.engine = _sqlite_engine(target)
-            if target.database not in (None, "", ":memory:"):
-                self._checkpointer = _Checkpointer(self.engine)
         else:
             # pre_ping: a store outlives PostgreSQL restarts and failovers.
             self.engine = sa.create_engine(target, pool_pre_ping=True)
@@ -235,6 +265,8 @@ class Database:
         self._write_lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.backend == "sqlite" else contextlib.nullcontext()
         )
+        if self.backend == "sqlite" and target.database not in (None, "", ":memory:"):
+            self._checkpointer = _Checkpointer(self.engine, self._write_lock)
         # The lease epoch every write is fenced with (None: unfenced, e.g. tools and tests),
         # and the database time of the fence check of the last fenced write that committed.
         self.fence: int | None = None
@@ -276,6 +308,15 @@ class Database:
     def url(self) -> str:
         """The URL, password hidden."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    def checkpoint(self) -> tuple[int, int, int] | None:
+        """Copy a SQLite store's WAL into its database file now (as the thread does).
+
+        Returns:
+            SQLite's answer (busy, frames in the WAL, frames copied); None where no
+            checkpoints run (PostgreSQL, an in-memory SQLite database).
+        """
+        return self._checkpointer.checkpoint() if self._checkpointer is not None else None
 
     def dispose(self) -> None:
         """Stop the checkpoints and close every connection."""

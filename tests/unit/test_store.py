@@ -43,6 +43,7 @@ from multicloud.store import (
     Transition,
     engine_url,
 )
+from multicloud.store.engine import Database
 from multicloud.testing.builders import job, offer
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -355,6 +356,43 @@ def test_sqlite_file_uses_wal(tmp_path: Any) -> None:
     Store.open(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_sqlite_wal_starts_again_under_a_steady_stream_of_commits(tmp_path: Any) -> None:
+    # A checkpoint that only ever runs beside the writers never copies the last frames,
+    # so the WAL never starts again and grows for as long as the commits keep coming.
+    path = tmp_path / "store.db"
+    db = Database(f"sqlite:///{path}")
+    with db.write(fenced=False) as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+    stop = threading.Event()
+    commits = 0
+
+    def write() -> None:
+        nonlocal commits
+        while not stop.is_set():
+            with db.write(fenced=False) as conn:
+                for _ in range(10):
+                    conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(4000))")
+            commits += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    answers = []
+    try:
+        for _ in range(10):
+            before = commits
+            while commits < before + 5:
+                stop.wait(0.001)
+            answers.append(db.checkpoint())
+    finally:
+        stop.set()
+        writer.join()
+    db.dispose()
+    assert all(a is not None and a[0] == 0 and a[1] == a[2] for a in answers), answers
+    # Each round's frames are its own commits', not everything written since the start.
+    frames = [a[1] for a in answers if a is not None]
+    assert max(frames) < sum(frames) / 2, frames
 
 
 # --------------------------------------------------------------------------- jobs
