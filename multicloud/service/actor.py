@@ -26,6 +26,7 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
+from multicloud import gcpause
 from multicloud.models import Job
 from multicloud.planner.types import AuditEntry
 from multicloud.service.config import ServiceConfig
@@ -76,7 +77,11 @@ def _validate(docs: list[Any]) -> list[Job]:
 
 
 _GC_YOUNG = 20_000
-"""Allocations between two collections of the youngest generation (CPython's default: 700)."""
+"""Allocations after which the youngest generation is collected at the cycle's next idle
+moment (CPython collects it every 700, wherever it happens to be)."""
+
+_GC_BACKSTOP = 200_000
+"""Allocations after which it is collected anyway (a cycle that never goes idle)."""
 
 _STARTUP_WAIT_S = 60.0
 """Seconds a starting actor waits for an unreachable store before it gives up (opening)
@@ -152,6 +157,13 @@ class SchedulerActor:
             actor=str(context.get_actor_id() or ""),
         )
         self.keeper = LeaseKeeper(self.store, holder, self.settings, time.monotonic)
+        # The cycle allocates (and frees, by reference counting) a few hundred objects per
+        # job; at the default threshold of 700 that sets off a young collection every few
+        # jobs and a full one, which stops every thread for up to a few hundred
+        # milliseconds on a busy heap, every few seconds (profiled: bench/service.py). A
+        # larger first generation keeps the pauses rare; they run between the cycle's
+        # ticks when no submission waits, where they hold up no one.
+        self._collections = gcpause.IdleCollections(_GC_YOUNG, _GC_BACKSTOP)
         self.scheduler: Scheduler | None = None
         self.lost: str | None = None
         # The optimiser imports SciPy on first use, which takes seconds: pay that at start
@@ -165,13 +177,6 @@ class SchedulerActor:
         # as long as the actor. Frozen, it is no longer scanned by every full collection,
         # which otherwise stops all threads for hundreds of milliseconds at a time.
         gc.freeze()
-        # The cycle allocates (and frees, by reference counting) a few hundred objects per
-        # job; at the default threshold of 700 that sets off a young collection every few
-        # jobs and a full one, which stops every thread for up to a few hundred
-        # milliseconds on a busy heap, every few seconds (profiled: bench/service.py). A
-        # larger first generation keeps the pauses rare and short; cyclic garbage is still
-        # collected, only later.
-        gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self._serve, name="scheduler-cycle", daemon=True)
         self._loop.start()
@@ -187,6 +192,7 @@ class SchedulerActor:
             metrics=self.metrics,
             adapters=self.providers,
             lease=self.keeper,
+            idle=self._collections,
         )
 
     def _take(self, *, own: bool) -> bool | None:

@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from multicloud.store import lease
+from multicloud.store.checkpoint import Checkpointer
 from multicloud.store.errors import StoreError
 
 __all__ = ["CHUNK", "Database", "chunks", "engine_url"]
@@ -125,7 +126,7 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         # last commits), and saves an fsync per commit on the scheduler's hot path.
         _set_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoints run on a thread of their own (_Checkpointer), not inside whichever
+        # Checkpoints run on a thread of their own (Checkpointer), not inside whichever
         # commit crossed the WAL's size: that one would stall for the copy and its fsync.
         cursor.execute("PRAGMA wal_autocheckpoint=0")
         # A WAL that did grow (a reader held the checkpoints back) shrinks to this when it
@@ -133,65 +134,6 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
     finally:
         cursor.close()
-
-
-class _Checkpointer:
-    """Copies a SQLite store's WAL back into the database file, off the hot path.
-
-    A WAL is only started again from its beginning by the first writer after a checkpoint
-    that copied every frame in it. Under a steady stream of commits a checkpoint that runs
-    beside the writers never gets there (a writer always adds frames meanwhile), and the
-    WAL grew by gigabytes in a minute of 1,000 submissions/s: every commit then wrote
-    fresh pages of the file, the kernel's write-back throttled the writers, and
-    submit → placed drifted up during the run. So each round copies the bulk beside the
-    writers (a passive checkpoint never blocks them), then the few frames committed
-    meanwhile with this process's writers held back: the WAL is then copied whole, and
-    the next commit starts it again from its beginning.
-
-    Args:
-        engine: The store's engine.
-        write_lock: The lock this process's writers hold (``Database``).
-        interval: Seconds between checkpoints.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        write_lock: contextlib.AbstractContextManager[Any],
-        interval: float = 1.0,
-    ) -> None:
-        self._engine = engine
-        self._write_lock = write_lock
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.checkpoint()
-            except Exception:  # a checkpoint is retried next interval; nothing depends on it
-                continue
-
-    def checkpoint(self) -> tuple[int, int, int]:
-        """Copy the WAL into the database file, as far as readers let it.
-
-        Returns:
-            SQLite's answer to the last step: (busy, frames in the WAL, frames copied).
-        """
-        with self._engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            with self._write_lock:
-                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-        return int(row[0]), int(row[1]), int(row[2])
-
-    def stop(self) -> None:
-        """Stop the thread and run one last checkpoint."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):
-            self.checkpoint()
 
 
 def _set_wal(cursor: Any) -> None:
@@ -249,7 +191,7 @@ class Database:
 
     def __init__(self, url: str) -> None:
         target = engine_url(url)
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: Checkpointer | None = None
         if target.get_backend_name() == "sqlite":
             self.engine = _sqlite_engine(target)
         else:
@@ -266,7 +208,7 @@ class Database:
             threading.RLock() if self.backend == "sqlite" else contextlib.nullcontext()
         )
         if self.backend == "sqlite" and target.database not in (None, "", ":memory:"):
-            self._checkpointer = _Checkpointer(self.engine, self._write_lock)
+            self._checkpointer = Checkpointer(self.engine, self._write_lock)
         # The lease epoch every write is fenced with (None: unfenced, e.g. tools and tests),
         # and the database time of the fence check of the last fenced write that committed.
         self.fence: int | None = None

@@ -60,3 +60,48 @@ def test_nothing_left_frozen_when_nothing_was() -> None:
         built = [{} for _ in range(100)]
     assert gc.get_freeze_count() == 0
     del built
+
+
+@pytest.fixture
+def thresholds() -> Iterator[None]:
+    """Leave the collector's thresholds and switch as the test found them."""
+    saved, was_enabled = gc.get_threshold(), gc.isenabled()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+        (gc.enable if was_enabled else gc.disable)()
+
+
+@pytest.mark.usefixtures("thresholds")
+@pytest.mark.parametrize(
+    ("allocated", "young_collections_before", "enabled", "collected"),
+    [
+        (50, 0, True, None),
+        (2_000, 0, True, 0),
+        (2_000, 10, True, 1),
+        (2_000, 0, False, None),
+    ],
+    ids=["not due yet", "young due", "middle due too", "disabled on purpose"],
+)
+def test_idle_collections_collect_what_is_due(
+    allocated: int, young_collections_before: int, enabled: bool, collected: int | None
+) -> None:
+    collections = gcpause.IdleCollections(young=1_000, backstop=1_000_000)
+    assert gc.get_threshold()[0] == 1_000_000
+    gc.enable()
+    gc.collect()
+    for _ in range(young_collections_before):
+        gc.collect(0)
+    kept = [[] for _ in range(allocated)]
+    (gc.enable if enabled else gc.disable)()
+    assert collections() == collected
+    if collected is not None:
+        assert gc.get_count()[0] < 1_000
+    del kept
+
+
+@pytest.mark.parametrize(("young", "backstop"), [(0, 10), (20, 10)])
+def test_idle_collections_refuse_thresholds_out_of_order(young: int, backstop: int) -> None:
+    with pytest.raises(ValueError, match="young <= backstop"):
+        gcpause.IdleCollections(young, backstop)

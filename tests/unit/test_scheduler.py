@@ -443,3 +443,40 @@ def test_inference_spread_over_two_clouds_finishes_when_every_replica_has(
     assert sorted(a.provider for a in record.attempts) == ["cheap", "dear"]
     assert {a.outcome for a in record.attempts} == {"succeeded"}
     assert h.events(job_id) == LIFECYCLE
+
+
+# --------------------------------------------------------------------------- idle moments
+
+
+def test_the_idle_hook_runs_between_ticks_only_when_no_submission_waits(
+    harness: Callable[..., SchedulerHarness],
+) -> None:
+    h = harness()
+    scheduler = h.scheduler
+    seen: list[int] = []
+    # Jobs arrive while a tick runs: the hook must wait until they have been taken in.
+    tick = scheduler.tick
+    arrivals = [[job("late")], [], []]
+
+    def tick_with_arrivals() -> None:
+        tick()
+        if arrivals:
+            jobs = arrivals.pop(0)
+            if jobs:
+                h.submit(*jobs)
+
+    scheduler.tick = tick_with_arrivals  # type: ignore[method-assign]
+    scheduler.idle = lambda: seen.append(len(scheduler._inbox))
+    stop = threading.Event()
+    loop = threading.Thread(target=scheduler.run, args=(stop,))
+    loop.start()
+    try:
+        for _ in range(500):
+            if not arrivals and len(seen) >= 2:
+                break
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        loop.join(timeout=10)
+    assert len(seen) >= 2
+    assert set(seen) == {0}

@@ -70,6 +70,8 @@ class Scheduler:
         adapters: The adapters themselves, for extras such as ``logs``.
         lease: The store's lease, already acquired (None: the store is not fenced, as
             in tests that run one scheduler).
+        idle: Called between ticks when no submission waits (the actor's garbage
+            collections run there, where they hold up no one).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Scheduler:
         metrics: Metrics | None = None,
         adapters: Mapping[str, object] | None = None,
         lease: LeaseKeeper | None = None,
+        idle: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
@@ -99,6 +102,7 @@ class Scheduler:
         self.metrics = metrics
         self.adapters = dict(adapters or {})
         self.lease = lease
+        self.idle = idle
         self.lost: LeaseLost | None = None
         self.lock = threading.RLock()
         self.wake = threading.Event()
@@ -426,6 +430,8 @@ class Scheduler:
                 self.counters.last_error = f"{type(exc).__name__}: {exc}"
                 stop.wait(0.5)
                 self._resync()
+            if self.idle is not None and not self._inbox and not self.wake.is_set():
+                self.idle()
             due = self.next_due()
             sleep = self.settings.tick_s
             if due is not None:
