@@ -47,6 +47,9 @@ class Checkpointer:
         self._engine = engine
         self._write_lock = write_lock
         self._interval = interval
+        # One checkpoint at a time (the thread's, an explicit one): two at once each find
+        # the other in the way, and neither leaves the WAL copied whole.
+        self._one = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -64,7 +67,7 @@ class Checkpointer:
         Returns:
             SQLite's answer to the last step: (busy, frames in the WAL, frames copied).
         """
-        with self._engine.connect() as conn:
+        with self._one, self._engine.connect() as conn:
             # Copying (and syncing) frames costs time in proportion to their number, and
             # writers commit more meanwhile: pass again beside them until few came in
             # during a pass, so that the last pass, which holds them back, is short.
