@@ -43,12 +43,13 @@ __all__ = [
 # Bulk lookups by id, as text (``Database.rows_in``): ``{ids}`` is the chunk's IN list.
 _JOB_IDS = "SELECT id FROM jobs WHERE id IN ({ids})"
 _LOCK_STATES = "SELECT id, state FROM jobs WHERE id IN ({ids}) ORDER BY id"
-# SQLite: the state in the WHERE clause is the compare-and-set itself. Its ``+`` keeps the
-# planner off the index on ``state``: with it, each statement walked every job in that state
-# (thousands of running jobs) instead of looking up the few ids.
+# The state in the WHERE clause is the compare-and-set itself; the ids are looked up in
+# their unique index. (Before schema version 5 an index on ``state`` tempted both planners
+# to walk every job in that state per statement: SQLite's ``+`` and PostgreSQL's ``|| ''``
+# kept them off it; they stay harmless.)
 _MOVE = "UPDATE jobs SET state = ?, updated_at = ? WHERE +state = ? AND id IN ({ids})"
-# PostgreSQL: the rows were read and locked first, their states checked; by id alone, as
-# the planner of a table without statistics yet would also walk the index on ``state``.
+_MOVE_PG = "UPDATE jobs SET state = ?, updated_at = ? WHERE (state || '') = ? AND id IN ({ids})"
+# The reading path has read (and on PostgreSQL locked) the rows first: by id alone.
 _MOVE_LOCKED = "UPDATE jobs SET state = ?, updated_at = ? WHERE id IN ({ids})"
 _ID_TIME_BITS = 20
 """Bits of a job id that are its submission time, in milliseconds (wrapping every 17.5 min)."""
@@ -302,11 +303,12 @@ def move(
 
     A job may appear more than once (``RUNNING → PREEMPTED → PENDING``); each change is
     checked against the state the previous one left. Rows are written with one ``UPDATE``
-    per (from, to) pair. On SQLite its ``WHERE state = from`` is the compare-and-set, and
-    when every job's first change names the one state it expects (the scheduler's moves
-    do), no row is read first: the ``UPDATE`` returns the rows it changed, and only a job
-    it did not change is read, to say why the whole call fails. Otherwise (and always on
-    PostgreSQL) the rows are read and locked first, in one statement.
+    per (from, to) pair. Its ``WHERE state = from`` is the compare-and-set, and when every
+    job's first change names the one state it expects (the scheduler's moves do), no row
+    is read first: the ``UPDATE`` returns the rows it changed, and only a job it did not
+    change is read, to say why the whole call fails (on PostgreSQL that saves a round
+    trip per call). Otherwise the rows are read (and on PostgreSQL locked) first, in one
+    statement.
 
     Args:
         db: The database (for its bulk rows).
@@ -326,7 +328,7 @@ def move(
     ids = sorted({c.job_id for c in changes})
     stamp = db.stamp(at)
     sqlite = db.backend == "sqlite"
-    first = _assumed(changes) if sqlite and db.returning else None
+    first = _assumed(changes) if db.returning else None
     replayed = None
     if first is not None:
         try:
@@ -355,7 +357,8 @@ def move(
                 raise InvalidTransitionError("a job changed state concurrently")
             changed.update(group)
         else:
-            rows = db.rows_in(conn, _MOVE + " RETURNING id", group, (dst.value, stamp, src.value))
+            cas = _MOVE if sqlite else _MOVE_PG
+            rows = db.rows_in(conn, cas + " RETURNING id", group, (dst.value, stamp, src.value))
             changed.update(str(r[0]) for r in rows)
     if len(changed) != len(ids):
         # Some job was not in the state its change expected: read what it is, and fail
