@@ -30,7 +30,17 @@ from multicloud.store.schema import LEASE
 if TYPE_CHECKING:
     from multicloud.store.engine import Database
 
-__all__ = ["Holder", "Lease", "StoreLease", "acquire", "check", "read", "release", "renew"]
+__all__ = [
+    "Holder",
+    "Lease",
+    "StoreLease",
+    "acquire",
+    "check",
+    "read",
+    "release",
+    "renew",
+    "still_held",
+]
 
 
 @dataclass(frozen=True)
@@ -263,6 +273,24 @@ def release(conn: Connection, epoch: int) -> bool:
     return bool(done.rowcount == 1)
 
 
+# The fence runs first in every write transaction of the holder: plain SQL, the database's
+# work alone (as a SQLAlchemy statement with a mapping it cost ~0.3 ms of the cycle's CPU
+# per transaction). The time is ``db_now``'s.
+_FENCE = {
+    "sqlite": "SELECT epoch, (julianday('now') - 2440587.5) * 86400.0 FROM lease WHERE id = 1",
+    "postgresql": "SELECT epoch, CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS FLOAT) "
+    "FROM lease WHERE id = 1 FOR SHARE",
+}
+_EPOCH = "SELECT epoch FROM lease WHERE id = 1"
+
+
+def _refused(conn: Connection, epoch: int) -> LeaseLost:
+    return LeaseLost(
+        f"lease lost: this scheduler writes under epoch {epoch}; the store's lease is "
+        f"now {read(conn).describe()}"
+    )
+
+
 def check(conn: Connection, epoch: int) -> float:
     """The fence: refuse the transaction unless the lease is still under ``epoch``.
 
@@ -280,13 +308,34 @@ def check(conn: Connection, epoch: int) -> float:
     Raises:
         LeaseLost: The epoch moved on: another scheduler holds the lease.
     """
-    row = _select(conn, lock="share")
-    if int(row["epoch"]) != epoch:
-        raise LeaseLost(
-            f"lease lost: this scheduler writes under epoch {epoch}; the store's lease is "
-            f"now {_lease(row).describe()}"
-        )
-    return float(row["db_now"])
+    row = conn.exec_driver_sql(_FENCE[conn.dialect.name]).first()
+    if row is None:  # the migration inserts it; only a hand-edited database lacks it
+        raise LeaseLost("the store has no lease row (was it edited by hand?)")
+    if int(row[0]) != epoch:
+        raise _refused(conn, epoch)
+    return float(row[1])
+
+
+def still_held(conn: Connection, epoch: int) -> None:
+    """Raise :class:`LeaseLost` unless the lease is still under ``epoch``, writing nothing.
+
+    What a holder checks right before a cloud call that changes something: nothing is
+    written, so there is no write to order against a takeover, and a plain read tells
+    what the fence would (on PostgreSQL, without the row lock's transaction id and
+    synced commit).
+
+    Args:
+        conn: A connection in a (read) transaction.
+        epoch: The holder's epoch.
+
+    Raises:
+        LeaseLost: The epoch moved on: another scheduler holds the lease.
+    """
+    found = conn.exec_driver_sql(_EPOCH).scalar()
+    if found is None:
+        raise LeaseLost("the store has no lease row (was it edited by hand?)")
+    if int(found) != epoch:
+        raise _refused(conn, epoch)
 
 
 class StoreLease:
@@ -364,6 +413,7 @@ class StoreLease:
         The scheduler calls it right before a cloud call that changes something (a launch
         batch, a termination), which writes nothing to the store itself.
         """
-        if self._db.fence is not None:
-            with self._db.write():
-                pass
+        epoch = self._db.fence
+        if epoch is not None:
+            with self._db.read() as conn:
+                still_held(conn, epoch)

@@ -135,9 +135,21 @@ def _rows(conn: Connection, table: sa.Table, job_id: str) -> list[sa.RowMapping]
     return list(conn.execute(query).mappings())
 
 
+SUBMITTED = "submitted"
+"""The reason of a job's first event: its submission."""
+
+
 def events_of(conn: Connection, job_id: str) -> list[EventRecord]:
-    """Return a job's lifecycle events, oldest first (JobNotFoundError if no such job)."""
-    return [
+    """Return a job's lifecycle events, oldest first (JobNotFoundError if no such job).
+
+    The first, its submission, is the job row itself (``submitted_at``): a submission
+    writes no event row (stores written before that hold one, which is shown instead).
+    """
+    job = conn.execute(sa.select(JOBS.c.submitted_at).where(JOBS.c.id == job_id)).first()
+    if job is None:
+        raise JobNotFoundError(f"no job {job_id!r}")
+    query = sa.select(EVENTS).where(EVENTS.c.job_id == job_id).order_by(EVENTS.c.id)
+    out = [
         EventRecord(
             job_id=r["job_id"],
             at=r["at"],
@@ -145,8 +157,11 @@ def events_of(conn: Connection, job_id: str) -> list[EventRecord]:
             to_state=JobState(r["to_state"]),
             reason=r["reason"],
         )
-        for r in _rows(conn, EVENTS, job_id)
+        for r in conn.execute(query).mappings()
     ]
+    if not out or out[0].from_state is not None:
+        out.insert(0, EventRecord(job_id, job[0], None, JobState.PENDING, SUBMITTED))
+    return out
 
 
 def decisions_of(conn: Connection, job_id: str) -> list[DecisionRecord]:
@@ -170,7 +185,7 @@ def decisions_of(conn: Connection, job_id: str) -> list[DecisionRecord]:
 def state_times(
     conn: Connection, job_ids: Iterable[str] | None
 ) -> dict[str, dict[JobState, datetime]]:
-    """Return when each job first entered each state, from its events.
+    """Return when each job first entered each state, from its submission and its events.
 
     Args:
         conn: A read transaction.
@@ -183,15 +198,23 @@ def state_times(
     query = sa.select(EVENTS.c.job_id, EVENTS.c.to_state, first).group_by(
         EVENTS.c.job_id, EVENTS.c.to_state
     )
+    # Every job entered PENDING when it was submitted (no event row says so: events_of).
+    submitted = sa.select(JOBS.c.id, JOBS.c.submitted_at)
     out: dict[str, dict[JobState, datetime]] = {}
 
-    def collect(q: sa.Select[Any]) -> None:
+    def collect(q: sa.Select[Any], jobs: sa.Select[Any]) -> None:
+        for job_id, at in conn.execute(jobs):
+            out[job_id] = {JobState.PENDING: at}
         for row in conn.execute(q).mappings():
-            out.setdefault(row["job_id"], {})[JobState(row["to_state"])] = row["at"]
+            times = out.setdefault(row["job_id"], {})
+            state, at = JobState(row["to_state"]), row["at"]
+            if state not in times or at < times[state]:
+                times[state] = at
 
     if job_ids is None:
-        collect(query)
+        collect(query, submitted)
         return out
     for chunk in chunks(sorted(set(job_ids))):
-        collect(query.where(EVENTS.c.job_id.in_(list(chunk))))
+        ids = list(chunk)
+        collect(query.where(EVENTS.c.job_id.in_(ids)), submitted.where(JOBS.c.id.in_(ids)))
     return out

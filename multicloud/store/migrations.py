@@ -180,11 +180,27 @@ def _migrate_v4(conn: Connection) -> None:
     conn.execute(sa.insert(md.tables["lease"]).values(id=1, epoch=0, expires_at=0.0))
 
 
+def _migrate_v5(conn: Connection) -> None:
+    """Make a job's moves cheap: no index on ``jobs.state``, room for rows to change in place.
+
+    Only a starting scheduler looked jobs up by state (a scan does that once), while every
+    move of every job rewrote the index; on PostgreSQL a changed indexed column also made
+    each move write a new row version into every index of the table. Without it, and with
+    free room on each page, PostgreSQL rewrites a moved job's row in place (a heap-only
+    update), touching no index; attempts, whose handle is set once, likewise.
+    """
+    conn.execute(sa.text("DROP INDEX IF EXISTS ix_jobs_state"))
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE jobs SET (fillfactor = 50)"))
+        conn.execute(sa.text("ALTER TABLE attempts SET (fillfactor = 70)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs, attempts, decisions, audit, events", _migrate_v1),
     Migration(2, "meta: install id", _migrate_v2),
     Migration(3, "attempts keep their place as planned; live-attempt index", _migrate_v3),
     Migration(4, "lease: one scheduler per store, with a fencing epoch", _migrate_v4),
+    Migration(5, "jobs: no index on state; rows change in place", _migrate_v5),
 )
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
 

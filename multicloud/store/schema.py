@@ -220,6 +220,11 @@ _MD.tables["attempts"].append_column(sa.Column("reservation", sa.String(128), nu
 # Version 3: the place exactly as planned (``Place.to_json``).
 _MD.tables["attempts"].append_column(sa.Column("place", JSON, nullable=True))
 
+# Version 5: no index on the jobs' state (``migrations._migrate_v5``).
+_MD.tables["jobs"].indexes.difference_update(
+    [ix for ix in _MD.tables["jobs"].indexes if ix.name == "ix_jobs_state"]
+)
+
 JOBS = _MD.tables["jobs"]
 ATTEMPTS = _MD.tables["attempts"]
 DECISIONS = _MD.tables["decisions"]

@@ -7,6 +7,8 @@ PostgreSQL half needs the server the ``pg_database`` fixture describes).
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -27,6 +29,7 @@ from multicloud.store import (
     Store,
     Transition,
 )
+from multicloud.store.jobs import new_ids
 from multicloud.testing.builders import job, offer
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -260,3 +263,29 @@ def test_nothing_to_do_is_fine(store: Store) -> None:
     store.end_attempts([], now=at(0))
     store.record_decisions([], now=at(0))
     assert store.submit_many([], now=at(0)) == []
+
+
+# --------------------------------------------------------------------------- what a job costs
+
+
+def test_job_ids_of_later_submissions_sort_after_and_stay_distinct() -> None:
+    # Ids sort by submission time (to the millisecond) so that a batch's rows sit side by
+    # side in every index on the job id; within a batch they are distinct random bits.
+    batches = [new_ids(at(0) + timedelta(milliseconds=ms), 500) for ms in (0, 1, 50, 1000)]
+    flat = [i for batch in batches for i in batch]
+    assert len(set(flat)) == len(flat)
+    assert all(re.fullmatch(r"job-[0-9a-f]{12}", i) for i in flat)
+    for earlier, later in itertools.pairwise(batches):
+        assert max(earlier) < min(later)
+
+
+def test_a_submission_is_an_event_and_a_state_time_without_an_event_row(store: Store) -> None:
+    (job_id,) = submitted(store, 1)
+    store.transition_many([Transition(job_id, S.PLACED, "placed on x", S.PENDING)], now=at(2))
+    events = store.events(job_id)
+    assert [(e.from_state, e.to_state, e.reason, e.at) for e in events] == [
+        (None, S.PENDING, "submitted", T0),
+        (S.PENDING, S.PLACED, "placed on x", at(2)),
+    ]
+    assert store.state_times([job_id]) == {job_id: {S.PENDING: T0, S.PLACED: at(2)}}
+    assert store.state_times() == store.state_times([job_id])
