@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
 
 from multicloud.planner.count import count_tiers
 from multicloud.planner.model import (
@@ -115,32 +117,33 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
 def _components(
     planner: Planner, free: list[Slot], usable: dict[int, list[Opt]]
 ) -> list[list[Slot]]:
-    """Split jobs into groups linked by a shared limited pool or a shared budget."""
-    parent: dict[object, object] = {}
+    """Split jobs into groups linked by a shared limited pool or a shared budget.
 
-    def find(x: object) -> object:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a: object, b: object) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
-
-    for s in free:
-        me = ("job", s.idx)
-        find(me)
+    Groups come in the order of their first job, each in queue order.
+    """
+    # One graph over jobs, pools and teams, its components found in C: a union-find in
+    # Python over every (job, option) pair was a second of a 10,000-job batch.
+    n_jobs = len(free)
+    n_offers = len(planner.cap)
+    teams: dict[str, int] = {}
+    heads: list[int] = []
+    tails: list[int] = []
+    for k, s in enumerate(free):
         for opt in usable[s.idx]:
             if planner.cap[opt.oi] is not None:
-                union(me, ("pool", opt.oi))
+                heads.append(k)
+                tails.append(n_jobs + opt.oi)
         if s.job.team is not None and s.job.team in planner.team_left:
-            union(me, ("team", s.job.team))
-    groups: dict[object, list[Slot]] = defaultdict(list)
-    for s in free:  # keeps queue order inside each group
-        groups[find(("job", s.idx))].append(s)
+            heads.append(k)
+            tails.append(n_jobs + n_offers + teams.setdefault(s.job.team, len(teams)))
+    size = n_jobs + n_offers + len(teams)
+    graph = coo_array(
+        (np.ones(len(heads), dtype=np.int8), (heads, tails)), shape=(size, size)
+    )
+    _, labels = connected_components(graph, directed=False)
+    groups: dict[int, list[Slot]] = {}
+    for s, label in zip(free, labels[:n_jobs].tolist(), strict=True):
+        groups.setdefault(label, []).append(s)
     return list(groups.values())
 
 
