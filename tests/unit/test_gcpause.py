@@ -105,3 +105,36 @@ def test_idle_collections_collect_what_is_due(
 def test_idle_collections_refuse_thresholds_out_of_order(young: int, backstop: int) -> None:
     with pytest.raises(ValueError, match="young <= backstop"):
         gcpause.IdleCollections(young, backstop)
+
+
+@pytest.mark.usefixtures("thresholds")
+@pytest.mark.parametrize(
+    ("seconds_since_start", "collected"),
+    [(10.0, 1), (60.0, 2), (600.0, 2)],
+    ids=["full held back for a minute", "full due after a minute", "full due long after"],
+)
+def test_idle_collections_space_full_collections(
+    seconds_since_start: float, collected: int
+) -> None:
+    now = [100.0]
+    collections = gcpause.IdleCollections(
+        young=1_000, backstop=1_000_000, full_every_s=60.0, clock=lambda: now[0]
+    )
+    gc.enable()
+    gc.collect()
+    # A full collection is due: as many middle collections as its threshold, and as many
+    # young ones as the middle's since the last middle.
+    every1, every2 = gc.get_threshold()[1:]
+    for _ in range(every2):
+        gc.collect(1)
+    for _ in range(every1):
+        gc.collect(0)
+    kept = [[] for _ in range(2_000)]
+    now[0] += seconds_since_start
+    assert collections() == collected
+    del kept
+
+
+def test_idle_collections_refuse_a_negative_spacing() -> None:
+    with pytest.raises(ValueError, match="full_every_s"):
+        gcpause.IdleCollections(10, 20, full_every_s=-1.0)
