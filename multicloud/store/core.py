@@ -186,11 +186,15 @@ class Store(LedgerReads):
         for tries_left in (1, 0):
             try:
                 with self._db.write() as conn:
-                    return jobs_sql.insert_jobs(self._db, conn, items, texts, at)
+                    return jobs_sql.insert_jobs(
+                        self._db, conn, items, texts, at, spread_ids=not tries_left
+                    )
             except IntegrityError:
                 # Another process inserted one of the keys between our check and our
-                # insert (PostgreSQL; SQLite's write lock rules that out): the next try
-                # finds it. Inside a caller's batch the transaction is lost: re-raise.
+                # insert (PostgreSQL; SQLite's write lock rules that out), or a new id
+                # drew a stored one: the next try finds the key, and draws its ids over
+                # all 48 bits (the millisecond of the first draw may be crowded). Inside
+                # a caller's batch the transaction is lost: re-raise.
                 if not tries_left or self._db.in_batch():
                     raise
         raise AssertionError("unreachable")  # pragma: no cover

@@ -119,7 +119,7 @@ def spec_texts(items: Sequence[tuple[Job, str | None]]) -> list[tuple[str, str]]
     return [(text, _digest(text)) for text in texts]
 
 
-def new_ids(at: datetime, n: int) -> list[str]:
+def new_ids(at: datetime, n: int, *, spread: bool = False) -> list[str]:
     """Draw ``n`` distinct job ids: ``job-``, the submission time, random bits; 12 hex digits.
 
     The ids are as unlikely to collide as 48 random bits (a collision with a stored id is
@@ -132,10 +132,19 @@ def new_ids(at: datetime, n: int) -> list[str]:
     Args:
         at: Submission time (UTC).
         n: How many.
+        spread: Draw the time bits at random too (48 random bits, no order): for a retry
+            after a collision, whose millisecond may already hold many stored ids (a
+            caller's fixed ``now``, a large burst).
 
     Returns:
         The ids.
     """
+    if spread:
+        raw = secrets.token_bytes(6 * n)
+        drawn = {int.from_bytes(raw[6 * k : 6 * k + 6], "big") for k in range(n)}
+        while len(drawn) < n:  # two drew the same 48 bits: draw again
+            drawn.add(secrets.randbits(_ID_TIME_BITS + _ID_RANDOM_BITS))
+        return [f"job-{value:012x}" for value in drawn]
     stamp = (int(at.timestamp() * 1000) & ((1 << _ID_TIME_BITS) - 1)) << _ID_RANDOM_BITS
     # One read of the system's randomness for the whole batch, not one per job (each is a
     # system call, made while the write lock is held).
@@ -157,6 +166,8 @@ def insert_jobs(
     items: Sequence[tuple[Job, str | None]],
     texts: Sequence[tuple[str, str]],
     at: datetime,
+    *,
+    spread_ids: bool = False,
 ) -> list[tuple[str, bool]]:
     """Accept jobs as PENDING, idempotently by client key.
 
@@ -166,6 +177,7 @@ def insert_jobs(
         items: ``(job, client_key)`` pairs.
         texts: :func:`spec_texts` of ``items``.
         at: Submission time (UTC).
+        spread_ids: Draw ids without their time order (:func:`new_ids`).
 
     Returns:
         ``(job_id, created)`` per item.
@@ -179,7 +191,7 @@ def insert_jobs(
         str(key): (str(job_id), str(digest))
         for key, job_id, digest in db.rows_in(conn, _KEYS, keys)
     }
-    fresh = new_ids(at, len(items))
+    fresh = new_ids(at, len(items), spread=spread_ids)
     out: list[tuple[str, bool]] = []
     jobs: list[tuple[Any, ...]] = []
     for k, ((job, key), (text, digest)) in enumerate(zip(items, texts, strict=True)):

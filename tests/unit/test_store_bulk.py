@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import secrets
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -289,3 +290,24 @@ def test_a_submission_is_an_event_and_a_state_time_without_an_event_row(store: S
     ]
     assert store.state_times([job_id]) == {job_id: {S.PENDING: T0, S.PLACED: at(2)}}
     assert store.state_times() == store.state_times([job_id])
+
+
+def test_a_new_id_that_draws_a_stored_one_is_drawn_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same millisecond and the same random bits as a stored job: the insert hits the
+    # unique id, and the retry draws its ids over all 48 bits instead.
+    ((stored, _),) = store.submit_many([(job("first"), None)], now=T0)
+    real = secrets.token_bytes
+    first_bits = (int(stored.removeprefix("job-"), 16) & ((1 << 28) - 1)) << 4
+    draws: list[int] = []
+
+    def token_bytes(n: int) -> bytes:
+        draws.append(n)
+        return first_bits.to_bytes(4, "big") if len(draws) == 1 else real(n)
+
+    monkeypatch.setattr(secrets, "token_bytes", token_bytes)
+    ((job_id, created),) = store.submit_many([(job("second"), None)], now=T0)
+    assert created and job_id != stored
+    assert draws[:2] == [4, 6]  # the time-ordered draw, then the 48-bit one
+    assert {r.id for r in store.list_jobs()} == {stored, job_id}
