@@ -57,7 +57,7 @@ class LedgerReads:
     def state_times(
         self, job_ids: Iterable[str] | None = None
     ) -> dict[str, dict[JobState, datetime]]:
-        """Return when each job first entered each state, from its events.
+        """Return when each job first entered each state (PENDING: its row; the rest: events).
 
         Args:
             job_ids: Only these jobs (None: all).

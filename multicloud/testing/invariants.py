@@ -220,7 +220,10 @@ class Invariants:
             events = snap.events.get(job_id, [])
             if not state.is_terminal:
                 out.append(Violation("not-terminal", job_id, f"still {state.value}"))
-            if not events or events[-1]["to_state"] != state.value:
+            # A job still pending since its submission has no event row: its row's
+            # ``submitted_at`` is that event (schema version 5).
+            last = events[-1]["to_state"] if events else JobState.PENDING.value
+            if last != state.value:
                 out.append(Violation("no-reason", job_id, f"no event records {state.value}"))
             if any(not (e["reason"] or "").strip() for e in events):
                 out.append(Violation("no-reason", job_id, "an event without a reason"))
