@@ -203,6 +203,11 @@ def contended_targets(
     }
 
 
+def plan_file_target(got: dict[str, Any]) -> dict[str, bool]:
+    """Whether each job file (YAML, JSON) reached its printed plan within issue 11's 2 s."""
+    return {kind: got[kind]["process_seconds"] <= 2.0 for kind in ("yaml", "json")}
+
+
 def run(quick: bool) -> dict[str, Any]:
     n_fast = 20_000 if quick else 100_000
     # The machine is shared: the load average is recorded beside the figures.
@@ -251,10 +256,7 @@ def run(quick: bool) -> dict[str, Any]:
     out["targets"] = {
         "fast_path_decisions_per_s>=50000": out["fast_path"]["decisions_per_s"] >= 50_000,
         **contended_targets(out["contended_batch_1000"], out["contended_10000"]),
-        "plan_file_20000_to_json_in_2s": {
-            kind: out["plan_file_20000"][kind]["process_seconds"] <= 2.0
-            for kind in ("yaml", "json")
-        },
+        "plan_file_20000_to_json_in_2s": plan_file_target(out["plan_file_20000"]),
     }
     out["load_after"] = os.getloadavg()
     out["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -278,9 +280,7 @@ def only(part: str, quick: bool, previous: Path) -> dict[str, Any]:
     if part == "plan_file":
         got = plan_file(2_000 if quick else 20_000)
         out["plan_file_20000"] = got
-        targets["plan_file_20000_to_json_in_2s"] = {
-            kind: got[kind]["process_seconds"] <= 2.0 for kind in ("yaml", "json")
-        }
+        targets["plan_file_20000_to_json_in_2s"] = plan_file_target(got)
         return out
     key = "contended_batch_1000" if part == "contended_1000" else "contended_10000"
     out[key] = batches_1000(quick) if part == "contended_1000" else batches_10000(quick)

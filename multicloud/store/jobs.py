@@ -44,13 +44,9 @@ __all__ = [
 _JOB_IDS = "SELECT id FROM jobs WHERE id IN ({ids})"
 _LOCK_STATES = "SELECT id, state FROM jobs WHERE id IN ({ids}) ORDER BY id"
 # The state in the WHERE clause is the compare-and-set itself; the ids are looked up in
-# their unique index. (Before schema version 5 an index on ``state`` tempted both planners
-# to walk every job in that state per statement: SQLite's ``+`` and PostgreSQL's ``|| ''``
-# kept them off it; they stay harmless.)
-_MOVE = "UPDATE jobs SET state = ?, updated_at = ? WHERE +state = ? AND id IN ({ids})"
-_MOVE_PG = "UPDATE jobs SET state = ?, updated_at = ? WHERE (state || '') = ? AND id IN ({ids})"
-# The reading path has read (and on PostgreSQL locked) the rows first: by id alone.
-_MOVE_LOCKED = "UPDATE jobs SET state = ?, updated_at = ? WHERE id IN ({ids})"
+# their primary key (since schema version 5 no index on ``state`` tempts either planner to
+# walk every job in that state instead).
+_MOVE = "UPDATE jobs SET state = ?, updated_at = ? WHERE state = ? AND id IN ({ids})"
 _ID_TIME_BITS = 20
 """Bits of a job id that are its submission time, in milliseconds (wrapping every 17.5 min)."""
 _ID_RANDOM_BITS = 28
@@ -339,7 +335,6 @@ def move(
     # Sorted: concurrent writers lock rows in one order and cannot deadlock.
     ids = sorted({c.job_id for c in changes})
     stamp = db.stamp(at)
-    sqlite = db.backend == "sqlite"
     first = _assumed(changes) if db.returning else None
     replayed = None
     if first is not None:
@@ -347,30 +342,25 @@ def move(
             replayed = _replay(changes, first, stamp)
         except (JobNotFoundError, InvalidTransitionError):
             first = None  # read the rows: the error must name what the store holds
+    checked = first is None or replayed is None
     if first is None or replayed is None:
-        lock = _LOCK_STATES if sqlite else _LOCK_STATES + " FOR UPDATE"
+        lock = _LOCK_STATES if db.backend == "sqlite" else _LOCK_STATES + " FOR UPDATE"
         first = {str(i): JobState(state) for i, state in db.rows_in(conn, lock, ids)}
         replayed = _replay(changes, first, stamp)
-        checked = True
-    else:
-        checked = False
     current, left, events = replayed
     moves: dict[tuple[JobState, JobState], list[str]] = defaultdict(list)
     for job_id in ids:
         moves[(first[job_id], current[job_id])].append(job_id)
     changed: set[str] = set()
     for (src, dst), group in moves.items():
+        params = (dst.value, stamp, src.value)
         if checked:
-            if sqlite:
-                done = db.update_in(conn, _MOVE, group, (dst.value, stamp, src.value))
-            else:
-                done = db.update_in(conn, _MOVE_LOCKED, group, (dst.value, stamp))
+            done = db.update_in(conn, _MOVE, group, params)
             if done != len(group):  # pragma: no cover - the row locks rule it out
                 raise InvalidTransitionError("a job changed state concurrently")
             changed.update(group)
         else:
-            cas = _MOVE if sqlite else _MOVE_PG
-            rows = db.rows_in(conn, cas + " RETURNING id", group, (dst.value, stamp, src.value))
+            rows = db.rows_in(conn, _MOVE + " RETURNING id", group, params)
             changed.update(str(r[0]) for r in rows)
     if len(changed) != len(ids):
         # Some job was not in the state its change expected: read what it is, and fail

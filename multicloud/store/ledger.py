@@ -128,9 +128,17 @@ def audit_lines(conn: Connection, job_id: str | None, holder: str | None) -> lis
     ]
 
 
-def _rows(conn: Connection, table: sa.Table, job_id: str) -> list[sa.RowMapping]:
-    if conn.execute(sa.select(JOBS.c.id).where(JOBS.c.id == job_id)).first() is None:
+def _submitted_at(conn: Connection, job_id: str) -> datetime:
+    """When ``job_id`` was submitted (JobNotFoundError if there is no such job)."""
+    job = conn.execute(sa.select(JOBS.c.submitted_at).where(JOBS.c.id == job_id)).first()
+    if job is None:
         raise JobNotFoundError(f"no job {job_id!r}")
+    at: datetime = job[0]
+    return at
+
+
+def _rows(conn: Connection, table: sa.Table, job_id: str) -> list[sa.RowMapping]:
+    _submitted_at(conn, job_id)
     query = sa.select(table).where(table.c.job_id == job_id).order_by(table.c.id)
     return list(conn.execute(query).mappings())
 
@@ -145,9 +153,7 @@ def events_of(conn: Connection, job_id: str) -> list[EventRecord]:
     The first, its submission, is the job row itself (``submitted_at``): a submission
     writes no event row (stores written before that hold one, which is shown instead).
     """
-    job = conn.execute(sa.select(JOBS.c.submitted_at).where(JOBS.c.id == job_id)).first()
-    if job is None:
-        raise JobNotFoundError(f"no job {job_id!r}")
+    submitted_at = _submitted_at(conn, job_id)
     query = sa.select(EVENTS).where(EVENTS.c.job_id == job_id).order_by(EVENTS.c.id)
     out = [
         EventRecord(
@@ -160,7 +166,7 @@ def events_of(conn: Connection, job_id: str) -> list[EventRecord]:
         for r in conn.execute(query).mappings()
     ]
     if not out or out[0].from_state is not None:
-        out.insert(0, EventRecord(job_id, job[0], None, JobState.PENDING, SUBMITTED))
+        out.insert(0, EventRecord(job_id, submitted_at, None, JobState.PENDING, SUBMITTED))
     return out
 
 
