@@ -28,6 +28,7 @@ from multicloud.planner.model import (
     usable_options,
 )
 from multicloud.planner.options import Opt
+from multicloud.planner.probe import probe
 from multicloud.planner.search import Search, Settings
 from multicloud.planner.slot import Slot
 from multicloud.planner.types import PlanStats, Policy
@@ -137,9 +138,7 @@ def _components(
             heads.append(k)
             tails.append(n_jobs + n_offers + teams.setdefault(s.job.team, len(teams)))
     size = n_jobs + n_offers + len(teams)
-    graph = coo_array(
-        (np.ones(len(heads), dtype=np.int8), (heads, tails)), shape=(size, size)
-    )
+    graph = coo_array((np.ones(len(heads), dtype=np.int8), (heads, tails)), shape=(size, size))
     _, labels = connected_components(graph, directed=False)
     groups: dict[int, list[Slot]] = {}
     for s, label in zip(free, labels[:n_jobs].tolist(), strict=True):
@@ -224,6 +223,9 @@ def _solve(
         x = np.zeros(n)  # replaced by the first repair below
     cost = np.array(model.cost)
     lp, low = search.relax(cost, x if x.any() else None)
+    if prob.feasible(x):
+        groups = [np.array(c.vars, dtype=np.int64) for c in classes]
+        lp, low = probe(search, cost, groups, lp, low, x, float(cost @ x))
     bound = low
     limit = low + settings.gap * abs(low) if math.isfinite(low) else -math.inf
     x = search.improve(cost, lp, x, limit, feasible=prob.feasible(x))
