@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.sparse import csc_array
 
-from multicloud.planner.probe import candidates, probe
+from multicloud.planner.probe import Group, candidates, probe
 from multicloud.planner.problem import Problem
 from multicloud.planner.search import Search, Settings
 
@@ -74,7 +74,7 @@ def test_probe_raises_the_bound_only_where_every_good_plan_agrees(
     assert prob.feasible(x)
     search = Search(prob, Settings())
     lp, low = search.relax(cost, x)
-    groups = [np.array([j], dtype=np.int64) for j in range(prob.n)]
+    groups = [Group(np.array([j]), np.array([j])) for j in range(prob.n)]
     before = prob.a.shape[0]
     _, bound = probe(search, cost, groups, lp, low, x, float(cost @ x))
     assert prob.a.shape[0] - before == rows
@@ -86,14 +86,18 @@ def test_probe_raises_the_bound_only_where_every_good_plan_agrees(
 @pytest.mark.parametrize(
     ("lp", "low", "want"),
     [
-        ([1.0, 1 / 3, 2 / 3], 68.0, [2, 1]),  # the long gang's missing third first
+        # Leaving out the long gang's two thirds could move the bound most, then placing
+        # its missing third, then the short gang's.
+        ([1.0, 1 / 3, 2 / 3], 68.0, [(2, False), (2, True), (1, True), (1, False)]),
+        # Against a larger bound the short gang's third is worth too little.
+        ([1.0, 1 / 3, 2 / 3], 1000.0, [(2, False), (2, True)]),
         ([1.0, 1 / 3, 2 / 3], 1e6, []),  # worth too little against the bound
         ([1.0, 0.0, 1.0], 101.0, []),  # nothing split
     ],
 )
 def test_candidates_put_the_largest_possible_gain_first(
-    lp: list[float], low: float, want: list[int]
+    lp: list[float], low: float, want: list[tuple[int, bool]]
 ) -> None:
     cost = np.array([1.0, 1.0, 100.0])
-    groups = [np.array([j], dtype=np.int64) for j in range(3)]
+    groups = [Group(np.array([j]), np.array([j])) for j in range(3)]
     assert candidates(groups, cost, np.array(lp), low) == want
