@@ -72,6 +72,7 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
         if s.chosen:
             planner.release(s)
     usable = {s.idx: usable_options(planner, s) for s in free}
+    _keep_walk(usable, free, greedy)
     force = planner.policy.force_optimizer
     jobs = variables = work = 0
     optimal = counts_optimal = True
@@ -153,6 +154,25 @@ def _components(
     for s, label in zip(free, labels[:n_jobs].tolist(), strict=True):
         groups.setdefault(label, []).append(s)
     return list(groups.values())
+
+
+def _keep_walk(
+    usable: dict[int, list[Opt]],
+    free: list[Slot],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+) -> None:
+    """Put back any option of the walk's plan that dominance left out.
+
+    Keeping an option never changes the optimum; keeping these keeps the walk's plan a
+    plan of the model (the first incumbent) and each job linked to the pools it held,
+    so a component that keeps the walk's plan shares no pool with another.
+    """
+    for s in free:
+        opts = usable[s.idx]
+        have = {o.oi for o in opts}
+        missing = [o for o, _, _ in greedy[s.idx] if o.oi not in have]
+        if missing:
+            usable[s.idx] = sorted([*opts, *missing], key=lambda o: (o.rank, o.node_price))
 
 
 def _unlinked(planner: Planner, comp: list[Slot], usable: dict[int, list[Opt]]) -> bool:
