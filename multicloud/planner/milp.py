@@ -16,6 +16,7 @@ import numpy as np
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
+from multicloud.models import Kind
 from multicloud.planner.count import count_tiers
 from multicloud.planner.model import (
     GangClass,
@@ -72,6 +73,7 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
         if s.chosen:
             planner.release(s)
     usable = {s.idx: usable_options(planner, s) for s in free}
+    _keep_walk(usable, free, greedy)
     force = planner.policy.force_optimizer
     jobs = variables = work = 0
     optimal = counts_optimal = True
@@ -86,6 +88,15 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
             for s in comp:
                 if greedy[s.idx]:
                     planner.take(s, greedy[s.idx])
+            continue
+        if _unlinked(planner, comp, usable):
+            # Nothing to search: each gang's first option is its cheapest, always free.
+            cost = _place_unlinked(planner, comp, usable, greedy_reason)
+            jobs += len(comp)
+            variables += sum(len(usable[s.idx]) for s in comp)
+            value += cost
+            bound += cost
+            lp_bound = None if lp_bound is None else lp_bound + cost
             continue
         prune_with_guaranteed_room(planner, usable, comp)
         # The safety ceiling is for the whole plan: each component gets what is left.
@@ -144,6 +155,68 @@ def _components(
     for s, label in zip(free, labels[:n_jobs].tolist(), strict=True):
         groups.setdefault(label, []).append(s)
     return list(groups.values())
+
+
+def _keep_walk(
+    usable: dict[int, list[Opt]],
+    free: list[Slot],
+    greedy: dict[int, list[tuple[Opt, int, float]]],
+) -> None:
+    """Put back any option of the walk's plan that dominance left out.
+
+    Keeping an option never changes the optimum; keeping these keeps the walk's plan a
+    plan of the model (the first incumbent) and each job linked to the pools it held,
+    so a component that keeps the walk's plan shares no pool with another.
+    """
+    for s in free:
+        opts = usable[s.idx]
+        have = {o.oi for o in opts}
+        missing = [o for o, _, _ in greedy[s.idx] if o.oi not in have]
+        if missing:
+            usable[s.idx] = sorted([*opts, *missing], key=lambda o: (o.rank, o.node_price))
+
+
+def _unlinked(planner: Planner, comp: list[Slot], usable: dict[int, list[Opt]]) -> bool:
+    """True if no job of the component can affect another's placement or the count.
+
+    Gangs with no team budget whose options are all unlimited: each holds its own
+    cheapest option whatever the others do, so that is the optimum (the count is all
+    of them, the cost each one's least).
+    """
+    return all(
+        s.job.kind is Kind.TRAINING
+        and s.job.team not in planner.team_left
+        and all(planner.cap[o.oi] is None for o in usable[s.idx])
+        for s in comp
+    )
+
+
+def _place_unlinked(
+    planner: Planner,
+    comp: list[Slot],
+    usable: dict[int, list[Opt]],
+    greedy_reason: dict[int, str | None],
+) -> float:
+    """Place each gang of an unlinked component (:func:`_unlinked`) on its cheapest option.
+
+    What the integer program would choose, with the same reasons; no solver involved.
+
+    Returns:
+        The plan's objective (ranked cost) for these gangs.
+    """
+    note = "placed by the optimiser (capacity or budget contended)"
+    cost = 0.0
+    for s in comp:
+        opts = usable[s.idx]
+        if not opts:
+            s.unplaced = greedy_reason[s.idx] or _lost(s)
+            continue
+        best = min(opts, key=lambda o: o.rank)
+        planner.take(s, [(best, 1, best.node_price)])
+        s.reasons = [*s.reasons, note] if s.reasons else [note]
+        s.unplaced = None
+        cost += best.rank * s.nodes * s.job.duration_hours
+    return cost
 
 
 @dataclass

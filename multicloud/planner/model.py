@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -79,11 +80,28 @@ def usable_options(planner: Planner, s: Slot) -> list[Opt]:
     """Options worth modelling: fit now, allowed by ROFR standing, not dominated.
 
     Dominated, exactly: a pricier market on a pool already listed (same capacity, same
-    count, higher cost) and, for a gang, anything after an option with no capacity limit.
+    count, higher cost), and anything after an unlimited option that a gang (any
+    unlimited option) or a service (one of the same provider, for the spread) could use
+    instead at no higher rank and, where a price counts (a team budget, a service's price
+    cap), no higher node price. Options come in rank order, so an earlier one never ranks
+    higher; an unlimited pool holds any number of gangs or replicas.
+
+    Args:
+        planner: The planner (capacity left, budgets).
+        s: The slot.
+
+    Returns:
+        The slot's options in rank order.
     """
     out: list[Opt] = []
     seen: set[int] = set()
     ceiling = s.ceiling
+    gang = s.job.kind is Kind.TRAINING
+    # Where no price but the ranked cost counts, the first unlimited option of the scope
+    # (the gang, a service's provider) dominates all after it.
+    priced = s.job.team in planner.team_left or (not gang and s.job.max_price_per_hour is not None)
+    # scope -> the lowest node price among its unlimited options kept so far
+    free: dict[str, float] = {}
     for opt in s.options.opts:
         if (s.restricted and opt.holder) or opt.oi in seen:
             continue
@@ -92,10 +110,16 @@ def usable_options(planner: Planner, s: Slot) -> list[Opt]:
         c = planner.cap[opt.oi]
         if c is not None and c < s.nodes:
             continue
+        scope = "" if gang else opt.provider
+        least = free.get(scope)
+        if least is not None and (not priced or opt.node_price >= least):
+            continue
         seen.add(opt.oi)
         out.append(opt)
-        if c is None and s.job.kind is Kind.TRAINING:
-            break
+        if c is None:
+            free[scope] = opt.node_price if least is None else min(least, opt.node_price)
+            if gang and not priced:
+                break
     return out
 
 
@@ -107,7 +131,9 @@ def prune_with_guaranteed_room(
     If the cheapest options S of job j hold more j-sized gangs than every other job could
     ever occupy there (a job of n nodes blocks at most n/n_j + 1 of j's gangs in a pool),
     then any plan with j elsewhere can move j into S at no higher cost and no lower count.
-    So some optimal plan uses S, and the options after S can be dropped exactly.
+    So some optimal plan uses S, and the options after S can be dropped exactly. For a
+    job with a team budget the move must not cost the budget more either: the options
+    after S are dropped only if none has a lower node price than S's dearest.
     """
     load_nodes: dict[int, float] = defaultdict(float)
     load_jobs: dict[int, float] = defaultdict(float)
@@ -128,6 +154,10 @@ def prune_with_guaranteed_room(
             room += c // s.nodes
             blocked += (load_nodes[opt.oi] - s.nodes) / s.nodes + (load_jobs[opt.oi] - 1)
             if room > blocked:
+                if s.job.team in planner.team_left and min(
+                    (o.node_price for o in opts[i + 1 :]), default=math.inf
+                ) < max(o.node_price for o in opts[: i + 1]):
+                    break
                 del opts[i + 1 :]
                 break
 
@@ -293,9 +323,7 @@ def problem_of(model: Model, classes: list[GangClass], services: list[Service]) 
         if row is not None:  # a pool that can never fill links nobody
             pool[v] = row
             use[v] = nodes
-    a = coo_array(
-        (model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)
-    ).tocsc()
+    a = coo_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)).tocsc()
     return Problem(
         a=a,
         row_lb=np.array(model.row_lb, dtype=np.float64),
@@ -307,7 +335,6 @@ def problem_of(model: Model, classes: list[GangClass], services: list[Service]) 
         use=use,
         rank=rank,
     )
-
 
 
 def encode(
@@ -360,9 +387,7 @@ def choices(
         counts = [whole[v] for v in cls.vars]
         placed = sum(counts)
         members = sorted(range(len(cls.slots)), key=lambda i: (cls.slots[i].job.duration_hours, i))
-        chosen = sorted(
-            members[:placed], key=lambda i: (-cls.slots[i].job.duration_hours, i)
-        )
+        chosen = sorted(members[:placed], key=lambda i: (-cls.slots[i].job.duration_hours, i))
         queue = iter(chosen)
         for opt, k in zip(cls.opts, counts, strict=True):
             for _ in range(k):
@@ -376,5 +401,3 @@ def choices(
             if whole[v] > 0
         ]
     return out
-
-

@@ -77,6 +77,34 @@ def test_same_snapshot_same_plan_with_the_other_core_busy() -> None:
     assert fingerprint(loaded) == fingerprint(quiet)
 
 
+def test_optimiser_runs_blas_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two BLAS threads sum a long dot product in another order than one: the plan would
+    # follow the machine's cores. The optimiser must see one thread, whatever the caller set.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from multicloud.planner import milp
+
+    seen: list[int] = []
+    real = milp.optimise
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(milp, "optimise", spy)
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas()
+        p = plan(contended(n_jobs=60), SEARCH)
+        after = blas()
+    assert p.stats.path == "optimizer"
+    assert seen and set(seen) == {1}
+    assert after == before  # the caller's setting is back once the plan is made
+
+
 def test_plans_repeat_exactly() -> None:
     snap = contended(seed=2)
     first, second = plan(snap, SEARCH), plan(snap, SEARCH)
