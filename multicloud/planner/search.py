@@ -72,6 +72,9 @@ class Settings:
         stall: Neighbourhoods in a row that may find nothing better before the search
             of an objective stops (the worst-looking disagreements come first, so the
             later ones rarely pay off on a large model).
+        abs_gap: Absolute gap at which a sub-problem stops (0: HiGHS's default). A count
+            objective sets it just under one job less its tie-break: a sub-problem
+            whose bound is that close cannot place another job.
     """
 
     nodes: int = 200
@@ -85,6 +88,7 @@ class Settings:
     exact_below: int = 1_000
     count_rounds: int = 4
     stall: int = 4
+    abs_gap: float = 0.0
 
 
 @dataclass
@@ -168,6 +172,16 @@ class Search:
             return x, -_INF
         x[self._cols] = np.asarray(lp.getSolution().col_value)
         return x, float(objective @ x)
+
+    def primal_resolves(self) -> None:
+        """Re-solve the kept LP with primal simplex from now on.
+
+        After a row its plan already meets, or a new objective, the kept basis is still
+        primal feasible, so primal simplex continues from it; dual simplex first has to
+        repair the basis's dual feasibility (thousands of iterations on a count model).
+        """
+        if self._lp is not None:
+            self._lp.setOptionValue("simplex_strategy", 4)
 
     def _open(self, first: BoolArray | None) -> None:
         p = self.problem
@@ -266,6 +280,8 @@ class Search:
         )
         h.setOptionValue("mip_max_nodes", self.settings.nodes if nodes is None else nodes)
         h.setOptionValue("mip_rel_gap", self.settings.gap)
+        if self.settings.abs_gap > 0:
+            h.setOptionValue("mip_abs_gap", self.settings.abs_gap)
         base_value = float(objective @ fixed)
         if math.isfinite(target):
             h.setOptionValue("objective_target", target - base_value)
