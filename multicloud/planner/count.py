@@ -46,12 +46,14 @@ def _widen(
     """Search again with wider neighbourhoods while the tier is short of ``target``."""
     got = round(float(x[idx].sum()))
     base = search.settings
+    if search.problem.n <= base.exact_below:
+        return x, got  # solved whole already: no neighbourhoods to widen
     try:
         for k in WIDER:
             if got >= target:
                 break
             search.settings = replace(base, max_free=base.max_free * k)
-            x = search.improve(objective, lp, x, -target + TIE, scope=scope)
+            x = search.improve(objective, lp, x, -target + TIE, scope=scope, whole=False)
             got = round(float(x[idx].sum()))
     finally:
         search.settings = base

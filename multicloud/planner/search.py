@@ -313,6 +313,7 @@ class Search:
         scope: BoolArray | None = None,
         *,
         feasible: bool = True,
+        whole: bool = True,
     ) -> FloatArray:
         """Repair the LP solution, then re-solve neighbourhoods of the best plan.
 
@@ -324,6 +325,9 @@ class Search:
             scope: Variables the search may use; the others are set to 0 (the capacity
                 they hold is released). None: all.
             feasible: False if the incumbent breaks a row (any plan found replaces it).
+            whole: Try the first repair (the split owners made whole, nothing else
+                moved). False when an earlier call already tried it on this LP: it does
+                not depend on the neighbourhood size, so it would find the same plan.
 
         Returns:
             The best feasible plan found (the incumbent, out of scope set to 0, if nothing
@@ -370,12 +374,14 @@ class Search:
             # incumbent.)
             hood = Hood(p, [lp], rounded, scope)
             owners = set(split.tolist())
-            whole = hood.free(owners, owners)
-            keep = lp > FRAC
-            bounds = (np.zeros(p.n), np.where(whole, p.ub, np.ceil(lp - FRAC)))
-            got = self.solve_sub(
-                objective, rounded, whole | keep, None, bounds=bounds, target=good_enough
-            ).x
+            got = None
+            if whole:
+                made_whole = hood.free(owners, owners)
+                keep = lp > FRAC
+                bounds = (np.zeros(p.n), np.where(made_whole, p.ub, np.ceil(lp - FRAC)))
+                got = self.solve_sub(
+                    objective, rounded, made_whole | keep, None, bounds=bounds, target=good_enough
+                ).x
             if got is None:
                 free = hood.free(hood.ring(split), owners)
                 # Without a start HiGHS spends its root on finding any plan: past twice a
