@@ -72,6 +72,9 @@ class Settings:
         stall: Neighbourhoods in a row that may find nothing better before the search
             of an objective stops (the worst-looking disagreements come first, so the
             later ones rarely pay off on a large model).
+        abs_gap: Absolute gap at which a sub-problem stops (0: HiGHS's default). A count
+            objective sets it just under one job less its tie-break: a sub-problem
+            whose bound is that close cannot place another job.
     """
 
     nodes: int = 200
@@ -85,6 +88,7 @@ class Settings:
     exact_below: int = 1_000
     count_rounds: int = 4
     stall: int = 4
+    abs_gap: float = 0.0
 
 
 @dataclass
@@ -168,6 +172,16 @@ class Search:
             return x, -_INF
         x[self._cols] = np.asarray(lp.getSolution().col_value)
         return x, float(objective @ x)
+
+    def primal_resolves(self) -> None:
+        """Re-solve the kept LP with primal simplex from now on.
+
+        After a row its plan already meets, or a new objective, the kept basis is still
+        primal feasible, so primal simplex continues from it; dual simplex first has to
+        repair the basis's dual feasibility (thousands of iterations on a count model).
+        """
+        if self._lp is not None:
+            self._lp.setOptionValue("simplex_strategy", 4)
 
     def _open(self, first: BoolArray | None) -> None:
         p = self.problem
@@ -266,6 +280,8 @@ class Search:
         )
         h.setOptionValue("mip_max_nodes", self.settings.nodes if nodes is None else nodes)
         h.setOptionValue("mip_rel_gap", self.settings.gap)
+        if self.settings.abs_gap > 0:
+            h.setOptionValue("mip_abs_gap", self.settings.abs_gap)
         base_value = float(objective @ fixed)
         if math.isfinite(target):
             h.setOptionValue("objective_target", target - base_value)
@@ -297,6 +313,7 @@ class Search:
         scope: BoolArray | None = None,
         *,
         feasible: bool = True,
+        whole: bool = True,
     ) -> FloatArray:
         """Repair the LP solution, then re-solve neighbourhoods of the best plan.
 
@@ -308,6 +325,9 @@ class Search:
             scope: Variables the search may use; the others are set to 0 (the capacity
                 they hold is released). None: all.
             feasible: False if the incumbent breaks a row (any plan found replaces it).
+            whole: Try the first repair (the split owners made whole, nothing else
+                moved). False when an earlier call already tried it on this LP: it does
+                not depend on the neighbourhood size, so it would find the same plan.
 
         Returns:
             The best feasible plan found (the incumbent, out of scope set to 0, if nothing
@@ -354,12 +374,14 @@ class Search:
             # incumbent.)
             hood = Hood(p, [lp], rounded, scope)
             owners = set(split.tolist())
-            whole = hood.free(owners, owners)
-            keep = lp > FRAC
-            bounds = (np.zeros(p.n), np.where(whole, p.ub, np.ceil(lp - FRAC)))
-            got = self.solve_sub(
-                objective, rounded, whole | keep, None, bounds=bounds, target=good_enough
-            ).x
+            got = None
+            if whole:
+                made_whole = hood.free(owners, owners)
+                keep = lp > FRAC
+                bounds = (np.zeros(p.n), np.where(made_whole, p.ub, np.ceil(lp - FRAC)))
+                got = self.solve_sub(
+                    objective, rounded, made_whole | keep, None, bounds=bounds, target=good_enough
+                ).x
             if got is None:
                 free = hood.free(hood.ring(split), owners)
                 # Without a start HiGHS spends its root on finding any plan: past twice a

@@ -1,0 +1,131 @@
+"""The count stage's search: its gap, its LP re-solves and its wider retry (count.py)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy.sparse import csc_array
+
+from multicloud.planner.count import COUNT_GAP, TIE, _widen
+from multicloud.planner.problem import Problem
+from multicloud.planner.search import Search, Settings
+
+
+def gangs_problem(sizes: list[int], caps: list[int], seed: int) -> tuple[Problem, np.ndarray]:
+    """One gang per size, each may go on any pool (one option per pool); and prices."""
+    rng = np.random.default_rng(seed)
+    owners, pools = len(sizes), len(caps)
+    n = owners * pools
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for o in range(owners):  # each gang placed at most once
+        for k in range(pools):
+            rows.append(o)
+            cols.append(o * pools + k)
+            vals.append(1.0)
+    for o, size in enumerate(sizes):  # pool capacity rows, in nodes
+        for k in range(pools):
+            rows.append(owners + k)
+            cols.append(o * pools + k)
+            vals.append(float(size))
+    a = csc_array((vals, (rows, cols)), shape=(owners + pools, n))
+    problem = Problem(
+        a=a,
+        row_lb=np.zeros(owners + pools),
+        row_ub=np.r_[np.ones(owners), np.array(caps, dtype=np.float64)],
+        ub=np.ones(n),
+        integral=np.ones(n, dtype=np.bool_),
+        owner=np.repeat(np.arange(owners), pools),
+        pool=np.tile(owners + np.arange(pools), owners).astype(np.int64),
+        use=np.repeat(np.array(sizes, dtype=np.float64), pools),
+        rank=np.tile(np.arange(pools), owners),
+    )
+    return problem, rng.uniform(1.0, 50.0, size=n)
+
+
+def brute_force_count(sizes: list[int], caps: list[int]) -> int:
+    """The most gangs placed, over every assignment (pool or none) of every gang."""
+    best = 0
+    for where in itertools.product(range(len(caps) + 1), repeat=len(sizes)):
+        used = [0] * len(caps)
+        for size, k in zip(sizes, where, strict=True):
+            if k < len(caps):
+                used[k] += size
+        if all(u <= c for u, c in zip(used, caps, strict=True)):
+            best = max(best, sum(1 for k in where if k < len(caps)))
+    return best
+
+
+def count_objective(price: np.ndarray, problem: Problem) -> np.ndarray:
+    """Minus one per placed gang, plus the price tie-break worth at most TIE in all."""
+    return -1.0 + price * (TIE / float(price @ problem.ub))
+
+
+CASES = [
+    # (gang sizes, pool capacities): packings where half gangs would fit but whole ones do not
+    ([8, 8, 8], [12, 12]),
+    ([4, 4, 4, 2, 2], [10, 6]),
+    ([3, 3, 3, 3, 2, 1], [7, 5]),
+    ([6, 5, 4, 3, 2, 1], [9, 8, 3]),
+    ([16, 8, 8, 4, 4, 2], [20, 12]),
+]
+
+
+@pytest.mark.parametrize(("sizes", "caps"), CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_count_gap_still_finds_the_most_jobs(sizes: list[int], caps: list[int], seed: int) -> None:
+    problem, price = gangs_problem(sizes, caps, seed)
+    objective = count_objective(price, problem)
+    out = Search(problem, Settings(abs_gap=COUNT_GAP)).prove(objective, None)
+    assert out.x is not None and problem.feasible(out.x)
+    assert round(float(out.x.sum())) == brute_force_count(sizes, caps)
+    # and the bound it stopped at rules out one more job
+    assert out.bound > -(brute_force_count(sizes, caps) + 1) + TIE
+
+
+@pytest.mark.parametrize(("sizes", "caps"), CASES)
+def test_primal_resolves_reach_the_same_lp(sizes: list[int], caps: list[int]) -> None:
+    first, price = gangs_problem(sizes, caps, 0)
+    search = Search(first, Settings())
+    lp, _ = search.relax(count_objective(price, first))
+    # a count row the LP's plan meets, then another objective: as the count stage does
+    search.problem.add_rows([(np.arange(first.n), math.floor(float(lp.sum())), math.inf)])
+    search.primal_resolves()
+    again = price.copy()
+    _, value = search.relax(again)
+    fresh, _ = gangs_problem(sizes, caps, 0)
+    fresh.add_rows([(np.arange(fresh.n), math.floor(float(lp.sum())), math.inf)])
+    _, want = Search(fresh, Settings()).relax(again)
+    assert value == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize(("sizes", "caps"), CASES)
+@pytest.mark.parametrize("start", ["empty", "at_target"])
+def test_widen_never_loses_a_job_and_stops_at_the_target(
+    sizes: list[int], caps: list[int], start: str
+) -> None:
+    problem, price = gangs_problem(sizes, caps, 1)
+    # Tiny neighbourhoods (one gang's options), so the first search can end short.
+    search = Search(problem, Settings(exact_below=0, max_free=len(caps), rounds=1))
+    objective = count_objective(price, problem)
+    lp, _ = search.relax(objective)
+    target = brute_force_count(sizes, caps)
+    idx = np.arange(problem.n)
+    scope = np.ones(problem.n, dtype=np.bool_)
+    if start == "empty":
+        x = np.zeros(problem.n)
+    else:
+        best = search.prove(objective, None).x
+        assert best is not None
+        x = best
+    before, work = round(float(x.sum())), search.work
+    y, got = _widen(search, objective, lp, x, idx, target, scope)
+    assert problem.feasible(y)
+    assert got == round(float(y.sum())) >= before
+    assert search.settings.max_free == len(caps)  # put back
+    if start == "at_target":
+        assert search.work == work and got == target  # nothing to widen
