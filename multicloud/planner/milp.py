@@ -29,6 +29,7 @@ from multicloud.planner.model import (
     usable_options,
 )
 from multicloud.planner.options import Opt
+from multicloud.planner.probe import Group, probe
 from multicloud.planner.search import Search, Settings
 from multicloud.planner.slot import Slot
 from multicloud.planner.types import PlanStats, Policy
@@ -295,6 +296,11 @@ def _solve(
         x = np.zeros(n)  # replaced by the first repair below
     cost = np.array(model.cost)
     lp, low = search.relax(cost, x if x.any() else None)
+    if prob.feasible(x):
+        groups = [Group(np.array(c.vars), np.array(c.vars)) for c in classes] + [
+            Group(np.array([v.placed]), np.array(v.y)) for v in services
+        ]
+        lp, low = probe(search, cost, groups, lp, low, x, float(cost @ x))
     bound = low
     limit = low + settings.gap * abs(low) if math.isfinite(low) else -math.inf
     x = search.improve(cost, lp, x, limit, feasible=prob.feasible(x))
