@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 TIE = 0.25  # the most a count objective's price tie-break may weigh, in jobs
 # A sub-problem whose bound is within this of its plan cannot place one more job (that
 # would gain at least 1 - TIE), so it stops there instead of polishing the tie-break:
-# node-limited sub-problems of the count stage spent most of their time on that.
+# node-limited sub-problems of the count stage spent most of their time on that. No
+# relative gap: 1e-3 of a 2,000-job tier is two jobs, and HiGHS stops at either gap.
 COUNT_GAP = 1.0 - TIE - 0.05
 # When a tier's search ends short of its LP bound, it runs again with neighbourhoods
 # this many times larger (the moves that place the last jobs of a tier span more pools).
@@ -81,7 +82,7 @@ def count_tiers(
     model, classes, services, tier_vars = build(planner, comp, usable, by_shape=True)
     n = len(model.lb)
     prob = problem_of(model, classes, services)
-    search = Search(prob, replace(settings, abs_gap=COUNT_GAP))
+    search = Search(prob, replace(settings, abs_gap=COUNT_GAP, gap=0.0))
     walk = encode(model, classes, services, greedy)
     x = walk if walk is not None and prob.feasible(walk) else np.zeros(n)
     owner_tier = np.array(
@@ -119,7 +120,7 @@ def count_tiers(
                 got = round(float(x[idx].sum()))
                 x, got = _widen(search, objective, lp, x, idx, target, scope)
                 if walk is not None:
-                    x = search.refill(x, walk, ~scope)
+                    x = prob.refill(x, walk, ~scope)
             if got < target and settings.prove:
                 out = search.prove(objective, x)
                 if out.x is not None and round(float(out.x[idx].sum())) > got:

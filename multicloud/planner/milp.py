@@ -164,9 +164,10 @@ def _keep_walk(
 ) -> None:
     """Put back any option of the walk's plan that dominance left out.
 
-    Keeping an option never changes the optimum; keeping these keeps the walk's plan a
-    plan of the model (the first incumbent) and each job linked to the pools it held,
-    so a component that keeps the walk's plan shares no pool with another.
+    Keeping an option never changes the optimum; keeping these keeps each job linked to
+    the pools it held, so a component that keeps the walk's plan shares no pool with
+    another. (The guaranteed-room pruning after it may still drop one: the walk's plan
+    then is no first incumbent, which costs search time, not the optimum.)
     """
     for s in free:
         opts = usable[s.idx]

@@ -77,6 +77,36 @@ class Problem:
         ax = self.a @ x
         return bool(np.all(ax >= self.row_lb - tol) and np.all(ax <= self.row_ub + tol))
 
+    def refill(self, x: FloatArray, extra: FloatArray, where: BoolArray) -> FloatArray:
+        """Add ``extra``'s values on ``where`` to ``x``, owner by owner, where rows allow.
+
+        Args:
+            x: A feasible plan.
+            extra: Another plan (e.g. the walk's).
+            where: Variables whose values may be added.
+
+        Returns:
+            ``x`` with the owners of ``extra`` that still fit added back.
+        """
+        add = np.where(where & (x < FRAC), extra, 0.0)
+        cols = np.nonzero(add > FRAC)[0]
+        if not len(cols):
+            return x
+        x = x.copy()
+        act = self.a @ x
+        tol = 1e-6
+        for o in np.unique(self.owner[cols]):
+            mine = cols[self.owner[cols] == o]
+            delta = self.a[:, mine] @ add[mine]
+            new = act + delta
+            rows = np.nonzero(delta)[0]
+            if np.all(new[rows] <= self.row_ub[rows] + tol) and np.all(
+                new[rows] >= self.row_lb[rows] - tol
+            ):
+                x[mine] = add[mine]
+                act = new
+        return x
+
 
 
 def cols_idx(n: int) -> npt.NDArray[np.int32]:

@@ -419,37 +419,6 @@ class Search:
             idle = idle + 1 if best_value >= before else 0
         return best
 
-    def refill(self, x: FloatArray, extra: FloatArray, where: BoolArray) -> FloatArray:
-        """Add ``extra``'s values on ``where`` to ``x``, owner by owner, where rows allow.
-
-        Args:
-            x: A feasible plan.
-            extra: Another plan (e.g. the walk's).
-            where: Variables whose values may be added.
-
-        Returns:
-            ``x`` with the owners of ``extra`` that still fit added back.
-        """
-        p = self.problem
-        add = np.where(where & (x < FRAC), extra, 0.0)
-        cols = np.nonzero(add > FRAC)[0]
-        if not len(cols):
-            return x
-        x = x.copy()
-        act = p.a @ x
-        tol = 1e-6
-        for o in np.unique(p.owner[cols]):
-            mine = cols[p.owner[cols] == o]
-            delta = p.a[:, mine] @ add[mine]
-            new = act + delta
-            rows = np.nonzero(delta)[0]
-            if np.all(new[rows] <= p.row_ub[rows] + tol) and np.all(
-                new[rows] >= p.row_lb[rows] - tol
-            ):
-                x[mine] = add[mine]
-                act = new
-        return x
-
     def prove(
         self, objective: FloatArray, incumbent: FloatArray | None, nodes: int = 2**31 - 1
     ) -> Outcome:
