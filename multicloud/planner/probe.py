@@ -116,8 +116,8 @@ def probe(
         if not placed:
             other += big
         if other <= plan_value + TOL * big:
-            # The other branch may hold a better plan: no row (and the costs put back).
-            lp, low = search.relax(objective, plan)
+            # The other branch may hold a better plan: no row. The LP's rows are as they
+            # were, so its solution and value are too (the next solve sets its own costs).
             continue
         search.problem.add_rows([(rows, 1.0, math.inf) if placed else (rows, 0.0, 0.0)])
         lp, low = search.relax(objective, plan)
