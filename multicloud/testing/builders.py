@@ -103,9 +103,37 @@ def fleet(*providers: str, **fields: Any) -> Fleet:
     Returns:
         The validated fleet.
     """
-    return Fleet.model_validate(
-        {"providers": {p: {"adapter": "sim"} for p in providers}, **fields}
-    )
+    return Fleet.model_validate({"providers": {p: {"adapter": "sim"} for p in providers}, **fields})
+
+
+def commitment(provider: str = "aws", *, spent_usd: float = 0.0, **fields: Any) -> dict[str, Any]:
+    """A committed-spend contract of $1M over 2026 at 5 % tolerance, as a ``contracts`` doc.
+
+    With nothing spent it is behind its linear schedule all year, so ``provider``'s offers
+    rank 5 % under their price (they are still billed at the price).
+
+    Args:
+        provider: The committed provider.
+        spent_usd: Spent so far (near $1M: on schedule, no preference).
+        **fields: Other fields of the commitment (``tolerance``, ``start``, ...).
+
+    Returns:
+        ``{"commitments": [...]}``, for a snapshot's or fleet's ``contracts``.
+    """
+    return {
+        "commitments": [
+            {
+                "name": "c",
+                "provider": provider,
+                "total_usd": 1e6,
+                "spent_usd": spent_usd,
+                "start": "2026-01-01T00:00:00Z",
+                "end": "2027-01-01T00:00:00Z",
+                "tolerance": 0.05,
+                **fields,
+            }
+        ]
+    }
 
 
 def one_offer_fleet_doc(time_scale: float, capacity: int = 4) -> dict[str, Any]:

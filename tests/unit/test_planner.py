@@ -12,7 +12,7 @@ from multicloud.errors import error_scope
 from multicloud.models import Contracts
 from multicloud.planner import Plan, Policy, Snapshot, plan
 from multicloud.provider import Offer
-from multicloud.testing.builders import job, offer
+from multicloud.testing.builders import commitment, job, offer
 
 NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
 LAT = {
@@ -382,56 +382,21 @@ CASES = [
         [job("a")],
         [offer("aws", price=10.3), offer("gcp", price=10)],
         {"a": "aws:on-demand"},
-        contracts={
-            "commitments": [
-                {
-                    "name": "c",
-                    "provider": "aws",
-                    "total_usd": 1e6,
-                    "spent_usd": 0,
-                    "start": "2026-01-01T00:00:00Z",
-                    "end": "2027-01-01T00:00:00Z",
-                    "tolerance": 0.05,
-                }
-            ]
-        },
+        contracts=commitment("aws"),
     ),
     Case(
         "commitment on schedule gets no preference",
         [job("a")],
         [offer("aws", price=10.3), offer("gcp", price=10)],
         {"a": "gcp:on-demand"},
-        contracts={
-            "commitments": [
-                {
-                    "name": "c",
-                    "provider": "aws",
-                    "total_usd": 1e6,
-                    "spent_usd": 999999,
-                    "start": "2026-01-01T00:00:00Z",
-                    "end": "2027-01-01T00:00:00Z",
-                    "tolerance": 0.05,
-                }
-            ]
-        },
+        contracts=commitment("aws", spent_usd=999999),
     ),
     Case(
         "commitment preference stops at its tolerance",
         [job("a")],
         [offer("aws", price=11), offer("gcp", price=10)],
         {"a": "gcp:on-demand"},
-        contracts={
-            "commitments": [
-                {
-                    "name": "c",
-                    "provider": "aws",
-                    "total_usd": 1e6,
-                    "start": "2026-01-01T00:00:00Z",
-                    "end": "2027-01-01T00:00:00Z",
-                    "tolerance": 0.05,
-                }
-            ]
-        },
+        contracts=commitment("aws"),
     ),
     # --- inference ------------------------------------------------------------------------
     Case(

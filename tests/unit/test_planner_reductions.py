@@ -26,25 +26,13 @@ from multicloud.planner.model import build, problem_of
 from multicloud.planner.options import Opt
 from multicloud.planner.slot import Slot
 from multicloud.provider import Offer
-from multicloud.testing.builders import job, offer
+from multicloud.testing.builders import commitment, job, offer
 
 NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
 
 # aws is behind its commitment: its rank is 5 % under its price, so rank order and price
 # order (what a budget or a price cap counts) differ between aws and the others.
-BEHIND = {
-    "commitments": [
-        {
-            "name": "c",
-            "provider": "aws",
-            "total_usd": 1e6,
-            "spent_usd": 0,
-            "start": "2026-01-01T00:00:00Z",
-            "end": "2027-01-01T00:00:00Z",
-            "tolerance": 0.05,
-        }
-    ]
-}
+BEHIND = commitment("aws")
 
 
 @dataclass
