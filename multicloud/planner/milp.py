@@ -205,7 +205,6 @@ def _place_unlinked(
     Returns:
         The plan's objective (ranked cost) for these gangs.
     """
-    note = "placed by the optimiser (capacity or budget contended)"
     cost = 0.0
     for s in comp:
         opts = usable[s.idx]
@@ -213,9 +212,7 @@ def _place_unlinked(
             s.unplaced = greedy_reason[s.idx] or _lost(s)
             continue
         best = min(opts, key=lambda o: o.rank)
-        planner.take(s, [(best, 1, best.node_price)])
-        s.reasons = [*s.reasons, note] if s.reasons else [note]
-        s.unplaced = None
+        _place(planner, s, [(best, 1, best.node_price)])
         cost += best.rank * s.nodes * s.job.duration_hours
     return cost
 
@@ -384,7 +381,6 @@ def _decode(
     services: list[Service],
     greedy_reason: dict[int, str | None],
 ) -> None:
-    note = "placed by the optimiser (capacity or budget contended)"
     chosen = choices(x, classes, services)
     slots = [s for cls in classes for s in cls.slots] + [svc.slot for svc in services]
     for s in slots:
@@ -392,9 +388,15 @@ def _decode(
         if choice is None:
             s.unplaced = greedy_reason[s.idx] or _lost(s)
             continue
-        planner.take(s, choice)
-        s.reasons = [*s.reasons, note] if s.reasons else [note]
-        s.unplaced = None
+        _place(planner, s, choice)
+
+
+def _place(planner: Planner, s: Slot, choice: list[tuple[Opt, int, float]]) -> None:
+    """Take the optimiser's choice for ``s``, with the reason it says so."""
+    note = "placed by the optimiser (capacity or budget contended)"
+    planner.take(s, choice)
+    s.reasons = [*s.reasons, note] if s.reasons else [note]
+    s.unplaced = None
 
 
 def _lost(s: Slot) -> str:

@@ -108,7 +108,6 @@ class Problem:
         return x
 
 
-
 def cols_idx(n: int) -> npt.NDArray[np.int32]:
     """Indices 0..n-1 as HiGHS wants them."""
     return np.arange(n, dtype=np.int32)

@@ -48,6 +48,7 @@ _PRICE_TOL = 1e-7  # reduced cost below -this prices a column into the LP
 _INF = math.inf
 _ROUND_VARIABLES = 20_000  # each this many variables of a model add Settings.rounds rounds
 _REPAIR_NEIGHBOURHOODS = 2  # largest repair without a start, in neighbourhood sizes
+_PRIMAL_SIMPLEX = 4  # HiGHS's simplex_strategy for primal simplex
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class Search:
         repair the basis's dual feasibility (thousands of iterations on a count model).
         """
         if self._lp is not None:
-            self._lp.setOptionValue("simplex_strategy", 4)
+            self._lp.setOptionValue("simplex_strategy", _PRIMAL_SIMPLEX)
 
     def _open(self, first: BoolArray | None) -> None:
         p = self.problem
