@@ -160,3 +160,32 @@ def test_a_large_tier_is_counted_to_the_last_job() -> None:
     assert default.stats.counts_optimal and exact.stats.counts_optimal
     placed = {a.job for a in default.placements}
     assert len(placed) == len({a.job for a in exact.placements})
+
+
+@pytest.mark.parametrize(
+    ("sizes", "caps"),
+    [
+        # Found by a random search over small packings: each tier's LP count was just
+        # below a whole job more, and the tie-break bound rounded it up to that job.
+        ([8, 5, 3, 6, 4], [8, 3, 14]),
+        ([2, 5, 8, 8, 3, 2], [8, 11]),
+        ([8, 5, 4, 8], [8, 8]),
+    ],
+)
+def test_the_count_lp_bounds_a_tier_without_its_tie_break(
+    sizes: list[int], caps: list[int]
+) -> None:
+    # With the price tie-break in the bound (count at most -value + TIE), the count stage
+    # hunted for a job the count's own LP rules out, and without a proof it called the
+    # count unproven.
+    providers = ["aws", "gcp", "azure"]
+    offers = [
+        offer(providers[k], instance_type=f"t{k}", accelerator="A100", price=10 + k, capacity=c)
+        for k, c in enumerate(caps)
+    ]
+    jobs = [job(f"g{i}", accelerator="A100", nodes=size) for i, size in enumerate(sizes)]
+    got = plan(
+        Snapshot(jobs=jobs, offers=offers, contracts=Contracts()), Policy(force_optimizer=True)
+    )
+    assert len({a.job for a in got.placements}) == brute_force_count(sizes, caps)
+    assert got.stats.counts_optimal
