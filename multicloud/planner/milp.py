@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ from multicloud.planner.model import (
     usable_options,
 )
 from multicloud.planner.options import Opt
+from multicloud.planner.parallel import Clock as _Clock
+from multicloud.planner.parallel import in_parallel, workers
 from multicloud.planner.probe import Group, probe
 from multicloud.planner.search import Search, Settings
 from multicloud.planner.slot import Slot
@@ -81,8 +84,7 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
     value = 0.0
     lp_bound: float | None = 0.0
     bound = 0.0
-    settings = settings_of(planner.policy)
-    seconds = 0.0
+    todo: list[list[Slot]] = []
     for comp in _components(planner, free, usable):
         if not force and not any(s.contended for s in comp):
             for s in comp:
@@ -99,10 +101,21 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
             lp_bound = None if lp_bound is None else lp_bound + cost
             continue
         prune_with_guaranteed_room(planner, usable, comp)
+        todo.append(comp)
+    settings = settings_of(planner.policy)
+    clock = _Clock(settings.seconds)
+
+    def solve(comp: list[Slot]) -> _Result:
         # The safety ceiling is for the whole plan: each component gets what is left.
-        left = replace(settings, seconds=max(settings.seconds - seconds, 0.01))
+        left = replace(settings, seconds=clock.left())
         res = _solve(planner, comp, usable, greedy, greedy_reason, left)
-        seconds += res.seconds
+        clock.spend(res.seconds)
+        return res
+
+    # Components share no limited pool and no budget: each is searched on its own (on
+    # another core where there is one), then placed in component order.
+    for comp, res in zip(todo, in_parallel(solve, todo, workers(planner.policy), len), strict=True):
+        res.place()
         jobs += len(comp)
         variables += res.variables
         work += res.work
@@ -228,6 +241,7 @@ class _Result:
     seconds: float = 0.0
     timed_out: bool = False
     counts_optimal: bool = True
+    place: Callable[[], None] = lambda: None  # puts the plan on the planner's slots
 
 
 def _solve(
@@ -306,7 +320,7 @@ def _solve(
     if not prob.feasible(x):  # no plan at hand met the counts: search the whole model
         found = search.prove(cost, None, nodes=settings.nodes).x
         if found is None:
-            return _fallback(planner, comp, greedy, n)
+            return _fallback(planner, comp, greedy, n)  # placed by its ``place``
         x = found
     value = float(cost @ x)
     if value > limit and settings.prove:
@@ -316,7 +330,6 @@ def _solve(
             value = float(cost @ x)
         bound = max(bound, out.bound)
     optimal &= _gap(value, bound) <= settings.gap
-    _decode(planner, x, classes, services, greedy_reason)
     return _Result(
         n,
         optimal,
@@ -327,6 +340,7 @@ def _solve(
         seconds + search.seconds,
         timed_out or search.timed_out,
         counts_optimal,
+        lambda: _decode(planner, x, classes, services, greedy_reason),
     )
 
 
@@ -368,10 +382,13 @@ def _fallback(
     n: int,
 ) -> _Result:
     """The optimiser found nothing in time: keep the queue walk's feasible plan."""
-    for s in comp:
-        if greedy[s.idx]:
-            planner.take(s, greedy[s.idx])
-    return _Result(n, False, math.inf, math.nan, counts_optimal=False)
+
+    def place() -> None:
+        for s in comp:
+            if greedy[s.idx]:
+                planner.take(s, greedy[s.idx])
+
+    return _Result(n, False, math.inf, math.nan, counts_optimal=False, place=place)
 
 
 def _decode(

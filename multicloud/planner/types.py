@@ -43,6 +43,8 @@ class Policy:
             whole rather than by neighbourhoods (0: always by neighbourhoods).
         prove: After the neighbourhoods, solve each stage's whole model to proven
             optimality (no node limit; slow; used for benchmark references).
+        workers: Threads that search independent components side by side (0: one per
+            core this process may use, at most 4). The plan is the same for any value.
     """
 
     time_limit_s: float = 60.0
@@ -53,6 +55,7 @@ class Policy:
     neighbourhood_size: int = 1_000
     exact_below: int = 1_000
     prove: bool = False
+    workers: int = 0
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,15 +20,18 @@ NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
 PROVIDERS = ("aws", "gcp", "azure", "coreweave")
 
 
-def contended(n_jobs: int = 400, seed: int = 1) -> Snapshot:
+def contended(
+    n_jobs: int = 400, seed: int = 1, gpus: tuple[str, str] = ("H100", "A100"), tag: str = ""
+) -> Snapshot:
     """A batch that needs the optimiser: gangs of 1-8 nodes, pools of 0-12 nodes."""
     rng = random.Random(seed)
+    first, second = gpus
     offers = [
         offer(
             PROVIDERS[i % 4],
             region=f"r{i % 7}",
-            instance_type=f"t{i}",
-            accelerator=rng.choice(["H100", "A100"]),
+            instance_type=f"{tag}t{i}",
+            accelerator=rng.choice([first, second]),
             price=float(rng.randint(5, 40)),
             spot_price=float(rng.randint(2, 20)) if i % 3 == 0 else None,
             capacity=rng.randint(0, 12),
@@ -37,7 +41,7 @@ def contended(n_jobs: int = 400, seed: int = 1) -> Snapshot:
     jobs: list[Job] = []
     for i in range(n_jobs):
         fields: dict[str, Any] = {
-            "accelerator": rng.choice([["H100"], ["A100"], ["H100", "A100"]]),
+            "accelerator": rng.choice([[first], [second], [first, second]]),
             "nodes": rng.choice([1, 1, 2, 4, 8]),
             "priority": rng.choice([0, 0, 1, 2]),
             "market": rng.choice(["on-demand", "any"]),
@@ -46,7 +50,7 @@ def contended(n_jobs: int = 400, seed: int = 1) -> Snapshot:
         if rng.random() < 0.15:
             fields |= {"kind": "inference", "nodes": 1}
             fields["serving"] = {"replicas": rng.choice([2, 3]), "spread": rng.choice([1, 2])}
-        jobs.append(job(f"j{i:04d}", **fields))
+        jobs.append(job(f"{tag}j{i:04d}", **fields))
     rofr = Contracts.model_validate({"rofr": {"holders": ["azure"], "tolerance": 0.1}})
     return Snapshot(jobs=jobs, offers=offers, contracts=rofr, now=NOW)
 
@@ -283,3 +287,37 @@ def test_replanning_from_the_previous_plan() -> None:
     p = plan(stale, SEARCH)
     keys = {o.key for o in snap.offers[:30]}
     assert all(a.offer.key in keys for a in p.placements)
+
+
+def several_components(seed: int = 5) -> Snapshot:
+    """Three contended batches on accelerators no other batch uses: three components."""
+    gpus = (("H100", "A100"), ("L4", "L40S"), ("V100", "T4"))
+    parts = [contended(150, seed + k, gpus[k], f"{k}-") for k in range(3)]
+    return Snapshot(
+        jobs=[j for p in parts for j in p.jobs],
+        offers=[o for p in parts for o in p.offers],
+        contracts=parts[0].contracts,
+        now=NOW,
+    )
+
+
+def test_the_plan_is_the_same_on_any_number_of_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Components are searched side by side; each search is bounded by its own work and
+    # the plans are placed in component order, so threads cannot change the plan.
+    from multicloud.planner import milp
+
+    searched: list[int] = []
+    real = milp.in_parallel
+
+    def spy(fn: Any, items: Any, threads: int, size: Any) -> Any:
+        searched.append(len(items))
+        return real(fn, items, threads, size)
+
+    monkeypatch.setattr(milp, "in_parallel", spy)
+    snap = several_components()
+    one = plan(snap, replace(SEARCH, workers=1))
+    assert searched[-1] >= 3  # several components did need a search
+    for threads in (2, 3):
+        many = plan(snap, replace(SEARCH, workers=threads))
+        assert fingerprint(many) == fingerprint(one)
+        assert many.stats.work == one.stats.work
