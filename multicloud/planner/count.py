@@ -78,7 +78,7 @@ def count_tiers(
     model, classes, services, tier_vars = build(planner, comp, usable, by_shape=True)
     n = len(model.lb)
     prob = problem_of(model, classes, services)
-    search = Search(prob, replace(settings, abs_gap=COUNT_GAP, gap=0.0))
+    search = Search(prob, replace(settings, abs_gap=COUNT_GAP, gap=0.0, count_tie=TIE))
     walk = encode(model, classes, services, greedy)
     x = walk if walk is not None and prob.feasible(walk) else np.zeros(n)
     owner_tier = np.array(
@@ -92,6 +92,7 @@ def count_tiers(
     # it never outweighs one job, and it breaks the LP's ties (a count LP is massively
     # degenerate otherwise) towards cheap plans, which the cost stage starts from.
     price = np.array(model.cost)
+    assert not (price < 0).any()  # the search's cutoff counts on a tie-break in [0, TIE)
     tie = TIE / max(float(price @ prob.ub), 1.0)
     for t in sorted(tier_vars, reverse=True):
         idx = np.array(tier_vars[t], dtype=np.int64)

@@ -76,6 +76,11 @@ class Settings:
         abs_gap: Absolute gap at which a sub-problem stops (0: HiGHS's default). A count
             objective sets it just under one job less its tie-break: a sub-problem
             whose bound is that close cannot place another job.
+        count_tie: A count search (objective: minus one per job of the tier, plus a
+            price tie-break worth less than this): a plan is only better if it places
+            one more job, so each sub-problem cuts off every plan that does not
+            (HiGHS's objective bound) and ends as soon as its bound rules that job out.
+            0: not a count search.
     """
 
     nodes: int = 200
@@ -90,6 +95,7 @@ class Settings:
     count_rounds: int = 4
     stall: int = 4
     abs_gap: float = 0.0
+    count_tie: float = 0.0
 
 
 @dataclass
@@ -236,6 +242,7 @@ class Search:
         nodes: int | None = None,
         bounds: tuple[FloatArray, FloatArray] | None = None,
         target: float = -_INF,
+        cutoff: float = _INF,
         proof: bool = False,
     ) -> Outcome:
         """Solve the integer program with every variable outside ``free`` fixed at ``base``.
@@ -249,6 +256,8 @@ class Search:
             bounds: Tighter lower and upper bounds for all variables (default 0 and ub).
             target: Stop at the first plan whose whole objective is at most this (the
                 search's goal: nothing better is needed).
+            cutoff: Only plans whose whole objective is at most this are of use: HiGHS
+                prunes every node whose bound is above it.
             proof: Optimality will be claimed (no neighbourhood): no presolve with a start.
 
         Returns:
@@ -286,6 +295,8 @@ class Search:
         base_value = float(objective @ fixed)
         if math.isfinite(target):
             h.setOptionValue("objective_target", target - base_value)
+        if math.isfinite(cutoff):
+            h.setOptionValue("objective_bound", cutoff - base_value)
         if start is not None:
             # HiGHS 1.16's presolve, handed a start, can call it optimal with a better plan
             # in the model (127 against a start at 128; recorded 1,000-job optima 6.8 %
@@ -355,7 +366,14 @@ class Search:
             start = best if math.isfinite(best_value) else None
             nodes = 10 * self.settings.nodes
             out = self.solve_sub(
-                objective, best, every, start, nodes=nodes, target=good_enough, proof=True
+                objective,
+                best,
+                every,
+                start,
+                nodes=nodes,
+                target=good_enough,
+                cutoff=self._cutoff(best_value),
+                proof=True,
             )
             offer(out.x)
             if scope is None and out.x is not None:
@@ -381,7 +399,13 @@ class Search:
                 keep = lp > FRAC
                 bounds = (np.zeros(p.n), np.where(made_whole, p.ub, np.ceil(lp - FRAC)))
                 got = self.solve_sub(
-                    objective, rounded, made_whole | keep, None, bounds=bounds, target=good_enough
+                    objective,
+                    rounded,
+                    made_whole | keep,
+                    None,
+                    bounds=bounds,
+                    target=good_enough,
+                    cutoff=self._cutoff(best_value),
                 ).x
             if got is None:
                 free = hood.free(hood.ring(split), owners)
@@ -390,7 +414,10 @@ class Search:
                 # incumbent (a 2,684-variable repair of a heavy 1,000-job batch: 1.5 s
                 # at the root, the batch 2.4 s; skipped, 1.2 s at +0.2 % cost).
                 if int(free.sum()) <= _REPAIR_NEIGHBOURHOODS * self.settings.max_free:
-                    got = self.solve_sub(objective, rounded, free, None, target=good_enough).x
+                    cutoff = self._cutoff(best_value)
+                    got = self.solve_sub(
+                        objective, rounded, free, None, target=good_enough, cutoff=cutoff
+                    ).x
             offer(got)
         tried: set[int] = set()
         # A neighbourhood is a fixed size, so a larger model needs more of them to be
@@ -398,10 +425,15 @@ class Search:
         rounds = self.settings.rounds * max(1, p.n // _ROUND_VARIABLES)
         if scope is not None:
             rounds *= self.settings.count_rounds
+        stall = self.settings.stall
+        if self.settings.count_tie > 0:
+            # A count neighbourhood either places one job more or is cut off at its root
+            # (``_cutoff``): a miss costs little, and the next one often succeeds.
+            stall *= self.settings.count_rounds
         idle = 0
         pass_value = best_value
         for _ in range(rounds):
-            if best_value <= good_enough or self.timed_out or idle >= self.settings.stall:
+            if best_value <= good_enough or self.timed_out or idle >= stall:
                 break
             hood = Hood(p, [best, lp], best, scope)
             seeds = [o for o in disagreement(p, objective, best, lp) if o not in tried]
@@ -416,9 +448,23 @@ class Search:
             tried.update(taken)
             before = best_value
             free = hood.free(owners, set(taken))
-            offer(self.solve_sub(objective, best, free, best, target=good_enough).x)
+            cutoff = self._cutoff(best_value)
+            offer(self.solve_sub(objective, best, free, best, target=good_enough, cutoff=cutoff).x)
             idle = idle + 1 if best_value >= before else 0
         return best
+
+    def _cutoff(self, value: float) -> float:
+        """The most a plan may be worth to improve on one worth ``value`` (count searches).
+
+        A count objective is minus the jobs placed plus a tie-break in [0, count_tie), so
+        a plan worth ``value`` places ``ceil(-value)`` jobs, and only a plan placing one
+        more improves on it; every such plan is worth less than ``-(jobs + 1) + count_tie``.
+        """
+        tie = self.settings.count_tie
+        if tie <= 0 or not math.isfinite(value):
+            return _INF
+        jobs = math.ceil(-value - 1e-9)
+        return -(jobs + 1) + tie
 
     def prove(
         self, objective: FloatArray, incumbent: FloatArray | None, nodes: int = 2**31 - 1

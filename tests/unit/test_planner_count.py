@@ -189,3 +189,51 @@ def test_the_count_lp_bounds_a_tier_without_its_tie_break(
     )
     assert len({a.job for a in got.placements}) == brute_force_count(sizes, caps)
     assert got.stats.counts_optimal
+
+
+def every_plan(sizes: list[int], caps: list[int]) -> list[np.ndarray]:
+    """Every feasible 0/1 plan of ``gangs_problem(sizes, caps)`` (each gang on a pool or none)."""
+    plans = []
+    for where in itertools.product(range(len(caps) + 1), repeat=len(sizes)):
+        used = [0] * len(caps)
+        x = np.zeros(len(sizes) * len(caps))
+        for o, (size, k) in enumerate(zip(sizes, where, strict=True)):
+            if k < len(caps):
+                used[k] += size
+                x[o * len(caps) + k] = 1.0
+        if all(u <= c for u, c in zip(used, caps, strict=True)):
+            plans.append(x)
+    return plans
+
+
+@pytest.mark.parametrize(("sizes", "caps"), CASES)
+def test_the_count_cutoff_keeps_every_plan_with_one_job_more(
+    sizes: list[int], caps: list[int]
+) -> None:
+    problem, price = gangs_problem(sizes, caps, 2)
+    objective = count_objective(price, problem)
+    search = Search(problem, Settings(count_tie=TIE))
+    plans = every_plan(sizes, caps)
+    for x in plans:
+        cutoff = search._cutoff(float(objective @ x))
+        for y in plans:
+            if y.sum() > x.sum():
+                assert float(objective @ y) <= cutoff
+            else:  # no more jobs: of no use to a count search, and cut off
+                assert float(objective @ y) > cutoff
+
+
+@pytest.mark.parametrize(("sizes", "caps"), CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_count_search_with_its_cutoff_finds_the_most_jobs(
+    sizes: list[int], caps: list[int], seed: int
+) -> None:
+    problem, price = gangs_problem(sizes, caps, seed)
+    objective = count_objective(price, problem)
+    # Neighbourhoods of one gang's options, so the cutoff meets the repair and the rounds.
+    settings = Settings(exact_below=0, max_free=2 * len(caps), count_tie=TIE, abs_gap=COUNT_GAP)
+    search = Search(problem, settings)
+    lp, _ = search.relax(objective)
+    x = search.improve(objective, lp, np.zeros(problem.n), -brute_force_count(sizes, caps) + TIE)
+    assert problem.feasible(x)
+    assert round(float(x.sum())) == brute_force_count(sizes, caps)
