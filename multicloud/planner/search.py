@@ -76,6 +76,7 @@ class Settings:
         abs_gap: Absolute gap at which a sub-problem stops (0: HiGHS's default). A count
             objective sets it just under one job less its tie-break: a sub-problem
             whose bound is that close cannot place another job.
+        presolve: Let HiGHS presolve the LP when it solves it from scratch.
     """
 
     nodes: int = 200
@@ -90,6 +91,7 @@ class Settings:
     count_rounds: int = 4
     stall: int = 4
     abs_gap: float = 0.0
+    presolve: bool = True
 
 
 @dataclass
@@ -184,6 +186,36 @@ class Search:
         if self._lp is not None:
             self._lp.setOptionValue("simplex_strategy", _PRIMAL_SIMPLEX)
 
+    def relax_without(
+        self, objective: FloatArray, out: IntArray, keep: FloatArray | None = None
+    ) -> float:
+        """The LP's value with the variables ``out`` held at 0 (inf: no LP plan then)."""
+        p = self.problem
+        ub = p.ub[out].copy()
+        p.ub[out] = 0.0
+        try:
+            self._bound(out)
+            _, value = self.relax(objective, keep)
+            assert self._lp is not None
+            if self._lp.getModelStatus() == HighsModelStatus.kInfeasible:
+                value = _INF
+        finally:
+            p.ub[out] = ub
+            self._bound(out)
+        return value
+
+    def _bound(self, cols: IntArray) -> None:
+        """Give the kept LP's copies of ``cols`` the problem's upper bounds."""
+        if self._lp is None:
+            return
+        at = np.nonzero(np.isin(self._cols, cols))[0]
+        ub = self.problem.ub[self._cols[at]]
+        self._lp.changeColsBounds(len(at), at.astype(np.int32), np.zeros(len(at)), ub)
+
+    def restart(self) -> None:
+        """Drop the kept LP: the next :meth:`relax` solves a new instance from scratch."""
+        self._lp = None
+
     def _open(self, first: BoolArray | None) -> None:
         p = self.problem
         active = np.ones(p.n, dtype=np.bool_) if first is None else first.copy()
@@ -193,6 +225,8 @@ class Search:
         self._lp = highs(
             sub, np.zeros(len(self._cols)), p.ub[self._cols], p.row_lb, p.row_ub, None
         )
+        if not self.settings.presolve:
+            self._lp.setOptionValue("presolve", "off")
         self._lp_rows = p.a.shape[0]
 
     def _sync_rows(self) -> None:
