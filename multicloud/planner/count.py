@@ -78,7 +78,7 @@ def count_tiers(
     model, classes, services, tier_vars = build(planner, comp, usable, by_shape=True)
     n = len(model.lb)
     prob = problem_of(model, classes, services)
-    search = Search(prob, replace(settings, abs_gap=COUNT_GAP, gap=0.0, presolve=False))
+    search = Search(prob, replace(settings, abs_gap=COUNT_GAP, gap=0.0))
     walk = encode(model, classes, services, greedy)
     x = walk if walk is not None and prob.feasible(walk) else np.zeros(n)
     owner_tier = np.array(
@@ -101,7 +101,6 @@ def count_tiers(
             scope = tier_of >= t
             objective = np.where(scope, price * tie, 0.0)
             objective[idx] -= 1.0
-            search.restart()
             lp, value = search.relax(objective, x)
             # The next tier's LP starts from this basis, still primal feasible (its count
             # row is met by this LP's plan): dual simplex re-solves took 14,000-19,000
