@@ -13,8 +13,6 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
 from multicloud.models import Kind
 from multicloud.planner.count import count_tiers
@@ -148,13 +146,33 @@ def _components(
         if s.job.team is not None and s.job.team in planner.team_left:
             heads.append(k)
             tails.append(n_jobs + n_offers + teams.setdefault(s.job.team, len(teams)))
-    size = n_jobs + n_offers + len(teams)
-    graph = coo_array((np.ones(len(heads), dtype=np.int8), (heads, tails)), shape=(size, size))
-    _, labels = connected_components(graph, directed=False)
+    labels = _labels(n_jobs + n_offers + len(teams), np.array(heads), np.array(tails))
     groups: dict[int, list[Slot]] = {}
     for s, label in zip(free, labels[:n_jobs].tolist(), strict=True):
         groups.setdefault(label, []).append(s)
     return list(groups.values())
+
+
+def _labels(size: int, heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
+    """One label per node of an undirected graph, the same within and only within each component.
+
+    Each node takes the least label of its edges' ends, then the label of the node it names,
+    until nothing changes. A label is always a node of its component, and at the end both
+    ends of every edge agree. (scipy's ``connected_components`` did the same, but importing
+    ``scipy.sparse.csgraph`` took 0.12 s of every contended ``multicloud plan``.)
+    """
+    labels = np.arange(size)
+    if not len(heads):
+        return labels
+    while True:
+        least = np.minimum(labels[heads], labels[tails])
+        new = labels.copy()
+        np.minimum.at(new, heads, least)
+        np.minimum.at(new, tails, least)
+        new = new[new]
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
 
 
 def _keep_walk(

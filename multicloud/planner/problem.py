@@ -93,18 +93,35 @@ class Problem:
         if not len(cols):
             return x
         x = x.copy()
-        act = self.a @ x
+        # Owner by owner in plain Python over the owners' nonzeros, gathered once: a sparse
+        # column slice per owner was a third of a second of the demo fleet's count stage.
+        # The sums are the same, term by term, as the slice's product.
+        cols = cols[np.argsort(self.owner[cols], kind="stable")]
+        a = csc_array(self.a)
+        starts, ends = a.indptr[cols], a.indptr[cols + 1]
+        lengths = ends - starts
+        at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        rows_of = a.indices[at].tolist()
+        terms = (a.data[at] * np.repeat(add[cols], lengths)).tolist()
+        owners = self.owner[cols]
+        cuts = np.flatnonzero(np.diff(owners)) + 1
+        bounds = np.concatenate([[0], np.cumsum(lengths)])[np.concatenate([[0], cuts, [len(cols)]])]
+        col_cuts = np.concatenate([[0], cuts, [len(cols)]]).tolist()
+        act = (self.a @ x).tolist()
+        lo, hi = self.row_lb.tolist(), self.row_ub.tolist()
         tol = 1e-6
-        for o in np.unique(self.owner[cols]):
-            mine = cols[self.owner[cols] == o]
-            delta = self.a[:, mine] @ add[mine]
-            new = act + delta
-            rows = np.nonzero(delta)[0]
-            if np.all(new[rows] <= self.row_ub[rows] + tol) and np.all(
-                new[rows] >= self.row_lb[rows] - tol
-            ):
-                x[mine] = add[mine]
-                act = new
+        taken: list[int] = []
+        edge = bounds.tolist()
+        for k in range(len(edge) - 1):
+            delta: dict[int, float] = {}
+            for r, v in zip(rows_of[edge[k] : edge[k + 1]], terms[edge[k] : edge[k + 1]]):
+                delta[r] = delta.get(r, 0.0) + v
+            if all(lo[r] - tol <= act[r] + d <= hi[r] + tol for r, d in delta.items() if d):
+                for r, d in delta.items():
+                    act[r] += d
+                taken.extend(range(col_cuts[k], col_cuts[k + 1]))
+        mine = cols[taken]
+        x[mine] = add[mine]
         return x
 
 
