@@ -5,8 +5,8 @@ With the tier counts held, the cost LP often meets a count with part of one very
 can place a quarter of it less, so the LP bound sits far below every plan: on the
 10,000-job trace batch two such gangs were 48,000 of the 61,000 between plan and bound.
 
-Probing settles it. The LP re-solved with the gang made prohibitively expensive is a lower
-bound on every plan without it (a plan that leaves it out pays nothing extra). When that
+Probing settles it. The LP re-solved with the gang held at zero is a lower bound on every
+plan without it (and with no LP plan at all, no plan leaves it out). When that
 bound is above the plan at hand, no better plan leaves the gang out, so the row "the gang
 is placed" loses no plan worth having, and the LP with it is still a lower bound on the
 best plan (the lesser of the two branches' bounds). The other way round (the gang given a
