@@ -301,7 +301,10 @@ def _solve(
             x = start
         # otherwise the walk's plan, counts below the best: the rows below are met by
         # the cost stage's own repair (the LP is feasible, and so is the count plan).
-    settings = replace(settings, seconds=max(settings.seconds - seconds, 0.01))
+    # The cost LP unpresolved: faster on the demo file (0.65 -> 0.42 s), and a vertex the
+    # search did as well or better from (10,000-job trace seed 3: 1.18 against 1.39 % above
+    # the bound; 1,000-job batches' worst 0.30 against 0.64 % above the optimum).
+    settings = replace(settings, seconds=max(settings.seconds - seconds, 0.01), lp_presolve=False)
     search = Search(prob, settings)
     # Held exactly: a looser row would let the LP trade a placed job for fractions of
     # cheaper ones, and its bound (and rounding) would drift.

@@ -98,28 +98,29 @@ class Problem:
         # The sums are the same, term by term, as the slice's product.
         cols = cols[np.argsort(self.owner[cols], kind="stable")]
         a = csc_array(self.a)
-        starts, ends = a.indptr[cols], a.indptr[cols + 1]
-        lengths = ends - starts
-        at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        starts = a.indptr[cols]
+        lengths = a.indptr[cols + 1] - starts
+        firsts = np.cumsum(lengths) - lengths  # each column's first nonzero in the gathering
+        at = np.repeat(starts - firsts, lengths) + np.arange(int(lengths.sum()))
         rows_of = a.indices[at].tolist()
         terms = (a.data[at] * np.repeat(add[cols], lengths)).tolist()
-        owners = self.owner[cols]
-        cuts = np.flatnonzero(np.diff(owners)) + 1
-        bounds = np.concatenate([[0], np.cumsum(lengths)])[np.concatenate([[0], cuts, [len(cols)]])]
-        col_cuts = np.concatenate([[0], cuts, [len(cols)]]).tolist()
+        # each owner's columns, and their nonzeros, from one cut to the next
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(self.owner[cols])) + 1, [len(cols)]])
+        col_cut = cuts.tolist()
+        nz_cut = np.concatenate([firsts, [len(at)]])[cuts].tolist()
         act = (self.a @ x).tolist()
         lo, hi = self.row_lb.tolist(), self.row_ub.tolist()
         tol = 1e-6
         taken: list[int] = []
-        edge = bounds.tolist()
-        for k in range(len(edge) - 1):
+        for k in range(len(col_cut) - 1):
             delta: dict[int, float] = {}
-            for r, v in zip(rows_of[edge[k] : edge[k + 1]], terms[edge[k] : edge[k + 1]]):
+            span = slice(nz_cut[k], nz_cut[k + 1])
+            for r, v in zip(rows_of[span], terms[span], strict=True):
                 delta[r] = delta.get(r, 0.0) + v
             if all(lo[r] - tol <= act[r] + d <= hi[r] + tol for r, d in delta.items() if d):
                 for r, d in delta.items():
                     act[r] += d
-                taken.extend(range(col_cuts[k], col_cuts[k + 1]))
+                taken.extend(range(col_cut[k], col_cut[k + 1]))
         mine = cols[taken]
         x[mine] = add[mine]
         return x

@@ -179,6 +179,8 @@ class Search:
         self._lp = highs(
             sub, np.zeros(len(self._cols)), p.ub[self._cols], p.row_lb, p.row_ub, None
         )
+        if not self.settings.lp_presolve:
+            self._lp.setOptionValue("presolve", "off")
         self._lp_rows = p.a.shape[0]
 
     def _sync_rows(self) -> None:

@@ -30,6 +30,8 @@ class Settings:
         abs_gap: Absolute gap at which a sub-problem stops (0: HiGHS's default). A count
             objective sets it just under one job less its tie-break: a sub-problem
             whose bound is that close cannot place another job.
+        lp_presolve: Let HiGHS presolve the kept LP's first solve. The cost stage turns it
+            off: on the demo fleet's 20,000-job file its LP took 0.42 s without, 0.65 s with.
     """
 
     nodes: int = 200
@@ -44,3 +46,4 @@ class Settings:
     count_rounds: int = 4
     stall: int = 4
     abs_gap: float = 0.0
+    lp_presolve: bool = True
