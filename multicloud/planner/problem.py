@@ -93,18 +93,36 @@ class Problem:
         if not len(cols):
             return x
         x = x.copy()
-        act = self.a @ x
+        # Owner by owner in plain Python over the owners' nonzeros, gathered once: a sparse
+        # column slice per owner was a third of a second of the demo fleet's count stage.
+        # The sums are the same, term by term, as the slice's product.
+        cols = cols[np.argsort(self.owner[cols], kind="stable")]
+        a = csc_array(self.a)
+        starts = a.indptr[cols]
+        lengths = a.indptr[cols + 1] - starts
+        firsts = np.cumsum(lengths) - lengths  # each column's first nonzero in the gathering
+        at = np.repeat(starts - firsts, lengths) + np.arange(int(lengths.sum()))
+        rows_of = a.indices[at].tolist()
+        terms = (a.data[at] * np.repeat(add[cols], lengths)).tolist()
+        # each owner's columns, and their nonzeros, from one cut to the next
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(self.owner[cols])) + 1, [len(cols)]])
+        col_cut = cuts.tolist()
+        nz_cut = np.concatenate([firsts, [len(at)]])[cuts].tolist()
+        act = (self.a @ x).tolist()
+        lo, hi = self.row_lb.tolist(), self.row_ub.tolist()
         tol = 1e-6
-        for o in np.unique(self.owner[cols]):
-            mine = cols[self.owner[cols] == o]
-            delta = self.a[:, mine] @ add[mine]
-            new = act + delta
-            rows = np.nonzero(delta)[0]
-            if np.all(new[rows] <= self.row_ub[rows] + tol) and np.all(
-                new[rows] >= self.row_lb[rows] - tol
-            ):
-                x[mine] = add[mine]
-                act = new
+        taken: list[int] = []
+        for k in range(len(col_cut) - 1):
+            delta: dict[int, float] = {}
+            span = slice(nz_cut[k], nz_cut[k + 1])
+            for r, v in zip(rows_of[span], terms[span], strict=True):
+                delta[r] = delta.get(r, 0.0) + v
+            if all(lo[r] - tol <= act[r] + d <= hi[r] + tol for r, d in delta.items() if d):
+                for r, d in delta.items():
+                    act[r] += d
+                taken.extend(range(col_cut[k], col_cut[k + 1]))
+        mine = cols[taken]
+        x[mine] = add[mine]
         return x
 
 

@@ -41,6 +41,7 @@ from multicloud.planner.problem import (
     cols_idx,
     highs,
 )
+from multicloud.planner.settings import Settings
 
 __all__ = ["Outcome", "Problem", "Search", "Settings"]
 
@@ -49,53 +50,6 @@ _INF = math.inf
 _ROUND_VARIABLES = 20_000  # each this many variables of a model add Settings.rounds rounds
 _REPAIR_NEIGHBOURHOODS = 2  # largest repair without a start, in neighbourhood sizes
 _PRIMAL_SIMPLEX = 4  # HiGHS's simplex_strategy for primal simplex
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Work limits of one search (see ``Policy`` for their meaning).
-
-    Attributes:
-        nodes: Branch-and-bound nodes per sub-problem.
-        rounds: Neighbourhood rounds per objective after the repair (per 20,000
-            variables of the model).
-        max_free: Most variables one neighbourhood may free.
-        gap: Relative gap to the bound at which a cost search stops.
-        seconds: Safety ceiling on HiGHS's run time, for the whole search.
-        prove: Run the whole model to proven optimality after the neighbourhoods.
-        first_options: Options per job in the first LP of a large model.
-        large: Models with more variables than this start the LP from ``first_options``.
-        exact_below: Models with at most this many variables are solved whole (with ten
-            times the node limit) instead of by neighbourhoods.
-        count_rounds: Count objectives (a search with a scope) get this many times the
-            rounds: their neighbourhoods are small, and each round places more jobs,
-            the first objective.
-        stall: Neighbourhoods in a row that may find nothing better before the search
-            of an objective stops (the worst-looking disagreements come first, so the
-            later ones rarely pay off on a large model).
-        abs_gap: Absolute gap at which a sub-problem stops (0: HiGHS's default). A count
-            objective sets it just under one job less its tie-break: a sub-problem
-            whose bound is that close cannot place another job.
-        count_tie: A count search (objective: minus one per job of the tier, plus a
-            price tie-break worth less than this): a plan is only better if it places
-            one more job, so each sub-problem cuts off every plan that does not
-            (HiGHS's objective bound) and ends as soon as its bound rules that job out.
-            0: not a count search.
-    """
-
-    nodes: int = 200
-    rounds: int = 6
-    max_free: int = 1_000
-    gap: float = 1e-3
-    seconds: float = 60.0
-    prove: bool = False
-    first_options: int = 6
-    large: int = 40_000
-    exact_below: int = 1_000
-    count_rounds: int = 4
-    stall: int = 4
-    abs_gap: float = 0.0
-    count_tie: float = 0.0
 
 
 @dataclass
@@ -201,6 +155,32 @@ class Search:
         if self._lp is not None:
             self._lp.setOptionValue("simplex_strategy", _PRIMAL_SIMPLEX)
 
+    def relax_without(
+        self, objective: FloatArray, out: IntArray, keep: FloatArray | None = None
+    ) -> float:
+        """The LP's value with the variables ``out`` held at 0 (inf: no LP plan then)."""
+        p = self.problem
+        ub = p.ub[out].copy()
+        p.ub[out] = 0.0
+        try:
+            self._bound(out)
+            _, value = self.relax(objective, keep)
+            assert self._lp is not None
+            if self._lp.getModelStatus() == HighsModelStatus.kInfeasible:
+                value = _INF
+        finally:
+            p.ub[out] = ub
+            self._bound(out)
+        return value
+
+    def _bound(self, cols: IntArray) -> None:
+        """Give the kept LP's copies of ``cols`` the problem's upper bounds."""
+        if self._lp is None:
+            return
+        at = np.nonzero(np.isin(self._cols, cols))[0]
+        ub = self.problem.ub[self._cols[at]]
+        self._lp.changeColsBounds(len(at), at.astype(np.int32), np.zeros(len(at)), ub)
+
     def _open(self, first: BoolArray | None) -> None:
         p = self.problem
         active = np.ones(p.n, dtype=np.bool_) if first is None else first.copy()
@@ -210,6 +190,8 @@ class Search:
         self._lp = highs(
             sub, np.zeros(len(self._cols)), p.ub[self._cols], p.row_lb, p.row_ub, None
         )
+        if not self.settings.lp_presolve:
+            self._lp.setOptionValue("presolve", "off")
         self._lp_rows = p.a.shape[0]
 
     def _sync_rows(self) -> None:

@@ -101,3 +101,23 @@ def test_candidates_put_the_largest_possible_gain_first(
     cost = np.array([1.0, 1.0, 100.0])
     groups = [Group(np.array([j]), np.array([j])) for j in range(3)]
     assert candidates(groups, cost, np.array(lp), low) == want
+
+
+@pytest.mark.parametrize(
+    ("out", "want"),
+    [
+        ([2], math.inf),  # without the long gang two 6-node gangs cannot share 8 nodes
+        ([0], 101.0),  # without a short gang the other and the long one meet the count
+        ([], 68.0),  # nothing held out: the LP as it was (1 + 1/3 + 2/3 of 100)
+    ],
+)
+def test_relax_without_holds_the_group_out_and_then_restores_it(
+    out: list[int], want: float
+) -> None:
+    prob, cost = problem(SPLIT, [8, 4], 2)
+    search = Search(prob, Settings())
+    _, low = search.relax(cost)
+    ub = prob.ub.copy()
+    assert search.relax_without(cost, np.array(out, dtype=np.int64)) == pytest.approx(want)
+    assert np.array_equal(prob.ub, ub)
+    assert search.relax(cost)[1] == pytest.approx(low)

@@ -290,7 +290,11 @@ def test_unlinked_components_placed_as_the_solver_would(
     with monkeypatch.context() as m:
         m.setattr(optimiser, "_unlinked", lambda *args: False)
         want = plan(snap, policy)
-    assert got.to_dict() == want.to_dict()
+    # The same document but for the solver's work: the reduction skips the simplex
+    # iterations (the cost LP is not presolved) that the solver spends on these gangs.
+    got_doc, want_doc = got.to_dict(), want.to_dict()
+    assert got_doc["stats"].pop("work") <= want_doc["stats"].pop("work")
+    assert got_doc == want_doc
 
 
 @pytest.mark.parametrize(
