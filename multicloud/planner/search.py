@@ -8,8 +8,8 @@ options. So instead of a general branch-and-bound over the whole model, the sear
    (rows added, costs changed, the basis reused). Large models start from each job's
    cheapest options; columns the duals price in are added until none prices in, so the
    bound is the bound of the whole model.
-2. **Repairs.** Columns the LP left fractional are re-solved as a small integer program
-   with everything else fixed at the LP's (integral) values.
+2. **Repairs.** Columns the LP left fractional are re-solved as small integer programs,
+   one cluster of split jobs (sharing a pool) at a time, the rest held at the LP's values.
 3. **Improves.** Neighbourhoods around the plan at hand are re-solved exactly: the jobs
    where it and the LP disagree, then also every job on the pools those use, growing one
    ring of pools per round.
@@ -31,7 +31,7 @@ from highspy import HighsModelStatus
 from highspy._core import _Highs
 from scipy.sparse import csc_array, csr_array
 
-from multicloud.planner.hood import Hood, disagreement
+from multicloud.planner.hood import Hood, by_cluster, disagreement
 from multicloud.planner.problem import (
     FRAC,
     BoolArray,
@@ -237,6 +237,7 @@ class Search:
         bounds: tuple[FloatArray, FloatArray] | None = None,
         target: float = -_INF,
         proof: bool = False,
+        exact: bool = False,
     ) -> Outcome:
         """Solve the integer program with every variable outside ``free`` fixed at ``base``.
 
@@ -250,13 +251,16 @@ class Search:
             target: Stop at the first plan whose whole objective is at most this (the
                 search's goal: nothing better is needed).
             proof: Optimality will be claimed (no neighbourhood): no presolve with a start.
+            exact: Fix the variables outside ``free`` at ``base`` as it is, fractions
+                included (a repair of part of an LP solution); else rounded.
 
         Returns:
             The whole plan (None if none was found), whether the sub-problem was solved
             to optimality, and its proven bound (for the sub-problem).
         """
         p = self.problem
-        fixed = np.where(free, 0.0, np.round(base))
+        held = exact & (np.abs(base - np.round(base)) > FRAC)  # fractions kept as they are
+        fixed = np.where(free, 0.0, np.where(held, base, np.round(base)))
         cols = np.nonzero(free)[0]
         if not len(cols):
             ok = p.feasible(fixed)
@@ -367,12 +371,10 @@ class Search:
         if not len(split):
             offer(rounded if p.feasible(rounded) else None)
         else:
-            # The split owners whole (on their pools and where there is room), and every
-            # other placement of the LP kept or dropped but not moved: a split gang
-            # usually fits once some whole one gives way, and the counts say how many
-            # may. Then, if that fails, with every owner on those pools free. (If that
-            # fails too, or is too large, the neighbourhoods below start from the
-            # incumbent.)
+            # The split owners whole (on their pools and where there is room), every other
+            # placement of the LP kept or dropped but not moved. If that fails: for cost,
+            # cluster by cluster (``by_cluster``); for a count, every owner on those pools
+            # free. (If that fails too, the neighbourhoods start from the incumbent.)
             hood = Hood(p, [lp], rounded, scope)
             owners = set(split.tolist())
             got = None
@@ -383,12 +385,15 @@ class Search:
                 got = self.solve_sub(
                     objective, rounded, made_whole | keep, None, bounds=bounds, target=good_enough
                 ).x
-            if got is None:
+            if got is None and scope is None:
+
+                def exact(base: FloatArray, free: BoolArray) -> FloatArray | None:
+                    return self.solve_sub(objective, base, free, None, exact=True).x
+
+                got = by_cluster(hood, lp, split, objective, exact)
+            elif got is None:
                 free = hood.free(hood.ring(split), owners)
-                # Without a start HiGHS spends its root on finding any plan: past twice a
-                # neighbourhood's size that cost more than the neighbourhoods from the
-                # incumbent (a 2,684-variable repair of a heavy 1,000-job batch: 1.5 s
-                # at the root, the batch 2.4 s; skipped, 1.2 s at +0.2 % cost).
+                # Without a start, past twice a neighbourhood HiGHS's root costs more.
                 if int(free.sum()) <= _REPAIR_NEIGHBOURHOODS * self.settings.max_free:
                     got = self.solve_sub(objective, rounded, free, None, target=good_enough).x
             offer(got)
@@ -442,5 +447,3 @@ class Search:
         self.work += max(int(info.simplex_iteration_count), 0) + max(int(info.mip_node_count), 0)
         if h.getModelStatus() == HighsModelStatus.kTimeLimit:
             self.timed_out = True
-
-
