@@ -390,7 +390,7 @@ class Search:
                 def exact(base: FloatArray, free: BoolArray) -> FloatArray | None:
                     return self.solve_sub(objective, base, free, None, exact=True).x
 
-                got = by_cluster(hood, lp, split, objective, exact)
+                got = by_cluster(hood, lp, split, objective, exact, self.settings.max_free)
             elif got is None:
                 free = hood.free(hood.ring(split), owners)
                 # Without a start, past twice a neighbourhood HiGHS's root costs more.
