@@ -11,6 +11,7 @@ from multicloud.planner.problem import FRAC, BoolArray, FloatArray, IntArray, Pr
 
 _ROOM_OPTIONS = 3  # options with spare room a neighbourhood gives each freed job
 _REACH = 6  # cheapest options of a failed repair's owners whose pools are freed
+_CLUSTER_NEIGHBOURHOODS = 5  # largest cluster repaired at once, in neighbourhood sizes
 _RETRY_NEIGHBOURHOODS = 3  # largest retried repair, in neighbourhood sizes
 _FILLERS = 200  # cheapest options with room a retried repair may meet counts with
 
@@ -217,11 +218,18 @@ def by_cluster(
     x = lp
     failed: list[int] = []
     for cluster in hood.clusters(split):
-        got = solve(x, hood.free(hood.ring(np.array(cluster)), set(cluster)))
-        if got is None:
-            failed.extend(cluster)
-        else:
-            x = got
+        free = hood.free(hood.ring(np.array(cluster)), set(cluster))
+        # A cluster past a few neighbourhoods goes owner by owner (the others' fractions
+        # held keep its rows met): one of 27,904 variables was 8 s at HiGHS's root.
+        parts = [(cluster, free)]
+        if int(free.sum()) > _CLUSTER_NEIGHBOURHOODS * most:
+            parts = [([o], hood.free(hood.ring(np.array([o])), {o})) for o in cluster]
+        for owners, mask in parts:
+            got = solve(x, mask) if int(mask.sum()) <= _CLUSTER_NEIGHBOURHOODS * most else None
+            if got is None:
+                failed.extend(owners)
+            else:
+                x = got
     out: FloatArray | None = x
     if failed:
         # Together, with two rings (a gang gives way two pools off), then with the users
@@ -229,10 +237,10 @@ def by_cluster(
         # pools the LP did not give it), each with options elsewhere to meet the counts.
         fill = hood.fillers(objective, failed)
         wider = hood.ring(np.array(sorted(hood.ring(np.array(failed)))))
-        out = solve(x, hood.free(wider, set(failed)) | fill)
-        free = hood.reach(failed) | fill
         # Without a start HiGHS's root is most of a repair: one of 3,963 variables was 5 s
         # for nothing the neighbourhoods did not find (one of 2,813, 0.1 s, gained 2 %).
-        if out is None and int(free.sum()) <= _RETRY_NEIGHBOURHOODS * most:
-            out = solve(x, free)
+        out = None
+        for free in (hood.free(wider, set(failed)) | fill, hood.reach(failed) | fill):
+            if out is None and int(free.sum()) <= _RETRY_NEIGHBOURHOODS * most:
+                out = solve(x, free)
     return out if out is not None and hood.p.feasible(out) else None
