@@ -371,14 +371,14 @@ class Search:
         if not len(split):
             offer(rounded if p.feasible(rounded) else None)
         else:
-            # The split owners whole (on their pools and where there is room), every other
-            # placement of the LP kept or dropped but not moved. If that fails: for cost,
-            # cluster by cluster (``by_cluster``); for a count, every owner on those pools
-            # free. (If that fails too, the neighbourhoods start from the incumbent.)
+            # A count: the split owners whole (on their pools or with room), every other
+            # placement kept or dropped but not moved; failing that, every owner on those
+            # pools free. Cost: cluster by cluster (``by_cluster``; the first found nothing
+            # in 28 of 30 10,000-job components). Else the neighbourhoods start as they are.
             hood = Hood(p, [lp], rounded, scope)
             owners = set(split.tolist())
             got = None
-            if whole:
+            if whole and scope is not None:
                 made_whole = hood.free(owners, owners)
                 keep = lp > FRAC
                 bounds = (np.zeros(p.n), np.where(made_whole, p.ub, np.ceil(lp - FRAC)))
