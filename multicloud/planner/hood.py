@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from scipy.sparse import csc_array, csr_array
 
 from multicloud.planner.problem import FRAC, BoolArray, FloatArray, IntArray, Problem
 
 _ROOM_OPTIONS = 3  # options with spare room a neighbourhood gives each freed job
+_REACH = 6  # cheapest options of a failed repair's owners whose pools are freed
+_CLUSTER_NEIGHBOURHOODS = 5  # largest cluster repaired at once, in neighbourhood sizes
+_RETRY_NEIGHBOURHOODS = 3  # largest retried repair, in neighbourhood sizes
+_FILLERS = 200  # cheapest options with room a retried repair may meet counts with
 
 
 def disagreement(
@@ -95,6 +102,60 @@ class Hood:
             size += grow
         return owners, taken
 
+    def clusters(self, split: IntArray) -> list[list[int]]:
+        """Owners of ``split`` linked by the pools they use, each and all in owner order."""
+        parent = {int(o): int(o) for o in split}
+
+        def root(o: int) -> int:
+            while parent[o] != o:
+                o = parent[o]
+            return o
+
+        first: dict[int, int] = {}
+        for o in sorted(parent):
+            for r in sorted(self.pools_of.get(o, ())):
+                if r in first:
+                    parent[root(o)] = root(first[r])
+                else:
+                    first[r] = o
+        groups: dict[int, list[int]] = {}
+        for o in sorted(parent):
+            groups.setdefault(root(o), []).append(o)
+        return sorted(groups.values(), key=min)
+
+    def reach(self, owners: list[int]) -> BoolArray:
+        """Every option of ``owners``, with the users of every pool those may use freed.
+
+        A split service is made whole on pools the LP did not give it, or left out.
+        """
+        p = self.p
+        mine = np.isin(p.owner, owners) & self.ok
+        near = mine & ((p.rank < _REACH) | self.base_cols)
+        users = set(owners)
+        for r in np.unique(p.pool[near & (p.pool >= 0)]).tolist():
+            users |= self.users_of.get(r, set())
+        return self.free(users, set(owners)) | mine
+
+    def fillers(self, objective: FloatArray, owners: list[int]) -> BoolArray:
+        """The cheapest unused options with room on the rows that count ``owners``.
+
+        A split owner whose pools are full is made whole by leaving it out, its count then
+        met by another job of its tier wherever there is room, rarely one of its rings
+        (10,000-job synthetic seed 7: half an 8-node gang on a full 9-node pool, its ring
+        three owners).
+        """
+        p = self.p
+        mine = np.isin(p.owner, owners)
+        counted = (p.row_lb > 0) & np.isinf(p.row_ub)
+        rows = np.unique(csc_array(p.a[:, np.nonzero(mine)[0]]).indices)
+        rows = rows[counted[rows]]
+        out = np.zeros(p.n, dtype=np.bool_)
+        if len(rows):
+            on = np.unique(csr_array(p.a[rows]).indices)
+            on = on[self.room[on] & ~self.base_cols[on] & ~mine[on]]
+            out[on[np.lexsort((on, objective[on]))][:_FILLERS]] = True
+        return out
+
     def free(self, owners: set[int], seeds: set[int]) -> BoolArray:
         """Variables freed for ``owners``: on the pools the seeds' rings share, or with room."""
         p = self.p
@@ -122,3 +183,64 @@ class Hood:
             start = np.maximum.accumulate(np.where(first, np.arange(len(spare)), 0))
             keep[spare[np.arange(len(spare)) - start < _ROOM_OPTIONS]] = True
         return keep
+
+
+def by_cluster(
+    hood: Hood,
+    lp: FloatArray,
+    split: IntArray,
+    objective: FloatArray,
+    solve: Callable[[FloatArray, BoolArray], FloatArray | None],
+    most: int,
+) -> FloatArray | None:
+    """Make the LP whole one cluster of split owners at a time.
+
+    Split owners sharing a pool are one cluster; each is re-solved with its ring of owners
+    free and every other variable held at its value so far, the fractions of the clusters
+    not yet done included (so every row, the held counts too, stays met). Each sub-problem
+    is a few hundred to a few thousand variables, where the ring of every split owner at
+    once is tens of thousands, whose root alone took seconds (10,000-job synthetic seed 3:
+    28,759 variables, 8 s; by clusters 17 sub-problems, 1.8 s, the plan 0.02 % above the
+    LP). Clusters that fail are retried together, on wider neighbourhoods.
+
+    Args:
+        hood: Neighbourhoods of the LP solution.
+        lp: The LP solution.
+        split: Owners the LP splits.
+        objective: Cost per variable.
+        solve: The sub-problem with the variables outside a mask held at a base, exactly
+            (fractions kept); returns the plan or None.
+        most: Variables of a neighbourhood (the retry may free a few times that).
+
+    Returns:
+        The plan (all whole), or None if a cluster could not be made whole.
+    """
+    x = lp
+    failed: list[int] = []
+    for cluster in hood.clusters(split):
+        free = hood.free(hood.ring(np.array(cluster)), set(cluster))
+        # A cluster past a few neighbourhoods goes owner by owner (the others' fractions
+        # held keep its rows met): one of 27,904 variables was 8 s at HiGHS's root.
+        parts = [(cluster, free)]
+        if int(free.sum()) > _CLUSTER_NEIGHBOURHOODS * most:
+            parts = [([o], hood.free(hood.ring(np.array([o])), {o})) for o in cluster]
+        for owners, mask in parts:
+            got = solve(x, mask) if int(mask.sum()) <= _CLUSTER_NEIGHBOURHOODS * most else None
+            if got is None:
+                failed.extend(owners)
+            else:
+                x = got
+    out: FloatArray | None = x
+    if failed:
+        # Together, with two rings (a gang gives way two pools off), then with the users
+        # of every pool their cheapest options use (a split service is made whole on
+        # pools the LP did not give it), each with options elsewhere to meet the counts.
+        fill = hood.fillers(objective, failed)
+        wider = hood.ring(np.array(sorted(hood.ring(np.array(failed)))))
+        # Without a start HiGHS's root is most of a repair: one of 3,963 variables was 5 s
+        # for nothing the neighbourhoods did not find (one of 2,813, 0.1 s, gained 2 %).
+        out = None
+        for free in (hood.free(wider, set(failed)) | fill, hood.reach(failed) | fill):
+            if out is None and int(free.sum()) <= _RETRY_NEIGHBOURHOODS * most:
+                out = solve(x, free)
+    return out if out is not None and hood.p.feasible(out) else None

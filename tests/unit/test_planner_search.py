@@ -321,3 +321,43 @@ def test_the_plan_is_the_same_on_any_number_of_threads(monkeypatch: pytest.Monke
         many = plan(snap, replace(SEARCH, workers=threads))
         assert fingerprint(many) == fingerprint(one)
         assert many.stats.work == one.stats.work
+
+
+@pytest.mark.parametrize(
+    ("most", "whole"),
+    [
+        (10_000, True),  # every cluster at once: the LP made whole
+        (24, False),  # large clusters owner by owner, some perhaps not at all
+        (0, False),  # nothing small enough to try: no plan, not a wrong one
+    ],
+)
+def test_repair_by_cluster(most: int, whole: bool) -> None:
+    import numpy as np
+
+    from multicloud.planner.hood import Hood, by_cluster
+    from multicloud.planner.problem import FRAC
+    from multicloud.planner.search import Search, Settings
+
+    problem, cost = pools_problem()
+    search = Search(problem(), Settings())
+    p = search.problem
+    lp, low = search.relax(cost)
+    split = np.unique(p.owner[np.abs(lp - np.round(lp)) > FRAC])
+    assert len(split)  # the test needs an LP to repair
+    hood = Hood(p, [lp], np.round(lp), None)
+    clusters = hood.clusters(split)
+    assert sorted(o for c in clusters for o in c) == sorted(split.tolist())
+    pools = [set().union(*(hood.pools_of.get(o, set()) for o in c)) for c in clusters]
+    assert all(not (a & b) for i, a in enumerate(pools) for b in pools[i + 1 :])
+
+    def exact(base: np.ndarray, free: np.ndarray) -> np.ndarray | None:
+        return search.solve_sub(cost, base, free, None, exact=True).x
+
+    x = by_cluster(hood, lp, split, cost, exact, most)
+    if whole:
+        assert x is not None
+    if x is not None:
+        assert p.feasible(x)
+        assert float(cost @ x) >= low - 1e-6
+    if most == 0:
+        assert x is None
