@@ -4,10 +4,10 @@ Once the tier counts are held exactly, the planner's models have an LP relaxatio
 almost integral: a handful of gangs and services are split, the rest sit on whole
 options. So instead of a general branch-and-bound over the whole model, the search:
 
-1. **Relaxes.** The LP is solved once per objective on one HiGHS instance that is kept
-   (rows added, costs changed, the basis reused). Large models start from each job's
-   cheapest options; columns the duals price in are added until none prices in, so the
-   bound is the bound of the whole model.
+1. **Relaxes** (:mod:`.relax`). The LP is solved once per objective on one HiGHS
+   instance that is kept (rows added, costs changed, the basis reused). Large models
+   start from each job's cheapest options; columns the duals price in are added until
+   none prices in, so the bound is the bound of the whole model.
 2. **Repairs.** Columns the LP left fractional are re-solved as small integer programs,
    one cluster of split jobs (sharing a pool) at a time, the rest held at the LP's values.
 3. **Improves.** Neighbourhoods around the plan at hand are re-solved exactly: the jobs
@@ -41,15 +41,14 @@ from multicloud.planner.problem import (
     cols_idx,
     highs,
 )
+from multicloud.planner.relax import KeptLP
 from multicloud.planner.settings import Settings
 
 __all__ = ["Outcome", "Problem", "Search", "Settings"]
 
-_PRICE_TOL = 1e-7  # reduced cost below -this prices a column into the LP
 _INF = math.inf
 _ROUND_VARIABLES = 20_000  # each this many variables of a model add Settings.rounds rounds
 _REPAIR_NEIGHBOURHOODS = 2  # largest repair without a start, in neighbourhood sizes
-_PRIMAL_SIMPLEX = 4  # HiGHS's simplex_strategy for primal simplex
 
 
 @dataclass
@@ -62,7 +61,7 @@ class Outcome:
 
 
 @dataclass
-class Search:
+class Search(KeptLP):
     """The search over one problem; keeps the LP and the work done between objectives.
 
     Args:
@@ -80,148 +79,6 @@ class Search:
     _cols: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _active: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
     _lp_rows: int = 0
-
-    # ---- the LP -------------------------------------------------------------------------
-
-    def relax(
-        self, objective: FloatArray, keep: FloatArray | None = None
-    ) -> tuple[FloatArray, float]:
-        """Solve the LP relaxation, pricing in columns until none improves it.
-
-        Args:
-            objective: Cost per variable (minimised).
-            keep: A plan whose columns must be in the LP (so that rows it satisfies stay
-                feasible in the restricted LP).
-
-        Returns:
-            The LP solution over all variables and its value (a lower bound of the
-            integer program).
-        """
-        p = self.problem
-        if self._lp is None:
-            first = p.rank < self.settings.first_options if p.n > self.settings.large else None
-            self._open(first)
-        lp = self._lp
-        assert lp is not None
-        self._sync_rows()
-        want = np.zeros(p.n, dtype=np.bool_)
-        if keep is not None:
-            want |= keep > FRAC
-        if np.any(want & ~self._active):
-            self._add_cols(np.nonzero(want & ~self._active)[0], objective)
-        cols = self._cols
-        lp.changeColsCost(len(cols), cols_idx(len(cols)), objective[cols])
-        at = p.a.T.tocsr()
-        strategy = lp.getOptionValue("simplex_strategy")[1]
-        try:
-            while True:
-                self._run(lp, self._left())
-                status = lp.getModelStatus()
-                if status != HighsModelStatus.kOptimal:
-                    break
-                duals = np.asarray(lp.getSolution().row_dual)
-                reduced = objective - at @ duals
-                scale = _PRICE_TOL * max(1.0, float(np.abs(objective).max(initial=0.0)))
-                new = np.nonzero(~self._active & (reduced < -scale))[0]
-                if not len(new):
-                    break
-                self._add_cols(new, objective)
-                if self.settings.count_tie > 0:
-                    # New columns enter at zero: the basis stays primal feasible, and on a
-                    # count LP (massively degenerate) primal simplex goes on from it far
-                    # faster than dual simplex repairs its dual feasibility (10,000-job
-                    # trace seed 7: 3.1 -> 0.5 s). Cost LPs, whose new columns mostly
-                    # enter the basis, re-solve faster with dual simplex (1.4 s against 2.0).
-                    lp.setOptionValue("simplex_strategy", _PRIMAL_SIMPLEX)
-        finally:
-            lp.setOptionValue("simplex_strategy", strategy)
-        x = np.zeros(p.n)
-        if lp.getModelStatus() == HighsModelStatus.kInfeasible and not self._active.all():
-            # The first options alone cannot meet the rows: bring in every column.
-            self._add_cols(np.nonzero(~self._active)[0], objective)
-            return self.relax(objective, keep)
-        if lp.getModelStatus() != HighsModelStatus.kOptimal:
-            return x, -_INF
-        x[self._cols] = np.asarray(lp.getSolution().col_value)
-        return x, float(objective @ x)
-
-    def primal_resolves(self) -> None:
-        """Re-solve the kept LP with primal simplex from now on.
-
-        After a row its plan already meets, or a new objective, the kept basis is still
-        primal feasible, so primal simplex continues from it; dual simplex first has to
-        repair the basis's dual feasibility (thousands of iterations on a count model).
-        """
-        if self._lp is not None:
-            self._lp.setOptionValue("simplex_strategy", _PRIMAL_SIMPLEX)
-
-    def relax_without(
-        self, objective: FloatArray, out: IntArray, keep: FloatArray | None = None
-    ) -> float:
-        """The LP's value with the variables ``out`` held at 0 (inf: no LP plan then)."""
-        p = self.problem
-        ub = p.ub[out].copy()
-        p.ub[out] = 0.0
-        try:
-            self._bound(out)
-            _, value = self.relax(objective, keep)
-            assert self._lp is not None
-            if self._lp.getModelStatus() == HighsModelStatus.kInfeasible:
-                value = _INF
-        finally:
-            p.ub[out] = ub
-            self._bound(out)
-        return value
-
-    def _bound(self, cols: IntArray) -> None:
-        """Give the kept LP's copies of ``cols`` the problem's upper bounds."""
-        if self._lp is None:
-            return
-        at = np.nonzero(np.isin(self._cols, cols))[0]
-        ub = self.problem.ub[self._cols[at]]
-        self._lp.changeColsBounds(len(at), at.astype(np.int32), np.zeros(len(at)), ub)
-
-    def _open(self, first: BoolArray | None) -> None:
-        p = self.problem
-        active = np.ones(p.n, dtype=np.bool_) if first is None else first.copy()
-        self._active = active
-        self._cols = np.nonzero(active)[0]
-        sub = csc_array(p.a[:, self._cols])
-        self._lp = highs(
-            sub, np.zeros(len(self._cols)), p.ub[self._cols], p.row_lb, p.row_ub, None
-        )
-        if not self.settings.lp_presolve:
-            self._lp.setOptionValue("presolve", "off")
-        self._lp_rows = p.a.shape[0]
-
-    def _sync_rows(self) -> None:
-        lp = self._lp
-        p = self.problem
-        assert lp is not None
-        while self._lp_rows < p.a.shape[0]:
-            r = self._lp_rows
-            row = csr_array(p.a[[r], :][:, self._cols])
-            idx = row.indices.astype(np.int32)
-            lp.addRow(float(p.row_lb[r]), float(p.row_ub[r]), len(idx), idx, row.data)
-            self._lp_rows += 1
-
-    def _add_cols(self, new: IntArray, objective: FloatArray) -> None:
-        lp = self._lp
-        p = self.problem
-        assert lp is not None
-        sub = csc_array(p.a[:, new])
-        lp.addCols(
-            len(new),
-            np.ascontiguousarray(objective[new], dtype=np.float64),
-            np.zeros(len(new)),
-            p.ub[new],
-            int(sub.nnz),
-            sub.indptr.astype(np.int32),
-            sub.indices.astype(np.int32),
-            sub.data,
-        )
-        self._active[new] = True
-        self._cols = np.concatenate([self._cols, new])
 
     # ---- integer solutions --------------------------------------------------------------
 
@@ -270,9 +127,9 @@ class Search:
         act = p.a @ fixed
         sub = csc_array(p.a[:, cols])
         rows = np.unique(sub.indices)
-        if np.any(
-            np.delete(act, rows) < np.delete(p.row_lb, rows) - 1e-6
-        ) or np.any(np.delete(act, rows) > np.delete(p.row_ub, rows) + 1e-6):
+        if np.any(np.delete(act, rows) < np.delete(p.row_lb, rows) - 1e-6) or np.any(
+            np.delete(act, rows) > np.delete(p.row_ub, rows) + 1e-6
+        ):
             return Outcome(None, False, _INF)
         sub = csc_array(csr_array(sub)[rows])
         lo, hi = bounds if bounds is not None else (np.zeros(p.n), p.ub)
@@ -471,18 +328,3 @@ class Search:
         every = np.ones(self.problem.n, dtype=np.bool_)
         base = np.zeros(self.problem.n) if incumbent is None else incumbent
         return self.solve_sub(objective, base, every, incumbent, nodes=nodes, proof=True)
-
-    # ---- HiGHS --------------------------------------------------------------------------
-
-    def _left(self) -> float:
-        return max(self.settings.seconds - self.seconds, 0.01)
-
-    def _run(self, h: _Highs, seconds: float) -> None:
-        h.setOptionValue("time_limit", seconds)
-        before = h.getRunTime()
-        h.run()
-        self.seconds += h.getRunTime() - before
-        info = h.getInfo()
-        self.work += max(int(info.simplex_iteration_count), 0) + max(int(info.mip_node_count), 0)
-        if h.getModelStatus() == HighsModelStatus.kTimeLimit:
-            self.timed_out = True
