@@ -33,6 +33,9 @@ COUNT_GAP = 1.0 - TIE - 0.05
 # Measured on the 10,000-job batches (with primal re-solves and COUNT_GAP): without it
 # tier 1 placed 2,263 (trace) and 2,099 (synthetic) jobs, with it 2,264 and 2,103.
 WIDER = 3
+# Relative slack on a count LP's value before it is rounded down to a bound: HiGHS meets
+# its tolerances to about 1e-7 per column, so 355 may come back as 354.99999.
+_LP_SLACK = 1e-5
 
 
 def _widen(
@@ -74,7 +77,12 @@ def count_tiers(
     greedy: dict[int, list[tuple[Opt, int, float]]],
     settings: Settings,
 ) -> Counted:
-    """The most jobs each tier can place, from the top tier down, each count then held."""
+    """The most jobs each tier can place, from the top tier down, each count then held.
+
+    Raises:
+        ValueError: If the model has a negative ranked cost (the search's cutoff relies
+            on a price tie-break that is never negative).
+    """
     model, classes, services, tier_vars = build(planner, comp, usable, by_shape=True)
     n = len(model.lb)
     prob = problem_of(model, classes, services)
@@ -92,7 +100,8 @@ def count_tiers(
     # it never outweighs one job, and it breaks the LP's ties (a count LP is massively
     # degenerate otherwise) towards cheap plans, which the cost stage starts from.
     price = np.array(model.cost)
-    assert not (price < 0).any()  # the search's cutoff counts on a tie-break in [0, TIE)
+    if (price < 0).any():  # the search's cutoff counts on a tie-break in [0, TIE)
+        raise ValueError("a negative ranked cost in the count model")
     tie = TIE / max(float(price @ prob.ub), 1.0)
     for t in sorted(tier_vars, reverse=True):
         idx = np.array(tier_vars[t], dtype=np.int64)
@@ -119,7 +128,9 @@ def count_tiers(
                 count_only[idx] = -1.0
                 _, most = search.relax(count_only, x)
                 if math.isfinite(most):
-                    target = min(target, math.floor(-most + 1e-6))
+                    # A whole LP optimum may come back a solver tolerance short of itself.
+                    slack = 1e-6 + _LP_SLACK * abs(most)
+                    target = min(target, math.floor(-most + slack))
             if got < target:
                 # Lower tiers only hold capacity here: the search releases it, then the
                 # walk's placements of theirs that still fit are put back.

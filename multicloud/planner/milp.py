@@ -169,23 +169,26 @@ def _components(
 def _labels(size: int, heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
     """One label per node of an undirected graph, the same within and only within each component.
 
-    Each node takes the least label of its edges' ends, then the label of the node it names,
-    until nothing changes. A label is always a node of its component, and at the end both
-    ends of every edge agree. (scipy's ``connected_components`` did the same, but importing
-    ``scipy.sparse.csgraph`` took 0.12 s of every contended ``multicloud plan``.)
+    A forest in an array: every node names a parent with a smaller index, a root names
+    itself. Each round, the larger root of every edge whose ends are in different trees
+    is hooked under the smaller one, then every node is pointed straight at its root, until
+    no edge joins two trees. (scipy's ``connected_components`` did the same, but importing
+    ``scipy.sparse.csgraph`` took 0.12 s of every contended ``multicloud plan``; labels
+    spread one edge per round took rounds in proportion to a component's length.)
     """
     labels = np.arange(size)
-    if not len(heads):
-        return labels
-    while True:
-        least = np.minimum(labels[heads], labels[tails])
-        new = labels.copy()
-        np.minimum.at(new, heads, least)
-        np.minimum.at(new, tails, least)
-        new = new[new]
-        if np.array_equal(new, labels):
-            return labels
-        labels = new
+    while len(heads):
+        a, b = labels[heads], labels[tails]
+        apart = a != b
+        if not apart.any():
+            break
+        np.minimum.at(labels, np.maximum(a, b)[apart], np.minimum(a, b)[apart])
+        while True:
+            up = labels[labels]
+            if np.array_equal(up, labels):
+                break
+            labels = up
+    return labels
 
 
 def _keep_walk(

@@ -5,7 +5,8 @@ read each other's state. HiGHS releases the GIL while it runs, and it is most of
 component's time, so threads give the other cores real work without copying the planner
 into other processes. Each search is bounded by its own deterministic work and the plans
 are placed in component order afterwards: the plan does not depend on how many threads ran
-or how they were scheduled.
+or how they were scheduled (unless the safety ceiling on solver time fires: what is left of
+it when a component starts depends on which others have finished).
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ def in_parallel(
     order = sorted(range(len(items)), key=lambda i: (-size(items[i]), i))
     with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
         futures = {i: pool.submit(fn, items[i]) for i in order}
-        return [futures[i].result() for i in range(len(items))]
+        try:
+            return [futures[i].result() for i in range(len(items))]
+        except BaseException:
+            # A failure (or Ctrl-C) must not wait for every queued search to run out.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 class Clock:

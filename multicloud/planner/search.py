@@ -8,8 +8,10 @@ options. So instead of a general branch-and-bound over the whole model, the sear
    instance that is kept (rows added, costs changed, the basis reused). Large models
    start from each job's cheapest options; columns the duals price in are added until
    none prices in, so the bound is the bound of the whole model.
-2. **Repairs.** Columns the LP left fractional are re-solved as small integer programs,
-   one cluster of split jobs (sharing a pool) at a time, the rest held at the LP's values.
+2. **Repairs.** Columns the LP left fractional are re-solved as small integer programs:
+   for cost, one cluster of split jobs (sharing a pool) at a time, the rest held at the
+   LP's values; for a count, the split jobs made whole with every other placement kept
+   or dropped, then, failing that, every job on their pools free.
 3. **Improves.** Neighbourhoods around the plan at hand are re-solved exactly: the jobs
    where it and the LP disagree, then also every job on the pools those use, growing one
    ring of pools per round.
@@ -191,9 +193,10 @@ class Search(KeptLP):
             scope: Variables the search may use; the others are set to 0 (the capacity
                 they hold is released). None: all.
             feasible: False if the incumbent breaks a row (any plan found replaces it).
-            whole: Try the first repair (the split owners made whole, nothing else
+            whole: Try a count's first repair (the split owners made whole, nothing else
                 moved). False when an earlier call already tried it on this LP: it does
                 not depend on the neighbourhood size, so it would find the same plan.
+                (A cost search repairs cluster by cluster instead, and ignores it.)
 
         Returns:
             The best feasible plan found (the incumbent, out of scope set to 0, if nothing

@@ -26,7 +26,8 @@ class Settings:
             the first objective.
         stall: Neighbourhoods in a row that may find nothing better before the search
             of an objective stops (the worst-looking disagreements come first, so the
-            later ones rarely pay off on a large model).
+            later ones rarely pay off on a large model). A count search allows
+            ``count_rounds`` times as many: its misses end at their root (``count_tie``).
         abs_gap: Absolute gap at which a sub-problem stops (0: HiGHS's default). A count
             objective sets it just under one job less its tie-break: a sub-problem
             whose bound is that close cannot place another job.
