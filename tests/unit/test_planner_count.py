@@ -237,3 +237,27 @@ def test_a_count_search_with_its_cutoff_finds_the_most_jobs(
     x = search.improve(objective, lp, np.zeros(problem.n), -brute_force_count(sizes, caps) + TIE)
     assert problem.feasible(x)
     assert round(float(x.sum())) == brute_force_count(sizes, caps)
+
+
+@pytest.mark.parametrize(("sizes", "caps"), CASES)
+def test_the_count_cutoff_holds_with_a_higher_tier_held_by_its_row(
+    sizes: list[int], caps: list[int]
+) -> None:
+    # As the count stage builds it for a lower tier: the higher tier's gangs (the first
+    # half) carry only the tie-break and their count is held by a row; the tier's own
+    # gangs carry -1 each.
+    problem, price = gangs_problem(sizes, caps, 3)
+    pools = len(caps)
+    higher = np.arange(problem.n) < (len(sizes) // 2) * pools
+    plans = every_plan(sizes, caps)
+    held = max(int(x[higher].sum()) for x in plans)
+    problem.add_rows([(np.nonzero(higher)[0], float(held), math.inf)])
+    objective = price * (TIE / float(price @ problem.ub)) - np.where(higher, 0.0, 1.0)
+    search = Search(problem, Settings(count_tie=TIE))
+    meet = [x for x in plans if problem.feasible(x)]
+    assert meet
+    for x in meet:
+        cutoff = search._cutoff(float(objective @ x))
+        mine = x[~higher].sum()
+        for y in meet:
+            assert (float(objective @ y) <= cutoff) == (y[~higher].sum() > mine)
