@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy.sparse import csc_array, csr_array
 
+from multicloud.planner.graph import component_labels
 from multicloud.planner.problem import FRAC, BoolArray, FloatArray, IntArray, Problem
 
 _ROOM_OPTIONS = 3  # options with spare room a neighbourhood gives each freed job
@@ -16,9 +17,7 @@ _RETRY_NEIGHBOURHOODS = 3  # largest retried repair, in neighbourhood sizes
 _FILLERS = 200  # cheapest options with room a retried repair may meet counts with
 
 
-def disagreement(
-    p: Problem, objective: FloatArray, plan: FloatArray, lp: FloatArray
-) -> list[int]:
+def disagreement(p: Problem, objective: FloatArray, plan: FloatArray, lp: FloatArray) -> list[int]:
     """Owners where the plan and the LP differ, those the plan pays most for first."""
     diff = np.abs(plan - lp) > FRAC
     owners = p.owner[diff & (p.owner >= 0)]
@@ -104,24 +103,21 @@ class Hood:
 
     def clusters(self, split: IntArray) -> list[list[int]]:
         """Owners of ``split`` linked by the pools they use, each and all in owner order."""
-        parent = {int(o): int(o) for o in split}
-
-        def root(o: int) -> int:
-            while parent[o] != o:
-                o = parent[o]
-            return o
-
-        first: dict[int, int] = {}
-        for o in sorted(parent):
-            for r in sorted(self.pools_of.get(o, ())):
-                if r in first:
-                    parent[root(o)] = root(first[r])
-                else:
-                    first[r] = o
+        owners = sorted({int(o) for o in split})
+        heads: list[int] = []
+        tails: list[int] = []
+        for k, o in enumerate(owners):
+            for r in self.pools_of.get(o, ()):
+                heads.append(k)
+                tails.append(len(owners) + r)
+        size = len(owners) + self.p.row_lb.shape[0]
+        labels = component_labels(
+            size, np.array(heads, dtype=np.int64), np.array(tails, dtype=np.int64)
+        )
         groups: dict[int, list[int]] = {}
-        for o in sorted(parent):
-            groups.setdefault(root(o), []).append(o)
-        return sorted(groups.values(), key=min)
+        for o, label in zip(owners, labels[: len(owners)].tolist(), strict=True):
+            groups.setdefault(label, []).append(o)
+        return list(groups.values())  # in order of their least owner
 
     def reach(self, owners: list[int]) -> BoolArray:
         """Every option of ``owners``, with the users of every pool those may use freed.

@@ -17,6 +17,7 @@ import numpy as np
 
 from multicloud.models import Kind
 from multicloud.planner.count import count_tiers
+from multicloud.planner.graph import component_labels
 from multicloud.planner.model import (
     GangClass,
     Service,
@@ -159,36 +160,11 @@ def _components(
         if s.job.team is not None and s.job.team in planner.team_left:
             heads.append(k)
             tails.append(n_jobs + n_offers + teams.setdefault(s.job.team, len(teams)))
-    labels = _labels(n_jobs + n_offers + len(teams), np.array(heads), np.array(tails))
+    labels = component_labels(n_jobs + n_offers + len(teams), np.array(heads), np.array(tails))
     groups: dict[int, list[Slot]] = {}
     for s, label in zip(free, labels[:n_jobs].tolist(), strict=True):
         groups.setdefault(label, []).append(s)
     return list(groups.values())
-
-
-def _labels(size: int, heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
-    """One label per node of an undirected graph, the same within and only within each component.
-
-    A forest in an array: every node names a parent with a smaller index, a root names
-    itself. Each round, the larger root of every edge whose ends are in different trees
-    is hooked under the smaller one, then every node is pointed straight at its root, until
-    no edge joins two trees. (scipy's ``connected_components`` did the same, but importing
-    ``scipy.sparse.csgraph`` took 0.12 s of every contended ``multicloud plan``; labels
-    spread one edge per round took rounds in proportion to a component's length.)
-    """
-    labels = np.arange(size)
-    while len(heads):
-        a, b = labels[heads], labels[tails]
-        apart = a != b
-        if not apart.any():
-            break
-        np.minimum.at(labels, np.maximum(a, b)[apart], np.minimum(a, b)[apart])
-        while True:
-            up = labels[labels]
-            if np.array_equal(up, labels):
-                break
-            labels = up
-    return labels
 
 
 def _keep_walk(
@@ -277,9 +253,12 @@ def _solve(
     model, classes, services, tier_vars = build(planner, comp, usable)
     n = len(model.lb)
     if n == 0:
-        for s in comp:
-            s.unplaced = greedy_reason[s.idx] or _lost(s)
-        return _Result(0, True, 0.0)
+
+        def unplaced() -> None:
+            for s in comp:
+                s.unplaced = greedy_reason[s.idx] or _lost(s)
+
+        return _Result(0, True, 0.0, place=unplaced)
     prob = problem_of(model, classes, services)
     # The walk's plan (with nothing placed as the last resort: always feasible before
     # counts are held) is the first incumbent.

@@ -140,10 +140,11 @@ def probe(
 def _plan_in_other_branch(plan: FloatArray, rows: IntArray, placed: bool) -> bool:
     """True if ``plan`` lies in the branch a probe prices away, so it cannot settle it.
 
-    Probing "placed" prices every placement of the group up: a plan that leaves the group
-    out keeps its cost there. Probing "left out" rewards every placement: a plan that
-    places it costs at most its cost less the reward. Either way the probe's LP value (plus
-    the reward back) is at most the plan's cost, and the probe adds no row.
+    Probing "placed" holds every placement of the group at zero: a plan that leaves the
+    group out is a point of that LP at its own cost. Probing "left out" rewards every
+    placement: a plan that places it costs at most its cost less the reward. Either way the
+    probe's LP value (plus the reward back) is at most the plan's cost, and the probe adds
+    no row.
 
     Args:
         plan: The feasible plan the probe compares with.

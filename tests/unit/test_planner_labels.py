@@ -1,11 +1,11 @@
-"""Component labels of the optimiser's job-pool-team graph (milp._labels)."""
+"""Component labels of a graph given as edge arrays (graph.component_labels)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from multicloud.planner.milp import _labels
+from multicloud.planner.graph import component_labels as _labels
 
 
 @pytest.mark.parametrize(
