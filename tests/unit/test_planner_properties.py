@@ -228,3 +228,92 @@ def test_inference_spread_and_replicas(
     if got:
         assert sum(a.replicas for a in got) == replicas
         assert len({a.offer.provider for a in got}) >= spread
+
+
+@st.composite
+def services_st(draw: st.DrawFn, max_services: int = 2) -> list[Job]:
+    out = []
+    for i in range(draw(st.integers(1, max_services))):
+        replicas = draw(st.integers(1, 2))
+        fields: dict[str, Any] = {
+            "kind": "inference",
+            "accelerator": draw(st.sampled_from([["H100"], ["A100"], ["H100", "A100"]])),
+            "count": 4,
+            "nodes": draw(st.integers(1, 2)),
+            "priority": draw(st.integers(0, 2)),
+            "market": draw(st.sampled_from(["on-demand", "any"])),
+            "serving": {"replicas": replicas, "spread": draw(st.integers(1, replicas))},
+        }
+        if draw(st.booleans()):
+            fields["max_price_per_hour"] = float(draw(st.integers(10, 60)))
+        out.append(job(f"s{i}", **fields))
+    return out
+
+
+def brute_force_counts(jobs: list[Job], offers: list[Offer]) -> tuple[int, ...]:
+    """The most jobs per tier (top tier first), services each placed whole or not at all.
+
+    A service's replicas may go on any of its feasible options (several on one), on at
+    least ``spread`` providers, within its price cap in total.
+    """
+    tiers = sorted({j.priority for j in jobs}, reverse=True)
+    choices: list[list[tuple[int, ...] | None]] = []
+    for j in jobs:
+        opts = [(oi, p) for oi, o in enumerate(offers) for _, p in feasible(j, o)]
+        if j.serving is None:
+            choices.append([None, *((oi,) for oi, _ in opts)])
+            continue
+        ways: list[tuple[int, ...] | None] = [None]
+        for pick in itertools.combinations_with_replacement(opts, j.serving.replicas):
+            price = sum(p * j.resources.nodes for _, p in pick)
+            cap = j.max_price_per_hour
+            if len({offers[oi].provider for oi, _ in pick}) >= j.serving.spread and (
+                cap is None or price <= cap + 1e-9
+            ):
+                ways.append(tuple(oi for oi, _ in pick))
+        choices.append(ways)
+    best: tuple[int, ...] = tuple(0 for _ in tiers)
+    for combo in itertools.product(*choices):
+        used: Counter[int] = Counter()
+        for j, c in zip(jobs, combo, strict=True):
+            for oi in c or ():
+                used[oi] += j.resources.nodes
+        if any(
+            offers[oi].capacity is not None and n > offers[oi].capacity  # type: ignore[operator]
+            for oi, n in used.items()
+        ):
+            continue
+        best = max(
+            best,
+            tuple(
+                sum(1 for j, c in zip(jobs, combo, strict=True) if c and j.priority == t)
+                for t in tiers
+            ),
+        )
+    return best
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    gangs=jobs_st(max_jobs=2),
+    services=services_st(),
+    offers=offers_st(max_offers=3),
+    # and neighbourhoods of a few variables, so the search's own moves place the services
+    policy=st.sampled_from(
+        [*POLICIES, Policy(force_optimizer=True, exact_below=0, neighbourhood_size=3)]
+    ),
+)
+def test_tier_counts_with_services_match_brute_force(
+    gangs: list[Job], services: list[Job], offers: list[Offer], policy: Policy
+) -> None:
+    # A service counts through its 0/1 "placed" variable, a gang through its class's
+    # variables; the services' rows (replicas, spread, price cap) must not cost a tier a
+    # job on any path. (The count cutoff itself is checked plan by plan in
+    # test_planner_count.py.)
+    jobs = gangs + services
+    p = plan(Snapshot(jobs=jobs, offers=offers), policy)
+    check_hard_constraints(p, jobs, offers)
+    tiers = sorted({j.priority for j in jobs}, reverse=True)
+    placed = {a.job for a in p.placements}
+    counts = tuple(sum(1 for j in jobs if j.priority == t and j.name in placed) for t in tiers)
+    assert counts == brute_force_counts(jobs, offers)

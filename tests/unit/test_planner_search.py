@@ -324,14 +324,20 @@ def test_the_plan_is_the_same_on_any_number_of_threads(monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize(
-    ("most", "whole"),
+    ("most", "repaired", "solves"),
     [
-        (10_000, True),  # every cluster at once: the LP made whole
-        (24, False),  # large clusters owner by owner, some perhaps not at all
-        (0, False),  # nothing small enough to try: no plan, not a wrong one
+        # every cluster at once (clusters of 8, 27 and 42 free variables): the LP made whole
+        (10_000, True, 3),
+        # the 42-variable cluster is past 5 neighbourhoods of 8: owner by owner (18, 31, 31
+        # free), each with the others' fractions held, and still whole
+        (8, True, 5),
+        # its first owner's 18 free variables are past 5 x 4 as well: it fails, and the retry
+        # together is past 3 x 4: no plan, not a wrong one
+        (4, False, 2),
+        (0, False, 0),  # nothing small enough to try
     ],
 )
-def test_repair_by_cluster(most: int, whole: bool) -> None:
+def test_repair_by_cluster(most: int, repaired: bool, solves: int) -> None:
     import numpy as np
 
     from multicloud.planner.hood import Hood, by_cluster
@@ -349,15 +355,17 @@ def test_repair_by_cluster(most: int, whole: bool) -> None:
     assert sorted(o for c in clusters for o in c) == sorted(split.tolist())
     pools = [set().union(*(hood.pools_of.get(o, set()) for o in c)) for c in clusters]
     assert all(not (a & b) for i, a in enumerate(pools) for b in pools[i + 1 :])
+    freed: list[int] = []
 
     def exact(base: np.ndarray, free: np.ndarray) -> np.ndarray | None:
+        freed.append(int(free.sum()))
         return search.solve_sub(cost, base, free, None, exact=True).x
 
     x = by_cluster(hood, lp, split, cost, exact, most)
-    if whole:
-        assert x is not None
+    assert len(freed) == solves
+    assert all(f <= 5 * most for f in freed)  # no sub-problem past its limit
+    assert (x is not None) == repaired
     if x is not None:
         assert p.feasible(x)
+        assert np.allclose(x, np.round(x))
         assert float(cost @ x) >= low - 1e-6
-    if most == 0:
-        assert x is None
