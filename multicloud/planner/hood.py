@@ -119,6 +119,44 @@ class Hood:
             groups.setdefault(label, []).append(o)
         return list(groups.values())  # in order of their least owner
 
+    def cheaper_with_room(self, objective: FloatArray, limit: int) -> set[int]:
+        """Owners with an option cheaper than what they pay now, with room for it.
+
+        The search's neighbourhoods free the owners where the plan and the LP disagree, and
+        the users of their pools; an owner the LP leaves where it is stays put, even once
+        a move has left room on a pool cheaper for it (found by the brute-force property
+        test: a 1-node job kept on a $2 pool beside 2 spare nodes at $1). An unplaced
+        owner pays nothing, so a count search frees those with an option worth a job.
+
+        Args:
+            objective: Cost per variable.
+            limit: Most variables their neighbourhood frees.
+
+        Returns:
+            Those owners, the largest saving first while their variables stay under
+            ``limit`` (and always the first).
+        """
+        p = self.p
+        dearest = np.full(len(self.sizes), -np.inf)
+        np.maximum.at(dearest, p.owner[self.base_cols], objective[self.base_cols])
+        dearest[np.isinf(dearest)] = 0.0  # unplaced: pays nothing
+        cand = self.room & ~self.base_cols
+        cand[cand] = objective[cand] < dearest[p.owner[cand]] - 1e-9
+        if not cand.any():
+            return set()
+        best = np.full(len(self.sizes), np.inf)
+        np.minimum.at(best, p.owner[cand], objective[cand])
+        owners = np.unique(p.owner[cand])
+        saving = dearest[owners] - best[owners]
+        out: set[int] = set()
+        size = 0
+        for o in owners[np.lexsort((owners, -saving))].tolist():
+            if out and size + int(self.sizes[o]) > limit:
+                continue
+            out.add(o)
+            size += int(self.sizes[o])
+        return out
+
     def reach(self, owners: list[int]) -> BoolArray:
         """Every option of ``owners``, with the users of every pool those may use freed.
 

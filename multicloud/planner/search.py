@@ -309,6 +309,17 @@ class Search(KeptLP):
             cutoff = self._cutoff(best_value)
             offer(self.solve_sub(objective, best, free, best, target=good_enough, cutoff=cutoff).x)
             idle = idle + 1 if best_value >= before else 0
+        if math.isfinite(best_value) and best_value > good_enough and not self.timed_out:
+            # Last, the owners the LP never pointed at that could move somewhere cheaper
+            # with room: a move the rounds made may have left them that room.
+            hood = Hood(p, [best], best, scope)
+            owners = hood.cheaper_with_room(objective, self.settings.max_free)
+            if owners:
+                free = hood.free(owners, owners)
+                cutoff = self._cutoff(best_value)
+                offer(
+                    self.solve_sub(objective, best, free, best, target=good_enough, cutoff=cutoff).x
+                )
         return best
 
     def _cutoff(self, value: float) -> float:

@@ -369,3 +369,30 @@ def test_repair_by_cluster(most: int, repaired: bool, solves: int) -> None:
         assert p.feasible(x)
         assert np.allclose(x, np.round(x))
         assert float(cost @ x) >= low - 1e-6
+
+
+@pytest.mark.parametrize("neighbourhood_size", [1_000, 2])
+def test_a_job_the_lp_leaves_alone_still_moves_into_room_a_move_left(
+    neighbourhood_size: int,
+) -> None:
+    # Found by the brute-force property test. The LP puts 2 of the 3-node gang's nodes
+    # on the $1 pool and the 1-node job on the $2 one; a plan must leave the gang on the
+    # $2 pool (the Azure-only job takes 2 of the 4 nodes), which leaves room for the
+    # 1-node job on the $1 pool. The neighbourhoods the LP points at (the gang, and the
+    # users of its pools) never free the 1-node job: the plan stopped at 16 for 15.
+    jobs = [
+        job("gang", count=4, nodes=3, duration_hours=2.0),
+        job("small", count=4, nodes=1),
+        job("azure-only", count=4, nodes=2, providers=["azure"]),
+    ]
+    offers = [
+        offer("azure", instance_type="t0", count=4, price=1.0, capacity=4),
+        offer("aws", instance_type="t1", count=4, price=2.0),
+    ]
+    p = plan(
+        Snapshot(jobs=jobs, offers=offers, now=NOW),
+        Policy(force_optimizer=True, exact_below=0, neighbourhood_size=neighbourhood_size),
+    )
+    where = {a.job: a.offer.provider for a in p.placements}
+    assert where == {"gang": "aws", "small": "azure", "azure-only": "azure"}
+    assert p.total_cost == pytest.approx(15.0)
