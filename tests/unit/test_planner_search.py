@@ -396,3 +396,50 @@ def test_a_job_the_lp_leaves_alone_still_moves_into_room_a_move_left(
     where = {a.job: a.offer.provider for a in p.placements}
     assert where == {"gang": "aws", "small": "azure", "azure-only": "azure"}
     assert p.total_cost == pytest.approx(15.0)
+
+
+@pytest.mark.parametrize(
+    ("plan_of", "limit"),
+    [
+        ("lp", 10_000),  # every seed fits: all taken
+        ("lp", 60),  # a few rings, later seeds skipped unless already covered
+        ("rounded", 1),  # the first seed always, then only seeds adding nothing
+        ("empty", 100),  # no pool used: each ring is its seed alone
+    ],
+)
+def test_hood_links_and_chunks_match_their_definition(plan_of: str, limit: int) -> None:
+    import numpy as np
+
+    from multicloud.planner.hood import Hood, disagreement
+    from multicloud.planner.problem import FRAC
+    from multicloud.planner.search import Search, Settings
+
+    problem, cost = pools_problem()
+    search = Search(problem(), Settings())
+    p = search.problem
+    lp, _ = search.relax(cost)
+    plan = {"lp": lp, "rounded": np.round(lp), "empty": np.zeros(p.n)}[plan_of]
+    hood = Hood(p, [plan], np.round(plan), None)
+    # The links by definition: owner o uses pool r if some variable of o on r is used.
+    pools_of: dict[int, set[int]] = {}
+    users_of: dict[int, set[int]] = {}
+    for v in range(p.n):
+        if plan[v] > FRAC and p.pool[v] >= 0 and p.owner[v] >= 0:
+            pools_of.setdefault(int(p.owner[v]), set()).add(int(p.pool[v]))
+            users_of.setdefault(int(p.pool[v]), set()).add(int(p.owner[v]))
+    assert hood.pools_of == pools_of
+    assert hood.users_of == users_of
+    # A chunk by definition: seeds in order, each with its ring, while the size allows.
+    seeds = disagreement(p, cost, np.round(lp), lp) or list(range(10))
+    owners: set[int] = set()
+    taken: list[int] = []
+    size = 0
+    for s in seeds:
+        new = hood.ring(np.array([s])) - owners
+        grow = int(hood.sizes[list(new)].sum()) if new else 0
+        if taken and size + grow > limit:
+            continue
+        owners |= new
+        taken.append(s)
+        size += grow
+    assert hood.chunk(seeds, limit) == (owners, taken)
