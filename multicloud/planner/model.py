@@ -123,6 +123,35 @@ def usable_options(planner: Planner, s: Slot) -> list[Opt]:
     return out
 
 
+def usable_by_slot(planner: Planner, slots: list[Slot]) -> dict[int, list[Opt]]:
+    """:func:`usable_options` of every slot, computed once per distinct input.
+
+    Jobs of one shape share their options object, and most share their size and standing
+    too: the result is a function of exactly these (and the capacity left, the same for
+    all slots in one call). Each slot gets its own list, as later steps cut it in place.
+
+    Args:
+        planner: The planner (capacity left, budgets).
+        slots: The slots.
+
+    Returns:
+        Each slot's options in rank order, by slot index.
+    """
+    budgeted = planner.team_left
+    seen: dict[tuple[object, ...], list[Opt]] = {}
+    out: dict[int, list[Opt]] = {}
+    for s in slots:
+        job = s.job
+        gang = job.kind is Kind.TRAINING
+        priced = job.team in budgeted or (not gang and job.max_price_per_hour is not None)
+        key = (id(s.options), s.restricted, s.ceiling, s.nodes, gang, priced)
+        hit = seen.get(key)
+        if hit is None:
+            hit = seen[key] = usable_options(planner, s)
+        out[s.idx] = hit.copy()
+    return out
+
+
 def prune_with_guaranteed_room(
     planner: Planner, usable: dict[int, list[Opt]], slots: list[Slot]
 ) -> None:

@@ -165,20 +165,24 @@ class Assignment:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by ``multicloud plan --json``."""
+        # The properties' arithmetic inlined: a 20,000-job plan encodes this per job.
+        o = self.offer
+        price = self.node_price * self.nodes
+        rofr = self.rofr
         return {
             "job": self.job,
-            "provider": self.offer.provider,
-            "region": self.offer.region,
-            "zone": self.offer.zone,
-            "instance_type": self.offer.instance_type,
-            "accelerator": self.offer.accelerator,
+            "provider": o.provider,
+            "region": o.region,
+            "zone": o.zone,
+            "instance_type": o.instance_type,
+            "accelerator": o.accelerator,
             "nodes": self.nodes,
             "replicas": self.replicas,
             "market": self.market.value,
-            "reservation": self.offer.reservation,
-            "price_per_hour": _money(self.price_per_hour),
-            "cost": _money(self.cost),
-            "rofr": self.rofr.to_dict() if self.rofr else None,
+            "reservation": o.reservation,
+            "price_per_hour": round(price, 4),
+            "cost": round(price * self.duration_hours, 4),
+            "rofr": rofr.to_dict() if rofr else None,
             "reasons": list(self.reasons),
         }
 
