@@ -105,6 +105,7 @@ class Planner(RofrWalk, Explained):
         )
         self.audit: list[AuditEntry] = []
         self._terms_cache: dict[tuple[object, ...], dict[str, object]] = {}
+        self._said = {}
         self._shared: dict[tuple[object, ...], tuple[list[AuditEntry], Slot]] = {}
         self._unlimited: dict[int, bool] = {}
         self._cur: Slot | None = None

@@ -236,16 +236,21 @@ class AuditEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by ``multicloud plan --json`` and ``audit``."""
+        # _money inlined: a 20,000-job plan has a line per job and holder.
+        outside = self.outside_price_per_hour
+        own = self.holder_price_per_hour
+        billed = self.billed_price_per_hour
+        at = self.at
         return {
             "job": self.job,
             "holder": self.holder,
             "terms": dict(self.terms),
-            "outside_price_per_hour": _money(self.outside_price_per_hour),
-            "holder_price_per_hour": _money(self.holder_price_per_hour),
+            "outside_price_per_hour": None if outside is None else round(outside, 4),
+            "holder_price_per_hour": None if own is None else round(own, 4),
             "answer": self.answer,
             "reason": self.reason,
-            "billed_price_per_hour": _money(self.billed_price_per_hour),
-            "at": self.at.isoformat() if self.at else None,
+            "billed_price_per_hour": None if billed is None else round(billed, 4),
+            "at": at.isoformat() if at else None,
             "catalog_version": self.catalog_version,
         }
 
