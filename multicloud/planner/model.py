@@ -337,21 +337,33 @@ def _gang_cuts(model: Model, terms: list[tuple[int, float]], cap: int) -> None:
 def problem_of(model: Model, classes: list[GangClass], services: list[Service]) -> Problem:
     """The model as arrays, with each variable's owner, pool and option rank."""
     n = len(model.lb)
-    owner = np.full(n, -1, dtype=np.int64)
-    rank = np.zeros(n, dtype=np.int64)
+    # Filled as lists, converted once: a numpy assignment per class and per service was
+    # most of this function on a 10,000-job model.
+    owner_of = [-1] * n
+    rank_of = [0] * n
     for k, cls in enumerate(classes):
-        owner[cls.vars] = k
-        rank[cls.vars] = np.arange(len(cls.vars))
+        for r, v in enumerate(cls.vars):
+            owner_of[v] = k
+            rank_of[v] = r
     for k, svc in enumerate(services, start=len(classes)):
-        owner[[*svc.y, svc.placed, *svc.z.values()]] = k
-        rank[svc.y] = np.arange(len(svc.y))
-    pool = np.full(n, -1, dtype=np.int64)
-    use = np.zeros(n)
+        for r, v in enumerate(svc.y):
+            owner_of[v] = k
+            rank_of[v] = r
+        owner_of[svc.placed] = k
+        for v in svc.z.values():
+            owner_of[v] = k
+    pool_of = [-1] * n
+    use_of = [0.0] * n
+    cap_row = model.cap_row
     for v, (oi, nodes) in model.pool.items():
-        row = model.cap_row.get(oi)
+        row = cap_row.get(oi)
         if row is not None:  # a pool that can never fill links nobody
-            pool[v] = row
-            use[v] = nodes
+            pool_of[v] = row
+            use_of[v] = nodes
+    owner = np.array(owner_of, dtype=np.int64)
+    rank = np.array(rank_of, dtype=np.int64)
+    pool = np.array(pool_of, dtype=np.int64)
+    use = np.array(use_of, dtype=np.float64)
     a = coo_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)).tocsc()
     return Problem(
         a=a,

@@ -26,6 +26,8 @@ class RofrWalk(Capacity):
     holders: tuple[str, ...]
     audit: list[AuditEntry]
     _terms_cache: dict[tuple[object, ...], dict[str, object]]
+    _outcomes: dict[tuple[object, ...], RofrOutcome]  # the holder's answers, shared
+    _notes: dict[tuple[str, float | None], str]  # accepted: its reason by holder and P
     # (own, outside) gang prices -> the holder's answer (see _price_answer)
     _said: dict[
         tuple[float, float],
@@ -99,7 +101,6 @@ class RofrWalk(Capacity):
     def _offer_to_holders(self, s: Slot) -> None:
         assert self.rofr is not None
         rofr = self.rofr
-        holders = set(self.holders)
         opts = s.options
         p = self._outside_price(s)
         first: RofrOutcome | None = None
@@ -149,7 +150,11 @@ class RofrWalk(Capacity):
                     catalog_version=self.snap.catalog_version,
                 )
             )
-            outcome = RofrOutcome(holder, answer, reason, p)
+            # immutable, and the same for every job meeting the same prices: kept
+            okey = (holder, answer, reason, p)
+            outcome = self._outcomes.get(okey)
+            if outcome is None:
+                outcome = self._outcomes[okey] = RofrOutcome(holder, answer, reason, p)
             if placed:
                 s.rofr = outcome
                 return
@@ -166,7 +171,9 @@ class RofrWalk(Capacity):
         if outside is None:
             s.unplaced = "declined by every ROFR holder and no outside offer has capacity"
             return
-        self._commit(s, outside, [f"ROFR declined by {', '.join(sorted(holders))}: placed outside"])
+        self._commit(
+            s, outside, [f"ROFR declined by {', '.join(sorted(set(self.holders)))}: placed outside"]
+        )
 
     def _price_answer(
         self, own: float, p: float
@@ -235,5 +242,11 @@ class RofrWalk(Capacity):
             return False
         s.pinned = True
         self.take(s, choice)
-        s.reasons = [via + (f" (outside price ${p:,.2f}/h)" if p is not None else "")]
+        nkey = (holder, p)
+        note = self._notes.get(nkey)
+        if note is None:
+            note = self._notes[nkey] = via + (
+                f" (outside price ${p:,.2f}/h)" if p is not None else ""
+            )
+        s.reasons = [note]
         return True
