@@ -40,12 +40,17 @@ class Capacity:
         cap = self.cap
         nodes = s.nodes
         ceiling = s.ceiling
+        full = False  # noted once, not per full option: the walk's hottest loop
         for opt in s.options.opts if opts is None else opts:
             if ceiling is not None and opt.node_price * nodes >= ceiling - EPS:
                 continue
             c = cap[opt.oi]
             if c is None or c >= nodes:
+                if full:
+                    self._note_contention()
                 return opt
+            full = True
+        if full:
             self._note_contention()
         return None
 
@@ -110,13 +115,19 @@ class Capacity:
         left: dict[int, int | None] = {}
         chosen: dict[int, tuple[Opt, int]] = {}
         firsts: dict[str, Opt] = {}
+        caps = self.cap
+        nodes = s.nodes
+        full = False
         for opt in opts:
             if opt.provider in firsts:
                 continue
-            if self.fits(opt, s.nodes):
+            c = caps[opt.oi]
+            if c is None or c >= nodes:
                 firsts[opt.provider] = opt
             else:
-                self._note_contention()
+                full = True
+        if full:
+            self._note_contention()
         if len(firsts) < spread:
             return None
         picked = sorted(firsts.values(), key=lambda o: (o.rank, o.node_price))[:spread]
@@ -129,15 +140,17 @@ class Capacity:
         for opt in opts:
             if total >= replicas:
                 break
-            c = left[opt.oi] if opt.oi in left else self.cap[opt.oi]
-            room = replicas - total if c is None else min(replicas - total, c // s.nodes)
+            c = left[opt.oi] if opt.oi in left else caps[opt.oi]
+            room = replicas - total if c is None else min(replicas - total, c // nodes)
             if room <= 0:
-                self._note_contention()
+                full = True
                 continue
             prev = chosen.get(opt.oi, (opt, 0))[1]
             chosen[opt.oi] = (opt, prev + room)
             left[opt.oi] = None if c is None else c - room * s.nodes
             total += room
+        if full:
+            self._note_contention()
         if total < replicas:
             return None
         out = [(opt, n, opt.node_price) for opt, n in chosen.values()]

@@ -105,6 +105,9 @@ class Planner(RofrWalk, Explained):
         )
         self.audit: list[AuditEntry] = []
         self._terms_cache: dict[tuple[object, ...], dict[str, object]] = {}
+        self._said = {}
+        self._outcomes = {}
+        self._notes = {}
         self._shared: dict[tuple[object, ...], tuple[list[AuditEntry], Slot]] = {}
         self._unlimited: dict[int, bool] = {}
         self._cur: Slot | None = None

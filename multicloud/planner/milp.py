@@ -26,7 +26,7 @@ from multicloud.planner.model import (
     encode,
     problem_of,
     prune_with_guaranteed_room,
-    usable_options,
+    usable_by_slot,
 )
 from multicloud.planner.options import Opt
 from multicloud.planner.parallel import Clock as _Clock
@@ -74,7 +74,7 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
     for s in free:
         if s.chosen:
             planner.release(s)
-    usable = {s.idx: usable_options(planner, s) for s in free}
+    usable = usable_by_slot(planner, free)
     _keep_walk(usable, free, greedy)
     force = planner.policy.force_optimizer
     jobs = variables = work = 0

@@ -123,6 +123,35 @@ def usable_options(planner: Planner, s: Slot) -> list[Opt]:
     return out
 
 
+def usable_by_slot(planner: Planner, slots: list[Slot]) -> dict[int, list[Opt]]:
+    """:func:`usable_options` of every slot, computed once per distinct input.
+
+    Jobs of one shape share their options object, and most share their size and standing
+    too: the result is a function of exactly these (and the capacity left, the same for
+    all slots in one call). Each slot gets its own list, as later steps cut it in place.
+
+    Args:
+        planner: The planner (capacity left, budgets).
+        slots: The slots.
+
+    Returns:
+        Each slot's options in rank order, by slot index.
+    """
+    budgeted = planner.team_left
+    seen: dict[tuple[object, ...], list[Opt]] = {}
+    out: dict[int, list[Opt]] = {}
+    for s in slots:
+        job = s.job
+        gang = job.kind is Kind.TRAINING
+        priced = job.team in budgeted or (not gang and job.max_price_per_hour is not None)
+        key = (id(s.options), s.restricted, s.ceiling, s.nodes, gang, priced)
+        hit = seen.get(key)
+        if hit is None:
+            hit = seen[key] = usable_options(planner, s)
+        out[s.idx] = hit.copy()
+    return out
+
+
 def prune_with_guaranteed_room(
     planner: Planner, usable: dict[int, list[Opt]], slots: list[Slot]
 ) -> None:
@@ -308,21 +337,33 @@ def _gang_cuts(model: Model, terms: list[tuple[int, float]], cap: int) -> None:
 def problem_of(model: Model, classes: list[GangClass], services: list[Service]) -> Problem:
     """The model as arrays, with each variable's owner, pool and option rank."""
     n = len(model.lb)
-    owner = np.full(n, -1, dtype=np.int64)
-    rank = np.zeros(n, dtype=np.int64)
+    # Filled as lists, converted once: a numpy assignment per class and per service was
+    # most of this function on a 10,000-job model.
+    owner_of = [-1] * n
+    rank_of = [0] * n
     for k, cls in enumerate(classes):
-        owner[cls.vars] = k
-        rank[cls.vars] = np.arange(len(cls.vars))
+        for r, v in enumerate(cls.vars):
+            owner_of[v] = k
+            rank_of[v] = r
     for k, svc in enumerate(services, start=len(classes)):
-        owner[[*svc.y, svc.placed, *svc.z.values()]] = k
-        rank[svc.y] = np.arange(len(svc.y))
-    pool = np.full(n, -1, dtype=np.int64)
-    use = np.zeros(n)
+        for r, v in enumerate(svc.y):
+            owner_of[v] = k
+            rank_of[v] = r
+        owner_of[svc.placed] = k
+        for v in svc.z.values():
+            owner_of[v] = k
+    pool_of = [-1] * n
+    use_of = [0.0] * n
+    cap_row = model.cap_row
     for v, (oi, nodes) in model.pool.items():
-        row = model.cap_row.get(oi)
+        row = cap_row.get(oi)
         if row is not None:  # a pool that can never fill links nobody
-            pool[v] = row
-            use[v] = nodes
+            pool_of[v] = row
+            use_of[v] = nodes
+    owner = np.array(owner_of, dtype=np.int64)
+    rank = np.array(rank_of, dtype=np.int64)
+    pool = np.array(pool_of, dtype=np.int64)
+    use = np.array(use_of, dtype=np.float64)
     a = coo_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)).tocsc()
     return Problem(
         a=a,

@@ -26,6 +26,13 @@ class RofrWalk(Capacity):
     holders: tuple[str, ...]
     audit: list[AuditEntry]
     _terms_cache: dict[tuple[object, ...], dict[str, object]]
+    _outcomes: dict[tuple[object, ...], RofrOutcome]  # the holder's answers, shared
+    _notes: dict[tuple[str, float | None], str]  # accepted: its reason by holder and P
+    # (own, outside) gang prices -> the holder's answer (see _price_answer)
+    _said: dict[
+        tuple[float, float],
+        tuple[Literal["accepted", "declined"], float | None, str, float | None],
+    ]
 
     def _walk(self, s: Slot) -> None:
         rofr = self.rofr
@@ -94,7 +101,6 @@ class RofrWalk(Capacity):
     def _offer_to_holders(self, s: Slot) -> None:
         assert self.rofr is not None
         rofr = self.rofr
-        holders = set(self.holders)
         opts = s.options
         p = self._outside_price(s)
         first: RofrOutcome | None = None
@@ -115,25 +121,15 @@ class RofrWalk(Capacity):
                     reason = f"constraint: {why}"
             elif p is None:
                 answer, billed, reason = "accepted", own, "accepted: no outside offer"
-            elif rofr.match:
-                billed = min(own, p)
-                answer = "accepted"
-                reason = (
-                    f"matched outside price ${p:,.2f}/h"
-                    if own > p + EPS
-                    else f"own price ${own:,.2f}/h ≤ outside ${p:,.2f}/h"
-                )
-            elif own <= p * (1 + rofr.tolerance) + EPS:
-                answer, billed = "accepted", own
-                reason = (
-                    f"own price ${own:,.2f}/h within {rofr.tolerance:.0%} of outside ${p:,.2f}/h"
-                )
             else:
-                reason = f"price: own ${own:,.2f}/h > outside ${p:,.2f}/h" + (
-                    f" + {rofr.tolerance:.0%}" if rofr.tolerance else ""
-                )
-                limit = own / (1 + rofr.tolerance)
-                ceiling = limit if ceiling is None else min(ceiling, limit)
+                # A function of the two prices alone, and few prices recur: the answers
+                # are kept, not formatted again for every job.
+                said = self._said.get((own, p))
+                if said is None:
+                    said = self._said[(own, p)] = self._price_answer(own, p)
+                answer, billed, reason, limit = said
+                if limit is not None:
+                    ceiling = limit if ceiling is None else min(ceiling, limit)
             placed = False
             if answer == "accepted" and hopt is not None and billed is not None:
                 placed = self._accept(s, holder, hopt, billed, p)
@@ -154,7 +150,11 @@ class RofrWalk(Capacity):
                     catalog_version=self.snap.catalog_version,
                 )
             )
-            outcome = RofrOutcome(holder, answer, reason, p)
+            # immutable, and the same for every job meeting the same prices: kept
+            okey = (holder, answer, reason, p)
+            outcome = self._outcomes.get(okey)
+            if outcome is None:
+                outcome = self._outcomes[okey] = RofrOutcome(holder, answer, reason, p)
             if placed:
                 s.rofr = outcome
                 return
@@ -171,7 +171,35 @@ class RofrWalk(Capacity):
         if outside is None:
             s.unplaced = "declined by every ROFR holder and no outside offer has capacity"
             return
-        self._commit(s, outside, [f"ROFR declined by {', '.join(sorted(holders))}: placed outside"])
+        self._commit(
+            s, outside, [f"ROFR declined by {', '.join(sorted(set(self.holders)))}: placed outside"]
+        )
+
+    def _price_answer(
+        self, own: float, p: float
+    ) -> tuple[Literal["accepted", "declined"], float | None, str, float | None]:
+        """A holder's answer to outside price ``p`` at its own gang price ``own``.
+
+        Returns:
+            The answer, the billed gang price (None when declined), the reason, and when
+            declined on price the gang price below which the holder would decline too.
+        """
+        assert self.rofr is not None
+        rofr = self.rofr
+        if rofr.match:
+            reason = (
+                f"matched outside price ${p:,.2f}/h"
+                if own > p + EPS
+                else f"own price ${own:,.2f}/h ≤ outside ${p:,.2f}/h"
+            )
+            return "accepted", min(own, p), reason, None
+        if own <= p * (1 + rofr.tolerance) + EPS:
+            reason = f"own price ${own:,.2f}/h within {rofr.tolerance:.0%} of outside ${p:,.2f}/h"
+            return "accepted", own, reason, None
+        reason = f"price: own ${own:,.2f}/h > outside ${p:,.2f}/h" + (
+            f" + {rofr.tolerance:.0%}" if rofr.tolerance else ""
+        )
+        return "declined", None, reason, own / (1 + rofr.tolerance)
 
     def _outside_price(self, s: Slot) -> float | None:
         """The outside price P: cheapest new capacity from non-holders, given capacity left.
@@ -214,5 +242,11 @@ class RofrWalk(Capacity):
             return False
         s.pinned = True
         self.take(s, choice)
-        s.reasons = [via + (f" (outside price ${p:,.2f}/h)" if p is not None else "")]
+        nkey = (holder, p)
+        note = self._notes.get(nkey)
+        if note is None:
+            note = self._notes[nkey] = via + (
+                f" (outside price ${p:,.2f}/h)" if p is not None else ""
+            )
+        s.reasons = [note]
         return True

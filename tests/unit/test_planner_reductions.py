@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,7 +22,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from multicloud.models import Budget, Contracts, Job
 from multicloud.planner import Plan, Policy, Snapshot, plan
 from multicloud.planner import milp as optimiser
-from multicloud.planner.model import build, problem_of
+from multicloud.planner.model import build, problem_of, usable_by_slot, usable_options
 from multicloud.planner.options import Opt
 from multicloud.planner.slot import Slot
 from multicloud.provider import Offer
@@ -93,7 +93,11 @@ def component_optima(
         m.setattr(optimiser, "_solve", solve)
         m.setattr(optimiser, "_unlinked", lambda *args: False)
         if full:
-            m.setattr(optimiser, "usable_options", every_option)
+            m.setattr(
+                optimiser,
+                "usable_by_slot",
+                lambda planner, slots: {s.idx: every_option(planner, s) for s in slots},
+            )
             m.setattr(optimiser, "prune_with_guaranteed_room", lambda *args: None)
         plan(snap, Policy(force_optimizer=True))
     return counts, cost
@@ -329,3 +333,28 @@ def test_a_proof_from_a_start_reaches_the_optimum(
     plan(snap, Policy(force_optimizer=True, prove=True, mip_rel_gap=1e-9))
     assert +counts == +want_counts
     assert cost == pytest.approx(want_cost, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_usable_options_per_distinct_slot_as_per_slot(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Copies of each job share its options object: the cached options must be each
+    # slot's own, and a list of its own (the guaranteed-room pruning cuts them in place).
+    case = random_case(seed)
+    jobs = [j.model_copy(update={"name": f"{j.name}-{k}"}) for j in case.jobs for k in range(3)]
+    snap = snapshot(replace(case, jobs=jobs))
+    calls = 0
+
+    def checked(planner: Any, slots: list[Slot]) -> dict[int, list[Opt]]:
+        nonlocal calls
+        calls += 1
+        got = usable_by_slot(planner, slots)
+        assert got == {s.idx: usable_options(planner, s) for s in slots}
+        assert len({id(opts) for opts in got.values()}) == len(got)
+        return got
+
+    with monkeypatch.context() as m:
+        m.setattr(optimiser, "usable_by_slot", checked)
+        plan(snap, Policy(force_optimizer=True))
+    assert calls == 1
