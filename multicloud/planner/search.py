@@ -309,9 +309,13 @@ class Search(KeptLP):
             cutoff = self._cutoff(best_value)
             offer(self.solve_sub(objective, best, free, best, target=good_enough, cutoff=cutoff).x)
             idle = idle + 1 if best_value >= before else 0
-        if math.isfinite(best_value) and best_value > good_enough and not self.timed_out:
+        last = math.isfinite(best_value) and best_value > good_enough and not self.timed_out
+        if last and self.settings.count_tie <= 0:
             # Last, the owners the LP never pointed at that could move somewhere cheaper
-            # with room: a move the rounds made may have left them that room.
+            # with room: a move the rounds made may have left them that room. Cost
+            # searches only: in a count search every unplaced job with room is such an
+            # owner, and their neighbourhoods ran to the node limit hunting for a job more
+            # (the 20,000-job file's count stage 5.9 -> 13.9 s).
             hood = Hood(p, [best], best, scope)
             owners = hood.cheaper_with_room(objective, self.settings.max_free)
             if owners:
