@@ -12,7 +12,7 @@ import pytest
 from scipy.sparse import csc_array
 
 from multicloud.models import Budget, Contracts
-from multicloud.planner import Policy, Snapshot, plan
+from multicloud.planner import Policy, Snapshot, count, plan
 from multicloud.planner.count import COUNT_GAP, TIE, _widen
 from multicloud.planner.problem import Problem
 from multicloud.planner.search import Search, Settings
@@ -261,3 +261,57 @@ def test_the_count_cutoff_holds_with_a_higher_tier_held_by_its_row(
         mine = x[~higher].sum()
         for y in meet:
             assert (float(objective @ y) <= cutoff) == (y[~higher].sum() > mine)
+
+
+@pytest.mark.parametrize(("sizes", "caps"), CASES)
+def test_a_fresh_lp_with_lower_tiers_held_gives_the_same_bound(
+    sizes: list[int], caps: list[int]
+) -> None:
+    problem, price = gangs_problem(sizes, caps, 0)
+    pools = len(caps)
+    high = np.arange(problem.n) < (len(sizes) // 2) * pools  # the first gangs: the upper tier
+    objective = np.where(high, count_objective(price, problem), 0.0)
+    _, want = Search(problem, Settings()).relax(objective)
+    search = Search(problem, Settings())
+    search.relax(count_objective(price, problem))  # a basis from another objective
+    search.restart()
+    lp, value = search.relax(objective, None, np.nonzero(~high)[0])
+    assert value == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert not lp[~high].any()
+    assert (problem.ub == 1.0).all()  # the held bounds are restored
+    # and the kept LP with them: the lower tier's count as a fresh LP finds it
+    low = np.where(high, 0.0, count_objective(price, problem))
+    _, again = search.relax(low)
+    _, fresh = Search(gangs_problem(sizes, caps, 0)[0], Settings()).relax(low)
+    assert again == pytest.approx(fresh, rel=1e-9, abs=1e-9)
+
+
+# CASES[1]: the queue walk's plan places every job its tiers can, so no count LP is run.
+@pytest.mark.parametrize(("sizes", "caps"), CASES[:1] + CASES[2:])
+def test_fresh_tier_lps_count_every_tier_as_before(
+    sizes: list[int], caps: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    providers = ["aws", "gcp", "azure"]
+    offers = [
+        offer(providers[k], instance_type=f"t{k}", accelerator="A100", price=10 + k, capacity=c)
+        for k, c in enumerate(caps)
+    ]
+    # Alternate tiers, so each tier's LP has a lower tier to hold.
+    jobs = [
+        job(f"g{i}", accelerator="A100", nodes=size, priority=i % 2) for i, size in enumerate(sizes)
+    ]
+    snap = Snapshot(jobs=jobs, offers=offers, contracts=Contracts())
+
+    def tiers(p: object) -> dict[int, int]:
+        placed = {a.job for a in p.placements}  # type: ignore[attr-defined]
+        return {t: sum(1 for j in jobs if j.priority == t and j.name in placed) for t in (0, 1)}
+
+    warm = plan(snap, Policy(force_optimizer=True, prove=True))
+    monkeypatch.setattr(count, "FRESH", -1)  # every tier's LP from scratch, lower tiers held
+    restarts: list[int] = []
+    restart = Search.restart
+    monkeypatch.setattr(Search, "restart", lambda self: restarts.append(1) or restart(self))
+    fresh = plan(snap, Policy(force_optimizer=True, prove=True))
+    assert restarts
+    assert warm.stats.counts_optimal and fresh.stats.counts_optimal
+    assert tiers(fresh) == tiers(warm)
