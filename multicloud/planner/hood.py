@@ -131,13 +131,14 @@ class Hood:
         return list(groups.values())  # in order of their least owner
 
     def cheaper_with_room(self, objective: FloatArray, limit: int) -> set[int]:
-        """Owners with an option cheaper than what they pay now, with room for it.
+        """Owners with an option cheaper than the dearest they use, with room for it.
 
         The search's neighbourhoods free the owners where the plan and the LP disagree, and
         the users of their pools; an owner the LP leaves where it is stays put, even once
         a move has left room on a pool cheaper for it (found by the brute-force property
-        test: a 1-node job kept on a $2 pool beside 2 spare nodes at $1). An unplaced
-        owner pays nothing, so a count search frees those with an option worth a job.
+        test: a 1-node job kept on a $2 pool beside 2 spare nodes at $1). For cost
+        searches: only options count, not a service's "placed" or spread flags, which
+        cost nothing and draw on no pool.
 
         Args:
             objective: Cost per variable.
@@ -148,10 +149,12 @@ class Hood:
             ``limit`` (and always the first).
         """
         p = self.p
+        option = self.ok if p.option is None else p.option & self.ok
+        used = self.base_cols & option
         dearest = np.full(len(self.sizes), -np.inf)
-        np.maximum.at(dearest, p.owner[self.base_cols], objective[self.base_cols])
+        np.maximum.at(dearest, p.owner[used], objective[used])
         dearest[np.isinf(dearest)] = 0.0  # unplaced: pays nothing
-        cand = self.room & ~self.base_cols
+        cand = self.room & option & ~self.base_cols
         cand[cand] = objective[cand] < dearest[p.owner[cand]] - 1e-9
         if not cand.any():
             return set()

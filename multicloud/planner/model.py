@@ -364,6 +364,8 @@ def problem_of(model: Model, classes: list[GangClass], services: list[Service]) 
     rank = np.array(rank_of, dtype=np.int64)
     pool = np.array(pool_of, dtype=np.int64)
     use = np.array(use_of, dtype=np.float64)
+    option = np.zeros(n, dtype=np.bool_)
+    option[list(model.pool)] = True  # every option of a class or a service, and only those
     a = coo_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)).tocsc()
     return Problem(
         a=a,
@@ -375,6 +377,7 @@ def problem_of(model: Model, classes: list[GangClass], services: list[Service]) 
         pool=pool,
         use=use,
         rank=rank,
+        option=option,
     )
 
 

@@ -35,6 +35,8 @@ class Problem:
         use: Nodes one unit of a variable takes from its pool.
         rank: Order of a variable among its owner's options (0: cheapest), for the first
             LP of a large model.
+        option: Which variables are a job's options (not a service's "placed" or spread
+            flags); None: every variable.
     """
 
     a: Any
@@ -46,6 +48,7 @@ class Problem:
     pool: IntArray
     use: FloatArray
     rank: IntArray
+    option: BoolArray | None = None
 
     @property
     def n(self) -> int:
@@ -181,4 +184,3 @@ def highs(
         kinds,
     )
     return h
-

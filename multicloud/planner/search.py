@@ -14,7 +14,8 @@ options. So instead of a general branch-and-bound over the whole model, the sear
    or dropped, then, failing that, every job on their pools free.
 3. **Improves.** Neighbourhoods around the plan at hand are re-solved exactly: the jobs
    where it and the LP disagree, then also every job on the pools those use, growing one
-   ring of pools per round.
+   ring of pools per round; last (cost searches), the jobs that could move to a cheaper
+   option with room, which the LP may never point at.
 4. **Proves** (only when asked): the whole model, warm-started from the best plan.
 
 Every limit is deterministic work (branch-and-bound nodes per sub-problem, rounds,

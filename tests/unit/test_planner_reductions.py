@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from multicloud.models import Budget, Contracts, Job
+from multicloud.models import Budget, Contracts, Job, Kind
 from multicloud.planner import Plan, Policy, Snapshot, plan
 from multicloud.planner import milp as optimiser
 from multicloud.planner.model import build, problem_of, usable_by_slot, usable_options
@@ -341,8 +341,23 @@ def test_usable_options_per_distinct_slot_as_per_slot(
 ) -> None:
     # Copies of each job share its options object: the cached options must be each
     # slot's own, and a list of its own (the guaranteed-room pruning cuts them in place).
+    # The copies differ in what else the options depend on: a budgeted team or not, a
+    # gang's size, a service's price cap (and their ROFR standing follows the walk).
     case = random_case(seed)
-    jobs = [j.model_copy(update={"name": f"{j.name}-{k}"}) for j in case.jobs for k in range(3)]
+
+    def variant(j: Job, k: int) -> Job:
+        update: dict[str, Any] = {"name": f"{j.name}-{k}"}
+        if k == 1:
+            update["team"] = None if j.team == "r" else "r"
+        elif k == 2 and j.kind is Kind.TRAINING:
+            update["resources"] = j.resources.model_copy(
+                update={"nodes": j.resources.nodes % 3 + 1}
+            )
+        elif k == 2:
+            update["max_price_per_hour"] = None if j.max_price_per_hour else 45.0
+        return j.model_copy(update=update)
+
+    jobs = [variant(j, k) for j in case.jobs for k in range(3)]
     snap = snapshot(replace(case, jobs=jobs))
     calls = 0
 

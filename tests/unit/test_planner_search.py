@@ -371,9 +371,19 @@ def test_repair_by_cluster(most: int, repaired: bool, solves: int) -> None:
         assert float(cost @ x) >= low - 1e-6
 
 
-@pytest.mark.parametrize("neighbourhood_size", [1_000, 2])
+@pytest.mark.parametrize(
+    ("neighbourhood_size", "service", "cost"),
+    [
+        (1_000, False, 15.0),
+        (2, False, 15.0),
+        # A placed service's spread flag for a provider it does not use costs nothing and
+        # draws on no pool: it is not an option with room, and must not take the one
+        # small neighbourhood from the job that can save (the plan stayed at 18).
+        (2, True, 17.0),
+    ],
+)
 def test_a_job_the_lp_leaves_alone_still_moves_into_room_a_move_left(
-    neighbourhood_size: int,
+    neighbourhood_size: int, service: bool, cost: float
 ) -> None:
     # Found by the brute-force property test. The LP puts 2 of the 3-node gang's nodes
     # on the $1 pool and the 1-node job on the $2 one; a plan must leave the gang on the
@@ -387,15 +397,22 @@ def test_a_job_the_lp_leaves_alone_still_moves_into_room_a_move_left(
     ]
     offers = [
         offer("azure", instance_type="t0", count=4, price=1.0, capacity=4),
-        offer("aws", instance_type="t1", count=4, price=2.0),
+        offer("aws", instance_type="t1", count=4, price=2.0, capacity=10 if service else None),
     ]
+    want = {"gang": "aws", "small": "azure", "azure-only": "azure"}
+    if service:
+        serving = {"replicas": 1, "spread": 1}
+        jobs.insert(
+            0, job("svc", kind="inference", count=4, providers=["aws", "gcp"], serving=serving)
+        )
+        offers.append(offer("gcp", instance_type="t2", count=4, price=3.0))
+        want["svc"] = "aws"
     p = plan(
         Snapshot(jobs=jobs, offers=offers, now=NOW),
         Policy(force_optimizer=True, exact_below=0, neighbourhood_size=neighbourhood_size),
     )
-    where = {a.job: a.offer.provider for a in p.placements}
-    assert where == {"gang": "aws", "small": "azure", "azure-only": "azure"}
-    assert p.total_cost == pytest.approx(15.0)
+    assert {a.job: a.offer.provider for a in p.placements} == want
+    assert p.total_cost == pytest.approx(cost)
 
 
 @pytest.mark.parametrize(
