@@ -319,7 +319,8 @@ def only(part: str, quick: bool, previous: Path) -> dict[str, Any]:
     # records its own.
     here = machine()
     if part == "fast_path":
-        out["fast_path"] = {**fast_path(20_000 if quick else 100_000), "machine": here}
+        got = fast_path(20_000 if quick else 100_000)
+        out["fast_path"] = {**got, "machine": here, "load": [load_before, os.getloadavg()]}
         targets["fast_path_decisions_per_s>=50000"] = out["fast_path"]["decisions_per_s"] >= 50_000
         return out
     if part == "plan_file":
