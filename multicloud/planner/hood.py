@@ -15,6 +15,7 @@ _REACH = 6  # cheapest options of a failed repair's owners whose pools are freed
 _CLUSTER_NEIGHBOURHOODS = 5  # largest cluster repaired at once, in neighbourhood sizes
 _RETRY_NEIGHBOURHOODS = 3  # largest retried repair, in neighbourhood sizes
 _FILLERS = 200  # cheapest options with room a retried repair may meet counts with
+_COUNT_NEIGHBOURHOODS = 20  # largest final repair of the counts, in neighbourhood sizes
 
 
 def disagreement(p: Problem, objective: FloatArray, plan: FloatArray, lp: FloatArray) -> list[int]:
@@ -238,18 +239,22 @@ def by_cluster(
     lp: FloatArray,
     split: IntArray,
     objective: FloatArray,
-    solve: Callable[[FloatArray, BoolArray], FloatArray | None],
+    solve: Callable[[FloatArray, BoolArray, int | None], FloatArray | None],
     most: int,
 ) -> FloatArray | None:
     """Make the LP whole one cluster of split owners at a time.
 
     Split owners sharing a pool are one cluster; each is re-solved with its ring of owners
     free and every other variable held at its value so far, the fractions of the clusters
-    not yet done included (so every row, the held counts too, stays met). Each sub-problem
-    is a few hundred to a few thousand variables, where the ring of every split owner at
-    once is tens of thousands, whose root alone took seconds (10,000-job synthetic seed 3:
-    28,759 variables, 8 s; by clusters 17 sub-problems, 1.8 s, the plan 0.02 % above the
-    LP). Clusters that fail are retried together, on wider neighbourhoods.
+    not yet done included (so every capacity row stays met). Each sub-problem is a few
+    hundred to a few thousand variables, where the ring of every split owner at once is
+    tens of thousands, whose root alone took seconds (10,000-job synthetic seed 3: 28,759
+    variables, 8 s; by clusters 17 sub-problems, 1.8 s, the plan 0.02 % above the LP).
+    Clusters that fail are retried together, on wider neighbourhoods. A sub-problem that
+    cannot meet a count row (whole jobs rarely fit in pools the held fractions fill in
+    part: 10,000-job trace seed 7, 25 of the 46 owners of its largest cluster, and the
+    repair with them) need only keep the whole jobs its owners gave the row, failing that
+    one less; the rows are met last, on the room left then.
 
     Args:
         hood: Neighbourhoods of the LP solution.
@@ -257,7 +262,8 @@ def by_cluster(
         split: Owners the LP splits.
         objective: Cost per variable.
         solve: The sub-problem with the variables outside a mask held at a base, exactly
-            (fractions kept); returns the plan or None.
+            (fractions kept), and the jobs a count row may fall short by (see
+            ``Search.solve_sub``; None: every row met); returns the plan or None.
         most: Variables of a neighbourhood (the retry may free a few times that).
 
     Returns:
@@ -273,7 +279,10 @@ def by_cluster(
         if int(free.sum()) > _CLUSTER_NEIGHBOURHOODS * most:
             parts = [([o], hood.free(hood.ring(np.array([o])), {o})) for o in cluster]
         for owners, mask in parts:
-            got = solve(x, mask) if int(mask.sum()) <= _CLUSTER_NEIGHBOURHOODS * most else None
+            got = None
+            if int(mask.sum()) <= _CLUSTER_NEIGHBOURHOODS * most:
+                for short in (None, 0, 1):
+                    got = solve(x, mask, short) if got is None else got
             if got is None:
                 failed.extend(owners)
             else:
@@ -290,5 +299,20 @@ def by_cluster(
         out = None
         for free in (hood.free(wider, set(failed)) | fill, hood.reach(failed) | fill):
             if out is None and int(free.sum()) <= _RETRY_NEIGHBOURHOODS * most:
-                out = solve(x, free)
+                out = solve(x, free, 0)
+    if out is not None and not hood.p.feasible(out):
+        # The repairs kept the whole jobs each count row had, some a job less (whole jobs
+        # do not fit in pools the held fractions fill in part); the rows are met last with
+        # the split and dropped owners and their rings free, on the room left now (10,000-
+        # job trace seed 7: 16,720 variables, 6 s, 602,583 where the rounds from the count
+        # stage's plan reached 604,539 in 9 s; the LP 602,538).
+        p = hood.p
+        placed = np.zeros(len(hood.sizes), dtype=np.bool_)
+        placed[p.owner[(out > FRAC) & (p.owner >= 0)]] = True
+        was = np.zeros(len(hood.sizes), dtype=np.bool_)
+        was[p.owner[(lp > FRAC) & (p.owner >= 0)]] = True
+        owners = sorted({int(o) for o in split} | set(np.nonzero(was & ~placed)[0].tolist()))
+        now = Hood(p, [out], out, None)
+        m = now.fillers(objective, owners) | now.free(now.ring(np.array(owners)), set(owners))
+        out = solve(out, m, None) if int(m.sum()) <= _COUNT_NEIGHBOURHOODS * most else None
     return out if out is not None and hood.p.feasible(out) else None

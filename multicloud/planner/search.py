@@ -98,6 +98,7 @@ class Search(KeptLP):
         cutoff: float = _INF,
         proof: bool = False,
         exact: bool = False,
+        short: int | None = None,
     ) -> Outcome:
         """Solve the integer program with every variable outside ``free`` fixed at ``base``.
 
@@ -115,6 +116,9 @@ class Search(KeptLP):
             proof: Optimality will be claimed (no neighbourhood): no presolve with a start.
             exact: Fix the variables outside ``free`` at ``base`` as it is, fractions
                 included (a repair of part of an LP solution); else rounded.
+            short: With ``exact``, each count row (a lower bound only) need only keep the
+                whole jobs the freed variables give it in ``base``, less this many
+                (None: every row met).
 
         Returns:
             The whole plan (None if none was found), whether the sub-problem was solved
@@ -136,11 +140,20 @@ class Search(KeptLP):
             return Outcome(None, False, _INF)
         sub = csc_array(csr_array(sub)[rows])
         lo, hi = bounds if bounds is not None else (np.zeros(p.n), p.ub)
+        need = p.row_lb[rows] - act[rows]
+        if exact and short is not None:
+            # Whole jobs on pools the held fractions fill in part may fall short of a count
+            # row: the freed variables keep the whole jobs they gave it, less ``short``
+            # (the repair meets the rest once no fraction is held).
+            counted = (p.row_lb[rows] > 0) & np.isinf(p.row_ub[rows])
+            behind = np.maximum(p.row_lb[rows] - (p.a @ base)[rows], 0.0)  # short already
+            low = np.maximum(np.floor(need - behind + 1e-6) - short, 0.0)
+            need = np.where(counted, low, need)
         h = highs(
             sub,
             objective[cols],
             hi[cols],
-            p.row_lb[rows] - act[rows],
+            need,
             p.row_ub[rows] - act[rows],
             p.integral[cols],
             lo[cols],
@@ -265,8 +278,10 @@ class Search(KeptLP):
                 ).x
             if got is None and scope is None:
 
-                def exact(base: FloatArray, free: BoolArray) -> FloatArray | None:
-                    return self.solve_sub(objective, base, free, None, exact=True).x
+                def exact(
+                    base: FloatArray, free: BoolArray, short: int | None
+                ) -> FloatArray | None:
+                    return self.solve_sub(objective, base, free, None, exact=True, short=short).x
 
                 got = by_cluster(hood, lp, split, objective, exact, self.settings.max_free)
             elif got is None:

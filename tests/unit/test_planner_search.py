@@ -357,9 +357,9 @@ def test_repair_by_cluster(most: int, repaired: bool, solves: int) -> None:
     assert all(not (a & b) for i, a in enumerate(pools) for b in pools[i + 1 :])
     freed: list[int] = []
 
-    def exact(base: np.ndarray, free: np.ndarray) -> np.ndarray | None:
+    def exact(base: np.ndarray, free: np.ndarray, short: int | None) -> np.ndarray | None:
         freed.append(int(free.sum()))
-        return search.solve_sub(cost, base, free, None, exact=True).x
+        return search.solve_sub(cost, base, free, None, exact=True, short=short).x
 
     x = by_cluster(hood, lp, split, cost, exact, most)
     assert len(freed) == solves
@@ -369,6 +369,48 @@ def test_repair_by_cluster(most: int, repaired: bool, solves: int) -> None:
         assert p.feasible(x)
         assert np.allclose(x, np.round(x))
         assert float(cost @ x) >= low - 1e-6
+
+
+def test_repair_by_cluster_meets_a_count_a_held_fraction_left_fractional() -> None:
+    # Two 2-node jobs half on full 1-node pools (P, Q) meet a count of one between them;
+    # a third job fits on R at $5. Each cluster's sub-problem, the other's half held, was
+    # asked for half a job: infeasible. Now each keeps the whole jobs it gave the count
+    # (none) and a last sub-problem meets the count where there is room.
+    import numpy as np
+    from scipy.sparse import csc_array
+
+    from multicloud.planner.hood import Hood, by_cluster
+    from multicloud.planner.problem import Problem
+    from multicloud.planner.search import Search, Settings
+
+    a = csc_array(np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0]]))
+    p = Problem(
+        a=a,
+        row_lb=np.array([-np.inf, -np.inf, -np.inf, 1.0]),
+        row_ub=np.array([1.0, 1.0, 1.0, np.inf]),
+        ub=np.ones(3),
+        integral=np.ones(3, dtype=np.bool_),
+        owner=np.array([0, 1, 2]),
+        pool=np.array([0, 1, 2]),
+        use=np.array([2.0, 2.0, 1.0]),
+        rank=np.zeros(3, dtype=np.int64),
+    )
+    cost = np.array([1.0, 1.0, 5.0])
+    lp = np.array([0.5, 0.5, 0.0])
+    search = Search(p, Settings())
+    found: list[bool] = []
+
+    def exact(base: np.ndarray, free: np.ndarray, short: int | None) -> np.ndarray | None:
+        x = search.solve_sub(cost, base, free, None, exact=True, short=short).x
+        found.append(x is not None)
+        return x
+
+    x = by_cluster(Hood(p, [lp], np.round(lp), None), lp, np.array([0, 1]), cost, exact, 10)
+    # each cluster meeting the count fails, then keeping its whole jobs (none) does; then
+    # the count is met
+    assert found == [False, True, False, True, True]
+    assert x is not None and p.feasible(x)
+    assert x.tolist() == [0.0, 0.0, 1.0]
 
 
 @pytest.mark.parametrize(
