@@ -137,9 +137,11 @@ class Hood:
         The search's neighbourhoods free the owners where the plan and the LP disagree, and
         the users of their pools; an owner the LP leaves where it is stays put, even once
         a move has left room on a pool cheaper for it (found by the brute-force property
-        test: a 1-node job kept on a $2 pool beside 2 spare nodes at $1). For cost
-        searches: only options count, not a service's "placed" or spread flags, which
-        cost nothing and draw on no pool.
+        test: a 1-node job kept on a $2 pool beside 2 spare nodes at $1). Only options
+        count, not a service's "placed" or spread flags, which cost nothing and draw on no
+        pool. An unplaced owner pays nothing: in a count search, a gang class none of
+        whose jobs is placed is such an owner where one of its options has room (a class
+        with some placed, or a service, is not: their next job is left to the rounds).
 
         Args:
             objective: Cost per variable.
