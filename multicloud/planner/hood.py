@@ -255,8 +255,8 @@ def by_cluster(
     Clusters that fail are retried together, on wider neighbourhoods. A sub-problem that
     cannot meet a count row (whole jobs rarely fit in pools the held fractions fill in
     part: 10,000-job trace seed 7, 25 of the 46 owners of its largest cluster, and the
-    repair with them) need only keep the whole jobs its owners gave the row, failing that
-    one less; the rows are met last, on the room left then.
+    repair with them) need only give the row the whole part of what its owners gave it,
+    failing that one less; the rows are met last, on the room left then.
 
     Args:
         hood: Neighbourhoods of the LP solution.
@@ -269,7 +269,8 @@ def by_cluster(
         most: Variables of a neighbourhood (the retry may free a few times that).
 
     Returns:
-        The plan (all whole), or None if a cluster could not be made whole.
+        The plan (all whole), or None if a cluster could not be made whole, or the last
+        step could not meet the count rows (or was past its size).
     """
     x = lp
     failed: list[int] = []
@@ -309,11 +310,14 @@ def by_cluster(
         # job trace seed 7: 16,720 variables, 6 s, 602,583 where the rounds from the count
         # stage's plan reached 604,539 in 9 s; the LP 602,538).
         p = hood.p
-        placed = np.zeros(len(hood.sizes), dtype=np.bool_)
-        placed[p.owner[(out > FRAC) & (p.owner >= 0)]] = True
-        was = np.zeros(len(hood.sizes), dtype=np.bool_)
-        was[p.owner[(lp > FRAC) & (p.owner >= 0)]] = True
-        owners = sorted({int(o) for o in split} | set(np.nonzero(was & ~placed)[0].tolist()))
+        mine = p.owner >= 0
+        # Every owner the repairs gave less than the LP did (a class a job short too, not
+        # only one left out): its count rows are the ones to meet.
+        size = len(hood.sizes)
+        gave = np.bincount(p.owner[mine], weights=out[mine], minlength=size)
+        had = np.bincount(p.owner[mine], weights=lp[mine], minlength=size)
+        fell = np.nonzero(gave < had - FRAC)[0].tolist()
+        owners = sorted({int(o) for o in split} | set(fell))
         now = Hood(p, [out], out, None)
         m = now.fillers(objective, owners) | now.free(now.ring(np.array(owners)), set(owners))
         out = solve(out, m, None) if int(m.sum()) <= _COUNT_NEIGHBOURHOODS * most else None

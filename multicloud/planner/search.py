@@ -116,9 +116,10 @@ class Search(KeptLP):
             proof: Optimality will be claimed (no neighbourhood): no presolve with a start.
             exact: Fix the variables outside ``free`` at ``base`` as it is, fractions
                 included (a repair of part of an LP solution); else rounded.
-            short: With ``exact``, each count row (a lower bound only) need only keep the
-                whole jobs the freed variables give it in ``base``, less this many
-                (None: every row met).
+            short: With ``exact``, each count row (a lower bound only) need only get from
+                the freed variables the whole part of what they give it in ``base``, as
+                far as the row needs it, less this many, and a count row they do not touch
+                may be short (None: every row met).
 
         Returns:
             The whole plan (None if none was found), whether the sub-problem was solved
@@ -134,7 +135,13 @@ class Search(KeptLP):
         act = p.a @ fixed
         sub = csc_array(p.a[:, cols])
         rows = np.unique(sub.indices)
-        if np.any(np.delete(act, rows) < np.delete(p.row_lb, rows) - 1e-6) or np.any(
+        counted = (p.row_lb > 0) & np.isinf(p.row_ub)  # a tier's count, held
+        row_lb = p.row_lb
+        if exact and short is not None:
+            # A count row an earlier part of the repair left short is the repair's last
+            # step to meet, not a reason to refuse a part that does not touch it.
+            row_lb = np.where(counted, -_INF, row_lb)
+        if np.any(np.delete(act, rows) < np.delete(row_lb, rows) - 1e-6) or np.any(
             np.delete(act, rows) > np.delete(p.row_ub, rows) + 1e-6
         ):
             return Outcome(None, False, _INF)
@@ -143,12 +150,13 @@ class Search(KeptLP):
         need = p.row_lb[rows] - act[rows]
         if exact and short is not None:
             # Whole jobs on pools the held fractions fill in part may fall short of a count
-            # row: the freed variables keep the whole jobs they gave it, less ``short``
-            # (the repair meets the rest once no fraction is held).
-            counted = (p.row_lb[rows] > 0) & np.isinf(p.row_ub[rows])
-            behind = np.maximum(p.row_lb[rows] - (p.a @ base)[rows], 0.0)  # short already
+            # row: the freed variables need only give it the whole part of what they gave
+            # it in ``base`` (as far as the row needed it), less ``short`` (the repair meets
+            # the rest once no fraction is held).
+            as_held = np.where(held, base, np.round(base))
+            behind = np.maximum(p.row_lb[rows] - (p.a @ as_held)[rows], 0.0)  # short already
             low = np.maximum(np.floor(need - behind + 1e-6) - short, 0.0)
-            need = np.where(counted, low, need)
+            need = np.where(counted[rows], low, need)
         h = highs(
             sub,
             objective[cols],
@@ -328,7 +336,7 @@ class Search(KeptLP):
         if math.isfinite(best_value) and best_value > good_enough and not self.timed_out:
             # Last, the owners the LP never pointed at that could move somewhere cheaper
             # with room: a move the rounds made may have left them that room. In a count
-            # search those are the unplaced jobs with room, a tenth of the node limit: at
+            # search those are mostly the unplaced jobs with room, a tenth of the node limit: at
             # the whole limit, four such hunts for a job more took the 20,000-job file's
             # count stage from 5.9 to 13.9 s; at a tenth, synthetic 10,000 seed 8 places a
             # tier-0 job more and skips the wider search (22.3 -> 13.2 s).
@@ -336,7 +344,7 @@ class Search(KeptLP):
             owners = hood.cheaper_with_room(objective, self.settings.max_free)
             if owners:
                 free = hood.free(owners, owners)
-                few = self.settings.nodes // 10 if self.settings.count_tie > 0 else None
+                few = max(1, self.settings.nodes // 10) if self.settings.count_tie > 0 else None
                 cutoff = self._cutoff(best_value)
                 offer(
                     self.solve_sub(

@@ -502,3 +502,121 @@ def test_hood_links_and_chunks_match_their_definition(plan_of: str, limit: int) 
         taken.append(s)
         size += grow
     assert hood.chunk(seeds, limit) == (owners, taken)
+
+
+def tiny_problem(
+    a: list[list[float]],
+    row_lb: list[float],
+    row_ub: list[float],
+    ub: list[float],
+    owner: list[int],
+    pool: list[int],
+) -> Any:
+    """A Problem from a dense matrix; a variable's use of its pool is its largest entry."""
+    import numpy as np
+    from scipy.sparse import csc_array
+
+    from multicloud.planner.problem import Problem
+
+    dense = np.array(a)
+    return Problem(
+        a=csc_array(dense),
+        row_lb=np.array(row_lb),
+        row_ub=np.array(row_ub),
+        ub=np.array(ub),
+        integral=np.ones(dense.shape[1], dtype=np.bool_),
+        owner=np.array(owner),
+        pool=np.array(pool),
+        use=dense.max(axis=0),
+        rank=np.zeros(dense.shape[1], dtype=np.int64),
+    )
+
+
+INF = float("inf")
+REPAIR_CASES = [
+    # (name, matrix, row lb, row ub, var ub, owner, pool row, cost, LP, split owners, plan)
+    (
+        # Tier A's two halves (owners 0, 1) are repaired keeping no whole job, which
+        # leaves A's row short; tier B's split owner 3, on other pools, must still be
+        # repaired (its sub-problem was refused for the row it does not touch), and the
+        # last step meets A with the $5 job.
+        "a row left short does not stop a cluster that does not touch it",
+        [
+            [2, 0, 0, 0, 0],
+            [0, 2, 0, 0, 0],
+            [0, 0, 1, 0, 0],
+            [0, 0, 0, 1, 0],
+            [0, 0, 0, 0, 1],
+            [0, 0, 0, 1, 1],
+            [1, 1, 1, 0, 0],
+            [0, 0, 0, 1, 1],
+        ],
+        [-INF] * 6 + [1.0, 1.0],
+        [1, 1, 1, 1, 1, 1, INF, INF],
+        [1, 1, 1, 1, 1],
+        [0, 1, 2, 3, 3],
+        [0, 1, 2, 3, 4],
+        [1.0, 1, 5, 1, 1],
+        [0.5, 0.5, 0, 0.5, 0.5],
+        [0, 1, 3],
+        [0, 0, 1, 1, 0],
+    ),
+    (
+        # A job short on tier A's row let the sub-problem drop one of tier B's two jobs
+        # too (cheaper); the last step must put it back, not only the owners left out.
+        "a class left a job short is freed by the last step",
+        [
+            [2, 0, 0, 0],
+            [0, 2, 0, 1],
+            [0, 0, 1, 0],
+            [1, 1, 0, 0],
+            [0, 0, 0, 1],
+            [1, 1, 1, 0],
+            [0, 0, 0, 1],
+        ],
+        [-INF] * 5 + [1.0, 2.0],
+        [1, 3, 1, 1, 2, INF, INF],
+        [1, 1, 1, 2],
+        [0, 0, 1, 2],
+        [0, 1, 2, 1],
+        [1.0, 1, 5, 1],
+        [0.5, 0.5, 0, 2],
+        [0],
+        [0, 0, 1, 2],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "a", "row_lb", "row_ub", "ub", "owner", "pool", "cost", "lp", "split", "want"),
+    REPAIR_CASES,
+    ids=[c[0] for c in REPAIR_CASES],
+)
+def test_repair_by_cluster_meets_counts_rows_left_short(
+    name: str,
+    a: list[list[float]],
+    row_lb: list[float],
+    row_ub: list[float],
+    ub: list[float],
+    owner: list[int],
+    pool: list[int],
+    cost: list[float],
+    lp: list[float],
+    split: list[int],
+    want: list[float],
+) -> None:
+    import numpy as np
+
+    from multicloud.planner.hood import Hood, by_cluster
+    from multicloud.planner.search import Search, Settings
+
+    p = tiny_problem(a, row_lb, row_ub, ub, owner, pool)
+    c, x0 = np.array(cost), np.array(lp)
+    search = Search(p, Settings())
+
+    def exact(base: np.ndarray, free: np.ndarray, short: int | None) -> np.ndarray | None:
+        return search.solve_sub(c, base, free, None, exact=True, short=short).x
+
+    x = by_cluster(Hood(p, [x0], np.round(x0), None), x0, np.array(split), c, exact, 10)
+    assert x is not None and p.feasible(x)
+    assert np.round(x).tolist() == want
