@@ -587,30 +587,15 @@ REPAIR_CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "a", "row_lb", "row_ub", "ub", "owner", "pool", "cost", "lp", "split", "want"),
-    REPAIR_CASES,
-    ids=[c[0] for c in REPAIR_CASES],
-)
-def test_repair_by_cluster_meets_counts_rows_left_short(
-    name: str,
-    a: list[list[float]],
-    row_lb: list[float],
-    row_ub: list[float],
-    ub: list[float],
-    owner: list[int],
-    pool: list[int],
-    cost: list[float],
-    lp: list[float],
-    split: list[int],
-    want: list[float],
-) -> None:
+@pytest.mark.parametrize("case", REPAIR_CASES, ids=[c[0] for c in REPAIR_CASES])
+def test_repair_by_cluster_meets_counts_rows_left_short(case: tuple[Any, ...]) -> None:
     import numpy as np
 
     from multicloud.planner.hood import Hood, by_cluster
     from multicloud.planner.search import Search, Settings
 
-    p = tiny_problem(a, row_lb, row_ub, ub, owner, pool)
+    _, *model, cost, lp, split, want = case
+    p = tiny_problem(*model)
     c, x0 = np.array(cost), np.array(lp)
     search = Search(p, Settings())
 
