@@ -8,6 +8,8 @@ in, so the bound is the bound of the whole model.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from highspy import HighsModelStatus
@@ -69,15 +71,8 @@ class KeptLP:
         """
         if out is None:
             return self._relax(objective, keep)
-        p = self.problem
-        ub = p.ub[out].copy()
-        p.ub[out] = 0.0
-        try:
-            self._bound(out)
+        with self._held_at_zero(out):
             return self._relax(objective, keep)
-        finally:
-            p.ub[out] = ub
-            self._bound(out)
 
     def _relax(self, objective: FloatArray, keep: FloatArray | None) -> tuple[FloatArray, float]:
         p = self.problem
@@ -155,19 +150,26 @@ class KeptLP:
         self, objective: FloatArray, out: IntArray, keep: FloatArray | None = None
     ) -> float:
         """The LP's value with the variables ``out`` held at 0 (inf: no LP plan then)."""
+        with self._held_at_zero(out):
+            _, value = self._relax(objective, keep)
+            assert self._lp is not None
+            # read before the bounds are restored, which resets HiGHS's model status
+            if self._lp.getModelStatus() == HighsModelStatus.kInfeasible:
+                value = _INF
+        return value
+
+    @contextmanager
+    def _held_at_zero(self, out: IntArray) -> Iterator[None]:
+        """Hold the variables ``out`` at 0, in the problem and the kept LP, then restore."""
         p = self.problem
         ub = p.ub[out].copy()
         p.ub[out] = 0.0
         try:
             self._bound(out)
-            _, value = self._relax(objective, keep)
-            assert self._lp is not None
-            if self._lp.getModelStatus() == HighsModelStatus.kInfeasible:
-                value = _INF
+            yield
         finally:
             p.ub[out] = ub
             self._bound(out)
-        return value
 
     def _bound(self, cols: IntArray) -> None:
         """Give the kept LP's copies of ``cols`` the problem's upper bounds."""

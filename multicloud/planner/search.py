@@ -14,8 +14,8 @@ options. So instead of a general branch-and-bound over the whole model, the sear
    or dropped, then, failing that, every job on their pools free.
 3. **Improves.** Neighbourhoods around the plan at hand are re-solved exactly: the jobs
    where it and the LP disagree, then also every job on the pools those use, growing one
-   ring of pools per round; last (cost searches), the jobs that could move to a cheaper
-   option with room, which the LP may never point at.
+   ring of pools per round; last, the jobs that could move to a cheaper option with room,
+   which the LP may never point at (in a count search, with a tenth of the node limit).
 4. **Proves** (only when asked): the whole model, warm-started from the best plan.
 
 Every limit is deterministic work (branch-and-bound nodes per sub-problem, rounds,
@@ -336,10 +336,11 @@ class Search(KeptLP):
         if math.isfinite(best_value) and best_value > good_enough and not self.timed_out:
             # Last, the owners the LP never pointed at that could move somewhere cheaper
             # with room: a move the rounds made may have left them that room. In a count
-            # search those are mostly the unplaced jobs with room, a tenth of the node limit: at
-            # the whole limit, four such hunts for a job more took the 20,000-job file's
-            # count stage from 5.9 to 13.9 s; at a tenth, synthetic 10,000 seed 8 places a
-            # tier-0 job more and skips the wider search (22.3 -> 13.2 s).
+            # search those are mostly the unplaced jobs with room, given a tenth of the
+            # node limit: at the whole limit, four such hunts for a job more took the
+            # 20,000-job file's count stage from 5.9 to 13.9 s; at a tenth, synthetic
+            # 10,000 seed 8 places a tier-0 job more and skips the wider search (22.3 ->
+            # 13.2 s).
             hood = Hood(p, [best], best, scope)
             owners = hood.cheaper_with_room(objective, self.settings.max_free)
             if owners:

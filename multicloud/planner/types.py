@@ -165,24 +165,20 @@ class Assignment:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by ``multicloud plan --json``."""
-        # The properties' arithmetic inlined: a 20,000-job plan encodes this per job.
-        o = self.offer
-        price = self.node_price * self.nodes
-        rofr = self.rofr
         return {
             "job": self.job,
-            "provider": o.provider,
-            "region": o.region,
-            "zone": o.zone,
-            "instance_type": o.instance_type,
-            "accelerator": o.accelerator,
+            "provider": self.offer.provider,
+            "region": self.offer.region,
+            "zone": self.offer.zone,
+            "instance_type": self.offer.instance_type,
+            "accelerator": self.offer.accelerator,
             "nodes": self.nodes,
             "replicas": self.replicas,
             "market": self.market.value,
-            "reservation": o.reservation,
-            "price_per_hour": round(price, 4),
-            "cost": round(price * self.duration_hours, 4),
-            "rofr": rofr.to_dict() if rofr else None,
+            "reservation": self.offer.reservation,
+            "price_per_hour": _money(self.price_per_hour),
+            "cost": _money(self.cost),
+            "rofr": self.rofr.to_dict() if self.rofr else None,
             "reasons": list(self.reasons),
         }
 
@@ -236,21 +232,16 @@ class AuditEntry:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by ``multicloud plan --json`` and ``audit``."""
-        # _money inlined: a 20,000-job plan has a line per job and holder.
-        outside = self.outside_price_per_hour
-        own = self.holder_price_per_hour
-        billed = self.billed_price_per_hour
-        at = self.at
         return {
             "job": self.job,
             "holder": self.holder,
             "terms": dict(self.terms),
-            "outside_price_per_hour": None if outside is None else round(outside, 4),
-            "holder_price_per_hour": None if own is None else round(own, 4),
+            "outside_price_per_hour": _money(self.outside_price_per_hour),
+            "holder_price_per_hour": _money(self.holder_price_per_hour),
             "answer": self.answer,
             "reason": self.reason,
-            "billed_price_per_hour": None if billed is None else round(billed, 4),
-            "at": at.isoformat() if at else None,
+            "billed_price_per_hour": _money(self.billed_price_per_hour),
+            "at": self.at.isoformat() if self.at else None,
             "catalog_version": self.catalog_version,
         }
 
