@@ -13,6 +13,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,9 @@ from multicloud.models import Budget, Contracts, Job, Kind
 from multicloud.planner import Plan, Policy, Snapshot, plan
 from multicloud.planner import milp as optimiser
 from multicloud.planner.model import build, problem_of, usable_by_slot, usable_options
-from multicloud.planner.options import Opt
+from multicloud.planner.options import Opt, Options
 from multicloud.planner.slot import Slot
-from multicloud.provider import Offer
+from multicloud.provider import MarketKind, Offer
 from multicloud.testing.builders import commitment, job, offer
 
 NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
@@ -373,3 +374,58 @@ def test_usable_options_per_distinct_slot_as_per_slot(
         m.setattr(optimiser, "usable_by_slot", checked)
         plan(snap, Policy(force_optimizer=True))
     assert calls == 1
+
+
+# One options object shared by every slot below (offer index: capacity in nodes):
+# 0 the ROFR holder's, cheapest, 1 node; 1 aws unlimited; 2 gcp unlimited, ranked above
+# aws but billed below it (aws is behind a commitment); 3 a dear 2-node pool.
+SHARED = Options(
+    [
+        Opt(0, MarketKind.ON_DEMAND, 10.0, 10.0, True, "azure"),
+        Opt(1, MarketKind.ON_DEMAND, 12.0, 11.0, False, "aws"),
+        Opt(2, MarketKind.ON_DEMAND, 9.0, 13.0, False, "gcp"),
+        Opt(3, MarketKind.ON_DEMAND, 30.0, 30.0, False, "oci"),
+    ]
+)
+CAPACITY: list[int | None] = [1, None, None, 2]
+
+
+def shared_slot(idx: int, **change: Any) -> Slot:
+    """A one-node training slot on ``SHARED`` with no team; ``change`` sets job or slot fields."""
+    fields: dict[str, Any] = {"nodes": 1, "restricted": False, "ceiling": None}
+    job_fields = {k: change.pop(k) for k in ("kind", "team") if k in change}
+    fields.update(change)
+    return Slot(
+        idx=idx,
+        id=f"s{idx}",
+        job=job(f"j{idx}", nodes=fields["nodes"], **job_fields),
+        options=SHARED,
+        nodes=fields["nodes"],
+        replicas=1,
+        spread=1,
+        restricted=fields["restricted"],
+        ceiling=fields["ceiling"],
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param({"restricted": True}, id="ROFR declined: no holder option"),
+        pytest.param({"ceiling": 11.0}, id="a price ceiling"),
+        pytest.param({"nodes": 2}, id="a larger gang"),
+        pytest.param({"kind": "inference"}, id="a service: one unlimited option per provider"),
+        pytest.param({"team": "r"}, id="a budgeted team: a cheaper bill after the first"),
+    ],
+)
+def test_usable_options_cache_key_has_each_part(change: dict[str, Any]) -> None:
+    # Two slots share their options object and differ in one part of what their usable
+    # options depend on: each must get its own (a key without that part would hand the
+    # second the first's list).
+    planner = SimpleNamespace(cap=CAPACITY, team_left={"r": 1000.0})
+    first, second = shared_slot(0), shared_slot(1, **change)
+    own = [usable_options(planner, s) for s in (first, second)]  # type: ignore[arg-type]
+    assert own[0] != own[1], "the change must matter to the options"
+    got = usable_by_slot(planner, [first, second])  # type: ignore[arg-type]
+    assert got == {0: own[0], 1: own[1]}
+    assert got[0] is not got[1]
