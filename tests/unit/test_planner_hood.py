@@ -1,0 +1,108 @@
+"""Which owners the search's last neighbourhood frees (``Hood.cheaper_with_room``).
+
+Table cases on small problems, in the count search's terms (each placed job of the tier
+scores -1, an unplaced one 0) and in the cost search's (price per variable).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from scipy.sparse import csc_array
+
+from multicloud.planner.hood import Hood
+from multicloud.planner.problem import Problem
+
+
+class Var(NamedTuple):
+    owner: int
+    pool: int  # -1: none
+    objective: float
+    base: float  # value in the plan the neighbourhood is cut from
+    ub: float = 1.0
+    option: bool = True  # False: a service's "placed" or spread flag
+
+
+def hood_of(variables: list[Var], capacity: list[float]) -> tuple[Hood, np.ndarray]:
+    """The Hood of the plan ``base`` on a problem with one row per pool."""
+    n = len(variables)
+    a = np.zeros((len(capacity), n))
+    for j, v in enumerate(variables):
+        if v.pool >= 0:
+            a[v.pool, j] = 1.0
+    p = Problem(
+        a=csc_array(a),
+        row_lb=np.full(len(capacity), -np.inf),
+        row_ub=np.array(capacity, dtype=np.float64),
+        ub=np.array([v.ub for v in variables]),
+        integral=np.ones(n, dtype=np.bool_),
+        owner=np.array([v.owner for v in variables]),
+        pool=np.array([v.pool for v in variables]),
+        use=np.ones(n),
+        rank=np.zeros(n, dtype=np.int64),
+        option=np.array([v.option for v in variables]),
+    )
+    base = np.array([v.base for v in variables])
+    return Hood(p, [base], base, None), np.array([v.objective for v in variables])
+
+
+@pytest.mark.parametrize(
+    ("variables", "capacity", "limit", "want"),
+    [
+        pytest.param(
+            [Var(0, 0, -1.0, 0.0, ub=2.0), Var(1, 0, -1.0, 1.0, ub=2.0)],
+            [3.0],
+            100,
+            {0},
+            id="count: an unplaced class with room; not one with a job placed",
+        ),
+        pytest.param(
+            [Var(0, 1, -1.0, 0.0), Var(1, 1, -1.0, 1.0)],
+            [3.0, 1.0],
+            100,
+            set(),
+            id="count: an unplaced class whose pool is full",
+        ),
+        pytest.param(
+            [Var(0, -1, -1.0, 0.0, option=False), Var(0, 0, 0.0, 0.0)],
+            [1.0],
+            100,
+            set(),
+            id="count: a service's unset flag scores but is no option",
+        ),
+        pytest.param(
+            [Var(0, 0, -1.0, 0.0), Var(1, 0, -1.0, 0.0), Var(2, 0, -1.0, 0.0)],
+            [5.0],
+            2,
+            {0, 1},
+            id="count: equal savings in owner order, within the limit",
+        ),
+        pytest.param(
+            [Var(0, 0, 2.0, 1.0), Var(0, 1, 1.0, 0.0), Var(1, 1, 1.0, 1.0), Var(1, 0, 2.0, 0.0)],
+            [3.0, 3.0],
+            100,
+            {0},
+            id="cost: a cheaper option with room; not a dearer one",
+        ),
+        pytest.param(
+            [
+                Var(0, 0, 2.0, 1.0),
+                Var(0, 2, 1.5, 0.0),
+                Var(1, 1, 9.0, 1.0),
+                Var(1, 2, 1.0, 0.0),
+                Var(1, 0, 8.0, 0.0),
+            ],
+            [2.0, 2.0, 2.0],
+            1,
+            {1},
+            id="cost: the largest saving first, always the first past the limit",
+        ),
+    ],
+)
+def test_cheaper_with_room(
+    variables: list[Var], capacity: list[float], limit: int, want: set[int]
+) -> None:
+    hood, objective = hood_of(variables, capacity)
+    assert hood.cheaper_with_room(objective, limit) == want
