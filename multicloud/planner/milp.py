@@ -318,7 +318,8 @@ def _solve(
         lp, low = probe(search, cost, groups, lp, low, x, float(cost @ x))
     bound = low
     limit = low + settings.gap * abs(low) if math.isfinite(low) else -math.inf
-    x = search.improve(cost, lp, x, limit, feasible=prob.feasible(x))
+    stop = _stop(low, settings.gap, planner.policy.cost_stop_gap)
+    x = search.improve(cost, lp, x, stop, feasible=prob.feasible(x))
     bound = max(bound, search.bound)
     if not prob.feasible(x):  # no plan at hand met the counts: search the whole model
         found = search.prove(cost, None, nodes=settings.nodes).x
@@ -369,6 +370,31 @@ def _previous(
         if len(choice) == len(was):
             out[s.idx] = choice
     return out
+
+
+def _stop(low: float, gap: float, stop_gap: float) -> float:
+    """The cost at which the cost search's neighbourhoods stop: ``stop_gap`` above ``low``.
+
+    The search rounds, not the repair, are most of a large component's cost stage, and
+    past 1 % above the bound each buys little: on the 10,000-job trace batch seed 7 its
+    largest component went from 2.2 to 0.87 % above the bound in its first 2.3 s of rounds,
+    then to 0.34 % in 5 s more. Stopping at 1 % takes that batch from 36.3 to 30.8 CPU s
+    (0.25 -> 0.71 % above the bound; the other five batches within 0.11 points of
+    before) and the 1,000-job batches' worst gap to their proven optima from 0.10 to
+    0.21 %. ``gap`` (``mip_rel_gap``) is the floor: the stop is never tighter than what
+    counts as optimal.
+
+    Args:
+        low: The cost LP's bound (minus infinity if there is none).
+        gap: ``Policy.mip_rel_gap``.
+        stop_gap: ``Policy.cost_stop_gap``.
+
+    Returns:
+        The cost at or below which a plan is good enough.
+    """
+    if not math.isfinite(low):
+        return -math.inf
+    return low + max(gap, stop_gap) * abs(low)
 
 
 def _gap(value: float, bound: float) -> float:
