@@ -99,6 +99,7 @@ class Search(KeptLP):
         proof: bool = False,
         exact: bool = False,
         short: int | None = None,
+        gap: float | None = None,
     ) -> Outcome:
         """Solve the integer program with every variable outside ``free`` fixed at ``base``.
 
@@ -120,6 +121,7 @@ class Search(KeptLP):
                 the freed variables the whole part of what they give it in ``base``, as
                 far as the row needs it, less this many, and a count row they do not touch
                 may be short (None: every row met).
+            gap: Relative gap at which HiGHS stops (default: the settings').
 
         Returns:
             The whole plan (None if none was found), whether the sub-problem was solved
@@ -167,7 +169,7 @@ class Search(KeptLP):
             lo[cols],
         )
         h.setOptionValue("mip_max_nodes", self.settings.nodes if nodes is None else nodes)
-        h.setOptionValue("mip_rel_gap", self.settings.gap)
+        h.setOptionValue("mip_rel_gap", self.settings.gap if gap is None else gap)
         if self.settings.abs_gap > 0:
             h.setOptionValue("mip_abs_gap", self.settings.abs_gap)
         base_value = float(objective @ fixed)
@@ -283,6 +285,7 @@ class Search(KeptLP):
                     bounds=bounds,
                     target=good_enough,
                     cutoff=self._cutoff(best_value),
+                    gap=self._repair_gap(),
                 ).x
             if got is None and scope is None:
 
@@ -298,7 +301,13 @@ class Search(KeptLP):
                 if int(free.sum()) <= _REPAIR_NEIGHBOURHOODS * self.settings.max_free:
                     cutoff = self._cutoff(best_value)
                     got = self.solve_sub(
-                        objective, rounded, free, None, target=good_enough, cutoff=cutoff
+                        objective,
+                        rounded,
+                        free,
+                        None,
+                        target=good_enough,
+                        cutoff=cutoff,
+                        gap=self._repair_gap(),
                     ).x
             offer(got)
         tried: set[int] = set()
@@ -353,6 +362,10 @@ class Search(KeptLP):
                     ).x
                 )
         return best
+
+    def _repair_gap(self) -> float:
+        """The relative gap at which a count's repair stops (``Settings.repair_gap``)."""
+        return max(self.settings.gap, self.settings.repair_gap)
 
     def _cutoff(self, value: float) -> float:
         """The most a plan may be worth to improve on one worth ``value`` (count searches).

@@ -6,16 +6,19 @@ import itertools
 import math
 import random
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import pytest
+from highspy._core import _Highs
 from scipy.sparse import csc_array
 
 from multicloud.models import Budget, Contracts
 from multicloud.planner import Policy, Snapshot, count, plan
-from multicloud.planner.count import COUNT_GAP, TIE, _widen
-from multicloud.planner.problem import Problem
-from multicloud.planner.search import Search, Settings
+from multicloud.planner import search as search_module
+from multicloud.planner.count import COUNT_GAP, REPAIR_GAP, TIE, _widen
+from multicloud.planner.problem import Problem, highs
+from multicloud.planner.search import Outcome, Search, Settings
 from multicloud.testing.builders import job, offer
 
 
@@ -315,3 +318,75 @@ def test_fresh_tier_lps_count_every_tier_as_before(
     assert restarts
     assert warm.stats.counts_optimal and fresh.stats.counts_optimal
     assert tiers(fresh) == tiers(warm)
+
+
+def repair_gaps(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """HiGHS's relative gap in each sub-problem without a start of one count search."""
+    made: list[_Highs] = []
+
+    def recorded(*a: Any, **k: Any) -> _Highs:
+        made.append(highs(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(search_module, "highs", recorded)
+    gaps: list[float] = []
+    real_sub = Search.solve_sub
+
+    def solve_sub(self: Search, *a: Any, **k: Any) -> Outcome:
+        before = len(made)
+        out = real_sub(self, *a, **k)
+        if a[3] is None and len(made) > before:  # no start: a repair
+            gaps.append(float(made[before].getOptionValue("mip_rel_gap")[1]))
+        return out
+
+    monkeypatch.setattr(Search, "solve_sub", solve_sub)
+    problem, price = gangs_problem([8, 8, 8], [12, 12], 0)  # the LP splits a gang
+    objective = count_objective(price, problem)
+    search = Search(problem, settings)
+    lp, _ = search.relax(objective)
+    scope = np.ones(problem.n, dtype=np.bool_)
+    x = search.improve(objective, lp, np.zeros(problem.n), -2 + TIE, scope=scope)
+    assert round(float(x.sum())) == brute_force_count([8, 8, 8], [12, 12])
+    return gaps
+
+
+@pytest.mark.parametrize(
+    ("gap", "repair_gap", "want"),
+    [
+        (0.0, 0.0, 0.0),  # no repair gap: HiGHS's gap is the search's
+        (0.0, REPAIR_GAP, REPAIR_GAP),  # the count stage's
+        (0.02, REPAIR_GAP, 0.02),  # never tighter than the search's own
+    ],
+)
+def test_a_count_repair_stops_at_the_repair_gap(
+    gap: float, repair_gap: float, want: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        exact_below=0, gap=gap, repair_gap=repair_gap, count_tie=TIE, abs_gap=COUNT_GAP
+    )
+    gaps = repair_gaps(settings, monkeypatch)
+    assert gaps and all(g == pytest.approx(want) for g in gaps)
+
+
+def test_the_count_stage_searches_with_its_repair_gap(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[float] = []
+
+    class Recorded(Search):
+        def __init__(self, problem: Problem, settings: Settings) -> None:
+            super().__init__(problem, settings)
+            seen.append(settings.repair_gap)
+
+    monkeypatch.setattr(count, "Search", Recorded)
+    # Gangs of 3 and 2 nodes in three tiers on two pools of 4: not every job fits, so the
+    # count stage runs.
+    offers = [offer("aws", instance_type=f"a{b}", price=10 + b, capacity=4) for b in range(2)]
+    jobs = [job(f"g{i}", nodes=3 if i % 2 else 2, priority=i % 3, team="r") for i in range(6)]
+    snap = Snapshot(
+        jobs=jobs,
+        offers=offers,
+        contracts=Contracts(),
+        budgets={},
+        now=datetime(2026, 11, 23, tzinfo=timezone.utc),
+    )
+    plan(snap, Policy(force_optimizer=True))
+    assert seen == [REPAIR_GAP]
