@@ -27,7 +27,9 @@ says so (``timed_out``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from highspy import HighsModelStatus
@@ -206,6 +208,7 @@ class Search(KeptLP):
         *,
         feasible: bool = True,
         whole: bool = True,
+        repair: bool = True,
     ) -> FloatArray:
         """Repair the LP solution, then re-solve neighbourhoods of the best plan.
 
@@ -221,6 +224,8 @@ class Search(KeptLP):
                 moved). False when an earlier call already tried it on this LP: it does
                 not depend on the neighbourhood size, so it would find the same plan.
                 (A cost search repairs cluster by cluster instead, and ignores it.)
+            repair: Make the LP whole before the neighbourhoods. False for a later pass
+                from the same LP (a wider one): its repair would find the same plan.
 
         Returns:
             The best feasible plan found (the incumbent, out of scope set to 0, if nothing
@@ -263,9 +268,9 @@ class Search(KeptLP):
         frac = np.abs(lp - np.round(lp)) > FRAC
         rounded = np.round(lp)
         split = np.unique(p.owner[frac & (p.owner >= 0)])
-        if not len(split):
+        if repair and not len(split):
             offer(rounded if p.feasible(rounded) else None)
-        else:
+        elif repair:
             # A count: the split owners whole (on their pools or with room), every other
             # placement kept or dropped but not moved; failing that, every owner on those
             # pools free. Cost: cluster by cluster (``by_cluster``; the first found nothing
@@ -366,6 +371,20 @@ class Search(KeptLP):
     def _repair_gap(self) -> float:
         """The relative gap at which a count's repair stops (``Settings.repair_gap``)."""
         return max(self.settings.gap, self.settings.repair_gap)
+
+    @contextmanager
+    def widened(self, factor: int) -> Iterator[None]:
+        """Neighbourhoods ``factor`` times wider inside the block (the settings restored after).
+
+        A search that stalls on neighbourhoods too small for the moves left is given one
+        more pass with wider ones (a count short of its bound, a cost far above its stop).
+        """
+        kept = self.settings
+        self.settings = replace(kept, max_free=kept.max_free * factor)
+        try:
+            yield
+        finally:
+            self.settings = kept
 
     def _cutoff(self, value: float) -> float:
         """The most a plan may be worth to improve on one worth ``value`` (count searches).

@@ -14,7 +14,9 @@ class Settings:
         rounds: Neighbourhood rounds per objective after the repair (per 20,000
             variables of the model).
         max_free: Most variables one neighbourhood may free.
-        gap: Relative gap to the bound at which a cost search stops.
+        gap: Relative gap at which a sub-problem stops (a count's: 0, it stops on
+            ``abs_gap``), and a model solved whole. The cost search's rounds stop at the
+            stop the optimiser hands ``improve`` (``Policy.cost_stop_gap``).
         seconds: Safety ceiling on HiGHS's run time, for the whole search.
         prove: Run the whole model to proven optimality after the neighbourhoods.
         first_options: Options per job in the first LP of a large model.

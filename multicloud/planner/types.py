@@ -31,14 +31,18 @@ class Policy:
             searches end on the work limits below long before; if it fires, the best plan
             so far is kept and ``stats.timed_out`` says so (the plan may then depend on
             machine load).
-        mip_rel_gap: Relative gap at which each of the search's integer programs stops,
-            and to the lower bound (the LP relaxation's, or a proof's) at which a plan is
-            reported optimal (``stats.optimal``), and a proof (``prove``) stops.
+        mip_rel_gap: Relative gap at which the cost stage's integer programs stop (a count
+            stage's stop on whole jobs instead), at which a model small enough to be
+            solved whole is solved, at which a plan is reported optimal
+            (``stats.optimal``, against the LP relaxation's bound or a proof's), and at
+            which a proof (``prove``) stops.
         cost_stop_gap: Relative gap to the cost LP's bound at which the cost search's
-            neighbourhoods stop (``mip_rel_gap`` where that is larger): the plan is then
-            at most this far above the optimum. The rounds past 1 % buy tenths of a percent
-            for seconds (10,000-job trace seed 7: 0.71 % above the bound at 31 CPU s,
-            0.25 % at 36 s).
+            neighbourhood rounds stop, on models too large to be solved whole
+            (``mip_rel_gap`` where that is larger): a plan that reaches it is at most this
+            far above the optimum; a search that stalls far above it gets one pass of
+            wider neighbourhoods, and may still end above it. The rounds past 1 % buy
+            tenths of a percent for seconds (10,000-job trace seed 7: 0.71 % above the
+            bound at 31 CPU s, 0.25 % at 36 s). 0: search on to ``mip_rel_gap``.
         force_optimizer: Use the optimiser even where the fast path would do (tests, bench).
         node_limit: Branch-and-bound nodes for each neighbourhood the search solves.
         search_rounds: Neighbourhoods tried per objective after repairing the LP, per

@@ -57,7 +57,9 @@ def case(name: str) -> Case:
 PATHS = {
     "auto": Policy(),
     "optimizer": Policy(force_optimizer=True),
-    "neighbourhoods": Policy(force_optimizer=True, exact_below=0, mip_rel_gap=1e-9),
+    "neighbourhoods": Policy(
+        force_optimizer=True, exact_below=0, mip_rel_gap=1e-9, cost_stop_gap=0.0
+    ),
 }
 
 

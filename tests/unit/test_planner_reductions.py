@@ -279,7 +279,9 @@ def test_plans_place_as_the_full_model_does(case: Case) -> None:
 POLICIES = {
     "auto": Policy(),
     "optimizer": Policy(force_optimizer=True),
-    "neighbourhoods": Policy(force_optimizer=True, exact_below=0, mip_rel_gap=1e-9),
+    "neighbourhoods": Policy(
+        force_optimizer=True, exact_below=0, mip_rel_gap=1e-9, cost_stop_gap=0.0
+    ),
 }
 
 

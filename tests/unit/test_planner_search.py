@@ -666,3 +666,38 @@ def test_a_cost_search_stalled_far_above_its_stop_gets_a_wider_pass(
     assert stalled.stats.lp_bound_gap > milp._STALLED * SEARCH.cost_stop_gap
     assert wide.stats.lp_bound_gap < stalled.stats.lp_bound_gap - 0.01
     assert tiers_of(snap, wide) == tiers_of(snap, stalled)
+
+
+def test_a_model_solved_whole_ignores_the_cost_stop_gap() -> None:
+    # Found in review: the 1 % stop also reached models small enough to be solved whole,
+    # and this one kept the count stage's plan at 232 (work 4: no integer program ran)
+    # where the optimum, by brute force, is 231.
+    offers = [
+        offer("aws", instance_type="t0", accelerator="A100", count=4, price=14.0, capacity=6),
+        offer("azure", region="eu-west-1", instance_type="t2", count=8, price=13.0),
+        offer(
+            "aws",
+            region="eu-west-1",
+            instance_type="t3",
+            count=8,
+            price=12.0,
+            capacity=6,
+            jurisdiction="EU",
+        ),
+    ]
+    jobs = [
+        job("j0", accelerator=["H100", "A100"], count=4, nodes=3, priority=1, duration_hours=4.0),
+        job(
+            "j1",
+            count=4,
+            nodes=2,
+            priority=1,
+            market="any",
+            duration_hours=2.0,
+            max_price_per_hour=44.0,
+        ),
+        job("j2", accelerator=["H100", "A100"], count=4, nodes=3, priority=2, market="any"),
+    ]
+    p = plan(Snapshot(jobs=jobs, offers=offers, now=NOW), Policy(force_optimizer=True))
+    assert p.total_cost == pytest.approx(231.0)
+    assert p.stats.optimal
