@@ -330,9 +330,10 @@ def _solve(
         # The rounds stalled far above their stop: neighbourhoods of the size that stalled
         # find nothing more, wider ones do (10,000-job trace seed 3: a group of 2,083 jobs
         # ended 10.8 % above its bound; one wider pass, 1.5 CPU s, ends it 0.01 % above).
-        # From the same LP: its repair would find the same plan again.
+        # Its repair runs again too: clusters up to twice as large are repaired whole (on
+        # that batch, without it, the wider pass alone left the batch 0.76 % above).
         with search.widened(_WIDER):
-            x = search.improve(cost, lp, x, stop, repair=False)
+            x = search.improve(cost, lp, x, stop)
         bound = max(bound, search.bound)
     if not prob.feasible(x):  # no plan at hand met the counts: search the whole model
         found = search.prove(cost, None, nodes=settings.nodes).x

@@ -208,7 +208,6 @@ class Search(KeptLP):
         *,
         feasible: bool = True,
         whole: bool = True,
-        repair: bool = True,
     ) -> FloatArray:
         """Repair the LP solution, then re-solve neighbourhoods of the best plan.
 
@@ -224,8 +223,6 @@ class Search(KeptLP):
                 moved). False when an earlier call already tried it on this LP: it does
                 not depend on the neighbourhood size, so it would find the same plan.
                 (A cost search repairs cluster by cluster instead, and ignores it.)
-            repair: Make the LP whole before the neighbourhoods. False for a later pass
-                from the same LP (a wider one): its repair would find the same plan.
 
         Returns:
             The best feasible plan found (the incumbent, out of scope set to 0, if nothing
@@ -268,9 +265,9 @@ class Search(KeptLP):
         frac = np.abs(lp - np.round(lp)) > FRAC
         rounded = np.round(lp)
         split = np.unique(p.owner[frac & (p.owner >= 0)])
-        if repair and not len(split):
+        if not len(split):
             offer(rounded if p.feasible(rounded) else None)
-        elif repair:
+        else:
             # A count: the split owners whole (on their pools or with room), every other
             # placement kept or dropped but not moved; failing that, every owner on those
             # pools free. Cost: cluster by cluster (``by_cluster``; the first found nothing
