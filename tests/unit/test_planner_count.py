@@ -16,7 +16,7 @@ from scipy.sparse import csc_array
 from multicloud.models import Budget, Contracts
 from multicloud.planner import Policy, Snapshot, count, plan
 from multicloud.planner import search as search_module
-from multicloud.planner.count import COUNT_GAP, REPAIR_GAP, TIE, _widen
+from multicloud.planner.count import COUNT_GAP, REPAIR_GAP, TIE, WIDER, WIDEST, _widen
 from multicloud.planner.problem import Problem, highs
 from multicloud.planner.search import Outcome, Search, Settings
 from multicloud.testing.builders import job, offer
@@ -136,6 +136,36 @@ def test_widen_never_loses_a_job_and_stops_at_the_target(
     assert search.settings.max_free == len(caps)  # put back
     if start == "at_target":
         assert search.work == work and got == target  # nothing to widen
+
+
+@pytest.mark.parametrize(
+    ("placed_by_pass", "want_widths"),
+    [
+        ([0, 0], [WIDER, WIDEST]),  # short after both: each width once, in order
+        ([1, 0], [WIDER]),  # the first wider pass reaches the target: no second
+        ([0, 1], [WIDER, WIDEST]),  # only the widest does
+    ],
+)
+def test_widen_goes_wider_only_while_short(
+    placed_by_pass: list[int], want_widths: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    problem, price = gangs_problem([1], [1], 1)
+    search = Search(problem, Settings(exact_below=0, max_free=2))
+    objective = count_objective(price, problem)
+    widths: list[int] = []
+    passes = iter(placed_by_pass)
+
+    def improve(objective: Any, lp: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        widths.append(search.settings.max_free // 2)
+        return np.full(problem.n, float(next(passes)))
+
+    monkeypatch.setattr(search, "improve", improve)
+    idx = np.arange(problem.n)
+    zero = np.zeros(problem.n)
+    _, got = _widen(search, objective, zero, zero, idx, problem.n, np.ones(problem.n, bool))
+    assert widths == want_widths
+    assert got == (problem.n if 1 in placed_by_pass else 0)
+    assert search.settings.max_free == 2  # put back
 
 
 def test_a_large_tier_is_counted_to_the_last_job() -> None:
