@@ -39,6 +39,9 @@ from multicloud.planner.types import PlanStats, Policy
 if TYPE_CHECKING:
     from multicloud.planner.core import Planner
 
+_STALLED = 2  # a cost search ending this many times its stop gap above the bound stalled
+_WIDER = 2  # its wider pass's neighbourhoods, in neighbourhood sizes
+
 
 def settings_of(policy: Policy) -> Settings:
     """The search limits a policy asks for."""
@@ -317,7 +320,7 @@ def _solve(
         ]
         lp, low = probe(search, cost, groups, lp, low, x, float(cost @ x))
     bound = low
-    limit = low + settings.gap * abs(low) if math.isfinite(low) else -math.inf
+    limit = _stop(low, settings.gap, 0.0)
     # The stop gap is for the neighbourhood rounds of large models: a model solved whole
     # is solved to ``mip_rel_gap`` (in milliseconds; with the stop, a 6-variable model
     # kept a plan at 232 for an optimum of 231, and no 1,000-job batch was reported optimal).
@@ -384,10 +387,6 @@ def _previous(
         if len(choice) == len(was):
             out[s.idx] = choice
     return out
-
-
-_STALLED = 2  # a cost search ending this many times its stop gap above the bound stalled
-_WIDER = 2  # its wider pass's neighbourhoods, in neighbourhood sizes
 
 
 def _stop(low: float, gap: float, stop_gap: float) -> float:

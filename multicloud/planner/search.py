@@ -139,9 +139,10 @@ class Search(KeptLP):
         act = p.a @ fixed
         sub = csc_array(p.a[:, cols])
         rows = np.unique(sub.indices)
-        counted = (p.row_lb > 0) & np.isinf(p.row_ub)  # a tier's count, held
         row_lb = p.row_lb
-        if exact and short is not None:
+        relaxed = exact and short is not None
+        if relaxed:
+            counted = (p.row_lb > 0) & np.isinf(p.row_ub)  # a tier's count, held
             # A count row an earlier part of the repair left short is the repair's last
             # step to meet, not a reason to refuse a part that does not touch it.
             row_lb = np.where(counted, -_INF, row_lb)
@@ -152,7 +153,7 @@ class Search(KeptLP):
         sub = csc_array(csr_array(sub)[rows])
         lo, hi = bounds if bounds is not None else (np.zeros(p.n), p.ub)
         need = p.row_lb[rows] - act[rows]
-        if exact and short is not None:
+        if relaxed:
             # Whole jobs on pools the held fractions fill in part may fall short of a count
             # row: the freed variables need only give it the whole part of what they gave
             # it in ``base`` (as far as the row needed it), less ``short`` (the repair meets
