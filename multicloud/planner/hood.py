@@ -51,6 +51,7 @@ class Hood:
         used = np.zeros(p.n, dtype=np.bool_)
         for x in plans:
             used |= x > FRAC
+        placed = used.copy()
         used &= p.pool >= 0
         if scope is not None:
             used &= scope
@@ -64,6 +65,22 @@ class Hood:
         for o, r in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
             self.pools_of.setdefault(o, set()).add(r)
             self.users_of.setdefault(r, set()).add(o)
+        self.idle: list[int] = []
+        if scope is not None:
+            # A count search's owners that no plan places, with the pools every option of
+            # theirs draws on: no ring reaches them (they use no pool), so only a
+            # neighbourhood seeded by one of them can place it (``Search.improve``). They
+            # are not users of those pools: in every ring they would swamp it.
+            mine = p.owner >= 0
+            held = np.zeros(int(p.owner.max(initial=-1)) + 1, dtype=np.bool_)
+            held[p.owner[mine & placed]] = True
+            opts = mine & scope & (p.pool >= 0) & ~held[np.where(mine, p.owner, 0)]
+            if p.option is not None:
+                opts &= p.option
+            pairs = np.unique(p.owner[opts] * width + p.pool[opts])
+            for o, r in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
+                self.pools_of.setdefault(o, set()).add(r)
+            self.idle = np.unique(p.owner[opts]).tolist()
         slack = p.row_ub - p.a @ np.round(base)
         room = (p.pool < 0) | (base > FRAC)
         limited = p.pool >= 0
@@ -130,6 +147,18 @@ class Hood:
         for o, label in zip(owners, labels[: len(owners)].tolist(), strict=True):
             groups.setdefault(label, []).append(o)
         return list(groups.values())  # in order of their least owner
+
+    def gainers(self, objective: FloatArray) -> list[int]:
+        """Owners no plan places (``idle``) whose placing would lower ``objective``.
+
+        In a count search those are the counted tier's left-out jobs, in owner order.
+        """
+        if not self.idle:
+            return []
+        p = self.p
+        least = np.full(len(self.sizes), np.inf)
+        np.minimum.at(least, p.owner[self.ok], objective[self.ok])
+        return [o for o in self.idle if least[o] < 0]
 
     def cheaper_with_room(self, objective: FloatArray, limit: int) -> set[int]:
         """Owners with an option cheaper than the dearest they use, with room for it.

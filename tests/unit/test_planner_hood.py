@@ -1,4 +1,5 @@
-"""Which owners the search's last neighbourhood frees (``Hood.cheaper_with_room``).
+"""Which owners the search's neighbourhoods free (``Hood.cheaper_with_room``,
+``Hood.gainers``).
 
 Table cases on small problems, in the count search's terms (each placed job of the tier
 scores -1, an unplaced one 0) and in the cost search's (price per variable).
@@ -23,10 +24,17 @@ class Var(NamedTuple):
     base: float  # value in the plan the neighbourhood is cut from
     ub: float = 1.0
     option: bool = True  # False: a service's "placed" or spread flag
+    scoped: bool = True  # in the count search's scope (a tier it counts or holds)
 
 
-def hood_of(variables: list[Var], capacity: list[float]) -> tuple[Hood, np.ndarray]:
-    """The Hood of the plan ``base`` on a problem with one row per pool."""
+def hood_of(
+    variables: list[Var], capacity: list[float], count: bool = False
+) -> tuple[Hood, np.ndarray]:
+    """The Hood of the plan ``base`` on a problem with one row per pool.
+
+    ``count``: a count search's Hood (its scope: the variables ``scoped``); else a cost
+    search's (no scope).
+    """
     n = len(variables)
     a = np.zeros((len(capacity), n))
     for j, v in enumerate(variables):
@@ -45,7 +53,8 @@ def hood_of(variables: list[Var], capacity: list[float]) -> tuple[Hood, np.ndarr
         option=np.array([v.option for v in variables]),
     )
     base = np.array([v.base for v in variables])
-    return Hood(p, [base], base, None), np.array([v.objective for v in variables])
+    scope = np.array([v.scoped for v in variables]) if count else None
+    return Hood(p, [base], base, scope), np.array([v.objective for v in variables])
 
 
 @pytest.mark.parametrize(
@@ -106,3 +115,61 @@ def test_cheaper_with_room(
 ) -> None:
     hood, objective = hood_of(variables, capacity)
     assert hood.cheaper_with_room(objective, limit) == want
+
+
+@pytest.mark.parametrize(
+    ("variables", "count", "want", "pools"),
+    [
+        pytest.param(
+            [Var(0, 0, -1.0, 0.0), Var(0, 1, -1.0, 0.0), Var(1, 0, -1.0, 1.0)],
+            True,
+            [0],
+            {0: {0, 1}},
+            id="a job no plan places, with every pool its options use",
+        ),
+        pytest.param(
+            [Var(0, 0, -1.0, 1.0), Var(0, 1, -1.0, 0.0)],
+            True,
+            [],
+            {},
+            id="a job placed somewhere is reached by its ring, not seeded",
+        ),
+        pytest.param(
+            [Var(0, -1, -1.0, 0.0, option=False), Var(0, 0, 0.0, 0.0), Var(1, 0, -1.0, 1.0)],
+            True,
+            [0],
+            {0: {0}},
+            id="a service: its unset placed flag scores, its options give the pools",
+        ),
+        pytest.param(
+            [Var(0, 0, 0.001, 0.0), Var(1, 0, -1.0, 1.0)],
+            True,
+            [],
+            {0: {0}},
+            id="a job of a held tier: idle, but placing it counts nothing",
+        ),
+        pytest.param(
+            [Var(0, 0, -1.0, 0.0, scoped=False), Var(1, 0, -1.0, 1.0)],
+            True,
+            [],
+            {},
+            id="a lower tier's job, out of scope",
+        ),
+        pytest.param(
+            [Var(0, 0, 1.0, 0.0), Var(1, 0, 1.0, 1.0)],
+            False,
+            [],
+            {},
+            id="a cost search seeds none",
+        ),
+    ],
+)
+def test_gainers(
+    variables: list[Var], count: bool, want: list[int], pools: dict[int, set[int]]
+) -> None:
+    hood, objective = hood_of(variables, [1.0, 1.0], count=count)
+    assert hood.gainers(objective) == want
+    idle = {o: hood.pools_of[o] for o in hood.idle}
+    assert idle == pools
+    # Seeds only: an idle job is nobody's pool user, or it would swamp every ring.
+    assert not any(o in users for o in hood.idle for users in hood.users_of.values())
