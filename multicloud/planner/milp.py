@@ -261,7 +261,9 @@ def _solve(
             for s in comp:
                 s.unplaced = greedy_reason[s.idx] or _lost(s)
 
-        return _Result(0, True, 0.0, place=unplaced)
+        # Nothing to choose: no plan can do better, and the bounds say so (left at their
+        # defaults the batch reported optimal with an infinite gap and no LP gap).
+        return _Result(0, True, 0.0, lp_bound=0.0, bound=0.0, place=unplaced)
     prob = problem_of(model, classes, services)
     # The walk's plan (with nothing placed as the last resort: always feasible before
     # counts are held) is the first incumbent.
@@ -341,7 +343,9 @@ def _solve(
     if not prob.feasible(x):  # no plan at hand met the counts: search the whole model
         found = search.prove(cost, None, nodes=settings.nodes).x
         if found is None:
-            return _fallback(planner, comp, greedy, n)  # placed by its ``place``
+            # placed by its ``place``; the searches' work and clock still count
+            spent = (work + search.work, seconds + search.seconds, timed_out or search.timed_out)
+            return _fallback(planner, comp, greedy, n, *spent)
         x = found
     value = float(cost @ x)
     if value > limit and settings.prove:
@@ -350,7 +354,9 @@ def _solve(
             x = out.x
             value = float(cost @ x)
         bound = max(bound, out.bound)
-    optimal &= _gap(value, bound) <= settings.gap
+    # HiGHS measures its gap against the plan's value, ``_gap`` against the bound (a
+    # factor 1 + gap apart): a sub-problem HiGHS stopped within the gap is within it here.
+    optimal &= _gap(value, bound) <= settings.gap * (1 + settings.gap) + 1e-12
     return _Result(
         n,
         optimal,
@@ -426,15 +432,25 @@ def _fallback(
     comp: list[Slot],
     greedy: dict[int, list[tuple[Opt, int, float]]],
     n: int,
+    work: int,
+    seconds: float,
+    timed_out: bool,
 ) -> _Result:
-    """The optimiser found nothing in time: keep the queue walk's feasible plan."""
+    """The optimiser found nothing in time: keep the queue walk's feasible plan.
+
+    Its value is unknown in the model's terms (infinite, as its gap) and so is an LP bound
+    for it (None); the work, solver seconds and timeout of the searches that failed are
+    reported as any other's.
+    """
 
     def place() -> None:
         for s in comp:
             if greedy[s.idx]:
                 planner.take(s, greedy[s.idx])
 
-    return _Result(n, False, math.inf, math.nan, counts_optimal=False, place=place)
+    return _Result(
+        n, False, math.inf, None, -math.inf, work, seconds, timed_out, False, place=place
+    )
 
 
 def _decode(

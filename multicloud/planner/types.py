@@ -265,7 +265,8 @@ class PlanStats:
         jobs: Jobs considered.
         optimizer_jobs: Jobs handed to the optimiser.
         optimizer_variables: Variables in the optimiser model.
-        optimal: True if the optimiser proved optimality (always True on the fast path).
+        optimal: True if the optimiser proved optimality, to within ``Policy.mip_rel_gap``
+            (``mip_gap`` says how close; always True on the fast path).
         mip_gap: Relative gap of the optimised jobs' cost to the best proven lower bound.
         lp_bound_gap: Relative cost gap of the optimised jobs to the LP relaxation bound
             (None on the fast path).
