@@ -44,8 +44,9 @@ WIDEST = 6
 # A tier whose plan at hand leaves more than this many of its jobs out solves its LP from
 # scratch (dual simplex, lower tiers held at 0) instead of primal simplex from the upper
 # tier's basis, whose work grows with the jobs it has to bring in: on the 20,000-job file's
-# last tier (5,097 jobs, 1,213 placed) 17,300 primal iterations (2.5 s) against 14,200
-# (0.67 s). Set above the 10,000-job batches' largest (2,108 left out): there, fresh LPs for
+# last tier (5,097 jobs, 3,884 left out) 17,300 primal iterations (2.5 s) against 14,165
+# (0.54-0.58 s, unpresolved). Set above the 10,000-job batches' largest (2,271 left out,
+# trace seed 3's tier 0): there, fresh LPs for
 # every tier gave other vertices, from which the searches placed fewer jobs in a tier on
 # three of the six batches (synthetic seed 8: 13 in tier 1), and their warm primal LPs take
 # at most 8,200 iterations. With it those plans are unchanged.
