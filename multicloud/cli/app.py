@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from multicloud import providers as registry
 from multicloud.errors import MulticloudError, ProviderNotFoundError, SpecError
@@ -24,6 +23,9 @@ from multicloud.fleet import check_reservations
 from multicloud.models import Fleet, Job
 from multicloud.provider import Provider
 from multicloud.specs import check_against_fleet, load_fleet, load_jobs
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "Address",
@@ -59,6 +61,10 @@ class Exit2(Exception):
 
 
 def console(stderr: bool = False) -> Console:
+    # rich is imported by the verbs that print with it, not by every command line: it
+    # was a tenth of the imports of `plan --json`, which never prints a table.
+    from rich.console import Console
+
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(stderr=stderr, highlight=False, width=_PIPE_WIDTH)
