@@ -7,8 +7,10 @@ Command modules import from here; nothing here imports them (no import loops).
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -37,8 +39,10 @@ __all__ = [
     "client",
     "console",
     "die",
+    "leave",
     "load",
     "money",
+    "own_process",
     "parse_now",
     "reported",
 ]
@@ -54,6 +58,44 @@ app = typer.Typer(
 # Tables are wide; when the output is not a terminal (a pipe, a file, a test) rich would
 # otherwise fold them into 80 columns and make them unreadable.
 _PIPE_WIDTH = 200
+
+
+class _Process:
+    """Whether this process runs the command line and nothing after it.
+
+    Set by :func:`multicloud.cli.main` (the ``multicloud`` script); tests that invoke
+    :data:`app` in their own process leave it false.
+    """
+
+    own = False
+
+
+def own_process() -> None:
+    """Say that this process runs the command line and nothing after it (see :func:`leave`)."""
+    _Process.own = True
+
+
+def leave(code: int = 0) -> None:
+    """End the process with ``code`` now, once what an exit does that matters is done.
+
+    A large plan leaves a few million objects (the jobs, the plan, the optimiser's
+    libraries) that the command's return and the interpreter's teardown would free one
+    by one, only for the operating system to take the memory back anyway: 0.1 s of a
+    20,000-job ``plan --json``. The exit handlers still run (``atexit``: logging's flush,
+    finalizers registered to run at exit) and stdout and stderr are flushed, as at any
+    exit. Only in the command line's own process, and only when no other thread runs (an
+    exit would wait for it); otherwise this returns and the command ends as usual.
+
+    Args:
+        code: The exit status.
+    """
+    if not _Process.own or threading.active_count() > 1:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os._exit(code)
 
 
 class Exit2(Exception):

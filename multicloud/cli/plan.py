@@ -15,7 +15,7 @@ from multicloud import __version__, gcpause
 from multicloud import providers as registry
 from multicloud.accelerators import canonical, suggest
 from multicloud.catalog import CatalogRow, load_catalog
-from multicloud.cli.app import Exit2, app, console, load, money, parse_now, reported
+from multicloud.cli.app import Exit2, app, console, leave, load, money, parse_now, reported
 from multicloud.cli.plantext import plan_json, plan_text
 from multicloud.fleet import plan_fleet
 from multicloud.models import Fleet, Job, Kind
@@ -221,8 +221,11 @@ def plan(
         result = plan_fleet(jobs, fleet, now=when, providers=providers)
     if as_json:
         echo_plan_json(result)
-        return
-    print_plan(console(), result, jobs, fleet, explain=explain)
+    else:
+        print_plan(console(), result, jobs, fleet, explain=explain)
+    # Printed: the jobs and the plan need not be freed one by one (a tenth of a second
+    # for 20,000 jobs), nor the rest of the process.
+    leave(0)
 
 
 # ---- offers ----------------------------------------------------------------------------------
