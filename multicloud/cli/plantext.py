@@ -24,7 +24,10 @@ from pydantic_core import to_json
 from multicloud.offer import Offer
 from multicloud.planner import Assignment, AuditEntry, Plan, Unplaced
 
-__all__ = ["plan_json", "plan_text"]
+__all__ = ["plan_chunks", "plan_json", "plan_text"]
+
+# Rows per chunk of text: about 0.5 MB, written as it is (a pipe takes it in one call).
+_CHUNK_ROWS = 1024
 
 
 def plan_json(doc: dict[str, Any]) -> bytes:
@@ -45,7 +48,7 @@ def plan_json(doc: dict[str, Any]) -> bytes:
         for key, value in doc.items()
         if isinstance(value, list) and value
     }
-    return _document(doc, rows)
+    return b"".join(_document(doc, rows))
 
 
 def plan_text(plan: Plan) -> bytes:
@@ -56,6 +59,21 @@ def plan_text(plan: Plan) -> bytes:
 
     Returns:
         The JSON text, UTF-8 encoded.
+    """
+    return b"".join(plan_chunks(plan))
+
+
+def plan_chunks(plan: Plan) -> list[bytes]:
+    """:func:`plan_text` in pieces, to write one after the other.
+
+    The text of a 20,000-job plan is 17 MB: joined whole, then given a newline by the
+    printer, it was copied twice more after its rows were built (20 ms).
+
+    Args:
+        plan: The plan.
+
+    Returns:
+        The pieces of the text, in order (each up to about 0.5 MB).
     """
     # The document without its rows: the totals and stats as ``to_dict`` writes them.
     frame = replace(plan, placements=(), unplaced=(), audit=()).to_dict()
@@ -69,18 +87,23 @@ def plan_text(plan: Plan) -> bytes:
     return _document(frame, {key: value for key, value in rows.items() if value})
 
 
-def _document(doc: dict[str, Any], rows: dict[str, list[bytes]]) -> bytes:
-    """The document's text: ``rows[key]`` (encoded rows) in place of a list's value."""
-    # One join: the text is 17 MB for 20,000 jobs, and each concatenation copies it all.
+def _document(doc: dict[str, Any], rows: dict[str, list[bytes]]) -> list[bytes]:
+    """The document's text in pieces: ``rows[key]`` (encoded rows) for a list's value."""
     parts: list[bytes] = []
     for n, (key, value) in enumerate(doc.items()):
         parts.append((b"{\n  " if n == 0 else b",\n  ") + to_json(key) + b": ")
         if key in rows:
-            parts += (b"[\n    ", b",\n    ".join(rows[key]), b"\n  ]")
+            lines = rows[key]
+            parts.append(b"[\n    ")
+            for start in range(0, len(lines), _CHUNK_ROWS):
+                if start:
+                    parts.append(b",\n    ")
+                parts.append(b",\n    ".join(lines[start : start + _CHUNK_ROWS]))
+            parts.append(b"\n  ]")
         else:
             parts.append(to_json(value))
     parts.append(b"\n}" if parts else b"{\n\n}")
-    return b"".join(parts)
+    return parts
 
 
 class _Texts(dict[Any, bytes]):

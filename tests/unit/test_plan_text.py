@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from multicloud.cli import plantext
+from multicloud.cli.plan import echo_plan_json
 from multicloud.cli.plantext import plan_json, plan_text
 from multicloud.demo import DEMO_NOW, demo_paths
 from multicloud.fleet import plan_fleet
@@ -129,3 +133,28 @@ def test_the_demo_plan() -> None:
     p = plan_fleet(load_jobs(jobs_path), load_fleet(fleet_path), now=DEMO_NOW)
     assert p.placements and p.audit
     assert plan_text(p) == plan_json(p.to_dict())
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 1024])
+@pytest.mark.parametrize("p", PLANS.values(), ids=PLANS.keys())
+def test_the_pieces_make_the_text(
+    monkeypatch: pytest.MonkeyPatch, p: Plan, chunk_rows: int
+) -> None:
+    monkeypatch.setattr(plantext, "_CHUNK_ROWS", chunk_rows)
+    assert b"".join(plantext.plan_chunks(p)) == plan_json(p.to_dict())
+
+
+@pytest.mark.parametrize("stdout", ["binary", "text only"])
+def test_printed_as_the_text_and_a_newline(
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes], stdout: str
+) -> None:
+    p = PLANS["audit lines"]
+    if stdout == "text only":
+        # e.g. redirect_stdout to a StringIO: no binary stream under it
+        text = io.StringIO()
+        monkeypatch.setattr(sys, "stdout", text)
+        echo_plan_json(p)
+        assert text.getvalue().encode("utf-8") == plan_json(p.to_dict()) + b"\n"
+    else:
+        echo_plan_json(p)
+        assert capsysbinary.readouterr().out == plan_json(p.to_dict()) + b"\n"
