@@ -512,6 +512,8 @@ def test_console_script_smoke() -> None:
 EXIT_DRIVER = """
 import atexit, sys, threading, time
 atexit.register(lambda: sys.stderr.write("exit handler ran\\n"))
+# rich only for the verbs that print tables: plan --json, its errors included, never loads it
+atexit.register(lambda: sys.stderr.write(f"rich loaded: {'rich' in sys.modules}\\n"))
 if sys.argv[1] == "thread":
     # a thread still working when the command is done: exit waits for it
     def late() -> None:
@@ -530,14 +532,25 @@ finally:
 EXIT_CASES = {
     # name: (driver mode, jobs text, extra arguments, exit status, stderr lines expected);
     # "main returned" only where the process exits as usual (bad input, another thread)
-    "json": ("plain", JOB_A + "---\n" + JOB_B, ["--json"], 0, ["exit handler ran"]),
-    "table": ("plain", JOB_A, ["--explain"], 0, ["exit handler ran"]),
+    "json": (
+        "plain",
+        JOB_A + "---\n" + JOB_B,
+        ["--json"],
+        0,
+        ["exit handler ran", "rich loaded: False"],
+    ),
+    "table": ("plain", JOB_A, ["--explain"], 0, ["exit handler ran", "rich loaded: True"]),
     "bad input": (
         "plain",
         "name: a\nresources: {acelerator: H100}\n",
         ["--json"],
         2,
-        ["error: ", "unknown field 'acelerator'; did you mean 'accelerator'?", "main returned"],
+        [
+            "error: ",
+            "unknown field 'acelerator'; did you mean 'accelerator'?",
+            "main returned",
+            "rich loaded: False",
+        ],
     ),
     "another thread": (
         "thread",
