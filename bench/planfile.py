@@ -28,9 +28,10 @@ import yaml
 from bench.workload import make_jobs
 
 # Runs in the measured process: wraps the command's steps with timers, writes them to
-# stderr as JSON when the command exits.
+# stderr as JSON when the command exits (an exit handler: the command may end the
+# process once it has printed, see multicloud.cli.app.leave, and runs the handlers then).
 DRIVER = """
-import importlib, json, sys, time
+import atexit, importlib, json, sys, time
 t0 = time.perf_counter()
 from multicloud.cli import main
 # by module name: the package's attribute ``app`` is the Typer app
@@ -61,10 +62,8 @@ timed(verb, "echo_plan_json", "encode_and_print")
 # inside planning: the optimiser (looked up when called), and in it the count stage
 timed(milp, "optimise", "optimise")
 timed(milp, "count_tiers", "count")
-try:
-    main()
-finally:
-    sys.stderr.write("\\n" + json.dumps(marks) + "\\n")
+atexit.register(lambda: sys.stderr.write("\\n" + json.dumps(marks) + "\\n"))
+main()
 """
 
 

@@ -21,7 +21,7 @@ from multicloud import gcpause
 # passes over them were a tenth of the import time.
 with gcpause.paused():
     from multicloud.cli import demo, jobs, plan, service
-    from multicloud.cli.app import app
+    from multicloud.cli.app import app, own_process
 
 __all__ = ["app", "main"]
 
@@ -30,6 +30,8 @@ _VERBS = (plan, demo, service, jobs)
 
 def main() -> None:
     """Run the CLI (the ``multicloud`` console script)."""
+    # The process is the command line's: a command may end it (``app.leave``).
+    own_process()
     try:
         app()
     finally:

@@ -6,8 +6,6 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from multicloud.catalog import load_catalog
 from multicloud.cli.app import app, console, load, money, reported
@@ -39,6 +37,9 @@ def demo(
     spot preemptions along the way, then the placements, the ROFR ledger and the cost
     against each cloud alone. No credentials, no network. ``--plan-only`` just plans.
     """
+    from rich.table import Table
+    from rich.text import Text
+
     if not plan_only:
         _live_demo(as_json=as_json, address=address, timeout=timeout)
         return

@@ -8,9 +8,6 @@ from collections import Counter
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
-from rich.text import Text
 
 from multicloud.cli.app import (
     Address,
@@ -55,6 +52,9 @@ def status(
     as_json: AsJson = False,
 ) -> None:
     """Show jobs: state, where they run, attempts; and who holds the store's lease."""
+    from rich.table import Table
+    from rich.text import Text
+
     with reported():
         service = client(address, namespace)
         jobs = service.status(job)
@@ -95,6 +95,14 @@ def wait(
     as_json: AsJson = False,
 ) -> None:
     """Wait for jobs to finish; exit 0 only if all succeeded (1 otherwise, or on timeout)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     from multicloud.service.client import TERMINAL
 
     with reported():
@@ -145,6 +153,8 @@ def explain(
     as_json: AsJson = False,
 ) -> None:
     """Say why a job is where it is: decisions, lifecycle events, ROFR answers."""
+    from rich.text import Text
+
     with reported():
         doc = client(address, namespace).explain(job)
     if as_json:
@@ -191,6 +201,9 @@ def audit(
     as_json: AsJson = False,
 ) -> None:
     """Show the ROFR audit ledger: every offer to a holder and its answer."""
+    from rich.table import Table
+    from rich.text import Text
+
     with reported():
         lines = client(address, namespace).audit(job, holder)
     if as_json:

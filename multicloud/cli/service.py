@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.text import Text
 
 from multicloud.cli.app import (
     Address,
@@ -150,6 +149,8 @@ def start(
         )
         return
     out = console()
+    from rich.text import Text
+
     if result.started_ray:
         out.print(f"Ray: started a local cluster at {result.address} (token auth on)")
     else:

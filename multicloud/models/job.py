@@ -27,6 +27,11 @@ class Market(str, Enum):
     ANY = "any"
 
 
+# Accelerator lists as written -> canonical (bounded by the spellings users write).
+_CANONICAL: dict[tuple[str, ...], tuple[str, ...]] = {}
+_CANONICAL_MAX = 4096  # a long-running scheduler sees what its clients write
+
+
 class Resources(Strict):
     """What one node of the job needs, and how many nodes form its gang.
 
@@ -52,9 +57,17 @@ class Resources(Strict):
     @field_validator("accelerator")
     @classmethod
     def _canonical(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # A job file repeats a few spellings thousands of times: each is worked out once.
+        # Only valid spellings are remembered (an unknown one raises before that).
+        known = _CANONICAL.get(value)
+        if known is not None:
+            return known
         if not value:
             raise ValueError("name at least one accelerator")
-        return tuple(dict.fromkeys(canonical(v) for v in value))
+        known = tuple(dict.fromkeys(canonical(v) for v in value))
+        if len(_CANONICAL) < _CANONICAL_MAX:
+            _CANONICAL[value] = known
+        return known
 
 
 class Placement(Strict):
@@ -86,6 +99,11 @@ class Placement(Strict):
         return tuple(out)
 
 
+# The default placement, shared: a frozen model of tuples cannot change, and building one
+# per job (a validation each) was a tenth of validating a large job file.
+_ANYWHERE = Placement()
+
+
 class Serving(Strict):
     """Where an inference service's replicas go.
 
@@ -104,9 +122,7 @@ class Serving(Strict):
     @model_validator(mode="after")
     def _spread_fits(self) -> Serving:
         if self.spread > self.replicas:
-            raise ValueError(
-                f"spread ({self.spread}) cannot exceed replicas ({self.replicas})"
-            )
+            raise ValueError(f"spread ({self.spread}) cannot exceed replicas ({self.replicas})")
         if self.max_latency_ms is not None and not self.regions_near:
             raise ValueError("max_latency_ms needs regions_near")
         return self
@@ -173,7 +189,7 @@ class Job(Strict):
     duration_hours: Annotated[float, Field(gt=0, le=24 * 366)] = 1.0
     deadline: UtcDatetime | None = None
     max_price_per_hour: Annotated[float, Field(gt=0)] | None = None
-    placement: Placement = Field(default_factory=Placement)
+    placement: Placement = Field(default_factory=lambda: _ANYWHERE)
     serving: Serving | None = None
     run: Run = Field(default_factory=Run)
 

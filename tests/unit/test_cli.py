@@ -503,6 +503,116 @@ def test_console_script_smoke() -> None:
     assert proc.stdout.startswith("multicloud ")
 
 
+# ---- the process's end --------------------------------------------------------------------
+# ``multicloud plan`` ends its own process once printed (app.leave): nothing lost, nothing
+# skipped. Each case runs the command line as the ``multicloud`` script does (``main()``),
+# in a process of its own, with an exit handler registered first (it must still run) and,
+# where said, another thread still running (the process must then wait for it).
+
+EXIT_DRIVER = """
+import atexit, sys, threading, time
+atexit.register(lambda: sys.stderr.write("exit handler ran\\n"))
+# rich only for the verbs that print tables: plan --json, its errors included, never loads it
+atexit.register(lambda: sys.stderr.write(f"rich loaded: {'rich' in sys.modules}\\n"))
+if sys.argv[1] == "thread":
+    # a thread still working when the command is done: exit waits for it
+    def late() -> None:
+        time.sleep(0.5)
+        sys.stderr.write("thread finished\\n")
+    threading.Thread(target=late).start()
+sys.argv = ["multicloud", *sys.argv[2:]]
+from multicloud.cli import main
+try:
+    main()
+finally:
+    # only where the command returns: an ended process never gets here
+    sys.stderr.write("main returned\\n")
+"""
+
+EXIT_CASES = {
+    # name: (driver mode, jobs text, extra arguments, exit status, stderr lines expected);
+    # "main returned" only where the process exits as usual (bad input, another thread)
+    "json": (
+        "plain",
+        JOB_A + "---\n" + JOB_B,
+        ["--json"],
+        0,
+        ["exit handler ran", "rich loaded: False"],
+    ),
+    "table": ("plain", JOB_A, ["--explain"], 0, ["exit handler ran", "rich loaded: True"]),
+    "bad input": (
+        "plain",
+        "name: a\nresources: {acelerator: H100}\n",
+        ["--json"],
+        2,
+        [
+            "error: ",
+            "unknown field 'acelerator'; did you mean 'accelerator'?",
+            "main returned",
+            "rich loaded: False",
+        ],
+    ),
+    "another thread": (
+        "thread",
+        JOB_A,
+        ["--json"],
+        0,
+        ["thread finished", "exit handler ran", "main returned"],
+    ),
+}
+
+
+def run_main(
+    tmp_path: Path, mode: str, jobs: str, extra: list[str]
+) -> subprocess.CompletedProcess[str]:
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text(jobs, encoding="utf-8")
+    fleet_file = tmp_path / "fleet.yaml"
+    fleet_file.write_text(FLEET, encoding="utf-8")
+    args = ["plan", str(jobs_file), "--fleet", str(fleet_file), "--now", "2026-12-01T09:00Z"]
+    return subprocess.run(
+        [sys.executable, "-c", EXIT_DRIVER, mode, *args, *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "jobs", "extra", "status", "lines"), EXIT_CASES.values(), ids=EXIT_CASES.keys()
+)
+def test_the_process_ends_as_an_exit_would(
+    tmp_path: Path, mode: str, jobs: str, extra: list[str], status: int, lines: list[str]
+) -> None:
+    proc = run_main(tmp_path, mode, jobs, extra)
+    assert proc.returncode == status, proc.stderr
+    for line in lines:
+        assert line in proc.stderr
+    assert ("main returned" in proc.stderr) == ("main returned" in lines)
+    if status != 0:
+        assert proc.stdout == ""
+        return
+    # All of the output, the same as the command prints when it does not end the process.
+    inline = runner.invoke(
+        app,
+        [
+            "plan",
+            str(tmp_path / "jobs.yaml"),
+            "--fleet",
+            str(tmp_path / "fleet.yaml"),
+            "--now",
+            "2026-12-01T09:00Z",
+            *extra,
+        ],
+    )
+    assert inline.exit_code == 0
+    if "--json" in extra:
+        assert json.loads(proc.stdout) == json.loads(inline.stdout)
+    else:
+        assert "Total cost" in proc.stdout and "Total cost" in inline.stdout
+
+
 # ---- README ----------------------------------------------------------------------------------
 
 _EXAMPLE = re.compile(r"<!-- example: (job|fleet) -->\s*```yaml\n(.*?)```", re.DOTALL)
