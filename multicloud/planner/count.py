@@ -73,7 +73,11 @@ def _widen(
     target: int,
     scope: np.ndarray,
 ) -> tuple[np.ndarray, int]:
-    """Search again, with wider neighbourhoods, while the tier is short of ``target``."""
+    """Search again, with wider neighbourhoods, while the tier is short of ``target``.
+
+    Then, still short, neighbourhoods seeded by the jobs no plan places
+    (``Search.place_left_out``), at the widest size.
+    """
     got = round(float(x[idx].sum()))
     base = search.settings
     if got >= target or search.problem.n <= base.exact_below:
@@ -83,8 +87,11 @@ def _widen(
             x = search.improve(objective, lp, x, -target + TIE, scope=scope, whole=False)
         got = round(float(x[idx].sum()))
         if got >= target:
-            break
-    return x, got
+            return x, got
+    # Still short: the jobs no plan places, which no ring reaches, seed the last rounds.
+    with search.widened(WIDER):
+        x = search.place_left_out(objective, x, -target + TIE, scope)
+    return x, round(float(x[idx].sum()))
 
 
 @dataclass

@@ -75,6 +75,7 @@ class Hood:
             held = np.zeros(int(p.owner.max(initial=-1)) + 1, dtype=np.bool_)
             held[p.owner[mine & placed]] = True
             opts = mine & scope & (p.pool >= 0) & ~held[np.where(mine, p.owner, 0)]
+            opts &= p.rank < _REACH  # its cheapest options: the ring stays a neighbourhood
             if p.option is not None:
                 opts &= p.option
             pairs = np.unique(p.owner[opts] * width + p.pool[opts])
@@ -106,11 +107,17 @@ class Hood:
         owners = {int(o) for o in seeds}
         for o in list(owners):
             for r in self.pools_of.get(o, ()):
-                owners |= self.users_of[r]
+                owners |= self.users_of.get(r, set())
         return owners
 
-    def chunk(self, seeds: list[int], limit: int) -> tuple[set[int], list[int]]:
-        """Seeds (in order) and their rings, while the freed variables stay under ``limit``."""
+    def chunk(
+        self, seeds: list[int], limit: int, strict: bool = False
+    ) -> tuple[set[int], list[int]]:
+        """Seeds (in order) and their rings, while the freed variables stay under ``limit``.
+
+        The first seed is always taken, whatever its ring's size, unless ``strict``: then a
+        seed whose ring alone is past the limit is left out (and none may be taken).
+        """
         owners: set[int] = set()
         taken: list[int] = []
         size = 0
@@ -120,10 +127,10 @@ class Hood:
             # on average on the 10,000-job trace batch), each once per round.
             new = {s}
             for r in self.pools_of.get(s, ()):
-                new |= self.users_of[r]
+                new |= self.users_of.get(r, set())
             new -= owners
             grow = sum(size_of[o] for o in new)
-            if taken and size + grow > limit:
+            if (taken or strict) and size + grow > limit:
                 continue
             owners |= new
             taken.append(s)

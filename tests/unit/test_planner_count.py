@@ -141,7 +141,8 @@ def test_widen_never_loses_a_job_and_stops_at_the_target(
 @pytest.mark.parametrize(
     ("placed_by_pass", "want_widths"),
     [
-        ([0, 0], [WIDER, WIDEST]),  # short after both: each width once, in order
+        # short after both: each width once, in order, then the left-out jobs' seeds
+        ([0, 0], [WIDER, WIDEST, -WIDER]),
         ([1, 0], [WIDER]),  # the first wider pass reaches the target: no second
         ([0, 1], [WIDER, WIDEST]),  # only the widest does
     ],
@@ -149,6 +150,7 @@ def test_widen_never_loses_a_job_and_stops_at_the_target(
 def test_widen_goes_wider_only_while_short(
     placed_by_pass: list[int], want_widths: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A width below 0: ``place_left_out`` at that width.
     problem, price = gangs_problem([1], [1], 1)
     search = Search(problem, Settings(exact_below=0, max_free=2))
     objective = count_objective(price, problem)
@@ -159,7 +161,12 @@ def test_widen_goes_wider_only_while_short(
         widths.append(search.settings.max_free // 2)
         return np.full(problem.n, float(next(passes)))
 
+    def place_left_out(objective: Any, x: Any, *args: Any) -> Any:
+        widths.append(-(search.settings.max_free // 2))
+        return x
+
     monkeypatch.setattr(search, "improve", improve)
+    monkeypatch.setattr(search, "place_left_out", place_left_out)
     idx = np.arange(problem.n)
     zero = np.zeros(problem.n)
     _, got = _widen(search, objective, zero, zero, idx, problem.n, np.ones(problem.n, bool))
@@ -494,7 +501,7 @@ def _left_out_service_small() -> tuple[list[Any], list[Any]]:
         ),
         pytest.param(
             _left_out_service_small(),
-            Policy(force_optimizer=True, exact_below=0, neighbourhood_size=3),
+            Policy(force_optimizer=True, exact_below=0, neighbourhood_size=6),
             3,
             id="tiny neighbourhoods",
         ),

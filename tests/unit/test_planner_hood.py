@@ -173,3 +173,23 @@ def test_gainers(
     assert idle == pools
     # Seeds only: an idle job is nobody's pool user, or it would swamp every ring.
     assert not any(o in users for o in hood.idle for users in hood.users_of.values())
+
+
+@pytest.mark.parametrize(
+    ("limit", "strict", "want"),
+    [
+        pytest.param(10, True, ({0, 1}, [0]), id="a left-out job's ring within the limit"),
+        pytest.param(1, True, (set(), []), id="strict: a ring past the limit is passed over"),
+        pytest.param(1, False, ({0, 1}, [0]), id="else the first seed is always taken"),
+    ],
+)
+def test_chunk_of_left_out_jobs(
+    limit: int, strict: bool, want: tuple[set[int], list[int]]
+) -> None:
+    # Job 0 is left out: its options are on pool 0 (job 1 uses it) and pool 1 (nobody
+    # does, so the pool has no users to look up).
+    variables = [Var(0, 0, -1.0, 0.0), Var(0, 1, -1.0, 0.0), Var(1, 0, -1.0, 1.0)]
+    hood, objective = hood_of(variables, [1.0, 1.0], count=True)
+    seeds = hood.gainers(objective)
+    assert seeds == [0]
+    assert hood.chunk(seeds, limit, strict=strict) == want
