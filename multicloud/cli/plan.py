@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Sequence
 from enum import Enum
@@ -188,16 +189,24 @@ def echo_plan_json(plan: Plan) -> None:
     # to find in them, and a 20,000-job plan has 40,000 rows. Bytes go to the binary
     # stream as they are (JSON is UTF-8 whatever the terminal's locale), piece by piece:
     # joined whole, 17 MB would be copied twice more.
+    if sys.stdout is None:  # stdout closed: nothing to print to (as click's echo does)
+        return
     with gcpause.paused():
         chunks = plan_chunks(plan)
         out = getattr(sys.stdout, "buffer", None)
         if out is None:  # a text-only stdout (redirected in-process, e.g. to a StringIO)
             sys.stdout.write(b"".join(chunks).decode("utf-8") + "\n")
             return
-        sys.stdout.flush()
-        out.writelines(chunks)
-        out.write(b"\n")
-        out.flush()
+        try:
+            sys.stdout.flush()
+            out.writelines(chunks)
+            out.write(b"\n")
+            out.flush()
+        except BrokenPipeError:
+            # The reader stopped (``| head``): not an error, as with the echo before.
+            # Python's exit flushes stdout again; pointed at devnull it has nothing to
+            # write (the way the Python docs give for a closed pipe).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @app.command()

@@ -153,28 +153,30 @@ class _Money(dict[float | None, bytes]):
 
     Rounding a float to 4 digits goes through its decimal digits: 0.4 us, 60,000 times in
     a 20,000-job plan, and prices repeat. Equal non-zero floats print the same; a zero is
-    never remembered (0.0 and -0.0 are one key but print differently).
+    never remembered (0.0 and -0.0 are one key but print differently), nor is anything but
+    a float (``2 == 2.0`` is one key, but an int prints as ``2``: an adapter's int price
+    made a later ``2.0`` cost print as ``2``).
     """
 
     def __missing__(self, key: float | None) -> bytes:
         text = to_json(_money(key))
-        if key:
+        if key and type(key) is float:
             self[key] = text
         return text
 
 
 def _strings(values: Sequence[str]) -> list[bytes]:
-    """Each string's JSON text, from one encoder call.
+    """Each string's JSON text, from one encoder call where that can be split safely.
 
-    Inside a JSON string a quote is always escaped, so ``","`` appears in the encoded list
-    only between two items.
+    The list's text is split on ``","``, which stands between two items, and inside an
+    item only as an escaped quote before ``,"`` (``x",`` encodes as ``"x\\","``): a list
+    holding any quote is encoded one string at a time instead (job names never hold one).
     """
     if not values:
         return []
-    out = [b'"' + part + b'"' for part in to_json(list(values))[2:-2].split(b'","')]
-    if len(out) != len(values):  # pragma: no cover - guarded by the argument above
+    if any('"' in v for v in values):
         return [to_json(v) for v in values]
-    return out
+    return [b'"' + part + b'"' for part in to_json(list(values))[2:-2].split(b'","')]
 
 
 def _numbers(values: Sequence[float | int | None]) -> list[bytes]:

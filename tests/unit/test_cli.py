@@ -613,6 +613,49 @@ def test_the_process_ends_as_an_exit_would(
         assert "Total cost" in proc.stdout and "Total cost" in inline.stdout
 
 
+def _many_jobs(n: int) -> str:
+    """``n`` small jobs: a plan whose JSON is past a pipe's buffer (64 KiB)."""
+    return "---\n".join(
+        f"name: nb-{k}\nresources: {{accelerator: L4}}\nduration_hours: 2.5\n" for k in range(n)
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "jobs"),
+    [
+        pytest.param("stdout closed", JOB_A, id="stdout closed"),
+        pytest.param("reader stops", _many_jobs(600), id="the reader stops early (| head)"),
+    ],
+)
+def test_nowhere_to_print_is_no_error(tmp_path: Path, case: str, jobs: str) -> None:
+    # As with click's echo before: stdout closed prints nothing, a reader that stops
+    # early (a broken pipe) ends the command quietly; both exit 0 (found by review: an
+    # AttributeError, and exit status 1).
+    jobs_file = write(tmp_path, "jobs.yaml", jobs)
+    fleet_file = write(tmp_path, "fleet.yaml", FLEET)
+    args = ["plan", str(jobs_file), "--fleet", str(fleet_file), "--json"]
+    cmd = [sys.executable, "-c", EXIT_DRIVER, "plain", *args]
+    if case == "stdout closed":
+        proc = subprocess.run(
+            ["bash", "-c", 'exec "$0" "$@" >&-', *cmd],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        status, err = proc.returncode, proc.stderr
+    else:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+            assert child.stdout is not None and child.stderr is not None
+            child.stdout.read(100)  # the plan has started, then the reader goes away
+            child.stdout.close()
+            err = child.stderr.read().decode()
+            status = child.wait(timeout=120)
+    assert status == 0, err
+    assert "Traceback" not in err
+    assert "exit handler ran" in err
+
+
 # ---- README ----------------------------------------------------------------------------------
 
 _EXAMPLE = re.compile(r"<!-- example: (job|fleet) -->\s*```yaml\n(.*?)```", re.DOTALL)

@@ -102,6 +102,14 @@ PLANS = {
         Unplaced("é", 'no "capacity"', ("H100×8: 0 left",)),
         audited('","', reason='a "quoted" reason', holder="oci\t"),
     ),
+    "a quote before a comma in a name": plan(
+        Unplaced('x",', "r"), Unplaced("y", "r"), placed('a",'), placed("b")
+    ),
+    "an int price, then an equal float": plan(
+        placed("a", node_price=2, duration_hours=1),
+        placed("b", node_price=2.0, duration_hours=1.0),
+        audited("c", outside_price_per_hour=1, billed_price_per_hour=1.0),
+    ),
     "audit lines": plan(
         placed("a", rofr=ROFR),
         audited("a"),
