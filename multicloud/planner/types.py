@@ -269,7 +269,8 @@ class PlanStats:
             (``mip_gap`` says how close; always True on the fast path).
         mip_gap: Relative gap of the optimised jobs' cost to the best proven lower bound.
         lp_bound_gap: Relative cost gap of the optimised jobs to the LP relaxation bound
-            (None on the fast path).
+            (None on the fast path, and where a group kept the queue walk's plan because
+            the optimiser found none: its LP bound says nothing of that plan).
         work: Deterministic effort spent: simplex iterations plus branch-and-bound nodes.
         timed_out: The safety ceiling ``Policy.time_limit_s`` stopped a solve, so the
             plan may differ from what an unloaded machine would give.
