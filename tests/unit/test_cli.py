@@ -748,3 +748,14 @@ def test_store_url_with_a_password_is_warned_about(url: str, warns: bool) -> Non
     assert (warning is not None) is warns
     if warning:
         assert "s3cret" not in warning and "PGPASSWORD" in warning
+
+
+def test_plan_json_reaches_a_test_runners_combined_output(tmp_path: Path) -> None:
+    # A test runner's capture has a byte buffer but no file descriptor, and its combined
+    # output sees only what goes through the text layer: the JSON must go there (it had
+    # gone to the buffer alone, and `result.output` was a lone newline).
+    jobs_file = write(tmp_path, "jobs.yaml", JOB_A)
+    fleet_file = write(tmp_path, "fleet.yaml", FLEET)
+    result = runner.invoke(app, ["plan", str(jobs_file), "--fleet", str(fleet_file), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["placements"][0]["job"] == "train-a"
