@@ -23,6 +23,7 @@ from pydantic_core import to_json
 
 from multicloud.offer import Offer
 from multicloud.planner import Assignment, AuditEntry, Plan, Unplaced
+from multicloud.planner.types import _money  # to_dict's rounding: one for both encodings
 
 __all__ = ["plan_chunks", "plan_json", "plan_text"]
 
@@ -184,11 +185,6 @@ def _numbers(values: Sequence[float | int | None]) -> list[bytes]:
     if not values:
         return []
     return to_json(list(values))[1:-1].split(b",")
-
-
-def _money(value: float | None) -> float | None:
-    # As ``Plan.to_dict`` rounds money.
-    return None if value is None else round(value, 4)
 
 
 def _offer(o: Offer) -> tuple[bytes, bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 
 import numpy as np
 from scipy.sparse import csc_array, csr_array
@@ -65,23 +66,8 @@ class Hood:
         for o, r in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
             self.pools_of.setdefault(o, set()).add(r)
             self.users_of.setdefault(r, set()).add(o)
-        self.idle: list[int] = []
-        if scope is not None:
-            # A count search's owners that no plan places, with the pools every option of
-            # theirs draws on: no ring reaches them (they use no pool), so only a
-            # neighbourhood seeded by one of them can place it (``Search.improve``). They
-            # are not users of those pools: in every ring they would swamp it.
-            mine = p.owner >= 0
-            held = np.zeros(int(p.owner.max(initial=-1)) + 1, dtype=np.bool_)
-            held[p.owner[mine & placed]] = True
-            opts = mine & scope & (p.pool >= 0) & ~held[np.where(mine, p.owner, 0)]
-            opts &= p.rank < _REACH  # its cheapest options: the ring stays a neighbourhood
-            if p.option is not None:
-                opts &= p.option
-            pairs = np.unique(p.owner[opts] * width + p.pool[opts])
-            for o, r in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
-                self.pools_of.setdefault(o, set()).add(r)
-            self.idle = np.unique(p.owner[opts]).tolist()
+        self._scope = scope
+        self._placed = placed
         slack = p.row_ub - p.a @ np.round(base)
         room = (p.pool < 0) | (base > FRAC)
         limited = p.pool >= 0
@@ -154,6 +140,31 @@ class Hood:
         for o, label in zip(owners, labels[: len(owners)].tolist(), strict=True):
             groups.setdefault(label, []).append(o)
         return list(groups.values())  # in order of their least owner
+
+    @cached_property
+    def idle(self) -> list[int]:
+        """A count search's owners that no plan places, in owner order (none for cost).
+
+        Each gets the pools of its cheapest options in ``pools_of``: no ring reaches it
+        (it uses no pool), so only a neighbourhood seeded by it can place it
+        (``Search.place_left_out``). It is no user of those pools: in every ring it would
+        swamp it. Worked out on first use: the rounds' many Hoods never need it.
+        """
+        p, scope = self.p, self._scope
+        if scope is None:
+            return []
+        mine = p.owner >= 0
+        held = np.zeros(int(p.owner.max(initial=-1)) + 1, dtype=np.bool_)
+        held[p.owner[mine & self._placed]] = True
+        opts = mine & scope & (p.pool >= 0) & ~held[np.where(mine, p.owner, 0)]
+        opts &= p.rank < _REACH  # its cheapest options: the ring stays a neighbourhood
+        if p.option is not None:
+            opts &= p.option
+        width = int(p.row_lb.shape[0]) + 1
+        pairs = np.unique(p.owner[opts] * width + p.pool[opts])
+        for o, r in zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True):
+            self.pools_of.setdefault(o, set()).add(r)
+        return list(np.unique(p.owner[opts]).tolist())
 
     def gainers(self, objective: FloatArray) -> list[int]:
         """Owners no plan places (``idle``) whose placing would lower ``objective``.

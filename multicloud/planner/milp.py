@@ -449,7 +449,16 @@ def _fallback(
                 planner.take(s, greedy[s.idx])
 
     return _Result(
-        n, False, math.inf, None, -math.inf, work, seconds, timed_out, False, place=place
+        n,
+        optimal=False,
+        value=math.inf,
+        lp_bound=None,
+        bound=-math.inf,
+        work=work,
+        seconds=seconds,
+        timed_out=timed_out,
+        counts_optimal=False,
+        place=place,
     )
 
 
