@@ -7,6 +7,7 @@ one class.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from multicloud.planner.slot import Slot
 if TYPE_CHECKING:
     from multicloud.planner.core import Planner
 
+
+log = logging.getLogger("multicloud.planner")
 
 TIE = 0.25  # the most a count objective's price tie-break may weigh, in jobs
 # A sub-problem whose bound is within this of its plan cannot place one more job (that
@@ -138,11 +141,20 @@ def count_tiers(
     if (price < 0).any():  # the search's cutoff counts on a tie-break in [0, TIE)
         raise ValueError("a negative ranked cost in the count model")
     tie = TIE / max(float(price @ prob.ub), 1.0)
-    for t in sorted(tier_vars, reverse=True):
+    order = sorted(tier_vars, reverse=True)
+    for k, t in enumerate(order, start=1):
         idx = np.array(tier_vars[t], dtype=np.int64)
         modelled = sum(1 for s in comp if s.job.priority == t and usable[s.idx])
         got = round(float(x[idx].sum()))
         if got < modelled:
+            if n > settings.exact_below:
+                log.info(
+                    "group of %s jobs: placing priority %d (tier %d of %d)",
+                    f"{len(comp):,}",
+                    t,
+                    k,
+                    len(order),
+                )
             scope = tier_of >= t
             objective = np.where(scope, price * tie, 0.0)
             objective[idx] -= 1.0
