@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -28,7 +26,6 @@ from multicloud.planner import Assignment, Plan
 # rich is imported by the functions that print with it: `plan --json` prints none.
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.status import Status
     from rich.table import Table
     from rich.text import Text
 
@@ -224,60 +221,6 @@ def echo_plan_json(plan: Plan) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def _is_tty(stream: Any) -> bool:
-    try:
-        return bool(stream is not None and stream.isatty())
-    except (AttributeError, ValueError):  # no such method, or closed
-        return False
-
-
-class _StatusLine(logging.Handler):
-    """Shows each planner log line on a status line."""
-
-    def __init__(self, status: Status, head: str) -> None:
-        super().__init__(logging.INFO)
-        self.status = status
-        self.head = head
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from rich.text import Text
-
-        # As text: a message is never rich markup.
-        self.status.update(Text(f"{self.head}: {record.getMessage()}"))
-
-
-@contextmanager
-def progress(jobs: int, err: Console | None = None) -> Iterator[None]:
-    """A status line on stderr while ``jobs`` are planned, if stderr is a terminal.
-
-    A contended plan of thousands of jobs takes seconds: the line shows the optimiser's
-    steps (the ``multicloud.planner`` log: a group's tier counted, its cost lowered, groups
-    done) and is gone once the plan is printed. A pipe or a file gets nothing.
-
-    Args:
-        jobs: Jobs being planned.
-        err: The console to show it on (default: stderr, if it is a terminal).
-    """
-    if err is None:
-        if not _is_tty(sys.stderr):  # before rich is imported: `plan --json` into a pipe
-            yield
-            return
-        err = console(stderr=True)
-    head = f"planning {jobs:,} jobs"
-    logger = logging.getLogger("multicloud.planner")
-    with err.status(head) as status:
-        handler = _StatusLine(status, head)
-        level = logger.level
-        logger.addHandler(handler)
-        if not logger.isEnabledFor(logging.INFO):
-            logger.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            logger.removeHandler(handler)
-            logger.setLevel(level)
-
-
 @app.command()
 def plan(
     jobs_file: Annotated[
@@ -306,6 +249,9 @@ def plan(
     with reported():
         when = parse_now(now)
         jobs, fleet, providers = load(jobs_file, fleet_file)
+        # logging and the status line: imported here, not by every command line
+        from multicloud.cli.progress import progress
+
         with progress(len(jobs)):
             result = plan_fleet(jobs, fleet, now=when, providers=providers)
     if as_json:

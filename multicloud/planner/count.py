@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("multicloud.planner")
+# Groups of at least this many jobs log each step (a tier's count begun, the cost stage
+# begun); a smaller one takes well under a second, and its lines would only flood a log.
+STEPS_FROM = 1_000
 
 TIE = 0.25  # the most a count objective's price tie-break may weigh, in jobs
 # A sub-problem whose bound is within this of its plan cannot place one more job (that
@@ -113,8 +116,20 @@ def count_tiers(
     usable: dict[int, list[Opt]],
     greedy: dict[int, list[tuple[Opt, int, float]]],
     settings: Settings,
+    label: str | None = None,
 ) -> Counted:
     """The most jobs each tier can place, from the top tier down, each count then held.
+
+    Args:
+        planner: The planner after its queue walk.
+        comp: The component's slots.
+        usable: Each slot's options.
+        greedy: The walk's choices.
+        settings: Work limits.
+        label: The group's name in the progress log (None: no lines).
+
+    Returns:
+        The counts, a plan placing them, and the search's work.
 
     Raises:
         ValueError: If the model has a negative ranked cost (the search's cutoff relies
@@ -147,14 +162,8 @@ def count_tiers(
         modelled = sum(1 for s in comp if s.job.priority == t and usable[s.idx])
         got = round(float(x[idx].sum()))
         if got < modelled:
-            if n > settings.exact_below:
-                log.info(
-                    "group of %s jobs: placing priority %d (tier %d of %d)",
-                    f"{len(comp):,}",
-                    t,
-                    k,
-                    len(order),
-                )
+            if label is not None:
+                log.info("%s: placing priority %d (tier %d/%d)", label, t, k, len(order))
             scope = tier_of >= t
             objective = np.where(scope, price * tie, 0.0)
             objective[idx] -= 1.0
