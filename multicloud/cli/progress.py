@@ -41,6 +41,7 @@ class StatusLine(logging.Handler):
         self.head = head
         self.make_console = make_console
         self.status: Status | None = None
+        self.refresh: set[threading.Thread] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
         from rich.text import Text
@@ -50,16 +51,25 @@ class StatusLine(logging.Handler):
         line = Text(f"{self.head}: {record.getMessage()}", no_wrap=True, overflow="ellipsis")
         if self.status is None:
             self.status = self.make_console().status(line)
+            before = set(threading.enumerate())
             self.status.start()
+            self.refresh = set(threading.enumerate()) - before
         else:
             self.status.update(line)
 
     def stop(self) -> None:
-        """Erase the line (once the handler is detached: no line can start it again)."""
+        """Erase the line (once the handler is detached: no line can start it again).
+
+        rich stops its refresh thread without waiting for it; the command line ends its
+        process at once only when no other thread is alive (``multicloud.cli.app.leave``),
+        so the thread the status started is waited for (it ends within a refresh).
+        """
         self.acquire()
         try:
             if self.status is not None:
                 self.status.stop()
+            for thread in self.refresh:
+                thread.join(timeout=1.0)
         finally:
             self.release()
 
@@ -91,7 +101,6 @@ def progress(jobs: int, err: Console | None = None) -> Iterator[StatusLine | Non
     handler = StatusLine(f"planning {jobs:,} jobs", make)
     logger = logging.getLogger(LOGGER)
     level, propagate = logger.level, logger.propagate
-    before = set(threading.enumerate())
     try:
         logger.addHandler(handler)
         if not logger.isEnabledFor(logging.INFO):
@@ -105,8 +114,3 @@ def progress(jobs: int, err: Console | None = None) -> Iterator[StatusLine | Non
         logger.setLevel(level)
         logger.propagate = propagate
         handler.stop()
-        # rich stops its refresh thread without waiting for it; the command line ends its
-        # process at once only when no other thread is alive (multicloud.cli.app.leave).
-        for thread in threading.enumerate():
-            if thread not in before and thread.daemon:
-                thread.join(timeout=1.0)
