@@ -44,11 +44,13 @@ class StatusLine(logging.Handler):
         self.refresh: set[threading.Thread] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
+        from rich.console import Group
         from rich.text import Text
 
-        # As text: a message is never rich markup; one line, cut to the terminal's width.
+        # As text: a message is never rich markup. One line, cut to the terminal's width:
+        # in a Group, as the spinner joins a bare Text to its frame and drops the cut.
         # (Under the handler's lock: lines from the optimiser's threads take turns.)
-        line = Text(f"{self.head}: {record.getMessage()}", no_wrap=True, overflow="ellipsis")
+        line = Group(Text(f"{self.head}: {record.getMessage()}", no_wrap=True, overflow="ellipsis"))
         if self.status is None:
             self.status = self.make_console().status(line)
             before = set(threading.enumerate())

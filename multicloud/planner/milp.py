@@ -113,7 +113,8 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
     settings = settings_of(planner.policy)
     clock = _Clock(settings.seconds)
     if todo:
-        log.info("searching %s jobs in %s", f"{sum(len(c) for c in todo):,}", _groups(len(todo)))
+        searched = sum(len(c) for c in todo)
+        log.info("searching %s in %s", _plural(searched, "job"), _plural(len(todo), "group"))
     # A large group's steps are logged under its name (its place in component order).
     labels = {
         id(comp): f"group {k}/{len(todo)}, {len(comp):,} jobs"
@@ -128,9 +129,10 @@ def optimise(planner: Planner, slots: list[Slot]) -> PlanStats:
         left = replace(settings, seconds=clock.left())
         res = _solve(planner, comp, usable, greedy, greedy_reason, left, labels.get(id(comp)))
         clock.spend(res.seconds)
-        with lock:
-            finished[0] += 1
-            log.info("%d of %s searched", finished[0], _groups(len(todo)))
+        if len(todo) > 1:  # one group's end is the plan's: the caller sees it
+            with lock:
+                finished[0] += 1
+                log.info("%d of %d groups searched", finished[0], len(todo))
         return res
 
     # Components share no limited pool and no budget: each is searched on its own (on
@@ -420,8 +422,8 @@ def _previous(
     return out
 
 
-def _groups(k: int) -> str:
-    return "1 group" if k == 1 else f"{k} groups"
+def _plural(k: int, noun: str) -> str:
+    return f"1 {noun}" if k == 1 else f"{k:,} {noun}s"
 
 
 def _stop(low: float, gap: float, stop_gap: float) -> float:
