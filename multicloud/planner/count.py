@@ -16,7 +16,7 @@ import numpy as np
 
 from multicloud.planner.model import build, choices, encode, problem_of
 from multicloud.planner.options import Opt
-from multicloud.planner.search import Search, Settings
+from multicloud.planner.search import SUBSTITUTE_ROUNDS, Search, Settings
 from multicloud.planner.slot import Slot
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def _widen(
     """Search again, with wider neighbourhoods, while the tier is short of ``target``.
 
     Then, still short, neighbourhoods seeded by the jobs no plan places
-    (``Search.place_left_out``), at the widest size.
+    (``Search.place_left_out``), at the widest size; then trades within tiers
+    (``Search.substitute``) while each places a job more.
     """
     got = round(float(x[idx].sum()))
     base = search.settings
@@ -97,7 +98,17 @@ def _widen(
     # Still short: the jobs no plan places, which no ring reaches, seed the last rounds.
     with search.widened(WIDER):
         x = search.place_left_out(objective, x, -target + TIE, scope)
-    return x, round(float(x[idx].sum()))
+    got = round(float(x[idx].sum()))
+    # Still short: trades linked by a budget rather than a pool (``Search.substitute``).
+    for _ in range(SUBSTITUTE_ROUNDS):
+        if got >= target:
+            break
+        traded = search.substitute(objective, lp, x, -target + TIE, scope)
+        if traded is x:
+            break
+        x = traded
+        got = round(float(x[idx].sum()))
+    return x, got
 
 
 @dataclass

@@ -254,6 +254,56 @@ class Hood:
             out[on[np.lexsort((on, objective[on]))][:_FILLERS]] = True
         return out
 
+    def substitutes(self, objective: FloatArray, plan: FloatArray, per_tier: int) -> list[int]:
+        """Per tier, the owners ``plan`` pays most for and the cheapest it leaves out.
+
+        The tiers: each held count's, and of a count search's own (its jobs score below 0)
+        only the jobs left out.
+
+        A tier's count is held, so a cost search can only trade a placed job for one of the
+        same tier; where a budget binds, what pays for that trade is often another tier's
+        (a job swapped for one off the budget): the trades are linked by the budget row,
+        not by any pool, so no ring of pools holds them, and the LP, degenerate there,
+        points at none of them (on the 20,000-job file, a placed job ranked 17,408 in a
+        tier where left-out jobs rank 27).
+
+        Args:
+            objective: Cost per variable.
+            plan: The plan at hand.
+            per_tier: Owners of each kind taken per count row.
+
+        Returns:
+            The owners, in owner order.
+        """
+        p = self.p
+        mine = p.owner >= 0
+        size = len(self.sizes)
+        spent = np.bincount(p.owner[mine], weights=(objective * plan)[mine], minlength=size)
+        placed = np.bincount(p.owner[mine], weights=plan[mine], minlength=size) > FRAC
+        options = mine & self.ok & (p.rank < _ROOM_OPTIONS)
+        if p.option is not None:
+            options &= p.option
+        cheapest = np.full(size, np.inf)
+        np.minimum.at(cheapest, p.owner[options], objective[options])
+        counted = np.nonzero((p.row_lb > 0) & np.isinf(p.row_ub))[0]
+        rows = csr_array(p.a)
+        tiers = [
+            np.unique(p.owner[cols[mine[cols]]])
+            for cols in (rows.indices[rows.indptr[r] : rows.indptr[r + 1]] for r in counted)
+        ]
+        out: set[int] = set()
+        for tier in tiers:
+            used = tier[placed[tier]]
+            idle = tier[~placed[tier] & np.isfinite(cheapest[tier])]
+            out.update(used[np.lexsort((used, -spent[used]))][:per_tier].tolist())
+            out.update(idle[np.lexsort((idle, cheapest[idle]))][:per_tier].tolist())
+        # A count search's own tier has no row yet: its cheapest jobs left out, which a
+        # trade would place (its placed ones only give way where a held tier needs room).
+        own = np.unique(p.owner[mine & self.ok & (objective < 0)])
+        idle = own[~placed[own] & np.isfinite(cheapest[own])]
+        out.update(idle[np.lexsort((idle, cheapest[idle]))][:per_tier].tolist())
+        return sorted(out)
+
     def free(self, owners: set[int], seeds: set[int]) -> BoolArray:
         """Variables freed for ``owners``: on the pools the seeds' rings share, or with room."""
         p = self.p

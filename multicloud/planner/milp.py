@@ -367,6 +367,10 @@ def _solve(
         with search.widened(_WIDER):
             x = search.improve(cost, lp, x, stop)
         bound = max(bound, search.bound)
+        if float(cost @ x) > low + _STALLED * (stop - low) and not search.timed_out:
+            # Still stalled: the moves left trade jobs within a tier across pools and a
+            # budget, which no ring of pools holds (``Search.substitute``).
+            x = search.substitute(cost, lp, x, stop)
     if not prob.feasible(x):  # no plan at hand met the counts: search the whole model
         found = search.prove(cost, None, nodes=settings.nodes).x
         if found is None:

@@ -216,9 +216,7 @@ class RofrWalk(Capacity):
             return None
         return sum(price * s.nodes * n for _, n, price in plan) / s.replicas
 
-    def _accept(
-        self, s: Slot, holder: str, hopt: Opt, billed_gang: float, p: float | None
-    ) -> bool:
+    def _accept(self, s: Slot, holder: str, hopt: Opt, billed_gang: float, p: float | None) -> bool:
         node_price = billed_gang / s.nodes
         via = f"ROFR: {holder} accepted"
         if s.job.kind is Kind.TRAINING:

@@ -139,18 +139,23 @@ def test_widen_never_loses_a_job_and_stops_at_the_target(
 
 
 @pytest.mark.parametrize(
-    ("placed_by_pass", "want_widths"),
+    ("placed_by_pass", "trades", "want_widths"),
     [
-        # short after both: each width once, in order, then the left-out jobs' seeds
-        ([0, 0], [WIDER, WIDEST, -WIDER]),
-        ([1, 0], [WIDER]),  # the first wider pass reaches the target: no second
-        ([0, 1], [WIDER, WIDEST]),  # only the widest does
+        # short after all: each width once, in order, then the left-out jobs' seeds, then
+        # trades until one finds nothing
+        ([0, 0], 0, [WIDER, WIDEST, -WIDER, 0]),
+        ([1, 0], 0, [WIDER]),  # the first wider pass reaches the target: no second
+        ([0, 1], 0, [WIDER, WIDEST]),  # only the widest does
+        ([0, 0], 1, [WIDER, WIDEST, -WIDER, 0]),  # a trade reaches it: no other
     ],
 )
 def test_widen_goes_wider_only_while_short(
-    placed_by_pass: list[int], want_widths: list[int], monkeypatch: pytest.MonkeyPatch
+    placed_by_pass: list[int],
+    trades: int,
+    want_widths: list[int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A width below 0: ``place_left_out`` at that width.
+    # A width below 0: ``place_left_out`` at that width; 0: a trade (``substitute``).
     problem, price = gangs_problem([1], [1], 1)
     search = Search(problem, Settings(exact_below=0, max_free=2))
     objective = count_objective(price, problem)
@@ -165,13 +170,18 @@ def test_widen_goes_wider_only_while_short(
         widths.append(-(search.settings.max_free // 2))
         return x
 
+    def substitute(objective: Any, lp: Any, x: Any, *args: Any) -> Any:
+        widths.append(0)
+        return np.full(problem.n, 1.0) if trades else x  # the same plan: nothing found
+
     monkeypatch.setattr(search, "improve", improve)
     monkeypatch.setattr(search, "place_left_out", place_left_out)
+    monkeypatch.setattr(search, "substitute", substitute)
     idx = np.arange(problem.n)
     zero = np.zeros(problem.n)
     _, got = _widen(search, objective, zero, zero, idx, problem.n, np.ones(problem.n, bool))
     assert widths == want_widths
-    assert got == (problem.n if 1 in placed_by_pass else 0)
+    assert got == (problem.n if 1 in placed_by_pass or trades else 0)
     assert search.settings.max_free == 2  # put back
 
 
