@@ -73,7 +73,7 @@ def capture() -> tuple[dict[str, Any], dict[str, Any], float]:
         out = substitute(self, objective, *a)
         # the cost stage's last step, when it stalled (a count search trades too)
         if self.problem.n > LARGE and self.settings.count_tie <= 0:
-            seen["cost"]["plan"] = out.copy()
+            seen.setdefault("cost", {})["plan"] = out.copy()
         return out
 
     count._widen = widen_hook  # type: ignore[assignment]

@@ -101,7 +101,7 @@ def _widen(
     got = round(float(x[idx].sum()))
     # Still short: trades linked by a budget rather than a pool (``Search.substitute``).
     for _ in range(SUBSTITUTE_ROUNDS):
-        if got >= target:
+        if got >= target or search.timed_out:
             break
         traded = search.substitute(objective, lp, x, -target + TIE, scope)
         if traded is x:

@@ -56,11 +56,12 @@ _ROUND_VARIABLES = 20_000  # each this many variables of a model add Settings.ro
 _REPAIR_NEIGHBOURHOODS = 2  # largest repair without a start, in neighbourhood sizes
 # A stalled search's trade neighbourhood (``Search.substitute``): owners of each kind per
 # held count, options each of its owners gets wherever they are, most variables (in
-# neighbourhood sizes). On the 20,000-job file's cost model 20 per tier found 337,046 from
-# 341,882 (the LP 316,483), 50 found 319,547 (4,180 variables, 0.9 s), 100 the same in
-# 1.3 s. Up to 10 neighbourhoods it changed no 10,000-job plan; up to 30 it placed a tier-1
-# job more on synthetic seed 7 (its counts then proven; 3 s on a 30,000-variable
-# neighbourhood), and synthetic seeds 3 and 8's tier-0 neighbourhoods are larger still.
+# neighbourhood sizes). On the 20,000-job file's cost model, from the plan the count stage
+# handed over before it traded too (341,882; the LP 316,483), 20 per tier found 337,046,
+# 50 found 319,547 (4,180 variables, 0.9 s), 100 the same in 1.3 s. A cap of 10
+# neighbourhoods changed no 10,000-job plan; 30 places a tier-1 job more on synthetic seed 7
+# (its counts then proven; 3 s on that neighbourhood). Past the cap nothing is tried:
+# synthetic seeds 3 and 8's tier-0 neighbourhoods are larger.
 _SUBSTITUTES = 50
 _SUBSTITUTE_OPTIONS = 3
 _SUBSTITUTE_NEIGHBOURHOODS = 30
@@ -447,12 +448,17 @@ class Search(KeptLP):
         Its owners: where the plan and the LP disagree, and per held count the jobs the
         plan pays most for and the cheapest it leaves out (``Hood.substitutes``; in a count
         search also those of the tier it counts), with their rings and their cheapest
-        options. On the 20,000-job file's budget-tied group the
-        cost search's rounds and their wider pass stalled 6.6 % above the LP bound
-        (43,415 variables); this one neighbourhood ended 1.0 % above it in 0.5 s, below
-        the plan HiGHS's whole-model root found from the same start in 22 s. Its count
-        search, after every wider pass, placed 3,583 tier-0 jobs; this places a 3,584th in
-        0.2 s (HiGHS's root: 3,584, in 21 s).
+        options. Measured on the 20,000-job file's budget-tied group:
+
+        - its count search placed 3,583 tier-0 jobs after every wider pass; this places
+          the 3,584th in about 1 s (HiGHS's whole-model root, from that plan: 3,584 in
+          20-24 s);
+        - at the counts before that, its cost search stalled 6.6 % above the LP bound
+          after its wider pass (337,248; 43,415 variables), and this took it to 1.0 %
+          above (319,604) in 0.5 s, below what HiGHS's root found from the count stage's
+          plan in 22 s (319,979); at the new counts it stalls 4.6 % above, and this takes
+          it to 4.1 % (0.5 s), where HiGHS's root finds 0.02 % less in 25 s and proves a
+          bound 3.5 % below.
 
         Args:
             objective: Cost per variable.

@@ -139,24 +139,28 @@ def test_widen_never_loses_a_job_and_stops_at_the_target(
 
 
 @pytest.mark.parametrize(
-    ("placed_by_pass", "trades", "want_widths"),
+    ("placed_by_pass", "trades", "target", "want_widths", "want_got"),
     [
         # short after all: each width once, in order, then the left-out jobs' seeds, then
         # trades until one finds nothing
-        ([0, 0], 0, [WIDER, WIDEST, -WIDER, 0]),
-        ([1, 0], 0, [WIDER]),  # the first wider pass reaches the target: no second
-        ([0, 1], 0, [WIDER, WIDEST]),  # only the widest does
-        ([0, 0], 1, [WIDER, WIDEST, -WIDER, 0]),  # a trade reaches it: no other
+        ([0, 0], 0, 2, [WIDER, WIDEST, -WIDER, 0], 0),
+        ([1, 0], 0, 2, [WIDER], 2),  # the first wider pass reaches the target: no second
+        ([0, 1], 0, 2, [WIDER, WIDEST], 2),  # only the widest does
+        ([0, 0], 1, 1, [WIDER, WIDEST, -WIDER, 0], 1),  # a trade reaches it: no other
+        ([0, 0], 2, 2, [WIDER, WIDEST, -WIDER, 0, 0], 2),  # a job per trade, two to go
+        ([0, 0], 1, 2, [WIDER, WIDEST, -WIDER, 0, 0], 1),  # the second trade finds nothing
     ],
 )
 def test_widen_goes_wider_only_while_short(
     placed_by_pass: list[int],
     trades: int,
+    target: int,
     want_widths: list[int],
+    want_got: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A width below 0: ``place_left_out`` at that width; 0: a trade (``substitute``).
-    problem, price = gangs_problem([1], [1], 1)
+    problem, price = gangs_problem([1, 1], [2], 1)
     search = Search(problem, Settings(exact_below=0, max_free=2))
     objective = count_objective(price, problem)
     widths: list[int] = []
@@ -170,18 +174,26 @@ def test_widen_goes_wider_only_while_short(
         widths.append(-(search.settings.max_free // 2))
         return x
 
+    made = iter(range(1, trades + 1))
+
     def substitute(objective: Any, lp: Any, x: Any, *args: Any) -> Any:
         widths.append(0)
-        return np.full(problem.n, 1.0) if trades else x  # the same plan: nothing found
+        assert search.settings.max_free == 2  # at the search's own width
+        placed = next(made, None)
+        if placed is None:
+            return x  # the same plan: nothing found
+        y = np.zeros(problem.n)
+        y[:placed] = 1.0  # one job more per trade
+        return y
 
     monkeypatch.setattr(search, "improve", improve)
     monkeypatch.setattr(search, "place_left_out", place_left_out)
     monkeypatch.setattr(search, "substitute", substitute)
     idx = np.arange(problem.n)
     zero = np.zeros(problem.n)
-    _, got = _widen(search, objective, zero, zero, idx, problem.n, np.ones(problem.n, bool))
+    _, got = _widen(search, objective, zero, zero, idx, target, np.ones(problem.n, bool))
     assert widths == want_widths
-    assert got == (problem.n if 1 in placed_by_pass or trades else 0)
+    assert got == want_got
     assert search.settings.max_free == 2  # put back
 
 

@@ -101,13 +101,23 @@ def problem_of(
         ),
         pytest.param(
             [
-                Job(0, [Option(10.0), Option(1.0)], placed=0),
-                Job(0, [Option(3.0)]),
+                Job(0, [Option(50.0)], placed=0),
+                Job(0, [Option(10.0), Option(1.0)]),
+                Job(0, [Option(2.0)]),
+            ],
+            1,
+            [0, 1],
+            id="a left-out job by its cheapest option, not its first",
+        ),
+        pytest.param(
+            [
+                Job(0, [Option(50.0)], placed=0),
+                Job(0, [Option(10.0), Option(9.0), Option(8.0), Option(1.0)]),
                 Job(0, [Option(2.0)]),
             ],
             1,
             [0, 2],
-            id="a left-out job by its cheapest option",
+            id="only a job's three cheapest-ranked options count",
         ),
         pytest.param(
             [Job(0, [Option(5.0)], placed=0), Job(0, [Option(4.0)], placed=0)],
@@ -172,3 +182,16 @@ def test_a_count_search_places_a_job_a_budget_trade_makes_room_for() -> None:
     traded = Search(p, settings).substitute(objective, plan, plan, -1.0 + TIE, scope)
     assert float(traded[tier0].sum()) == 1.0
     assert p.feasible(traded)
+
+
+def test_jobs_out_of_a_count_search_scope_are_never_substitutes() -> None:
+    jobs = [
+        Job(1, [Option(100.0)], placed=0),
+        Job(1, [Option(1.0)]),
+        Job(0, [Option(200.0)], placed=0),  # a lower tier: only holds capacity here
+        Job(0, [Option(0.5)]),
+    ]
+    p, cost, plan = problem_of(jobs, [], {1: 1, 0: 1}, budget=1e9)
+    scope = np.isin(p.owner, [0, 1])
+    hood = Hood(p, [plan], np.where(scope, plan, 0.0), scope)
+    assert hood.substitutes(cost, np.where(scope, plan, 0.0), 1) == [0, 1]
