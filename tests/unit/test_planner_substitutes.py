@@ -6,16 +6,20 @@ and a budget, built from a table of jobs.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 from scipy.sparse import csc_array
 
+from multicloud.models import Contracts
+from multicloud.planner import Policy, Snapshot, plan
 from multicloud.planner.count import COUNT_GAP, TIE
 from multicloud.planner.hood import Hood
 from multicloud.planner.problem import Problem
 from multicloud.planner.search import Search, Settings
+from multicloud.testing.builders import job, offer
 
 
 class Option(NamedTuple):
@@ -195,3 +199,42 @@ def test_jobs_out_of_a_count_search_scope_are_never_substitutes() -> None:
     scope = np.isin(p.owner, [0, 1])
     hood = Hood(p, [plan], np.where(scope, plan, 0.0), scope)
     assert hood.substitutes(cost, np.where(scope, plan, 0.0), 1) == [0, 1]
+
+
+@pytest.mark.parametrize("rounds_move", [False, True])
+def test_a_cost_search_still_stalled_after_its_wider_pass_trades_once(
+    rounds_move: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The walk puts the 1-node job on the cheap pool and the 2-node job on the dear one
+    # (70 an hour, the optimum 50). With the cost search's rounds held where they start,
+    # they stall far above the bound, and the trade finds the optimum; with the real
+    # rounds the plan reaches its stop and no trade is tried.
+    snap = Snapshot(
+        jobs=[job("small", accelerator="A100", nodes=1), job("large", accelerator="A100", nodes=2)],
+        offers=[
+            offer("aws", instance_type="a", accelerator="A100", price=10, capacity=2),
+            offer("gcp", instance_type="b", accelerator="A100", price=30, capacity=2),
+        ],
+        contracts=Contracts(),
+        now=datetime(2026, 11, 23, tzinfo=timezone.utc),
+    )
+    improve, substitute = Search.improve, Search.substitute
+    trades: list[float] = []
+
+    def held(self: Search, objective: Any, lp: Any, incumbent: Any, *a: Any, **k: Any) -> Any:
+        if self.settings.count_tie > 0 or rounds_move:
+            return improve(self, objective, lp, incumbent, *a, **k)
+        return incumbent
+
+    def counted(self: Search, objective: Any, *a: Any) -> Any:
+        if self.settings.count_tie <= 0:
+            trades.append(1.0)
+        return substitute(self, objective, *a)
+
+    monkeypatch.setattr(Search, "improve", held)
+    monkeypatch.setattr(Search, "substitute", counted)
+    got = plan(snap, Policy(force_optimizer=True, exact_below=0, workers=1))
+    best = plan(snap, Policy(force_optimizer=True, prove=True, workers=1))
+    assert len(trades) == (0 if rounds_move else 1)
+    assert len(got.placements) == 2
+    assert got.total_cost == pytest.approx(best.total_cost)
