@@ -244,7 +244,7 @@ class Hood:
         """
         p = self.p
         mine = np.isin(p.owner, owners)
-        counted = (p.row_lb > 0) & np.isinf(p.row_ub)
+        counted = p.counted
         rows = np.unique(csc_array(p.a[:, np.nonzero(mine)[0]]).indices)
         rows = rows[counted[rows]]
         out = np.zeros(p.n, dtype=np.bool_)
@@ -285,7 +285,7 @@ class Hood:
             options &= p.option
         cheapest = np.full(size, np.inf)
         np.minimum.at(cheapest, p.owner[options], objective[options])
-        counted = np.nonzero((p.row_lb > 0) & np.isinf(p.row_ub))[0]
+        counted = np.nonzero(p.counted)[0]
         rows = csr_array(p.a)
         tiers = [
             np.unique(p.owner[cols[mine[cols]]])

@@ -55,6 +55,11 @@ class Problem:
         """Number of variables."""
         return int(self.ub.shape[0])
 
+    @property
+    def counted(self) -> BoolArray:
+        """The rows that hold a tier's count (a lower bound only; no other row has one)."""
+        return (self.row_lb > 0) & np.isinf(self.row_ub)
+
     def add_rows(self, rows: Sequence[tuple[IntArray, float, float]]) -> None:
         """Append rows with coefficient 1 on the given variables, as ``lo ≤ sum ≤ hi``."""
         if not rows:

@@ -156,7 +156,7 @@ class Search(KeptLP):
         row_lb = p.row_lb
         relaxed = exact and short is not None
         if relaxed:
-            counted = (p.row_lb > 0) & np.isinf(p.row_ub)  # a tier's count, held
+            counted = p.counted  # a tier's count, held
             # A count row an earlier part of the repair left short is the repair's last
             # step to meet, not a reason to refuse a part that does not touch it.
             row_lb = np.where(counted, -_INF, row_lb)

@@ -84,6 +84,11 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Console, io.Stri
     yield Console(file=out, force_terminal=True, force_interactive=True, width=100), out
 
 
+def logger_state() -> tuple[int, bool]:
+    logger = logging.getLogger(LOGGER)
+    return logger.level, logger.propagate
+
+
 def status_lines() -> list[logging.Handler]:
     return [h for h in logging.getLogger(LOGGER).handlers if isinstance(h, StatusLine)]
 
@@ -93,7 +98,7 @@ def test_the_status_line_shows_the_planner_log_on_a_terminal(
 ) -> None:
     err, out = terminal
     logger = logging.getLogger(LOGGER)
-    level, propagate = logger.level, logger.propagate
+    before = logger_state()
     threads = set(threading.enumerate())
     with progress(20_000, err) as shown:
         assert logger.isEnabledFor(logging.INFO)
@@ -103,7 +108,7 @@ def test_the_status_line_shows_the_planner_log_on_a_terminal(
     # Gone afterwards: no handler, the level and propagation as they were, and no thread
     # left (the command line ends its process at once only when none is alive).
     assert not status_lines()
-    assert (logger.level, logger.propagate) == (level, propagate)
+    assert logger_state() == before
     assert set(threading.enumerate()) <= threads
 
 
@@ -159,12 +164,12 @@ def test_the_status_line_is_removed_when_planning_fails(
 ) -> None:
     err, _ = terminal
     logger = logging.getLogger(LOGGER)
-    level, propagate = logger.level, logger.propagate
+    before = logger_state()
     with pytest.raises(RuntimeError), progress(3, err):
         logger.info("started")
         raise RuntimeError("boom")
     assert not status_lines()
-    assert (logger.level, logger.propagate) == (level, propagate)
+    assert logger_state() == before
 
 
 def test_a_pipe_gets_no_status_line(capsys: pytest.CaptureFixture[str]) -> None:
