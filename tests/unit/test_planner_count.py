@@ -197,6 +197,26 @@ def test_widen_goes_wider_only_while_short(
     assert search.settings.max_free == 2  # put back
 
 
+@pytest.mark.parametrize(
+    ("count_tie", "nodes", "factor", "want_nodes"),
+    [
+        (TIE, 200, WIDER, 66),  # a count: about the same work per neighbourhood
+        (TIE, 200, WIDEST, 33),
+        (TIE, 2, WIDEST, 1),  # never below one node
+        (0.0, 200, WIDER, 200),  # a cost search keeps its node limit
+    ],
+)
+def test_wider_count_neighbourhoods_get_fewer_nodes(
+    count_tie: float, nodes: int, factor: int, want_nodes: int
+) -> None:
+    problem, _ = gangs_problem([1, 1], [2], 1)
+    search = Search(problem, Settings(max_free=2, nodes=nodes, count_tie=count_tie))
+    with search.widened(factor):
+        assert search.settings.max_free == 2 * factor
+        assert search.settings.nodes == want_nodes
+    assert (search.settings.max_free, search.settings.nodes) == (2, nodes)  # put back
+
+
 def test_a_large_tier_is_counted_to_the_last_job() -> None:
     # One component whose tier holds ~2,000 jobs: a relative gap of 1e-3 is two jobs
     # there, and the count stage once stopped one job short and called the count proven.
