@@ -45,7 +45,9 @@ WIDER = 3
 # six 10,000-job batches it placed 27 jobs more (tier 0: synthetic seed 3 +16, seed 8 +7,
 # seed 7 +1, trace seed 3 +3, whose counts it proves), for 2-6 s more on those four (the
 # planner benchmark: 11.2-13.9 -> 15.6-17.6 s); at 9 it placed 36 more, for up to 12 s
-# more. Placed jobs come first: a plan never trades one for time.
+# more (both measured with the whole node limit in these passes; ``Search.widened`` now
+# divides it by the factor, which left those plans the same). Placed jobs come first: a
+# plan never trades one for time.
 WIDEST = 6
 # A tier whose plan at hand leaves more than this many of its jobs out solves its LP from
 # scratch (dual simplex, lower tiers held at 0) instead of primal simplex from the upper

@@ -10,7 +10,8 @@ class Settings:
     """Work limits of one search (see ``Policy`` for their meaning).
 
     Attributes:
-        nodes: Branch-and-bound nodes per sub-problem.
+        nodes: Branch-and-bound nodes per sub-problem (``Search.widened`` divides a
+            count's by its factor).
         rounds: Neighbourhood rounds per objective after the repair (per 20,000
             variables of the model).
         max_free: Most variables one neighbourhood may free.

@@ -44,7 +44,9 @@ class Policy:
             tenths of a percent for seconds (10,000-job trace seed 7: 0.71 % above the
             bound at 31 CPU s, 0.25 % at 36 s). 0: search on to ``mip_rel_gap``.
         force_optimizer: Use the optimiser even where the fast path would do (tests, bench).
-        node_limit: Branch-and-bound nodes for each neighbourhood the search solves.
+        node_limit: Branch-and-bound nodes for each neighbourhood the search solves (a
+            count's wider passes: a third and a sixth of it, their neighbourhoods being
+            three and six times larger; at least one).
         search_rounds: Neighbourhoods tried per objective after repairing the LP, per
             20,000 variables of a component's model.
         neighbourhood_size: Most variables one neighbourhood frees.

@@ -161,23 +161,27 @@ def test_widen_goes_wider_only_while_short(
 ) -> None:
     # A width below 0: ``place_left_out`` at that width; 0: a trade (``substitute``).
     problem, price = gangs_problem([1, 1], [2], 1)
-    search = Search(problem, Settings(exact_below=0, max_free=2))
+    search = Search(problem, Settings(exact_below=0, max_free=2, nodes=200, count_tie=TIE))
     objective = count_objective(price, problem)
     widths: list[int] = []
+    nodes: list[int] = []  # the node limit each step ran at
     passes = iter(placed_by_pass)
 
     def improve(objective: Any, lp: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
         widths.append(search.settings.max_free // 2)
+        nodes.append(search.settings.nodes)
         return np.full(problem.n, float(next(passes)))
 
     def place_left_out(objective: Any, x: Any, *args: Any) -> Any:
         widths.append(-(search.settings.max_free // 2))
+        nodes.append(search.settings.nodes)
         return x
 
     made = iter(range(1, trades + 1))
 
     def substitute(objective: Any, lp: Any, x: Any, *args: Any) -> Any:
         widths.append(0)
+        nodes.append(search.settings.nodes)
         assert search.settings.max_free == 2  # at the search's own width
         placed = next(made, None)
         if placed is None:
@@ -193,8 +197,10 @@ def test_widen_goes_wider_only_while_short(
     zero = np.zeros(problem.n)
     _, got = _widen(search, objective, zero, zero, idx, target, np.ones(problem.n, bool))
     assert widths == want_widths
+    # each wider step at the node limit over its width; the trades at the whole limit
+    assert nodes == [200 // abs(w) if w else 200 for w in want_widths]
     assert got == want_got
-    assert search.settings.max_free == 2  # put back
+    assert (search.settings.max_free, search.settings.nodes) == (2, 200)  # put back
 
 
 @pytest.mark.parametrize(
