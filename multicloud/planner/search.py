@@ -30,6 +30,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from highspy import HighsModelStatus
@@ -116,6 +117,7 @@ class Search(KeptLP):
         exact: bool = False,
         short: int | None = None,
         gap: float | None = None,
+        screen: bool = False,
     ) -> Outcome:
         """Solve the integer program with every variable outside ``free`` fixed at ``base``.
 
@@ -138,6 +140,9 @@ class Search(KeptLP):
                 far as the row needs it, less this many, and a count row they do not touch
                 may be short (None: every row met).
             gap: Relative gap at which HiGHS stops (default: the settings').
+            screen: First look for a proof, without presolve, that no whole plan meets
+                the rows (``_integer_infeasible``); the answer is the same either way,
+                found sooner where there is none.
 
         Returns:
             The whole plan (None if none was found), whether the sub-problem was solved
@@ -176,7 +181,7 @@ class Search(KeptLP):
             behind = np.maximum(p.row_lb[rows] - (p.a @ as_held)[rows], 0.0)  # short already
             low = np.maximum(np.floor(need - behind + 1e-6) - short, 0.0)
             need = np.where(counted[rows], low, need)
-        h = highs(
+        model = (
             sub,
             objective[cols],
             hi[cols],
@@ -185,11 +190,14 @@ class Search(KeptLP):
             p.integral[cols],
             lo[cols],
         )
+        base_value = float(objective @ fixed)
+        if screen and self._integer_infeasible(model):
+            return Outcome(None, False, _INF)
+        h = highs(*model)
         h.setOptionValue("mip_max_nodes", self.settings.nodes if nodes is None else nodes)
         h.setOptionValue("mip_rel_gap", self.settings.gap if gap is None else gap)
         if self.settings.abs_gap > 0:
             h.setOptionValue("mip_abs_gap", self.settings.abs_gap)
-        base_value = float(objective @ fixed)
         if math.isfinite(target):
             h.setOptionValue("objective_target", target - base_value)
         if math.isfinite(cutoff):
@@ -216,6 +224,36 @@ class Search(KeptLP):
         dual = float(info.mip_dual_bound) + base_value
         bound = min(dual, value) if math.isfinite(dual) else (value if proven else -_INF)
         return Outcome(x, proven, bound)
+
+    def _integer_infeasible(self, model: tuple[Any, ...]) -> bool:
+        """Whether HiGHS's root, without presolve, proves ``model`` has no whole plan.
+
+        A count's first repair (the LP's split owners made whole, every other placement
+        kept or dropped) may have a feasible LP and no whole plan: in the 20,000-job
+        file's budget-tied group, the top tier's held count cannot then be met (the
+        repairs of tiers 1 and 0: 4,070 and 7,714 variables). HiGHS's presolve took 0.79
+        and 0.64 s to say so, its root without presolve 0.33 and 0.05 s. Without presolve
+        a feasible repair's search is another one (the six 10,000-job batches' repairs
+        solved so: synthetic seeds 3 and 8 placed 5 and 3 tier-0 jobs fewer), so this
+        only screens: the root stops at its first plan, and a repair that may have one
+        is solved as before. Measured in-process: the file planned in 15.3 s instead of
+        17.6, the same plan; the six 10,000-job batches, the same plans, their times
+        within noise.
+
+        Args:
+            model: The sub-problem's arguments to :func:`highs`.
+
+        Returns:
+            Whether the root proved the sub-problem infeasible.
+        """
+        h = highs(*model)
+        h.setOptionValue("presolve", "off")
+        h.setOptionValue("mip_max_nodes", 1)
+        # No cutoff: without presolve HiGHS may return a plan past its objective bound,
+        # and with one an "infeasible" might not be the repair's own answer.
+        h.setOptionValue("mip_max_improving_sols", 1)
+        self._run(h, self._left())
+        return bool(h.getModelStatus() == HighsModelStatus.kInfeasible)
 
     def improve(
         self,
@@ -307,6 +345,7 @@ class Search(KeptLP):
                     target=good_enough,
                     cutoff=self._cutoff(best_value),
                     gap=self._repair_gap(),
+                    screen=True,
                 ).x
             if got is None and scope is None:
 

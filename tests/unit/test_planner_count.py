@@ -420,8 +420,12 @@ def repair_gaps(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[flo
     def solve_sub(self: Search, *a: Any, **k: Any) -> Outcome:
         before = len(made)
         out = real_sub(self, *a, **k)
-        if a[3] is None and len(made) > before:  # no start: a repair
-            gaps.append(float(made[before].getOptionValue("mip_rel_gap")[1]))
+        if a[3] is None:  # no start: a repair (its screen runs without presolve)
+            gaps.extend(
+                float(h.getOptionValue("mip_rel_gap")[1])
+                for h in made[before:]
+                if h.getOptionValue("presolve")[1] != "off"
+            )
         return out
 
     monkeypatch.setattr(Search, "solve_sub", solve_sub)

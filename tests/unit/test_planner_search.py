@@ -775,3 +775,69 @@ def test_a_component_with_nothing_to_choose_keeps_its_gaps() -> None:
         assert p.stats.optimal
         assert p.stats.mip_gap == 0.0
         assert p.stats.lp_bound_gap is not None
+
+
+# Three gangs of 2 nodes, each on pool A or B (owner rows, then A, B), at least 3 placed.
+_GANGS = [
+    [1, 1, 0, 0, 0, 0],
+    [0, 0, 1, 1, 0, 0],
+    [0, 0, 0, 0, 1, 1],
+    [2, 0, 2, 0, 2, 0],
+    [0, 2, 0, 2, 0, 2],
+    [1, 1, 1, 1, 1, 1],
+]
+_GANG_COST = [1.0, 3.0, 1.5, 3.0, 2.0, 3.0]
+SCREEN_CASES = [
+    # (name, pool A's nodes, cutoff, the plan, HiGHS runs with the screen)
+    # Pools of 3: the LP places 1.5 gangs on each, a whole plan only 2 in all; the
+    # screen's root proves it, and the repair is not run.
+    ("a count only the LP meets", 3.0, INF, None, 1),
+    # Pool A of 4: the gang dearest on A goes to B; the repair runs after the screen.
+    ("a count a whole plan meets", 4.0, INF, [1, 0, 1, 0, 0, 1], 2),
+    # The same, but the only plans cost 5.5 or more, past the cutoff: the screen looks
+    # for no whole plan at all, so the repair runs and finds none within it.
+    ("every plan past the cutoff", 4.0, 5.0, None, 2),
+]
+
+
+@pytest.mark.parametrize("case", SCREEN_CASES, ids=[c[0] for c in SCREEN_CASES])
+def test_a_screened_repair_finds_what_the_repair_alone_finds(
+    case: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from scipy.optimize import linprog
+
+    from multicloud.planner.search import Search, Settings
+
+    _, pool_a, cutoff, want, runs = case
+    row_lb = [-INF] * 5 + [3.0]
+    row_ub = [1.0, 1.0, 1.0, pool_a, 3.0, INF]
+    problem = tiny_problem(_GANGS, row_lb, row_ub, [1.0] * 6, [0, 0, 1, 1, 2, 2], [3, 4] * 3)
+    # The LP meets every row in each case: only whole gangs make it infeasible.
+    a = np.array(_GANGS, dtype=float)
+    lp = linprog(_GANG_COST, A_ub=np.vstack([a[:5], -a[5:]]), b_ub=[*row_ub[:5], -3.0])
+    assert lp.status == 0
+    c = np.array(_GANG_COST)
+    base = np.zeros(6)
+    free = np.ones(6, dtype=np.bool_)
+    real_run = Search._run
+    calls = [0]
+
+    def counted(self: Search, h: Any, seconds: float) -> None:
+        calls[0] += 1
+        real_run(self, h, seconds)
+
+    monkeypatch.setattr(Search, "_run", counted)
+    plain = Search(problem, Settings()).solve_sub(c, base, free, None, cutoff=cutoff)
+    assert calls[0] == 1
+    calls[0] = 0
+    screened = Search(problem, Settings()).solve_sub(
+        c, base, free, None, cutoff=cutoff, screen=True
+    )
+    assert calls[0] == runs
+    for got in (plain, screened):
+        if want is None:
+            assert got.x is None
+        else:
+            assert got.x is not None
+            assert got.x.tolist() == want
