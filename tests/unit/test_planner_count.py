@@ -415,12 +415,18 @@ def repair_gaps(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[flo
 
     monkeypatch.setattr(search_module, "highs", recorded)
     gaps: list[float] = []
+    screens: list[_Highs] = []
     real_sub = Search.solve_sub
 
     def solve_sub(self: Search, *a: Any, **k: Any) -> Outcome:
         before = len(made)
         out = real_sub(self, *a, **k)
-        if a[3] is None:  # no start: a repair (its screen runs without presolve)
+        if a[3] is None:  # no start: a repair
+            # The first repair is screened first (``Search._integer_infeasible``): a root
+            # without presolve, then, unless it proved there is no plan, the repair.
+            if k.get("screen"):
+                assert made[before].getOptionValue("presolve")[1] == "off"
+                screens.append(made[before])
             gaps.extend(
                 float(h.getOptionValue("mip_rel_gap")[1])
                 for h in made[before:]
@@ -436,6 +442,7 @@ def repair_gaps(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> list[flo
     scope = np.ones(problem.n, dtype=np.bool_)
     x = search.improve(objective, lp, np.zeros(problem.n), -2 + TIE, scope=scope)
     assert round(float(x.sum())) == brute_force_count([8, 8, 8], [12, 12])
+    assert screens  # the first repair was screened
     return gaps
 
 

@@ -788,15 +788,17 @@ _GANGS = [
 ]
 _GANG_COST = [1.0, 3.0, 1.5, 3.0, 2.0, 3.0]
 SCREEN_CASES = [
-    # (name, pool A's nodes, cutoff, the plan, HiGHS runs with the screen)
+    # (name, pool A's nodes, cutoff, the plan, HiGHS's runs with the screen: presolve)
     # Pools of 3: the LP places 1.5 gangs on each, a whole plan only 2 in all; the
     # screen's root proves it, and the repair is not run.
-    ("a count only the LP meets", 3.0, INF, None, 1),
+    ("a count only the LP meets", 3.0, INF, None, ["off"]),
     # Pool A of 4: the gang dearest on A goes to B; the repair runs after the screen.
-    ("a count a whole plan meets", 4.0, INF, [1, 0, 1, 0, 0, 1], 2),
-    # The same, but the only plans cost 5.5 or more, past the cutoff: the screen looks
-    # for no whole plan at all, so the repair runs and finds none within it.
-    ("every plan past the cutoff", 4.0, 5.0, None, 2),
+    ("a count a whole plan meets", 4.0, INF, [1, 0, 1, 0, 0, 1], ["off", "choose"]),
+    # The same, but the only plans cost 5.5 or more, past the cutoff. The screen ignores
+    # the cutoff (without presolve HiGHS may return a plan past it), so the repair runs
+    # and finds none within it, at 5.0 just under the plan and at 2.0 far under it.
+    ("every plan just past the cutoff", 4.0, 5.0, None, ["off", "choose"]),
+    ("every plan far past the cutoff", 4.0, 2.0, None, ["off", "choose"]),
 ]
 
 
@@ -821,20 +823,20 @@ def test_a_screened_repair_finds_what_the_repair_alone_finds(
     base = np.zeros(6)
     free = np.ones(6, dtype=np.bool_)
     real_run = Search._run
-    calls = [0]
+    presolve: list[str] = []
 
-    def counted(self: Search, h: Any, seconds: float) -> None:
-        calls[0] += 1
+    def recorded(self: Search, h: Any, seconds: float) -> None:
+        presolve.append(h.getOptionValue("presolve")[1])
         real_run(self, h, seconds)
 
-    monkeypatch.setattr(Search, "_run", counted)
+    monkeypatch.setattr(Search, "_run", recorded)
     plain = Search(problem, Settings()).solve_sub(c, base, free, None, cutoff=cutoff)
-    assert calls[0] == 1
-    calls[0] = 0
+    assert presolve == ["choose"]
+    presolve.clear()
     screened = Search(problem, Settings()).solve_sub(
         c, base, free, None, cutoff=cutoff, screen=True
     )
-    assert calls[0] == runs
+    assert presolve == runs
     for got in (plain, screened):
         if want is None:
             assert got.x is None
