@@ -26,6 +26,7 @@ says so (``timed_out``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +72,11 @@ _SUBSTITUTE_NEIGHBOURHOODS = 30
 SUBSTITUTE_ROUNDS = 4
 
 
+def _digest(a: np.ndarray) -> bytes:
+    """A digest of an array's values (a cache key part)."""
+    return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).digest()
+
+
 @dataclass
 class Outcome:
     """What one sub-problem solve returned."""
@@ -99,6 +105,10 @@ class Search(KeptLP):
     _cols: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _active: BoolArray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
     _lp_rows: int = 0
+    # A cost repair's sub-problems, by what decides their answer (``_repair``).
+    _repaired: dict[tuple[object, ...], tuple[IntArray, FloatArray] | None] = field(
+        default_factory=dict
+    )
 
     # ---- integer solutions --------------------------------------------------------------
 
@@ -348,11 +358,12 @@ class Search(KeptLP):
                     screen=True,
                 ).x
             if got is None and scope is None:
+                tag = _digest(objective)
 
                 def exact(
                     base: FloatArray, free: BoolArray, short: int | None
                 ) -> FloatArray | None:
-                    return self.solve_sub(objective, base, free, None, exact=True, short=short).x
+                    return self._repair(objective, tag, base, free, short)
 
                 got = by_cluster(hood, lp, split, objective, exact, self.settings.max_free)
             elif got is None:
@@ -422,6 +433,61 @@ class Search(KeptLP):
                     ).x
                 )
         return best
+
+    def _repair(
+        self,
+        objective: FloatArray,
+        tag: bytes,
+        base: FloatArray,
+        free: BoolArray,
+        short: int | None,
+    ) -> FloatArray | None:
+        """One sub-problem of a cost repair (``by_cluster``), solved once per search.
+
+        A cost search that stalls repairs the LP again in its wider pass, from the same
+        LP: every cluster small enough at both sizes is the same sub-problem, and HiGHS,
+        deterministic, gives the same answer. On 10,000-job trace seed 7 one of 3,200
+        variables took 4.5 s, then 4.0 s again for the same plan. Its answer is kept,
+        as the entries that differ from ``base``, under what decides it: the objective
+        (``tag``), ``base``, ``free``, ``short``, the node limit and gaps, and the rows.
+        Measured on the six 10,000-job batches (a long safety ceiling, 2026-12-07
+        10:53-10:59 UTC): the same plans; trace seeds 7 and 8 and synthetic seed 8 did
+        6 %, 3 % and 0.4 % less work, the six 9 % less CPU in all (392 -> 355 s).
+
+        Args:
+            objective: Cost per variable.
+            tag: A digest of ``objective``.
+            base: Values of the fixed variables (fractions kept).
+            free: Variables left to the solver.
+            short: Jobs a count row may fall short by (``solve_sub``).
+
+        Returns:
+            The plan, or None if the sub-problem has none.
+        """
+        s = self.settings
+        key = (
+            tag,
+            _digest(base),
+            _digest(free),
+            short,
+            s.nodes,
+            s.gap,
+            s.abs_gap,
+            len(self.problem.row_lb),
+        )
+        if key not in self._repaired:
+            x = self.solve_sub(objective, base, free, None, exact=True, short=short).x
+            if x is None:
+                self._repaired[key] = None
+            else:
+                moved = np.nonzero(x != base)[0]
+                self._repaired[key] = (moved, x[moved])
+        kept = self._repaired[key]
+        if kept is None:
+            return None
+        out: FloatArray = base.copy()
+        out[kept[0]] = kept[1]
+        return out
 
     def place_left_out(
         self, objective: FloatArray, incumbent: FloatArray, good_enough: float, scope: BoolArray

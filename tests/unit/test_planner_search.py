@@ -843,3 +843,70 @@ def test_a_screened_repair_finds_what_the_repair_alone_finds(
         else:
             assert got.x is not None
             assert got.x.tolist() == want
+
+
+@pytest.mark.parametrize(
+    ("again", "solved"),
+    [
+        ("the same sub-problem", False),
+        ("the same inside a wider pass", False),  # a cost search's nodes and gaps kept
+        ("another base", True),
+        ("another short", True),
+        ("another node limit", True),
+        ("a row added since", True),
+    ],
+)
+def test_a_cost_repair_solves_each_sub_problem_once(
+    again: str, solved: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from multicloud.planner.hood import Hood, by_cluster
+    from multicloud.planner.problem import FRAC
+    from multicloud.planner.search import Search, Settings, _digest
+
+    problem, cost = pools_problem()
+    search = Search(problem(), Settings())
+    p = search.problem
+    lp, _ = search.relax(cost)
+    split = np.unique(p.owner[np.abs(lp - np.round(lp)) > FRAC])
+    hood = Hood(p, [lp], np.round(lp), None)
+    calls: list[tuple[np.ndarray, np.ndarray, int | None]] = []
+
+    def exact(base: np.ndarray, free: np.ndarray, short: int | None) -> np.ndarray | None:
+        calls.append((base.copy(), free.copy(), short))
+        return search._repair(cost, _digest(cost), base, free, short)
+
+    first = by_cluster(hood, lp, split, cost, exact, 10_000)
+    assert first is not None and calls
+    base, free, short = calls[0]
+    want = search.solve_sub(cost, base, free, None, exact=True, short=short).x
+    solves = [0]
+    real_sub = Search.solve_sub
+
+    def counted(self: Search, *a: Any, **k: Any) -> Any:
+        solves[0] += 1
+        return real_sub(self, *a, **k)
+
+    monkeypatch.setattr(Search, "solve_sub", counted)
+    if again == "the same sub-problem":
+        got = search._repair(cost, _digest(cost), base, free, short)
+    elif again == "the same inside a wider pass":
+        with search.widened(2):
+            got = search._repair(cost, _digest(cost), base, free, short)
+    elif again == "another base":
+        moved = base.copy()
+        moved[np.nonzero(~free & (base > 0.5))[0][0]] = 0.0  # a job dropped
+        got = search._repair(cost, _digest(cost), moved, free, short)
+    elif again == "another short":
+        got = search._repair(cost, _digest(cost), base, free, 1 if short is None else short + 1)
+    elif again == "another node limit":
+        search.settings = replace(search.settings, nodes=7)
+        got = search._repair(cost, _digest(cost), base, free, short)
+    else:
+        p.add_rows([(np.array([0]), 0.0, math.inf)])
+        got = search._repair(cost, _digest(cost), base, free, short)
+    assert solves[0] == (1 if solved else 0)
+    if not solved:  # the kept answer is the solver's, value for value
+        assert got is not None and want is not None
+        assert np.array_equal(got, want)
