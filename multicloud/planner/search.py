@@ -10,8 +10,9 @@ options. So instead of a general branch-and-bound over the whole model, the sear
    none prices in, so the bound is the bound of the whole model.
 2. **Repairs.** Columns the LP left fractional are re-solved as small integer programs:
    for cost, one cluster of split jobs (sharing a pool) at a time, the rest held at the
-   LP's values; for a count, the split jobs made whole with every other placement kept
-   or dropped, then, failing that, every job on their pools free.
+   LP's values (each such sub-problem solved once per search); for a count, the split
+   jobs made whole with every other placement kept or dropped (first screened for having
+   no whole plan at all), then, failing that, every job on their pools free.
 3. **Improves.** Neighbourhoods around the plan at hand are re-solved exactly: the jobs
    where it and the LP disagree, then also every job on the pools those use, growing one
    ring of pools per round; last, the jobs that could move to a cheaper option with room,
@@ -446,13 +447,15 @@ class Search(KeptLP):
 
         A cost search that stalls repairs the LP again in its wider pass, from the same
         LP: every cluster small enough at both sizes is the same sub-problem, and HiGHS,
-        deterministic, gives the same answer. On 10,000-job trace seed 7 one of 3,200
-        variables took 4.5 s, then 4.0 s again for the same plan. Its answer is kept,
-        as the entries that differ from ``base``, under what decides it: the objective
-        (``tag``), ``base``, ``free``, ``short``, the node limit and gaps, and the rows.
-        Measured on the six 10,000-job batches (a long safety ceiling, 2026-12-07
-        10:53-10:59 UTC): the same plans; trace seeds 7 and 8 and synthetic seed 8 did
-        6 %, 3 % and 0.4 % less work, the six 9 % less CPU in all (392 -> 355 s).
+        deterministic, gives the same answer (unless the safety ceiling stopped it; then
+        no wider pass runs). On 10,000-job trace seed 7 one of 3,200 variables took 4.5 s,
+        then 4.0 s again for the same plan. Its answer is kept, as the entries whose bits
+        differ from ``base``, under what decides it: the objective (``tag``), ``base``,
+        ``free``, ``short``, the node limit and gaps, and the rows, by their number
+        (``Problem.add_rows`` only appends; no row's bounds change in place). Measured on
+        the six 10,000-job batches (a long safety ceiling, 2026-12-07 10:53-10:59 UTC):
+        the same plans; trace seeds 7 and 8 and synthetic seed 8 did 6 %, 3 % and 0.4 %
+        less work, the six 9 % less CPU in all (392 -> 355 s).
 
         Args:
             objective: Cost per variable.
@@ -462,7 +465,7 @@ class Search(KeptLP):
             short: Jobs a count row may fall short by (``solve_sub``).
 
         Returns:
-            The plan, or None if the sub-problem has none.
+            The plan, or None if the solver found none.
         """
         s = self.settings
         key = (
@@ -480,7 +483,8 @@ class Search(KeptLP):
             if x is None:
                 self._repaired[key] = None
             else:
-                moved = np.nonzero(x != base)[0]
+                # By bits, so the plan rebuilt is the solver's to the sign of a zero.
+                moved = np.nonzero(x.view(np.uint64) != base.view(np.uint64))[0]
                 self._repaired[key] = (moved, x[moved])
         kept = self._repaired[key]
         if kept is None:

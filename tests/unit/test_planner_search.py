@@ -851,8 +851,11 @@ def test_a_screened_repair_finds_what_the_repair_alone_finds(
         ("the same sub-problem", False),
         ("the same inside a wider pass", False),  # a cost search's nodes and gaps kept
         ("another base", True),
+        ("another free mask", True),
+        ("another objective", True),
         ("another short", True),
         ("another node limit", True),
+        ("another gap", True),
         ("a row added since", True),
     ],
 )
@@ -889,24 +892,36 @@ def test_a_cost_repair_solves_each_sub_problem_once(
         return real_sub(self, *a, **k)
 
     monkeypatch.setattr(Search, "solve_sub", counted)
-    if again == "the same sub-problem":
-        got = search._repair(cost, _digest(cost), base, free, short)
-    elif again == "the same inside a wider pass":
+    args: tuple[Any, ...] = (cost, base, free, short)
+    if again == "the same inside a wider pass":
         with search.widened(2):
             got = search._repair(cost, _digest(cost), base, free, short)
-    elif again == "another base":
-        moved = base.copy()
-        moved[np.nonzero(~free & (base > 0.5))[0][0]] = 0.0  # a job dropped
-        got = search._repair(cost, _digest(cost), moved, free, short)
-    elif again == "another short":
-        got = search._repair(cost, _digest(cost), base, free, 1 if short is None else short + 1)
-    elif again == "another node limit":
-        search.settings = replace(search.settings, nodes=7)
-        got = search._repair(cost, _digest(cost), base, free, short)
     else:
-        p.add_rows([(np.array([0]), 0.0, math.inf)])
-        got = search._repair(cost, _digest(cost), base, free, short)
+        if again == "another base":
+            moved = base.copy()
+            moved[np.nonzero(~free & (base > 0.5))[0][0]] = 0.0  # a job dropped
+            args = (cost, moved, free, short)
+        elif again == "another free mask":
+            wider = free.copy()
+            wider[np.nonzero(~free)[0][0]] = True
+            args = (cost, base, wider, short)
+        elif again == "another objective":
+            args = (cost * 2.0, base, free, short)
+        elif again == "another short":
+            args = (cost, base, free, 1 if short is None else short + 1)
+        elif again == "another node limit":
+            search.settings = replace(search.settings, nodes=7)
+        elif again == "another gap":
+            search.settings = replace(search.settings, gap=0.05, abs_gap=0.5)
+        elif again == "a row added since":
+            p.add_rows([(np.array([0]), 0.0, math.inf)])
+        c, b, f, sh = args
+        got = search._repair(c, _digest(c), b, f, sh)
+        if solved:  # a miss answers as the solver does
+            want = real_sub(search, c, b, f, None, exact=True, short=sh).x
     assert solves[0] == (1 if solved else 0)
-    if not solved:  # the kept answer is the solver's, value for value
-        assert got is not None and want is not None
-        assert np.array_equal(got, want)
+    if want is None:
+        assert got is None
+    else:  # the kept answer is the solver's, bit for bit
+        assert got is not None
+        assert got.tobytes() == want.tobytes()
