@@ -50,7 +50,7 @@ class Settings:
     rounds: int = 6
     max_free: int = 1_000
     gap: float = 1e-3
-    seconds: float = 60.0
+    seconds: float = 300.0
     prove: bool = False
     first_options: int = 6
     large: int = 40_000
