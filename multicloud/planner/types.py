@@ -24,7 +24,9 @@ class Policy:
     """How the planner searches (never what it may do: that is the contracts' and jobs' job).
 
     The search is bounded by deterministic work, so the same snapshot and policy give the
-    same plan on any machine and under any load. The wall clock is only a safety net.
+    same plan under any load (on another machine, or with other numpy and SciPy builds,
+    a tie may round otherwise and the search follow it). The wall clock is only a safety
+    net.
 
     Attributes:
         time_limit_s: Safety ceiling on the optimiser's solver time for one plan. Normal
