@@ -33,9 +33,9 @@ class Policy:
             searches end on the work limits below long before; if it fires, the best plan
             so far is kept and ``stats.timed_out`` says so (the plan may then depend on
             machine load). 300 s: at 60 s it fired on a 10,000-job benchmark batch on a
-            machine three times slower than another of the same kind (trace seed 7,
-            about 65-79 s of solver time there), which kept the count stage's plan,
-            7 tier-0 jobs fewer and 10 % dearer.
+            machine three times slower, at the time, than another of the same kind
+            (trace seed 7, about 65-79 s of solver time there), which kept the count
+            stage's plan, 7 tier-0 jobs fewer and 10 % dearer.
         mip_rel_gap: Relative gap at which the cost stage's integer programs stop (a count
             stage's stop on whole jobs instead), at which a model small enough to be
             solved whole is solved, at which a plan is reported optimal
