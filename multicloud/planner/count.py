@@ -16,6 +16,7 @@ import numpy as np
 
 from multicloud.planner.model import build, choices, encode, problem_of
 from multicloud.planner.options import Opt
+from multicloud.planner.problem import dot
 from multicloud.planner.search import SUBSTITUTE_ROUNDS, Search, Settings
 from multicloud.planner.slot import Slot
 
@@ -168,7 +169,7 @@ def count_tiers(
     price = np.array(model.cost)
     if (price < 0).any():  # the search's cutoff counts on a tie-break in [0, TIE)
         raise ValueError("a negative ranked cost in the count model")
-    tie = TIE / max(float(price @ prob.ub), 1.0)
+    tie = TIE / max(dot(price, prob.ub), 1.0)
     order = sorted(tier_vars, reverse=True)
     for k, t in enumerate(order, start=1):
         idx = np.array(tier_vars[t], dtype=np.int64)

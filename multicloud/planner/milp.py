@@ -34,6 +34,7 @@ from multicloud.planner.options import Opt
 from multicloud.planner.parallel import Clock as _Clock
 from multicloud.planner.parallel import in_parallel, workers
 from multicloud.planner.probe import Group, probe
+from multicloud.planner.problem import dot
 from multicloud.planner.search import Search, Settings
 from multicloud.planner.slot import Slot
 from multicloud.planner.types import PlanStats, Policy
@@ -304,7 +305,7 @@ def _solve(
 
             def rank(y: np.ndarray) -> tuple[float, ...]:
                 counts = (round(float(y[tier_vars[t]].sum())) for t in tiers)
-                return (*counts, -float(np.array(model.cost) @ y))
+                return (*counts, -dot(np.array(model.cost), y))
 
             if rank(hint) > rank(x):
                 x = hint
@@ -347,7 +348,7 @@ def _solve(
         groups = [Group(np.array(c.vars), np.array(c.vars)) for c in classes] + [
             Group(np.array([v.placed]), np.array(v.y)) for v in services
         ]
-        lp, low = probe(search, cost, groups, lp, low, x, float(cost @ x))
+        lp, low = probe(search, cost, groups, lp, low, x, dot(cost, x))
     bound = low
     limit = _stop(low, settings.gap, 0.0)
     # The stop gap is for the neighbourhood rounds of large models: a model solved whole
@@ -357,7 +358,7 @@ def _solve(
     stop = limit if whole else _stop(low, settings.gap, planner.policy.cost_stop_gap)
     x = search.improve(cost, lp, x, stop, feasible=prob.feasible(x))
     bound = max(bound, search.bound)
-    stalled = math.isfinite(low) and float(cost @ x) > low + _STALLED * (stop - low)
+    stalled = math.isfinite(low) and dot(cost, x) > low + _STALLED * (stop - low)
     if stalled and not whole and not search.timed_out and prob.feasible(x):
         # The rounds stalled far above their stop: neighbourhoods of the size that stalled
         # find nothing more, wider ones do (10,000-job trace seed 3: a group of 2,083 jobs
@@ -367,7 +368,7 @@ def _solve(
         with search.widened(_WIDER):
             x = search.improve(cost, lp, x, stop)
         bound = max(bound, search.bound)
-        if float(cost @ x) > low + _STALLED * (stop - low) and not search.timed_out:
+        if dot(cost, x) > low + _STALLED * (stop - low) and not search.timed_out:
             # Still stalled: the moves left trade jobs within a tier across pools and a
             # budget, which no ring of pools holds (``Search.substitute``).
             x = search.substitute(cost, lp, x, stop)
@@ -378,12 +379,12 @@ def _solve(
             spent = (work + search.work, seconds + search.seconds, timed_out or search.timed_out)
             return _fallback(planner, comp, greedy, n, *spent)
         x = found
-    value = float(cost @ x)
+    value = dot(cost, x)
     if value > limit and settings.prove:
         out = search.prove(cost, x)
-        if out.x is not None and float(cost @ out.x) < value:
+        if out.x is not None and dot(cost, out.x) < value:
             x = out.x
-            value = float(cost @ x)
+            value = dot(cost, x)
         bound = max(bound, out.bound)
     # HiGHS measures its gap against the plan's value, ``_gap`` against the bound (a
     # factor 1 + gap apart): a sub-problem HiGHS stopped within the gap is within it here.

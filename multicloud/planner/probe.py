@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from multicloud.planner.problem import FRAC, FloatArray, IntArray
+from multicloud.planner.problem import FRAC, FloatArray, IntArray, dot
 from multicloud.planner.search import Search
 
 PROBES = 6  # most probes per component
@@ -64,7 +64,7 @@ def candidates(
         s = float(lp[g.row].sum())
         if s <= FRAC or s >= 1 - FRAC:
             continue
-        price = float(objective[g.cost] @ lp[g.cost]) / s
+        price = dot(objective[g.cost], lp[g.cost]) / s
         for gain, placed in (((1.0 - s) * price, True), (s * price, False)):
             if gain >= WORTH * abs(low):
                 scored.append((-gain, k, placed))

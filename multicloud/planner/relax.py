@@ -23,6 +23,7 @@ from multicloud.planner.problem import (
     IntArray,
     Problem,
     cols_idx,
+    dot,
     highs,
 )
 from multicloud.planner.settings import Settings
@@ -121,7 +122,7 @@ class KeptLP:
         if lp.getModelStatus() != HighsModelStatus.kOptimal:
             return x, -_INF
         x[self._cols] = np.asarray(lp.getSolution().col_value)
-        return x, float(objective @ x)
+        return x, dot(objective, x)
 
     def primal_resolves(self) -> None:
         """Re-solve the kept LP with primal simplex from now on.

@@ -120,6 +120,47 @@ def test_optimiser_runs_blas_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> N
     assert after == before  # the caller's setting is back once the plan is made
 
 
+# Plans each seed's snapshot and prints its fingerprint, in a process of its own: OpenBLAS
+# picks its kernels by CPU (or by OPENBLAS_CORETYPE) when it loads.
+_KERNEL_PLAN = """
+import hashlib, json, sys
+from tests.unit.test_planner_search import SEARCH, contended, fingerprint
+from multicloud.planner import plan
+for seed in (2, 3, 5):
+    p = plan(contended(n_jobs=400, seed=seed), SEARCH)
+    print(hashlib.sha256(json.dumps(fingerprint(p), sort_keys=True).encode()).hexdigest())
+"""
+
+
+def test_the_plan_is_the_same_whichever_blas_kernel_the_cpu_gets() -> None:
+    # Seeds 2, 3 and 5 each gave another plan (of the same cost) under OpenBLAS's Nehalem
+    # kernel than under the Haswell one when the search compared plans by BLAS dot products.
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    prints = []
+    # The CPU's own kernel (Haswell's on this project's machines), then an older one that
+    # every x86-64 CPU this runs on has.
+    for kernel in (None, "Nehalem"):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        env["PYTHONPATH"] = str(root)
+        if kernel is not None:
+            env["OPENBLAS_CORETYPE"] = kernel
+        out = subprocess.run(
+            [sys.executable, "-c", _KERNEL_PLAN],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        prints.append(out.stdout.split())
+    assert len(prints[0]) == 3
+    assert prints[0] == prints[1]
+
+
 def test_plans_repeat_exactly() -> None:
     snap = contended(seed=2)
     first, second = plan(snap, SEARCH), plan(snap, SEARCH)
@@ -778,7 +819,7 @@ def test_a_component_with_nothing_to_choose_keeps_its_gaps() -> None:
 
 
 # Three gangs of 2 nodes, each on pool A or B (owner rows, then A, B), at least 3 placed.
-_GANGS = [
+_GANGS: list[list[float]] = [
     [1, 1, 0, 0, 0, 0],
     [0, 0, 1, 1, 0, 0],
     [0, 0, 0, 0, 1, 1],
