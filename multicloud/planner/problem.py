@@ -135,14 +135,14 @@ class Problem:
 
 
 def dot(a: FloatArray, b: FloatArray) -> float:
-    """``a · b`` summed in numpy's pairwise order: the same bits on every CPU.
+    """``a · b`` summed in numpy's own pairwise order, the same on every CPU.
 
     ``a @ b`` on two vectors calls the BLAS's ``ddot``, whose kernel OpenBLAS picks by CPU,
     each summing in its own order; the search compares plans by these sums and follows
-    their ties, so the same snapshot gave two plans on two machines. Measured on one
-    machine, with OpenBLAS's Haswell kernel and then its Nehalem one: the 20,000-job
-    file $2,022,176.93 and $2,022,143.24, 10,000-job trace seed 8 $420,690.46 and
-    $420,773.96. An elementwise product and numpy's own sum use no BLAS.
+    their ties, so the same snapshot gave other plans under other kernels (measured on one
+    machine by forcing OpenBLAS's kernel: the 20,000-job file and 10,000-job batches).
+    An elementwise product is exactly rounded, and numpy's pairwise sum has one order in
+    its source, whatever SIMD the CPU has (for a given numpy version).
 
     Args:
         a: A vector.
@@ -150,7 +150,12 @@ def dot(a: FloatArray, b: FloatArray) -> float:
 
     Returns:
         Their dot product.
+
+    Raises:
+        ValueError: If the lengths differ (``@`` would refuse them; a product broadcasts).
     """
+    if a.shape != b.shape:
+        raise ValueError(f"dot of shapes {a.shape} and {b.shape}")
     return float(np.add.reduce(np.multiply(a, b)))
 
 

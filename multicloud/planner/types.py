@@ -24,9 +24,9 @@ class Policy:
     """How the planner searches (never what it may do: that is the contracts' and jobs' job).
 
     The search is bounded by deterministic work, so the same snapshot and policy give the
-    same plan under any load (on another machine, or with other numpy and SciPy builds,
-    a tie may round otherwise and the search follow it). The wall clock is only a safety
-    net.
+    same plan under any load and on any CPU (the search's sums do not go through the
+    BLAS, whose kernels differ by CPU; other numpy, SciPy or HiGHS versions may still
+    round a tie otherwise). The wall clock is only a safety net.
 
     Attributes:
         time_limit_s: Safety ceiling on the optimiser's solver time for one plan. Normal
