@@ -514,10 +514,12 @@ import atexit, sys, threading, time
 atexit.register(lambda: sys.stderr.write("exit handler ran\\n"))
 # rich only for the verbs that print tables: plan --json, its errors included, never loads it
 atexit.register(lambda: sys.stderr.write(f"rich loaded: {'rich' in sys.modules}\\n"))
+done = threading.Event()
 if sys.argv[1] == "thread":
-    # a thread still working when the command is done: exit waits for it
+    # a thread still working when the command is done (it waits for the command to
+    # return, at most 60 s; a fixed sleep raced a slow machine's plan): exit waits for it
     def late() -> None:
-        time.sleep(0.5)
+        done.wait(60)
         sys.stderr.write("thread finished\\n")
     threading.Thread(target=late).start()
 sys.argv = ["multicloud", *sys.argv[2:]]
@@ -527,6 +529,7 @@ try:
 finally:
     # only where the command returns: an ended process never gets here
     sys.stderr.write("main returned\\n")
+    done.set()
 """
 
 EXIT_CASES = {
