@@ -851,6 +851,13 @@ SCREEN_CASES = [
 ]
 
 
+def _gangs_problem(pool_a: float) -> Any:
+    """``_GANGS`` with pool A of ``pool_a`` nodes, B of 3, at least 3 gangs placed."""
+    row_lb = [-INF] * 5 + [3.0]
+    row_ub = [1.0, 1.0, 1.0, pool_a, 3.0, INF]
+    return tiny_problem(_GANGS, row_lb, row_ub, [1.0] * 6, [0, 0, 1, 1, 2, 2], [3, 4] * 3)
+
+
 @pytest.mark.parametrize("case", SCREEN_CASES, ids=[c[0] for c in SCREEN_CASES])
 def test_a_screened_repair_finds_what_the_repair_alone_finds(
     case: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
@@ -861,12 +868,11 @@ def test_a_screened_repair_finds_what_the_repair_alone_finds(
     from multicloud.planner.search import Search, Settings
 
     _, pool_a, cutoff, want, runs = case
-    row_lb = [-INF] * 5 + [3.0]
-    row_ub = [1.0, 1.0, 1.0, pool_a, 3.0, INF]
-    problem = tiny_problem(_GANGS, row_lb, row_ub, [1.0] * 6, [0, 0, 1, 1, 2, 2], [3, 4] * 3)
+    problem = _gangs_problem(pool_a)
     # The LP meets every row in each case: only whole gangs make it infeasible.
     a = np.array(_GANGS, dtype=float)
-    lp = linprog(_GANG_COST, A_ub=np.vstack([a[:5], -a[5:]]), b_ub=[*row_ub[:5], -3.0])
+    row_ub = [1.0, 1.0, 1.0, pool_a, 3.0]
+    lp = linprog(_GANG_COST, A_ub=np.vstack([a[:5], -a[5:]]), b_ub=[*row_ub, -3.0])
     assert lp.status == 0
     c = np.array(_GANG_COST)
     base = np.zeros(6)
@@ -892,6 +898,47 @@ def test_a_screened_repair_finds_what_the_repair_alone_finds(
         else:
             assert got.x is not None
             assert got.x.tolist() == want
+
+
+@pytest.mark.parametrize("case", SCREEN_CASES, ids=[c[0] for c in SCREEN_CASES])
+def test_a_screen_past_its_checks_leaves_the_answer_to_the_repair(
+    case: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A screen HiGHS has not finished within its interrupt checks proves nothing: the
+    # repair runs, and finds what it finds alone (none where the screen would have said
+    # infeasible).
+    import numpy as np
+    from highspy import HighsModelStatus
+
+    from multicloud.planner import search as search_module
+    from multicloud.planner.search import Search, Settings
+
+    _, pool_a, cutoff, want, _ = case
+    problem = _gangs_problem(pool_a)
+    real_run = Search._run
+    runs: list[tuple[str, HighsModelStatus]] = []
+
+    def recorded(self: Search, h: Any, seconds: float) -> None:
+        real_run(self, h, seconds)
+        runs.append((h.getOptionValue("presolve")[1], h.getModelStatus()))
+
+    monkeypatch.setattr(Search, "_run", recorded)
+    monkeypatch.setattr(search_module, "SCREEN_CHECKS", 0)
+    got = Search(problem, Settings()).solve_sub(
+        np.array(_GANG_COST),
+        np.zeros(6),
+        np.ones(6, dtype=np.bool_),
+        None,
+        cutoff=cutoff,
+        screen=True,
+    )
+    assert [r[0] for r in runs] == ["off", "choose"]
+    assert runs[0][1] == HighsModelStatus.kInterrupt
+    if want is None:
+        assert got.x is None
+    else:
+        assert got.x is not None
+        assert got.x.tolist() == want
 
 
 @pytest.mark.parametrize(
