@@ -941,6 +941,22 @@ def test_a_screen_past_its_checks_leaves_the_answer_to_the_repair(
         assert got.x.tolist() == want
 
 
+def _pools_search() -> tuple[Any, Any, Any, Any, Any]:
+    """A search on ``pools_problem``: it, the costs, its LP, the owners it splits, a hood."""
+    import numpy as np
+
+    from multicloud.planner.hood import Hood
+    from multicloud.planner.problem import FRAC
+    from multicloud.planner.search import Search, Settings
+
+    problem, cost = pools_problem()
+    search = Search(problem(), Settings())
+    p = search.problem
+    lp, _ = search.relax(cost)
+    split = np.unique(p.owner[np.abs(lp - np.round(lp)) > FRAC])
+    return search, cost, lp, split, Hood(p, [lp], np.round(lp), None)
+
+
 @pytest.mark.parametrize(
     ("again", "solved"),
     [
@@ -960,16 +976,11 @@ def test_a_cost_repair_solves_each_sub_problem_once(
 ) -> None:
     import numpy as np
 
-    from multicloud.planner.hood import Hood, by_cluster
-    from multicloud.planner.problem import FRAC
-    from multicloud.planner.search import Search, Settings, _digest
+    from multicloud.planner.hood import by_cluster
+    from multicloud.planner.search import Search, _digest
 
-    problem, cost = pools_problem()
-    search = Search(problem(), Settings())
+    search, cost, lp, split, hood = _pools_search()
     p = search.problem
-    lp, _ = search.relax(cost)
-    split = np.unique(p.owner[np.abs(lp - np.round(lp)) > FRAC])
-    hood = Hood(p, [lp], np.round(lp), None)
     calls: list[tuple[np.ndarray, np.ndarray, int | None]] = []
 
     def exact(base: np.ndarray, free: np.ndarray, short: int | None) -> np.ndarray | None:
@@ -1021,3 +1032,86 @@ def test_a_cost_repair_solves_each_sub_problem_once(
     else:  # the kept answer is the solver's, bit for bit
         assert got is not None
         assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("again", "solved"),
+    [
+        ("the same at fewer nodes", False),
+        ("the same at as many nodes", False),
+        ("the same at more nodes", True),
+        ("the same after a solve the ceiling stopped", True),
+        ("another base", True),
+        ("another free mask", True),
+        ("another objective", True),
+        ("another target", True),
+        ("another cutoff", True),
+        ("another gap", True),
+        ("a row added since", True),
+    ],
+)
+def test_a_neighbourhood_is_not_solved_again_with_fewer_nodes(
+    again: str, solved: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from multicloud.planner.hood import by_cluster
+    from multicloud.planner.problem import dot
+    from multicloud.planner.search import Search, _digest
+
+    search, cost, lp, split, hood = _pools_search()
+    p = search.problem
+
+    def exact(base: np.ndarray, free: np.ndarray, short: int | None) -> np.ndarray | None:
+        return search._repair(cost, _digest(cost), base, free, short)
+
+    base = by_cluster(hood, lp, split, cost, exact, 10_000)
+    assert base is not None
+    free = np.zeros(p.n, dtype=np.bool_)
+    free[: p.n // 3] = True
+    first: dict[str, Any] = {"nodes": 3, "target": -INF, "cutoff": INF}
+    search.timed_out = again == "the same after a solve the ceiling stopped"
+    longer = search.neighbourhood(cost, base, free, **first)
+    search.timed_out = False
+    c, b, f, k = cost, base, free, dict(first)
+    if again == "the same at fewer nodes":
+        k["nodes"] = 1
+        # Why it may be skipped: the shorter search finds nothing better than the longer
+        # one (whose plan, if better, the search would have moved to).
+        shorter = search.solve_sub(cost, base, free, base, **k).x
+        assert longer is not None and shorter is not None
+        assert dot(cost, shorter) >= dot(cost, longer)
+    elif again == "the same at more nodes":
+        k["nodes"] = 30
+    elif again == "another base":
+        b = base.copy()
+        b[np.nonzero(~free & (base > 0.5))[0][0]] = 0.0  # a job dropped
+    elif again == "another free mask":
+        f = free.copy()
+        f[np.nonzero(~free)[0][0]] = True
+    elif again == "another objective":
+        c = cost * 2.0
+    elif again == "another target":
+        k["target"] = dot(cost, base) - 1.0
+    elif again == "another cutoff":
+        k["cutoff"] = dot(cost, base) + 1.0
+    elif again == "another gap":
+        search.settings = replace(search.settings, gap=0.05, abs_gap=0.5)
+    elif again == "a row added since":
+        p.add_rows([(np.array([0]), 0.0, math.inf)])
+    solves: list[Any] = []
+    real_sub = Search.solve_sub
+
+    def counted(self: Search, *a: Any, **kw: Any) -> Any:
+        out = real_sub(self, *a, **kw)
+        solves.append(out.x)
+        return out
+
+    monkeypatch.setattr(Search, "solve_sub", counted)
+    got = search.neighbourhood(c, b, f, **k)
+    assert len(solves) == (1 if solved else 0)
+    if solved:  # a miss answers as the solver does
+        assert (got is None) == (solves[0] is None)
+        assert got is None or got.tobytes() == solves[0].tobytes()
+    else:
+        assert got is None
