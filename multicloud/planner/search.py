@@ -261,11 +261,12 @@ class Search(KeptLP):
 
         A feasible repair's root may spend seconds in cut rounds before its first plan
         (10,000-job trace seed 7: 5,867 variables, 1.2-1.4 s), so the screen stops after
-        ``SCREEN_CHECKS`` of HiGHS's interrupt checks (a count of its own progress, not
-        the clock). Each of the 77 screens of the six 10,000-job batches and the file
-        that proved infeasibility (35) did so within 4 checks but one (11); replayed,
-        the 77 took 12.7 s in all, 4.7 s within 6 checks (34 still proved). Stopping
-        early changes no plan: the repair then runs, and finds what it alone finds.
+        ``SCREEN_CHECKS`` of HiGHS's interrupt checks (in 1.15.1 with one thread, at
+        fixed points of its root, cuts and heuristics: its own progress, not the
+        clock). Each of the 77 screens of the six 10,000-job batches and the file that
+        proved infeasibility (35) did so within 4 checks but one (11); replayed, the 77
+        took 12.7 s in all, 4.7 s within 6 checks (34 still proved). Stopping early
+        changes no plan: the repair then runs, and finds what it alone finds.
 
         Args:
             model: The sub-problem's arguments to :func:`highs`.
@@ -477,13 +478,15 @@ class Search(KeptLP):
         size is the same at the wider one (which a count search gives fewer nodes). On
         the 20,000-job file, 9 of its 81 large sub-solves, 1.9 s of its 15.3 s in them
         (the same 1,031- and 1,136-variable neighbourhoods at 66 nodes, then 33; the last
-        neighbourhood of jobs with room at 6, then 3). HiGHS is deterministic, and a
-        node limit only stops its search: the solve with fewer nodes is the start of the
-        one with more, and finds nothing better than it did. That found nothing better
-        than ``base`` (else the plan would have moved, and ``base`` with it), so such a
-        repeat is not run. Keyed by what decides the answer: the objective, ``base``,
-        ``free``, the target and cutoff, the gaps, and the rows by their number
-        (``Problem.add_rows`` only appends).
+        neighbourhood of jobs with room at 6, then 3). HiGHS (1.15.1, one thread, a
+        fixed seed) is deterministic, and its node limit only stops its search (it is
+        read nowhere else; its own sub-MIPs get limits of their own): the solve with
+        fewer nodes is the start of the one with more, and finds nothing better than it
+        did. So a neighbourhood that found nothing better than ``base`` is recorded with
+        its node limit, and not run again from ``base`` with no more nodes (one that
+        found a better plan is not recorded: a caller moves to it). Keyed by what decides
+        the answer: the objective, ``base``, ``free``, the target and cutoff, the gaps,
+        and the rows by their number (``Problem.add_rows`` only appends).
 
         Args:
             objective: Cost per variable.
@@ -495,7 +498,8 @@ class Search(KeptLP):
 
         Returns:
             The plan the solver found (None if it found none, or the neighbourhood was
-            solved before with at least as many nodes).
+            solved before from ``base`` with at least as many nodes and found nothing
+            better).
         """
         s = self.settings
         limit = s.nodes if nodes is None else nodes
@@ -511,10 +515,11 @@ class Search(KeptLP):
         )
         if self._searched.get(key, -1) >= limit:
             return None
-        out = self.solve_sub(objective, base, free, base, nodes=nodes, target=target, cutoff=cutoff)
-        if not self.timed_out:
+        x = self.solve_sub(objective, base, free, base, nodes=nodes, target=target, cutoff=cutoff).x
+        better = x is not None and dot(objective, x) < dot(objective, base) - 1e-9
+        if not self.timed_out and not better:
             self._searched[key] = max(limit, self._searched.get(key, -1))
-        return out.x
+        return x
 
     def _repair(
         self,

@@ -924,7 +924,8 @@ def test_a_screen_past_its_checks_leaves_the_answer_to_the_repair(
 
     monkeypatch.setattr(Search, "_run", recorded)
     monkeypatch.setattr(search_module, "SCREEN_CHECKS", 0)
-    got = Search(problem, Settings()).solve_sub(
+    search = Search(problem, Settings())
+    got = search.solve_sub(
         np.array(_GANG_COST),
         np.zeros(6),
         np.ones(6, dtype=np.bool_),
@@ -934,6 +935,7 @@ def test_a_screen_past_its_checks_leaves_the_answer_to_the_repair(
     )
     assert [r[0] for r in runs] == ["off", "choose"]
     assert runs[0][1] == HighsModelStatus.kInterrupt
+    assert not search.timed_out  # the screen's stop is not the safety ceiling's
     if want is None:
         assert got.x is None
     else:
@@ -1046,8 +1048,10 @@ def test_a_cost_repair_solves_each_sub_problem_once(
         ("another objective", True),
         ("another target", True),
         ("another cutoff", True),
-        ("another gap", True),
+        ("another relative gap", True),
+        ("another absolute gap", True),
         ("a row added since", True),
+        ("the same after it found a better plan", True),
     ],
 )
 def test_a_neighbourhood_is_not_solved_again_with_fewer_nodes(
@@ -1071,16 +1075,27 @@ def test_a_neighbourhood_is_not_solved_again_with_fewer_nodes(
     free[: p.n // 3] = True
     first: dict[str, Any] = {"nodes": 3, "target": -INF, "cutoff": INF}
     search.timed_out = again == "the same after a solve the ceiling stopped"
-    longer = search.neighbourhood(cost, base, free, **first)
+    if again != "the same after it found a better plan":
+        # Move to what the neighbourhood finds, as the search does, until it finds nothing
+        # better: that answer is the one recorded.
+        for _ in range(10):
+            x = search.neighbourhood(cost, base, free, **first)
+            if x is None or dot(cost, x) >= dot(cost, base) - 1e-9:
+                break
+            base = x
+        else:
+            raise AssertionError("the neighbourhood kept finding better plans")
+    found = search.neighbourhood(cost, base, free, **first)
+    if again == "the same after it found a better plan":
+        assert found is not None and dot(cost, found) < dot(cost, base) - 1e-9
     search.timed_out = False
     c, b, f, k = cost, base, free, dict(first)
     if again == "the same at fewer nodes":
         k["nodes"] = 1
         # Why it may be skipped: the shorter search finds nothing better than the longer
-        # one (whose plan, if better, the search would have moved to).
+        # one did, and that found nothing better than the base.
         shorter = search.solve_sub(cost, base, free, base, **k).x
-        assert longer is not None and shorter is not None
-        assert dot(cost, shorter) >= dot(cost, longer)
+        assert shorter is None or dot(cost, shorter) >= dot(cost, base) - 1e-9
     elif again == "the same at more nodes":
         k["nodes"] = 30
     elif again == "another base":
@@ -1095,8 +1110,10 @@ def test_a_neighbourhood_is_not_solved_again_with_fewer_nodes(
         k["target"] = dot(cost, base) - 1.0
     elif again == "another cutoff":
         k["cutoff"] = dot(cost, base) + 1.0
-    elif again == "another gap":
-        search.settings = replace(search.settings, gap=0.05, abs_gap=0.5)
+    elif again == "another relative gap":
+        search.settings = replace(search.settings, gap=0.05)
+    elif again == "another absolute gap":
+        search.settings = replace(search.settings, abs_gap=0.5)
     elif again == "a row added since":
         p.add_rows([(np.array([0]), 0.0, math.inf)])
     solves: list[Any] = []
@@ -1115,3 +1132,47 @@ def test_a_neighbourhood_is_not_solved_again_with_fewer_nodes(
         assert got is None or got.tobytes() == solves[0].tobytes()
     else:
         assert got is None
+
+
+def test_an_improve_from_where_it_stopped_solves_no_neighbourhood_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every neighbourhood an improve solves from its start goes through the record
+    # (``Search.neighbourhood``): from a plan where it found nothing better, the same
+    # improve again solves none of them.
+    import numpy as np
+
+    from multicloud.planner.hood import by_cluster
+    from multicloud.planner.problem import dot
+    from multicloud.planner.search import Search, _digest
+
+    search, cost, lp, split, hood = _pools_search()
+
+    def exact(base: np.ndarray, free: np.ndarray, short: int | None) -> np.ndarray | None:
+        return search._repair(cost, _digest(cost), base, free, short)
+
+    plan = by_cluster(hood, lp, split, cost, exact, 10_000)
+    assert plan is not None
+    # Neighbourhoods of a few owners, and none of the whole model (its own path).
+    search.settings = replace(search.settings, max_free=40, exact_below=0)
+    started: list[bool] = []
+    real_sub = Search.solve_sub
+
+    def counted(self: Search, *a: Any, **kw: Any) -> Any:
+        started.append(a[3] is not None)  # a neighbourhood: the plan as its start
+        return real_sub(self, *a, **kw)
+
+    monkeypatch.setattr(Search, "solve_sub", counted)
+    for _ in range(10):  # to where an improve finds nothing better
+        started.clear()
+        better = search.improve(cost, lp, plan, -INF)
+        if dot(cost, better) >= dot(cost, plan) - 1e-9:
+            break
+        plan = better
+    else:
+        raise AssertionError("improve kept finding better plans")
+    assert any(started)  # that improve solved neighbourhoods
+    started.clear()
+    again = search.improve(cost, lp, plan, -INF)
+    assert again.tobytes() == plan.tobytes()
+    assert not any(started)  # no neighbourhood ran (the repair is kept: ``_repair``)
