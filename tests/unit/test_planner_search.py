@@ -1079,13 +1079,13 @@ def test_a_neighbourhood_is_not_solved_again_with_fewer_nodes(
         # Move to what the neighbourhood finds, as the search does, until it finds nothing
         # better: that answer is the one recorded.
         for _ in range(10):
-            x = search.neighbourhood(cost, base, free, **first)
+            x = search.neighbourhood(cost, _digest(cost), base, free, **first)
             if x is None or dot(cost, x) >= dot(cost, base) - 1e-9:
                 break
             base = x
         else:
             raise AssertionError("the neighbourhood kept finding better plans")
-    found = search.neighbourhood(cost, base, free, **first)
+    found = search.neighbourhood(cost, _digest(cost), base, free, **first)
     if again == "the same after it found a better plan":
         assert found is not None and dot(cost, found) < dot(cost, base) - 1e-9
     search.timed_out = False
@@ -1125,7 +1125,7 @@ def test_a_neighbourhood_is_not_solved_again_with_fewer_nodes(
         return out
 
     monkeypatch.setattr(Search, "solve_sub", counted)
-    got = search.neighbourhood(c, b, f, **k)
+    got = search.neighbourhood(c, _digest(c), b, f, **k)
     assert len(solves) == (1 if solved else 0)
     if solved:  # a miss answers as the solver does
         assert (got is None) == (solves[0] is None)
@@ -1176,3 +1176,24 @@ def test_an_improve_from_where_it_stopped_solves_no_neighbourhood_again(
     again = search.improve(cost, lp, plan, -INF)
     assert again.tobytes() == plan.tobytes()
     assert not any(started)  # no neighbourhood ran (the repair is kept: ``_repair``)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ([0.0, 1.5, 0.0, 2.0], [0.0, 1.5, 0.0, 2.0], True),
+        ([0.0, 1.5, 0.0, 2.0], [0.0, 1.5, 0.0, 2.5], False),  # a value
+        ([0.0, 1.5, 0.0, 2.0], [1.5, 0.0, 0.0, 2.0], False),  # a place
+        ([0.0, 1.5, 0.0, 2.0], [-0.0, 1.5, 0.0, 2.0], False),  # the sign of a zero
+        ([0.0, 1.5, 0.0, 2.0], [0.0, 1.5, 0.0, 2.0, 0.0], False),  # the length
+        ([True, False, True], [True, False, True], True),
+        ([True, False, True], [True, True, False], False),
+        ([True, False, True], [1.0, 0.0, 1.0], False),  # the kind
+    ],
+)
+def test_a_digest_tells_vectors_apart_by_every_bit(a: list[Any], b: list[Any], same: bool) -> None:
+    import numpy as np
+
+    from multicloud.planner.search import _digest
+
+    assert (_digest(np.array(a)) == _digest(np.array(b))) == same
