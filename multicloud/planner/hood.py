@@ -78,9 +78,7 @@ class Hood:
         self.ok = ok
         self.room = room & ok
         self.base_cols = (base > FRAC) & ok
-        order = np.argsort(p.owner, kind="stable")
-        self.by_owner = order
-        self.starts = np.searchsorted(p.owner[order], np.arange(int(p.owner.max()) + 2))
+        self.by_owner, self.starts = p.by_owner
         self.sizes = np.bincount(p.owner[ok], minlength=int(p.owner.max()) + 1)
         self._size_of: list[int] = self.sizes.tolist()
 
@@ -115,7 +113,7 @@ class Hood:
             for r in self.pools_of.get(s, ()):
                 new |= self.users_of.get(r, set())
             new -= owners
-            grow = sum(size_of[o] for o in new)
+            grow = sum(map(size_of.__getitem__, new))
             if (taken or strict) and size + grow > limit:
                 continue
             owners |= new

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,18 @@ class Problem:
     def n(self) -> int:
         """Number of variables."""
         return int(self.ub.shape[0])
+
+    @cached_property
+    def by_owner(self) -> tuple[IntArray, IntArray]:
+        """The variables in owner order (stable), and where each owner starts in it.
+
+        Owner ``o``'s variables are ``order[starts[o] : starts[o + 1]]``. Kept: the owners
+        never change (rows are added, never variables), and sorting 100,000 of them for
+        every neighbourhood was a tenth of its set-up.
+        """
+        order = np.argsort(self.owner, kind="stable")
+        starts = np.searchsorted(self.owner[order], np.arange(int(self.owner.max()) + 2))
+        return order, starts
 
     @property
     def counted(self) -> BoolArray:

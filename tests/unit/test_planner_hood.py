@@ -183,9 +183,7 @@ def test_gainers(
         pytest.param(1, False, ({0, 1}, [0]), id="else the first seed is always taken"),
     ],
 )
-def test_chunk_of_left_out_jobs(
-    limit: int, strict: bool, want: tuple[set[int], list[int]]
-) -> None:
+def test_chunk_of_left_out_jobs(limit: int, strict: bool, want: tuple[set[int], list[int]]) -> None:
     # Job 0 is left out: its options are on pool 0 (job 1 uses it) and pool 1 (nobody
     # does, so the pool has no users to look up).
     variables = [Var(0, 0, -1.0, 0.0), Var(0, 1, -1.0, 0.0), Var(1, 0, -1.0, 1.0)]
@@ -193,3 +191,22 @@ def test_chunk_of_left_out_jobs(
     seeds = hood.gainers(objective)
     assert seeds == [0]
     assert hood.chunk(seeds, limit, strict=strict) == want
+
+
+@pytest.mark.parametrize(
+    ("owners", "want"),
+    [
+        ([0, 0, 1, 1], [[0, 1], [2, 3]]),
+        ([1, 0, 1, 0], [[1, 3], [0, 2]]),  # interleaved: each owner's in variable order
+        ([2, -1, 0, 2], [[2], [], [0, 3]]),  # an owner with no variable; -1 is no job's
+    ],
+)
+def test_each_owners_variables(owners: list[int], want: list[list[int]]) -> None:
+    # ``Problem.by_owner`` is kept on the problem (its owners never change), and every
+    # Hood of it reads each owner's variables from it.
+    variables = [Var(o, 0, 1.0, 0.0) for o in owners]
+    hood, _ = hood_of(variables, [10.0])
+    for plan in (np.zeros(len(owners)), np.ones(len(owners))):  # another Hood, the same
+        again = Hood(hood.p, [plan], plan, None)
+        assert [again.cols(o).tolist() for o in range(len(want))] == want
+    assert hood.p.by_owner is hood.p.by_owner  # kept, not sorted again
