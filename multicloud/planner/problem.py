@@ -66,6 +66,8 @@ class Problem:
         """
         order = np.argsort(self.owner, kind="stable")
         starts = np.searchsorted(self.owner[order], np.arange(int(self.owner.max()) + 2))
+        for shared in (order, starts):  # every Hood of the problem reads them
+            shared.setflags(write=False)
         return order, starts
 
     @property

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pytest
 
 from multicloud.models import Contracts, Job
@@ -1140,7 +1141,6 @@ def test_an_improve_from_where_it_stopped_solves_no_neighbourhood_again(
     # Every neighbourhood an improve solves from its start goes through the record
     # (``Search.neighbourhood``): from a plan where it found nothing better, the same
     # improve again solves none of them.
-    import numpy as np
 
     from multicloud.planner.hood import by_cluster
     from multicloud.planner.problem import dot
@@ -1189,11 +1189,53 @@ def test_an_improve_from_where_it_stopped_solves_no_neighbourhood_again(
         ([True, False, True], [True, False, True], True),
         ([True, False, True], [True, True, False], False),
         ([True, False, True], [1.0, 0.0, 1.0], False),  # the kind
+        (np.zeros(3, np.bool_), np.zeros(3, np.uint8), False),  # the kind, all zero
+        (np.zeros(3, np.uint8), np.zeros(3), False),
+        ([True], np.array([1], np.uint8), False),  # the same bits, another kind
+        ([[1.0, 0.0], [7.0, 0.0]], [[1.0, 0.0], [9.0, 0.0]], False),  # 2-D, by entry
+        ([[1.0, 0.0], [7.0, 0.0]], [1.0, 0.0, 7.0, 0.0], False),  # the shape
     ],
 )
-def test_a_digest_tells_vectors_apart_by_every_bit(a: list[Any], b: list[Any], same: bool) -> None:
-    import numpy as np
-
+def test_a_digest_tells_vectors_apart_by_every_bit(a: Any, b: Any, same: bool) -> None:
     from multicloud.planner.search import _digest
 
     assert (_digest(np.array(a)) == _digest(np.array(b))) == same
+
+
+def test_every_cache_key_carries_the_digest_of_its_own_objective(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The objective's digest is computed once per call and handed down: a stale or wrong
+    # one would key another objective's answers (found by review: nothing checked it).
+    from multicloud.planner.search import Search, _digest
+
+    search, cost, lp, _, _ = _pools_search()
+    seen: list[str] = []
+    real_neighbourhood, real_repair = Search.neighbourhood, Search._repair
+
+    def neighbourhood(self: Search, objective: Any, tag: bytes, *a: Any, **k: Any) -> Any:
+        assert tag == _digest(objective)
+        seen.append("neighbourhood")
+        return real_neighbourhood(self, objective, tag, *a, **k)
+
+    def repair(self: Search, objective: Any, tag: bytes, *a: Any, **k: Any) -> Any:
+        assert tag == _digest(objective)
+        seen.append("repair")
+        return real_repair(self, objective, tag, *a, **k)
+
+    monkeypatch.setattr(Search, "neighbourhood", neighbourhood)
+    monkeypatch.setattr(Search, "_repair", repair)
+    search.settings = replace(search.settings, max_free=40, exact_below=0)
+    plan = search.improve(cost, lp, np.round(lp) * 0.0, -INF, feasible=False)
+    assert {"neighbourhood", "repair"} <= set(seen)
+    seen.clear()
+    search.substitute(cost * 1.5, lp, plan, -INF)
+    assert seen == ["neighbourhood"]
+    seen.clear()
+    # A count search's last neighbourhoods, seeded by jobs left out: each placed scores -1.
+    p = search.problem
+    left = plan.copy()
+    left[np.isin(p.owner, np.unique(p.owner[plan > 0.5])[:3])] = 0.0
+    search.settings = replace(search.settings, max_free=200)  # their rings: every user
+    search.place_left_out(-np.ones(p.n), left, -INF, np.ones(p.n, dtype=np.bool_))
+    assert "neighbourhood" in seen
