@@ -17,7 +17,8 @@ options. So instead of a general branch-and-bound over the whole model, the sear
    where it and the LP disagree, then also every job on the pools those use, growing one
    ring of pools per round; last, the jobs that could move to a cheaper option with room,
    which the LP may never point at (in a count search, with a tenth of the node limit).
-   A neighbourhood met again from the same plan, with no more nodes, is not re-solved.
+   A neighbourhood that found nothing better, met again from the same plan with no more
+   nodes, is not re-solved.
 4. **Proves** (only when asked): the whole model, warm-started from the best plan.
 
 Every limit is deterministic work (branch-and-bound nodes per sub-problem, rounds,
