@@ -50,6 +50,20 @@ class Model:
         self.integral.append(1 if integral else 0)
         return len(self.lb) - 1
 
+    def vars(self, ub: list[int], cost: list[float]) -> list[int]:
+        """Whole variables from 0 up to each ``ub``, appended together; their indices.
+
+        A class of gangs has one per option, and those are most of a model's variables
+        (394,000 in a 10,000-job batch's models): a call per variable was a fifth of
+        building them.
+        """
+        at = len(self.lb)
+        self.lb.extend([0] * len(ub))
+        self.ub.extend(ub)
+        self.cost.extend(cost)
+        self.integral.extend([1] * len(ub))
+        return list(range(at, at + len(ub)))
+
     def row(self, terms: list[tuple[int, float]], lo: float, hi: float) -> None:
         self.rows.extend([len(self.row_lb)] * len(terms))
         self.cols.extend([c for c, _ in terms])
@@ -250,17 +264,13 @@ def build(
         if key[0] != "svc":
             size = len(members)
             nodes = first.nodes
-            # One variable per option, appended in place: the classes' options are most of
-            # a model's variables (394,000 in a 10,000-job batch's models), and a call per
-            # variable was a fifth of building them.
-            at = len(model.lb)
-            cls = GangClass(members, opts, list(range(at, at + len(opts))))
-            tier_vars[first.job.priority].extend(cls.vars)
             caps = [planner.cap[opt.oi] for opt in opts]
-            model.lb.extend([0] * len(opts))
-            model.ub.extend([size if c is None else min(size, c // nodes) for c in caps])
-            model.cost.extend([opt.rank * nodes * rank_hours for opt in opts])
-            model.integral.extend([1] * len(opts))
+            made = model.vars(
+                [size if c is None else min(size, c // nodes) for c in caps],
+                [opt.rank * nodes * rank_hours for opt in opts],
+            )
+            cls = GangClass(members, opts, made)
+            tier_vars[first.job.priority].extend(cls.vars)
             for v, opt, c in zip(cls.vars, opts, caps, strict=True):
                 model.pool[v] = (opt.oi, nodes)
                 if c is not None:

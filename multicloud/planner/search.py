@@ -344,8 +344,9 @@ class Search(KeptLP):
 
         def offer(x: FloatArray | None) -> None:
             nonlocal best, best_value
-            if x is not None and dot(objective, x) < best_value - 1e-9:
-                best, best_value = x, dot(objective, x)
+            value = _INF if x is None else dot(objective, x)
+            if x is not None and value < best_value - 1e-9:
+                best, best_value = x, value
 
         if best_value <= good_enough:
             return best
@@ -515,18 +516,8 @@ class Search(KeptLP):
             solved before from ``base`` with at least as many nodes and found nothing
             better).
         """
-        s = self.settings
-        limit = s.nodes if nodes is None else nodes
-        key = (
-            tag,
-            _digest(base),
-            _digest(free),
-            target,
-            cutoff,
-            s.gap,
-            s.abs_gap,
-            len(self.problem.row_lb),
-        )
+        limit = self.settings.nodes if nodes is None else nodes
+        key = (tag, _digest(base), _digest(free), target, cutoff, *self._decided_by())
         if self._searched.get(key, -1) >= limit:
             return None
         x = self.solve_sub(objective, base, free, base, nodes=nodes, target=target, cutoff=cutoff).x
@@ -534,6 +525,14 @@ class Search(KeptLP):
         if not self.timed_out and not better:
             self._searched[key] = max(limit, self._searched.get(key, -1))
         return x
+
+    def _decided_by(self) -> tuple[float, float, int]:
+        """What else decides a sub-problem's answer: the gaps, and the rows by their number.
+
+        ``Problem.add_rows`` only appends, and no row's bounds change in place.
+        """
+        s = self.settings
+        return s.gap, s.abs_gap, len(self.problem.row_lb)
 
     def _repair(
         self,
@@ -567,17 +566,7 @@ class Search(KeptLP):
         Returns:
             The plan, or None if the solver found none.
         """
-        s = self.settings
-        key = (
-            tag,
-            _digest(base),
-            _digest(free),
-            short,
-            s.nodes,
-            s.gap,
-            s.abs_gap,
-            len(self.problem.row_lb),
-        )
+        key = (tag, _digest(base), _digest(free), short, self.settings.nodes, *self._decided_by())
         if key not in self._repaired:
             x = self.solve_sub(objective, base, free, None, exact=True, short=short).x
             if x is None:
@@ -635,8 +624,9 @@ class Search(KeptLP):
             free = hood.free(owners, set(taken))
             cutoff = self._cutoff(best_value)
             x = self.neighbourhood(objective, tag, best, free, target=good_enough, cutoff=cutoff)
-            if x is not None and dot(objective, x) < best_value - 1e-9:
-                best, best_value = x, dot(objective, x)
+            value = _INF if x is None else dot(objective, x)
+            if x is not None and value < best_value - 1e-9:
+                best, best_value = x, value
             else:
                 idle = True
         return best
