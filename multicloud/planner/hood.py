@@ -109,6 +109,8 @@ class Hood:
         for s in seeds:
             # ``ring`` of one seed, on Python ints: a chunk scans every disagreement (600
             # on average on the 10,000-job trace batch), each once per round.
+            if (taken or strict) and size + size_of[s] > limit and s not in owners:
+                continue  # its ring adds at least the seed itself: past the limit
             new = {s}
             for r in self.pools_of.get(s, ()):
                 new |= self.users_of.get(r, set())

@@ -85,13 +85,14 @@ def _digest(a: np.ndarray) -> bytes:
     A cache key part. The searches' plans and masks are mostly zeros: hashing every entry
     of a 10,000-job model's (about 100,000 variables) took 1.2 ms a call, 1.4 s of one
     batch's plan. By bits, so -0.0 is not 0.0. For arrays of 1-, 2-, 4- or 8-byte items
-    (bools, integers, floats).
+    (bools, integers, floats). The places go in as a bitmap: listing them (``flatnonzero``)
+    took twice as long (0.80 against 0.43 ms for such a plan, 0.40 against 0.13 for a mask).
     """
     words = np.ascontiguousarray(a).reshape(-1).view(f"u{a.itemsize}")
-    at = np.flatnonzero(words)
+    nonzero = words != 0
     h = hashlib.blake2b(f"{a.dtype}{a.shape}".encode(), digest_size=16)
-    h.update(at.tobytes())
-    h.update(words[at].tobytes())
+    h.update(np.packbits(nonzero).tobytes())
+    h.update(words[nonzero].tobytes())
     return h.digest()
 
 
@@ -434,16 +435,23 @@ class Search(KeptLP):
             stall *= self.settings.count_rounds
         idle = 0
         pass_value = best_value
+        # A round that finds nothing leaves ``best`` the same object: the next round's
+        # Hood and disagreements are then the same, and are kept (on the 10,000-job trace
+        # seed 8's largest group, Hoods were the most Python time of its cost stage).
+        seen: FloatArray | None = None
         for _ in range(rounds):
             if best_value <= good_enough or self.timed_out or idle >= stall:
                 break
-            hood = Hood(p, [best, lp], best, scope)
-            seeds = [o for o in disagreement(p, objective, best, lp) if o not in tried]
+            if best is not seen:
+                seen = best
+                hood = Hood(p, [best, lp], best, scope)
+                differ = disagreement(p, objective, best, lp)
+            seeds = [o for o in differ if o not in tried]
             if not seeds and best_value < pass_value:
                 # Every disagreement was tried, but the plan moved since: try them again.
                 tried.clear()
                 pass_value = best_value
-                seeds = disagreement(p, objective, best, lp)
+                seeds = list(differ)
             if not seeds:
                 break
             owners, taken = hood.chunk(seeds, self.settings.max_free)

@@ -210,3 +210,51 @@ def test_each_owners_variables(owners: list[int], want: list[list[int]]) -> None
         again = Hood(hood.p, [plan], plan, None)
         assert [again.cols(o).tolist() for o in range(len(want))] == want
     assert hood.p.by_owner is hood.p.by_owner  # kept, not sorted again
+
+
+def _chunk_by_definition(
+    hood: Hood, seeds: list[int], limit: int, strict: bool
+) -> tuple[set[int], list[int]]:
+    """``Hood.chunk`` as its docstring defines it: each seed's whole ring, in order."""
+    owners: set[int] = set()
+    taken: list[int] = []
+    size = 0
+    for s in seeds:
+        new = hood.ring(np.array([s])) - owners
+        grow = sum(int(hood.sizes[o]) for o in new)
+        if (taken or strict) and size + grow > limit:
+            continue
+        owners |= new
+        taken.append(s)
+        size += grow
+    return owners, taken
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_chunk_is_its_definition(seed: int) -> None:
+    # ``chunk`` passes over a seed whose own variables alone are past the limit without
+    # working out its ring: random owners on shared pools, every limit from one owner's
+    # variables to all of them, both modes.
+    rng = np.random.default_rng(seed)
+    pools = int(rng.integers(2, 6))
+    variables = [
+        Var(o, int(rng.integers(-1, pools)), 1.0, float(rng.random() < 0.5))
+        for o in range(int(rng.integers(3, 12)))
+        for _ in range(int(rng.integers(1, 5)))
+    ]
+    hood, _ = hood_of(variables, [1.0] * pools)
+    seeds = [int(o) for o in rng.permutation(max(v.owner for v in variables) + 1)]
+    for limit in range(1, len(variables) + 1):
+        for strict in (False, True):
+            assert hood.chunk(seeds, limit, strict) == _chunk_by_definition(
+                hood, seeds, limit, strict
+            )
+
+
+def test_chunk_takes_a_seed_already_freed_past_the_limit() -> None:
+    # Owner 1 (three variables) is in owner 0's ring: taken with it, it adds nothing, so
+    # a limit its own variables would pass still takes it as a seed.
+    variables = [Var(0, 0, 1.0, 1.0), *[Var(1, 0, 1.0, 1.0)] * 3, Var(2, 1, 1.0, 1.0)]
+    hood, _ = hood_of(variables, [1.0, 1.0])
+    assert hood.chunk([0, 1, 2], 4) == ({0, 1}, [0, 1])
+    assert hood.chunk([0, 2, 1], 5) == ({0, 1, 2}, [0, 2, 1])

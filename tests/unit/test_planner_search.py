@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import subprocess
@@ -1239,3 +1240,45 @@ def test_every_cache_key_carries_the_digest_of_its_own_objective(
     search.settings = replace(search.settings, max_free=200)  # their rings: every user
     search.place_left_out(-np.ones(p.n), left, -INF, np.ones(p.n, dtype=np.bool_))
     assert "neighbourhood" in seen
+
+
+def test_a_round_that_finds_nothing_keeps_its_hood(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rounds build a Hood of the plan and the LP only when the plan has moved: a round
+    # that found nothing leaves the same plan, whose Hood is the same. Every round's
+    # neighbourhood is cut from the plan its Hood was built on.
+    import multicloud.planner.search as search_module
+    from multicloud.planner.hood import Hood
+    from multicloud.planner.search import Search
+
+    search, cost, lp, _, _ = _pools_search()
+    built: list[np.ndarray] = []  # the plan each of the rounds' Hoods was built on
+    freed_from: list[np.ndarray] = []  # the plan of the Hood each mask was freed from
+    rounds: list[tuple[np.ndarray, np.ndarray]] = []  # a neighbourhood's base, its Hood's
+
+    class Spy(Hood):
+        def __init__(self, p: Any, plans: list[Any], base: Any, scope: Any) -> None:
+            super().__init__(p, plans, base, scope)
+            self.base = base
+            if len(plans) == 2:  # the rounds' (the plan and the LP)
+                built.append(base)
+
+        def free(self, owners: set[int], seeds: set[int]) -> Any:
+            freed_from.append(self.base)
+            return super().free(owners, seeds)
+
+    real_neighbourhood = Search.neighbourhood
+
+    def neighbourhood(
+        self: Search, objective: Any, tag: bytes, base: Any, *a: Any, **k: Any
+    ) -> Any:
+        if any(freed_from[-1] is b for b in built):
+            rounds.append((base, freed_from[-1]))
+        return real_neighbourhood(self, objective, tag, base, *a, **k)
+
+    monkeypatch.setattr(search_module, "Hood", Spy)
+    monkeypatch.setattr(Search, "neighbourhood", neighbourhood)
+    search.settings = replace(search.settings, max_free=40, exact_below=0, stall=6)
+    search.improve(cost, lp, np.round(lp) * 0.0, -INF, feasible=False)
+    assert len(rounds) > len(built) >= 2  # some rounds found nothing, some moved the plan
+    assert all(base is hood_base for base, hood_base in rounds)
+    assert all(not np.array_equal(a, b) for a, b in itertools.pairwise(built))
