@@ -431,3 +431,83 @@ def test_usable_options_cache_key_has_each_part(change: dict[str, Any]) -> None:
     got = usable_by_slot(planner, [first, second])  # type: ignore[arg-type]
     assert got == {0: own[0], 1: own[1]}
     assert got[0] is not got[1]
+
+
+def _prune_slot_by_slot(planner: Any, usable: dict[int, list[Any]], slots: list[Any]) -> None:
+    """``prune_with_guaranteed_room`` as its docstring states it, one slot at a time."""
+    load_nodes: dict[int, float] = {}
+    load_jobs: dict[int, float] = {}
+    for s in slots:
+        for opt in usable.get(s.idx, ()):
+            load_nodes[opt.oi] = load_nodes.get(opt.oi, 0.0) + s.nodes * s.replicas
+            load_jobs[opt.oi] = load_jobs.get(opt.oi, 0.0) + s.replicas
+    for s in slots:
+        opts = usable.get(s.idx)
+        if not opts or s.job.kind is not Kind.TRAINING:
+            continue
+        room, blocked = 0, 0.0
+        for i, opt in enumerate(opts):
+            c = planner.cap[opt.oi]
+            if c is None:
+                break
+            room += c // s.nodes
+            blocked += (load_nodes[opt.oi] - s.nodes) / s.nodes + (load_jobs[opt.oi] - 1)
+            if room > blocked:
+                tail = min((o.node_price for o in opts[i + 1 :]), default=np.inf)
+                if s.job.team in planner.team_left and tail < max(
+                    o.node_price for o in opts[: i + 1]
+                ):
+                    break
+                del opts[i + 1 :]
+                break
+
+
+def _prune_case(seed: int) -> tuple[Any, dict[int, list[Any]], list[Any]]:
+    """Random gangs and services on six pools, in four shapes (equal lists, each its own)."""
+    rng = random.Random(seed)
+    pools = 6
+    cap = [rng.choice([None, 0, 2, 8, 16, 40, 200]) for _ in range(pools)]
+    opts = [SimpleNamespace(oi=i, node_price=rng.choice([1.0, 2.0, 3.0])) for i in range(pools)]
+    shapes = [rng.sample(opts, rng.randint(1, pools)) for _ in range(4)]
+    planner = SimpleNamespace(cap=cap, team_left={"capped": 100.0})
+    slots = []
+    usable: dict[int, list[Any]] = {}
+    for idx in range(rng.randint(1, 30)):
+        kind = Kind.TRAINING if rng.random() < 0.8 else Kind.INFERENCE
+        slot = SimpleNamespace(
+            idx=idx,
+            nodes=rng.choice([1, 2, 8]),
+            replicas=1 if kind is Kind.TRAINING else rng.randint(1, 3),
+            job=SimpleNamespace(kind=kind, team=rng.choice([None, "capped", "free"])),
+        )
+        slots.append(slot)
+        usable[idx] = list(rng.choice(shapes))
+    return planner, usable, slots
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_guaranteed_room_cuts_every_slot_as_one_by_one(seed: int) -> None:
+    # The pruning works each distinct option list out once (slots of one shape share
+    # equal lists): every slot's list must be cut as the slot-by-slot rule cuts it, with
+    # gangs of several sizes, services, budgets and unlimited pools among them.
+    from multicloud.planner.model import prune_with_guaranteed_room
+
+    planner, usable, slots = _prune_case(seed)
+    want = {i: list(o) for i, o in usable.items()}
+    _prune_slot_by_slot(planner, want, slots)
+    prune_with_guaranteed_room(planner, usable, slots)
+    assert {i: [o.oi for o in v] for i, v in usable.items()} == {
+        i: [o.oi for o in v] for i, v in want.items()
+    }
+
+
+def test_the_random_pruning_cases_cut_some_lists_and_not_others() -> None:
+    # What the cases above compare: lists the rule cuts, and lists it leaves whole.
+    cut = whole = 0
+    for seed in range(40):
+        planner, usable, slots = _prune_case(seed)
+        before = {i: len(v) for i, v in usable.items()}
+        _prune_slot_by_slot(planner, usable, slots)
+        cut += sum(len(usable[i]) < n for i, n in before.items())
+        whole += sum(len(usable[i]) == n for i, n in before.items())
+    assert cut >= 20 and whole >= 20
