@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +23,7 @@ from scipy.sparse import coo_array
 
 from multicloud.models import Kind
 from multicloud.planner.options import Opt
-from multicloud.planner.problem import Problem
+from multicloud.planner.problem import FloatArray, IntArray, Problem
 from multicloud.planner.slot import Slot
 
 if TYPE_CHECKING:
@@ -40,34 +41,55 @@ class Model:
     vals: list[float] = field(default_factory=list)
     row_lb: list[float] = field(default_factory=list)
     row_ub: list[float] = field(default_factory=list)
-    pool: dict[int, tuple[int, int]] = field(default_factory=dict)  # var -> (offer, nodes)
+    # per variable: the offer of the option it stands for (-1: none, a service's flags)
+    # and the nodes each of its gangs or replicas uses there
+    offer: list[int] = field(default_factory=list)
+    nodes: list[int] = field(default_factory=list)
     cap_row: dict[int, int] = field(default_factory=dict)  # offer -> its capacity row
 
-    def var(self, lb: float, ub: float, cost: float, integral: bool = True) -> int:
+    def var(self, lb: float, ub: float, cost: float, offer: int = -1, nodes: int = 0) -> int:
+        """A whole variable; ``offer`` and ``nodes``: the option it stands for, if any."""
         self.lb.append(lb)
         self.ub.append(ub)
         self.cost.append(cost)
-        self.integral.append(1 if integral else 0)
+        self.integral.append(1)
+        self.offer.append(offer)
+        self.nodes.append(nodes)
         return len(self.lb) - 1
 
-    def vars(self, ub: list[int], cost: list[float]) -> list[int]:
-        """Whole variables from 0 up to each ``ub``, appended together; their indices.
+    def vars(self, ub: list[int], cost: list[float], offers: list[int], nodes: int) -> list[int]:
+        """Whole variables from 0 up to each ``ub``, one per option, appended together.
 
         A class of gangs has one per option, and those are most of a model's variables
         (394,000 in a 10,000-job batch's models): a call per variable was a fifth of
-        building them.
+        building them. A service has one per option too (its replicas there).
+
+        Args:
+            ub: Each variable's upper bound.
+            cost: Each variable's cost.
+            offers: The offer of each variable's option.
+            nodes: The nodes each gang uses.
+
+        Returns:
+            The variables' indices.
         """
         at = len(self.lb)
         self.lb.extend([0] * len(ub))
         self.ub.extend(ub)
         self.cost.extend(cost)
         self.integral.extend([1] * len(ub))
+        self.offer.extend(offers)
+        self.nodes.extend([nodes] * len(ub))
         return list(range(at, at + len(ub)))
 
     def row(self, terms: list[tuple[int, float]], lo: float, hi: float) -> None:
-        self.rows.extend([len(self.row_lb)] * len(terms))
-        self.cols.extend([c for c, _ in terms])
-        self.vals.extend([v for _, v in terms])
+        self.row_of([c for c, _ in terms], [v for _, v in terms], lo, hi)
+
+    def row_of(self, cols: list[int], vals: list[float] | list[int], lo: float, hi: float) -> None:
+        """A row with the terms ``vals[i] * x[cols[i]]``, between ``lo`` and ``hi``."""
+        self.rows.extend([len(self.row_lb)] * len(cols))
+        self.cols.extend(cols)
+        self.vals.extend(vals)
         self.row_lb.append(lo)
         self.row_ub.append(hi)
 
@@ -261,7 +283,6 @@ def build(
     classes: dict[tuple[object, ...], GangClass] = {}
     services: list[Service] = []
     tier_vars: dict[int, list[int]] = defaultdict(list)
-    cap_terms: dict[int, list[tuple[int, float]]] = defaultdict(list)
     team_terms: dict[str, list[tuple[int, float]]] = defaultdict(list)
     budgeted = planner.team_left
 
@@ -305,15 +326,15 @@ def build(
             made = model.vars(
                 [size if c is None else min(size, c // nodes) for c in caps],
                 [opt.rank * nodes * rank_hours for opt in opts],
+                [opt.oi for opt in opts],
+                nodes,
             )
             cls = GangClass(members, opts, made)
             tier_vars[first.job.priority].extend(cls.vars)
-            for v, opt, c in zip(cls.vars, opts, caps, strict=True):
-                model.pool[v] = (opt.oi, nodes)
-                if c is not None:
-                    cap_terms[opt.oi].append((v, nodes))
-                if team is not None:
-                    team_terms[team].append((v, opt.node_price * nodes * hours))
+            if team is not None:
+                team_terms[team].extend(
+                    (v, opt.node_price * nodes * hours) for v, opt in zip(made, opts, strict=True)
+                )
             model.row([(v, 1.0) for v in cls.vars], 0, size)
             classes[key] = cls
             continue
@@ -321,21 +342,21 @@ def build(
         r = s.replicas
         placed = model.var(0, 1, 0)
         tier_vars[s.job.priority].append(placed)
-        ys: list[int] = []
+        caps = [planner.cap[opt.oi] for opt in opts]
+        ys = model.vars(
+            [r if c is None else min(r, c // s.nodes) for c in caps],
+            [opt.rank * s.nodes * rank_hours for opt in opts],
+            [opt.oi for opt in opts],
+            s.nodes,
+        )
         by_provider: dict[str, list[int]] = defaultdict(list)
-        price_terms: list[tuple[int, float]] = []
-        for opt in opts:
-            c = planner.cap[opt.oi]
-            ub = r if c is None else min(r, c // s.nodes)
-            v = model.var(0, ub, opt.rank * s.nodes * rank_hours)
-            model.pool[v] = (opt.oi, s.nodes)
-            ys.append(v)
+        for v, opt in zip(ys, opts, strict=True):
             by_provider[opt.provider].append(v)
-            price_terms.append((v, opt.node_price * s.nodes))
-            if c is not None:
-                cap_terms[opt.oi].append((v, s.nodes))
-            if team is not None:
-                team_terms[team].append((v, opt.node_price * s.nodes * hours))
+        price_terms = [(v, opt.node_price * s.nodes) for v, opt in zip(ys, opts, strict=True)]
+        if team is not None:
+            team_terms[team].extend(
+                (v, opt.node_price * s.nodes * hours) for v, opt in zip(ys, opts, strict=True)
+            )
         model.row([(v, 1.0) for v in ys] + [(placed, -float(r))], 0, 0)
         zs = []
         zmap: dict[str, int] = {}
@@ -356,67 +377,94 @@ def build(
             model.row([*price_terms, (placed, -s.job.max_price_per_hour)], -np.inf, 0)
         services.append(Service(s, opts, ys, placed, zmap))
 
-    for oi, terms in cap_terms.items():
-        c = planner.cap[oi]
-        assert c is not None
-        # Only rows that can bind: a variable may stand for several gangs or replicas,
-        # so its largest use of the pool is nodes × its upper bound.
-        if sum(nodes * model.ub[v] for v, nodes in terms) > c:
-            model.cap_row[oi] = len(model.row_lb)
-            model.row(terms, 0, c)
-            _gang_cuts(model, terms, c)
+    _capacity_rows(planner, model)
     for team, terms in team_terms.items():
         model.row(terms, -np.inf, max(budgeted[team], 0.0))
     return model, list(classes.values()), services, tier_vars
 
 
-def _gang_cuts(model: Model, terms: list[tuple[int, float]], cap: int) -> None:
+def _capacity_rows(planner: Planner, model: Model) -> None:
+    """Each limited pool's row, and its gang cuts, in the order the variables first use them.
+
+    Worked out over arrays, pool by pool: per variable in Python, this was a third of
+    building a 10,000-job batch's models. A pool's terms are its variables in index order.
+    """
+    limited = np.array([c is not None for c in planner.cap], dtype=np.bool_)
+    offer = np.array(model.offer, dtype=np.int64)
+    nodes = np.array(model.nodes, dtype=np.int64)
+    ub = np.array(model.ub, dtype=np.float64)  # whole numbers: the sums below are exact
+    on = np.nonzero((offer >= 0) & limited[np.maximum(offer, 0)])[0]
+    by_pool = on[np.argsort(offer[on], kind="stable")]  # each pool's variables in order
+    pools, start = np.unique(offer[by_pool], return_index=True)
+    end = np.append(start[1:], len(by_pool))
+    for j in np.argsort(by_pool[start]).tolist():  # by each pool's first variable
+        oi = int(pools[j])
+        c = planner.cap[oi]
+        assert c is not None
+        vs = by_pool[start[j] : end[j]]
+        use = nodes[vs]
+        # Only rows that can bind: a variable may stand for several gangs or replicas,
+        # so its largest use of the pool is nodes × its upper bound.
+        if float(use @ ub[vs]) > c:
+            model.cap_row[oi] = len(model.row_lb)
+            model.row_of(vs.tolist(), use.tolist(), 0, c)
+            _gang_cuts(model, vs, use, ub[vs], c)
+
+
+def _gang_cuts(model: Model, vs: IntArray, use: IntArray, ub: FloatArray, cap: int) -> None:
     """Add the rounded capacity rows that make gang packing tight in the LP.
 
     Dividing a pool's row by a gang size d and rounding down both sides is valid for whole
     gangs (Chvátal-Gomory): ``Σ ⌊nodes/d⌋·x ≤ ⌊cap/d⌋``. Without it the LP packs half a
     16-node gang into 8 spare nodes, and its bound, and every rounding of it, drift.
+
+    Args:
+        model: The model the rows are added to.
+        vs: The pool's variables.
+        use: The nodes each of their gangs or replicas uses.
+        ub: Their upper bounds.
+        cap: The pool's nodes.
     """
-    for d in sorted({int(nodes) for _, nodes in terms if nodes > 1}):
-        big = [(v, float(int(nodes) // d)) for v, nodes in terms if nodes >= d]
-        if cap % d == 0 and all(int(nodes) % d == 0 for _, nodes in terms if nodes >= d):
+    for d in np.unique(use[use > 1]).tolist():
+        big = use >= d
+        if cap % d == 0 and not (use[big] % d).any():
             continue  # the same row divided by d: nothing to cut
-        if sum(k * model.ub[v] for v, k in big) > cap // d:
-            model.row(big, -np.inf, cap // d)
+        k = use[big] // d
+        if float(k @ ub[big]) > cap // d:
+            model.row_of(vs[big].tolist(), k.astype(np.float64).tolist(), -np.inf, cap // d)
 
 
 def problem_of(model: Model, classes: list[GangClass], services: list[Service]) -> Problem:
     """The model as arrays, with each variable's owner, pool and option rank."""
     n = len(model.lb)
-    # Filled as lists, converted once: a numpy assignment per class and per service was
-    # most of this function on a 10,000-job model.
-    owner_of = [-1] * n
-    rank_of = [0] * n
-    for k, cls in enumerate(classes):
-        for r, v in enumerate(cls.vars):
-            owner_of[v] = k
-            rank_of[v] = r
-    for k, svc in enumerate(services, start=len(classes)):
-        for r, v in enumerate(svc.y):
-            owner_of[v] = k
-            rank_of[v] = r
-        owner_of[svc.placed] = k
-        for v in svc.z.values():
-            owner_of[v] = k
-    pool_of = [-1] * n
-    use_of = [0.0] * n
-    cap_row = model.cap_row
-    for v, (oi, nodes) in model.pool.items():
-        row = cap_row.get(oi)
-        if row is not None:  # a pool that can never fill links nobody
-            pool_of[v] = row
-            use_of[v] = nodes
-    owner = np.array(owner_of, dtype=np.int64)
-    rank = np.array(rank_of, dtype=np.int64)
-    pool = np.array(pool_of, dtype=np.int64)
-    use = np.array(use_of, dtype=np.float64)
-    option = np.zeros(n, dtype=np.bool_)
-    option[list(model.pool)] = True  # every option of a class or a service, and only those
+    # Each owner's option variables at once, over arrays (per variable in Python this was
+    # most of this function on a 10,000-job model): the owners in order, each one's
+    # variables in its options' rank order.
+    lists = [cls.vars for cls in classes] + [svc.y for svc in services]
+    sizes = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    at = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(sizes.sum()))
+    firsts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    owner = np.full(n, -1, dtype=np.int64)
+    rank = np.zeros(n, dtype=np.int64)
+    owner[at] = np.repeat(np.arange(len(lists), dtype=np.int64), sizes)
+    rank[at] = np.arange(len(at), dtype=np.int64) - firsts
+    # a service's "placed" and spread flags are its own too
+    flags = [
+        (k, v)
+        for k, svc in enumerate(services, start=len(classes))
+        for v in (svc.placed, *svc.z.values())
+    ]
+    if flags:
+        held = np.array(flags, dtype=np.int64)
+        owner[held[:, 1]] = held[:, 0]
+    offer = np.array(model.offer, dtype=np.int64)
+    option = offer >= 0  # every option of a class or a service, and only those
+    row_of = np.full(int(offer.max(initial=-1)) + 1, -1, dtype=np.int64)
+    for oi, row in model.cap_row.items():
+        row_of[oi] = row
+    # a pool that can never fill (no row) links nobody
+    pool = np.where(option, row_of[np.maximum(offer, 0)], -1)
+    use = np.where(pool >= 0, np.array(model.nodes, dtype=np.float64), 0.0)
     a = coo_array((model.vals, (model.rows, model.cols)), shape=(len(model.row_lb), n)).tocsc()
     return Problem(
         a=a,
