@@ -197,6 +197,10 @@ def prune_with_guaranteed_room(
     So some optimal plan uses S, and the options after S can be dropped exactly. For a
     job with a team budget the move must not cost the budget more either: the options
     after S are dropped only if none has a lower node price than S's dearest.
+
+    Each slot's list must be its own object (as :func:`usable_by_slot` makes them): lists
+    are cut in place, and a cut worked out for one list is applied to the equal lists of
+    other slots, which a shared, already cut list would not be.
     """
     # Slots of one shape hold equal option lists (``usable_by_slot``): the loads are
     # summed per distinct list, and each list's cut is worked out once per gang size and
@@ -206,10 +210,13 @@ def prune_with_guaranteed_room(
     lists: dict[tuple[int, ...], list[Opt]] = {}
     weight: dict[tuple[int, ...], list[int]] = {}
     key_of: dict[int, tuple[int, ...]] = {}
+    owned: set[int] = set()
     for s in slots:
         opts = usable.get(s.idx)
         if not opts:
             continue
+        assert id(opts) not in owned, "two slots share one option list"
+        owned.add(id(opts))
         key = key_of[s.idx] = tuple(map(id, opts))
         lists.setdefault(key, opts)
         w = weight.setdefault(key, [0, 0])

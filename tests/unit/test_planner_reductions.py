@@ -511,3 +511,20 @@ def test_the_random_pruning_cases_cut_some_lists_and_not_others() -> None:
         cut += sum(len(usable[i]) < n for i, n in before.items())
         whole += sum(len(usable[i]) == n for i, n in before.items())
     assert cut >= 20 and whole >= 20
+
+
+def test_guaranteed_room_refuses_slots_sharing_one_list() -> None:
+    # Lists are cut in place and a cut is reused for equal lists: a list two slots share
+    # would be cut for one and then taken as uncut for the other (found by review: caps
+    # 8/16/8, node prices 2/3/1, a budgeted 1-node gang cut by a 4-node gang's cut).
+    from multicloud.planner.model import prune_with_guaranteed_room
+
+    opts = [SimpleNamespace(oi=i, node_price=p) for i, p in enumerate((2.0, 3.0, 1.0))]
+    planner = SimpleNamespace(cap=[8, 16, 8], team_left={"capped": 100.0})
+    shared = list(opts)
+    slots = [
+        SimpleNamespace(idx=i, nodes=n, replicas=1, job=SimpleNamespace(kind=Kind.TRAINING, team=t))
+        for i, (n, t) in enumerate(((1, "capped"), (4, None), (1, "capped")))
+    ]
+    with pytest.raises(AssertionError, match="share one option list"):
+        prune_with_guaranteed_room(planner, {0: shared, 1: shared, 2: list(opts)}, slots)

@@ -1275,10 +1275,21 @@ def test_a_round_that_finds_nothing_keeps_its_hood(monkeypatch: pytest.MonkeyPat
             rounds.append((base, freed_from[-1]))
         return real_neighbourhood(self, objective, tag, base, *a, **k)
 
+    real_disagreement = search_module.disagreement
+    compared: list[np.ndarray] = []  # the plan each disagreement list was worked out on
+
+    def disagreement(p: Any, objective: Any, plan: Any, lp: Any) -> list[int]:
+        compared.append(plan)
+        return real_disagreement(p, objective, plan, lp)
+
     monkeypatch.setattr(search_module, "Hood", Spy)
+    monkeypatch.setattr(search_module, "disagreement", disagreement)
     monkeypatch.setattr(Search, "neighbourhood", neighbourhood)
     search.settings = replace(search.settings, max_free=40, exact_below=0, stall=6)
     search.improve(cost, lp, np.round(lp) * 0.0, -INF, feasible=False)
     assert len(rounds) > len(built) >= 2  # some rounds found nothing, some moved the plan
     assert all(base is hood_base for base, hood_base in rounds)
+    # the disagreements too: worked out again with each Hood, on its plan
+    assert len(compared) == len(built)
+    assert all(a is b for a, b in zip(compared, built, strict=True))
     assert all(not np.array_equal(a, b) for a, b in itertools.pairwise(built))
