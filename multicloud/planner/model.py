@@ -68,7 +68,7 @@ class Model:
             ub: Each variable's upper bound.
             cost: Each variable's cost.
             offers: The offer of each variable's option.
-            nodes: The nodes each gang uses.
+            nodes: The nodes each gang or replica uses.
 
         Returns:
             The variables' indices.
@@ -186,6 +186,16 @@ def usable_by_slot(planner: Planner, slots: list[Slot]) -> dict[int, list[Opt]]:
     return out
 
 
+def same_options(opts: list[Opt]) -> tuple[int, ...]:
+    """A key equal for option lists holding the same options in the same order.
+
+    Jobs of one shape hold equal option lists (:func:`usable_by_slot`): a 10,000-job batch
+    has 737,000 job options in a few hundred distinct lists, so work per list is done
+    once per key. By identity: the options are shared objects, alive while the lists are.
+    """
+    return tuple(map(id, opts))
+
+
 def prune_with_guaranteed_room(
     planner: Planner, usable: dict[int, list[Opt]], slots: list[Slot]
 ) -> None:
@@ -202,13 +212,11 @@ def prune_with_guaranteed_room(
     are cut in place, and a cut worked out for one list is applied to the equal lists of
     other slots, which a shared, already cut list would not be.
     """
-    # Slots of one shape hold equal option lists (``usable_by_slot``): the loads are
-    # summed per distinct list, and each list's cut is worked out once per gang size and
-    # standing (a 10,000-job batch has 737,000 slot options and 9,000 slots, in a few
-    # hundred lists; slot by slot this was a second of its plan, before any search).
-    # The loads are sums of whole numbers, exact in any order.
-    lists: dict[tuple[int, ...], list[Opt]] = {}
-    weight: dict[tuple[int, ...], list[int]] = {}
+    # The loads are summed per distinct list (``same_options``), and each list's cut is
+    # worked out once per gang size and standing: slot by slot this was a second of a
+    # 10,000-job plan, before any search. The loads are sums of whole numbers, exact in
+    # any order.
+    lists: dict[tuple[int, ...], tuple[list[Opt], list[int]]] = {}  # a list, its nodes, jobs
     key_of: dict[int, tuple[int, ...]] = {}
     owned: set[int] = set()
     for s in slots:
@@ -217,15 +225,13 @@ def prune_with_guaranteed_room(
             continue
         assert id(opts) not in owned, "two slots share one option list"
         owned.add(id(opts))
-        key = key_of[s.idx] = tuple(map(id, opts))
-        lists.setdefault(key, opts)
-        w = weight.setdefault(key, [0, 0])
+        key = key_of[s.idx] = same_options(opts)
+        w = lists.setdefault(key, (opts, [0, 0]))[1]
         w[0] += s.nodes * s.replicas
         w[1] += s.replicas
     load_nodes: dict[int, float] = defaultdict(float)
     load_jobs: dict[int, float] = defaultdict(float)
-    for key, opts in lists.items():
-        nodes, jobs = weight[key]
+    for opts, (nodes, jobs) in lists.values():
         for opt in opts:
             load_nodes[opt.oi] += nodes
             load_jobs[opt.oi] += jobs
