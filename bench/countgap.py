@@ -1,24 +1,28 @@
-"""Whether a count tier the planner leaves short of its LP bound could place a job more.
+"""Whether a count tier the planner leaves short of its LP bound could place more jobs.
 
 The count stage places each priority tier's jobs from the top down and stops a tier at its
 count's LP bound, or, short of it, after its wider passes, left-out jobs and trades
 (``multicloud.planner.count``). Where it stops short, the planner does not claim the count
-proven (``stats.counts_optimal``), but nothing says whether the job it hunted for exists.
+proven (``stats.counts_optimal``), but nothing says whether the jobs it hunted for exist.
 This measures that on the planner benchmark's 10,000-job batches: each batch is planned in
 this process on one thread, every tier that ends short is captured (its model with the
 upper tiers' counts held, the count objective, the search's plan), and then:
 
 - **root**: HiGHS on the whole model, from the search's plan, cut off at one job more and
-  stopped after its root node (the planner's own ``Search.solve_sub``, with its options);
-- **proximity**: the fewest options the plan does not use, with the tier's count at its
-  bound as a row (the other tiers' jobs may move or drop; lower tiers' jobs only hold
-  capacity in a count search, so they are 0 here), also stopped after the root. Its LP
-  bound is the fewest such options any plan placing the job more can use.
+  stopped after its root node (the planner's own ``Search.solve_sub`` with its options;
+  handed a start, it runs without presolve);
+- **proximity**: the fewest units (gangs or replicas, and a service's flags) on variables
+  the plan leaves at 0, with the tier's count at its bound as a row (the other tiers' jobs
+  may move or drop; lower tiers' jobs only hold capacity in a count search, so they are 0
+  here); moves among the variables the plan already uses cost nothing. Stopped at its
+  first plan after the root; HiGHS's dual bound then is a lower bound on that number for
+  any plan meeting the row.
 
-Each answers "is there a job more" only when it finds one: stopped at its root, neither
-proves there is none. A job more found in a tier says the batch's counts are short there
+Each answers "are there more jobs" only when it finds them: stopped at its root, neither
+proves there are none. Jobs more found in a tier say the batch's counts are short there
 given the tiers above as the search left them (the first such tier is the one that
-decides: counts rank from the top).
+decides: counts rank from the top). A plan found is one plan, not the fewest moves: what it
+changes is an upper bound on what placing those jobs needs.
 
 Run: ``.venv/bin/python -m bench.countgap [--batch trace-7 ...]`` (a few minutes per batch
 that has short tiers; writes ``bench/results/countgap.json``).
@@ -41,14 +45,23 @@ import numpy as np
 from bench.planner import ROFR, catalog_offers, machine, snapshot
 from bench.workload import make_jobs
 from multicloud.planner import Policy, count, plan
+from multicloud.planner.problem import Problem
 from multicloud.planner.search import Search
 
 RESULTS = Path(__file__).resolve().parent / "results" / "countgap.json"
 BATCHES = [f"{w}-{s}" for w in ("trace", "synthetic") for s in (3, 7, 8)]
 
 
-def capture(batch: str) -> tuple[list[dict[str, Any]], float, bool]:
-    """Plan one 10,000-job batch on one thread; every count tier that ends short."""
+def capture(batch: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Plan one 10,000-job batch on one thread and keep every count tier that ends short.
+
+    Args:
+        batch: ``trace-SEED`` or ``synthetic-SEED``, as the planner benchmark builds it.
+
+    Returns:
+        The short tiers (model, settings, objective, plan, tier and scope, the LP bound and
+        the count the search reached), and the plan's figures (seconds, cost, work).
+    """
     workload, seed = batch.split("-")
     jobs = make_jobs(10_000, seed=int(seed), synthetic=workload == "synthetic")
     snap = snapshot(jobs, catalog_offers(48, seed=int(seed)), ROFR)
@@ -84,11 +97,39 @@ def capture(batch: str) -> tuple[list[dict[str, Any]], float, bool]:
         seconds = time.perf_counter() - t0
     finally:
         count._widen = widen
-    return short, seconds, result.stats.counts_optimal
+    figures = {
+        "plan_seconds_one_thread": round(seconds, 1),
+        "total_cost": round(result.total_cost, 2),
+        "work": result.stats.work,
+        "counts_proven": result.stats.counts_optimal,
+        "timed_out": result.stats.timed_out,
+    }
+    return short, figures
+
+
+def _changes(p: Problem, before: np.ndarray, after: np.ndarray) -> dict[str, int]:
+    """What a plan found changes against the search's: owners, units on pools, pools."""
+    moved = np.abs(after - before) > 1e-6
+    on_pool = moved & (p.pool >= 0)
+    return {
+        # an owner is a class of identical gangs or one service, not one job
+        "owners_changed": len(np.unique(p.owner[moved & (p.owner >= 0)])),
+        # a unit moved between pools counts twice (off one, onto the other)
+        "pool_units_changed": round(float(np.abs(after - before)[on_pool].sum())),
+        "pools_changed": len(np.unique(p.pool[on_pool])),
+    }
 
 
 def root(case: dict[str, Any]) -> dict[str, Any]:
-    """The whole count model at HiGHS's root, from the search's plan, cut off at a job more."""
+    """The whole count model at HiGHS's root, from the search's plan, cut off at a job more.
+
+    Args:
+        case: A short tier from :func:`capture`.
+
+    Returns:
+        Seconds, the tier's count in the plan found (None: none found), whether the
+        safety ceiling stopped it, and what that plan changes.
+    """
     p, x, idx = case["problem"], case["plan"], case["tier"]
     search = Search(p, case["settings"])
     every = np.ones(p.n, dtype=np.bool_)
@@ -96,12 +137,27 @@ def root(case: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = search.solve_sub(case["objective"], x, every, x, nodes=1, cutoff=cutoff, proof=True)
     seconds = time.perf_counter() - t0
-    placed = None if out.x is None else round(float(out.x[idx].sum()))
-    return {"seconds": round(seconds, 1), "placed": placed}
+    found: dict[str, Any] = {
+        "seconds": round(seconds, 1),
+        "placed": None,
+        "timed_out": search.timed_out,
+    }
+    if out.x is not None:
+        found.update(placed=round(float(out.x[idx].sum())), **_changes(p, x, out.x))
+    return found
 
 
 def proximity(case: dict[str, Any]) -> dict[str, Any]:
-    """The fewest options the plan does not use, with the tier's count at its bound."""
+    """The fewest units on variables the plan leaves at 0, the tier's count at its bound.
+
+    Args:
+        case: A short tier from :func:`capture`.
+
+    Returns:
+        Seconds, the tier's count in the plan found (None: none found), whether the
+        safety ceiling stopped it, the units on new variables, HiGHS's lower bound on them,
+        and what that plan changes.
+    """
     p = copy.deepcopy(case["problem"])
     x, idx, scope = case["plan"], case["tier"], case["scope"]
     p.add_rows([(idx, float(case["target"]), math.inf)])
@@ -110,30 +166,33 @@ def proximity(case: dict[str, Any]) -> dict[str, Any]:
     every = np.ones(p.n, dtype=np.bool_)
     bounds = (np.zeros(p.n), np.where(scope, p.ub, 0.0))
     t0 = time.perf_counter()
-    # gap 1: the first plan is the answer (its LP bound is kept as the fewest possible)
+    # gap 1: the first plan is the answer; HiGHS's dual bound then is kept as the fewest
     out = search.solve_sub(new, x, every, None, nodes=1, bounds=bounds, gap=1.0)
     seconds = time.perf_counter() - t0
-    found: dict[str, Any] = {"seconds": round(seconds, 1), "placed": None}
+    found: dict[str, Any] = {
+        "seconds": round(seconds, 1),
+        "placed": None,
+        "timed_out": search.timed_out,
+    }
     if out.x is not None:
-        moved = np.abs(out.x - x) > 1e-6
-        pools = np.unique(p.pool[moved])
         found.update(
             placed=round(float(out.x[idx].sum())),
-            new_options=round(float(new @ out.x)),
-            fewest_new_options=math.ceil(out.bound - 1e-6),
-            jobs_moved=len(np.unique(p.owner[moved & (p.owner >= 0)])),
-            pools_moved=int((pools >= 0).sum()),
+            new_units=round(float(new @ out.x)),
+            fewest_new_units=math.ceil(out.bound - 1e-6),
+            **_changes(p, x, out.x),
         )
     return found
 
 
 def main() -> None:
+    """Measure the batches named (default: all six) and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", action="append", choices=BATCHES, help="default: all six")
     args = parser.parse_args()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     batches: list[dict[str, Any]] = []
     for batch in args.batch or BATCHES:
-        cases, seconds, proven = capture(batch)
+        cases, figures = capture(batch)
         tiers = []
         for case in cases:
             tiers.append(
@@ -146,20 +205,14 @@ def main() -> None:
                     "proximity": proximity(case),
                 }
             )
-        batches.append(
-            {
-                "batch": batch,
-                "plan_seconds_one_thread": round(seconds, 1),
-                "counts_proven": proven,
-                "short_tiers": tiers,
-            }
-        )
+        batches.append({"batch": batch, **figures, "short_tiers": tiers})
         print(json.dumps(batches[-1]), flush=True)
     out = {
         "machine": machine(),
+        "started_at": started,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "what": "count tiers the search leaves short of their LP bound, and whether HiGHS "
-        "finds a job more there (whole count model, stopped after its root)",
+        "finds more jobs there (whole count model, stopped after its root)",
         "batches": batches,
     }
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
