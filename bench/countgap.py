@@ -45,7 +45,7 @@ import numpy as np
 from bench.planner import ROFR, catalog_offers, machine, snapshot
 from bench.workload import make_jobs
 from multicloud.planner import Policy, count, plan
-from multicloud.planner.problem import Problem
+from multicloud.planner.problem import FRAC, Problem
 from multicloud.planner.search import Search
 
 RESULTS = Path(__file__).resolve().parent / "results" / "countgap.json"
@@ -156,9 +156,8 @@ def root(case: dict[str, Any]) -> dict[str, Any]:
         "placed": None,
         "timed_out": search.timed_out,
     }
-    placed = None if out.x is None else round(float(out.x[idx].sum()))
-    if out.x is not None and placed is not None and placed > case["placed"]:
-        found.update(placed=placed, **_changes(p, x, out.x))
+    if out.x is not None and round(float(out.x[idx].sum())) > case["placed"]:
+        found.update(placed=round(float(out.x[idx].sum())), **_changes(p, x, out.x))
     return found
 
 
@@ -178,7 +177,7 @@ def proximity(case: dict[str, Any]) -> dict[str, Any]:
     x, idx, scope = case["plan"], case["tier"], case["scope"]
     p.add_rows([(idx, float(case["target"]), math.inf)])
     search = Search(p, case["settings"])
-    new = np.where((x <= 1e-6) & scope, 1.0, 0.0)
+    new = np.where((x <= FRAC) & scope, 1.0, 0.0)  # unused, as the planner's Hood reads it
     every = np.ones(p.n, dtype=np.bool_)
     bounds = (np.zeros(p.n), np.where(scope, p.ub, 0.0))
     t0 = time.perf_counter()
