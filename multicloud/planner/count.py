@@ -111,6 +111,9 @@ def _widen(
             break
         x = traded
         got = round(float(x[idx].sum()))
+    if got < target and not search.timed_out:
+        x = search.shift(objective, x, -target + TIE, scope, idx)
+        got = round(float(x[idx].sum()))
     return x, got
 
 
