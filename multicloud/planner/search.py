@@ -651,25 +651,33 @@ class Search(KeptLP):
         scope: BoolArray,
         counted: IntArray,
     ) -> FloatArray:
-        """One root of the short tier's jobs over every option, the plan's other jobs kept in place.
+        """One HiGHS root over the short tier's every option and the options the plan uses.
 
-        A count's last step, after its trades (``count._widen``). Every variable of the
-        tier being counted is free, and so is every variable the plan uses in ``scope``
-        (a held job may move among its class's used options, or make way); every other
-        variable is 0, lower tiers included (they only hold capacity in a count search).
-        The neighbourhoods link owners through the pools they use, and the moves that
-        place a tier's last jobs may span more pools than any of them holds:
-        ``bench/countgap.py`` found synthetic seeds 3 and 7 (10,000 jobs) three and one
-        tier-0 jobs short after every other step, with HiGHS's proximity plans moving
-        owners in 57 and 83 pools. This places them (measured on an AMD EPYC, reference
-        loop 0.184 s: 1.2 and 1.8 s, 10,488 and 10,505 of 74,318 and 82,088 variables).
+        A count's last step, after its trades (``count._widen``). Free: every variable
+        of the tier being counted, and every variable the plan uses in ``scope``, so a
+        held tier's job may make way (drop out, where its held count allows, or move to
+        another option its class already uses). Every other variable is 0, lower tiers'
+        included (a count search's lower tiers only hold capacity; the count stage puts
+        back what still fits). The neighbourhoods link owners through the pools they use,
+        and the moves that place a tier's last jobs may span more pools than any
+        neighbourhood holds: on synthetic seeds 3 and 7 (10,000 jobs) the count stage
+        ended three and one tier-0 jobs short of what HiGHS finds on the whole count
+        model (``bench/countgap.py``, whose plan for them changed owners in 57 and 83
+        limited pools). This step places them (on an AMD EPYC: 1.2 and 1.8 s, with
+        10,488 of 74,318 and 10,505 of 82,088 variables free), and no other plan of the
+        planner benchmark changed (the fifteen 1,000-job batches never get here: they
+        are solved whole).
 
-        HiGHS runs its root only, without presolve. Both successes came from the root's
-        heuristics (at one tenth of the node limit too, at node 0 and 1). On the 20,000-
-        job file's budget-tied group, where it finds nothing (12,909 of 33,870 variables
-        free), a tenth of the node limit took 5.7 s, its root alone 5.0 s, of which
-        HiGHS's presolve 5.5 s of 6.0 (its own timing), and the root without presolve
-        2.7 s. No presolve changed which plan the two successes found, not how many jobs.
+        HiGHS runs its root only (one node), without presolve. With a tenth of the node
+        limit, both found their jobs within one node too. On the 20,000-job file's
+        budget-tied group, where it finds nothing (12,909 of 33,870 variables free), that
+        tenth took 5.7 s, and HiGHS's presolve alone was 5.5 s of it (its own timing); the
+        root without presolve takes 2.7-3.0 s. Without presolve the two successes found
+        other plans with the same counts.
+
+        Only a plan that places more of the tier's jobs is taken: HiGHS without presolve
+        may return a plan past its cutoff, and a plan with the same count and a cheaper
+        tie-break would only move the start of the tiers below.
 
         Args:
             objective: A count objective (``Settings.count_tie`` set).
@@ -679,7 +687,7 @@ class Search(KeptLP):
             counted: The counted tier's variables.
 
         Returns:
-            The better plan, or the incumbent (the same object) if the root found none.
+            The plan found, or the incumbent (the same object) if it places no job more.
         """
         base = np.where(scope, incumbent, 0.0)
         free = base > FRAC
@@ -695,7 +703,7 @@ class Search(KeptLP):
             cutoff=self._cutoff(value),
             presolve=False,
         )
-        if out.x is not None and dot(objective, out.x) < value - 1e-9:
+        if out.x is not None and out.x[counted].sum() > incumbent[counted].sum() + 0.5:
             return out.x
         return incumbent
 

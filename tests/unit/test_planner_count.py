@@ -21,6 +21,8 @@ from multicloud.planner.problem import Problem, highs
 from multicloud.planner.search import Outcome, Search, Settings
 from multicloud.testing.builders import job, offer
 
+S = 10**6  # the shift's place in a list of widths (no width is this large)
+
 
 def gangs_problem(sizes: list[int], caps: list[int], seed: int) -> tuple[Problem, np.ndarray]:
     """One gang per size, each may go on any pool (one option per pool); and prices."""
@@ -139,27 +141,30 @@ def test_widen_never_loses_a_job_and_stops_at_the_target(
 
 
 @pytest.mark.parametrize(
-    ("placed_by_pass", "trades", "target", "want_widths", "want_got"),
+    ("placed_by_pass", "trades", "shifted", "target", "want_widths", "want_got"),
     [
         # short after all: each width once, in order, then the left-out jobs' seeds, then
-        # trades until one finds nothing
-        ([0, 0], 0, 2, [WIDER, WIDEST, -WIDER, 0], 0),
-        ([1, 0], 0, 2, [WIDER], 2),  # the first wider pass reaches the target: no second
-        ([0, 1], 0, 2, [WIDER, WIDEST], 2),  # only the widest does
-        ([0, 0], 1, 1, [WIDER, WIDEST, -WIDER, 0], 1),  # a trade reaches it: no other
-        ([0, 0], 2, 2, [WIDER, WIDEST, -WIDER, 0, 0], 2),  # a job per trade, two to go
-        ([0, 0], 1, 2, [WIDER, WIDEST, -WIDER, 0, 0], 1),  # the second trade finds nothing
+        # trades until one finds nothing, then the shift (S)
+        ([0, 0], 0, 0, 2, [WIDER, WIDEST, -WIDER, 0, S], 0),
+        ([1, 0], 0, 0, 2, [WIDER], 2),  # the first wider pass reaches the target: no second
+        ([0, 1], 0, 0, 2, [WIDER, WIDEST], 2),  # only the widest does
+        ([0, 0], 1, 0, 1, [WIDER, WIDEST, -WIDER, 0], 1),  # a trade reaches it: no other
+        ([0, 0], 2, 0, 2, [WIDER, WIDEST, -WIDER, 0, 0], 2),  # a job per trade, two to go
+        ([0, 0], 1, 0, 2, [WIDER, WIDEST, -WIDER, 0, 0, S], 1),  # the second trade finds nothing
+        ([0, 0], 1, 1, 2, [WIDER, WIDEST, -WIDER, 0, 0, S], 2),  # the shift places the last job
     ],
 )
 def test_widen_goes_wider_only_while_short(
     placed_by_pass: list[int],
     trades: int,
+    shifted: int,
     target: int,
     want_widths: list[int],
     want_got: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A width below 0: ``place_left_out`` at that width; 0: a trade (``substitute``).
+    # A width below 0: ``place_left_out`` at that width; 0: a trade (``substitute``); S:
+    # the shift (``Search.shift``), which places ``shifted`` jobs more.
     problem, price = gangs_problem([1, 1], [2], 1)
     search = Search(problem, Settings(exact_below=0, max_free=2, nodes=200, count_tie=TIE))
     objective = count_objective(price, problem)
@@ -190,17 +195,43 @@ def test_widen_goes_wider_only_while_short(
         y[:placed] = 1.0  # one job more per trade
         return y
 
+    def shift(objective: Any, x: Any, *args: Any) -> Any:
+        widths.append(S)
+        nodes.append(search.settings.nodes)
+        y = x.copy()
+        y[int(x.sum()) : int(x.sum()) + shifted] = 1.0
+        return y
+
     monkeypatch.setattr(search, "improve", improve)
     monkeypatch.setattr(search, "place_left_out", place_left_out)
     monkeypatch.setattr(search, "substitute", substitute)
+    monkeypatch.setattr(search, "shift", shift)
     idx = np.arange(problem.n)
     zero = np.zeros(problem.n)
     _, got = _widen(search, objective, zero, zero, idx, target, np.ones(problem.n, bool))
     assert widths == want_widths
-    # each wider step at the node limit over its width; the trades at the whole limit
-    assert nodes == [200 // abs(w) if w else 200 for w in want_widths]
+    # each wider step at the node limit over its width; the trades and the shift (which
+    # sets its own) outside every wider block
+    assert nodes == [200 // abs(w) if w and w != S else 200 for w in want_widths]
     assert got == want_got
     assert (search.settings.max_free, search.settings.nodes) == (2, 200)  # put back
+
+
+def test_widen_neither_trades_nor_shifts_once_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The safety ceiling fired: the wider passes and the left-out seeds still run (each
+    # stops at once on its own), the trades and the shift are not begun.
+    problem, price = gangs_problem([1, 1], [2], 1)
+    search = Search(problem, Settings(exact_below=0, max_free=2, count_tie=TIE))
+    search.timed_out = True
+    steps: list[str] = []
+    monkeypatch.setattr(search, "improve", lambda o, lp, x, *a, **k: steps.append("wider") or x)
+    monkeypatch.setattr(search, "place_left_out", lambda o, x, *a: steps.append("left") or x)
+    monkeypatch.setattr(search, "substitute", lambda o, lp, x, *a: steps.append("trade") or x)
+    monkeypatch.setattr(search, "shift", lambda o, x, *a: steps.append("shift") or x)
+    zero = np.zeros(problem.n)
+    idx = np.arange(problem.n)
+    _widen(search, count_objective(price, problem), zero, zero, idx, 2, np.ones(problem.n, bool))
+    assert steps == ["wider", "wider", "left"]
 
 
 @pytest.mark.parametrize(

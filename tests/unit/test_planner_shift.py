@@ -12,7 +12,8 @@ SHIFT_CASES = [
     # (name, matrix, row lb, row ub, var ub, owner, pool row, counted tier's variables,
     #  in scope, incumbent, the plan wanted (None: the incumbent itself, unchanged))
     (
-        # Job 0 sits on the only pool job 1 can use, and can move to the other pool.
+        # Job 0 sits on the only pool job 1 can use, and can move to the other pool
+        # (both are the tier's: each of their options is free).
         "a tier's job moves to a free pool to make way for another",
         [[1, 0, 1], [0, 1, 0]],
         [-INF, -INF],
@@ -41,8 +42,23 @@ SHIFT_CASES = [
         [1, 0],
     ),
     (
+        # The held tier's class (owner 0, two jobs) uses both pools; one of its jobs moves
+        # from pool 0, the only one the tier's job can use, to pool 1, which has room.
+        "a held class moves a job to another option it uses, making way",
+        [[1, 0, 1], [0, 1, 0], [1, 1, 0]],
+        [-INF, -INF, 2.0],
+        [1, 2, INF],
+        [2, 2, 1],
+        [0, 0, 1],
+        [0, 1, 0],
+        [2],
+        [True, True, True],
+        [1, 1, 0],
+        [0, 2, 1],
+    ),
+    (
         # The held tier's job (owner 0) could move to pool 1, but the plan does not use
-        # that option: only the variables the plan uses, and the short tier's, are free.
+        # that option, so it stays at 0; and the held count keeps the job from dropping.
         "a held tier's job keeps to the options the plan uses",
         [[1, 0, 1], [0, 1, 0], [1, 1, 0]],
         [-INF, -INF, 1.0],
@@ -81,7 +97,7 @@ def test_shift(case: tuple[object, ...]) -> None:
     p = tiny_problem(a, row_lb, row_ub, ub, owner, pool)  # type: ignore[arg-type]
     idx = np.array(counted, dtype=np.int64)
     inside = np.array(scope, dtype=np.bool_)
-    objective = np.where(inside, TIE, 0.0)
+    objective = np.where(inside, TIE, 0.0)  # -1 per counted job, plus a tie-break price
     objective[idx] -= 1.0
     x0 = np.array(incumbent, dtype=float)
     goal = -(float(x0[idx].sum()) + 1) + 0.25  # one job more, as the count stage asks
