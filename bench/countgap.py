@@ -1,9 +1,10 @@
 """Whether a count tier the planner leaves short of its LP bound could place more jobs.
 
 The count stage places each priority tier's jobs from the top down and stops a tier at its
-count's LP bound, or, short of it, after its wider passes, left-out jobs and trades
-(``multicloud.planner.count``). Where it stops short, the planner does not claim the count
-proven (``stats.counts_optimal``), but nothing says whether the jobs it hunted for exist.
+count's LP bound, or, short of it, after its wider passes, left-out jobs, trades and
+shift (``multicloud.planner.count``). Where it stops short, the planner does not claim
+the count proven (``stats.counts_optimal``), but nothing says whether the jobs it hunted
+for exist.
 This measures that on the planner benchmark's 10,000-job batches: each batch is planned in
 this process on one thread, every tier that ends short is captured (its model with the
 upper tiers' counts held, the count objective, the search's plan), and then:
