@@ -72,6 +72,24 @@ SHIFT_CASES = [
         None,
     ),
     (
+        # The tier's job fits only pool 0, where held class A (owner 0) has a job; A
+        # also uses pool 1, full with held class B's job (owner 1), and B also uses pool
+        # 2, which has room. Moving B's job to pool 2, then A's to pool 1, places the
+        # tier's job; but B holds no pool the tier can use, so its options stay as they
+        # are: a chain through a second held job is not searched.
+        "a job on no pool the tier can use stays fixed",
+        [[1, 0, 0, 0, 1], [0, 1, 1, 0, 0], [0, 0, 0, 1, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 0]],
+        [-INF, -INF, -INF, 2.0, 2.0],
+        [1, 2, 2, INF, INF],
+        [2, 2, 2, 2, 1],
+        [0, 0, 1, 1, 2],
+        [0, 1, 1, 2, 0],
+        [4],
+        [True, True, True, True, True],
+        [1, 1, 1, 1, 0],
+        None,
+    ),
+    (
         # Two jobs of one class on two pools of room one each, the tier's third job fits
         # neither: no plan places more, and the shift hands the incumbent back.
         "nothing to gain, the incumbent back",
@@ -100,6 +118,7 @@ def test_shift(case: tuple[object, ...]) -> None:
     objective = np.where(inside, TIE, 0.0)  # -1 per counted job, plus a tie-break price
     objective[idx] -= 1.0
     x0 = np.array(incumbent, dtype=float)
+    assert p.feasible(x0)
     goal = -(float(x0[idx].sum()) + 1) + 0.25  # one job more, as the count stage asks
     search = Search(p, Settings(count_tie=0.25))
     x = search.shift(objective, x0, goal, inside, idx)
