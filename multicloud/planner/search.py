@@ -664,7 +664,7 @@ class Search(KeptLP):
         neighbourhood holds: on synthetic seeds 3 and 7 (10,000 jobs) the count stage
         ended three and one tier-0 jobs short of what HiGHS finds on the whole count
         model (``bench/countgap.py``, whose plan for them changed owners in 57 and 83
-        limited pools). This step places them (on an AMD EPYC: 1.2 and 1.8 s, with
+        limited pools). This step places them (on an AMD EPYC: 1.1-1.5 and 1.7-2.1 s, with
         10,488 of 74,318 and 10,505 of 82,088 variables free), and no other plan of the
         planner benchmark changed (the fifteen 1,000-job batches never get here: they
         are solved whole).
