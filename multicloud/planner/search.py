@@ -653,21 +653,21 @@ class Search(KeptLP):
     ) -> FloatArray:
         """One HiGHS root over the short tier's every option and the plan's jobs in its way.
 
-        A count's last step, after its trades (``count._widen``). Free: every variable
-        of the tier being counted, and, of every owner in ``scope`` whose plan uses a
-        pool the tier can use, the variables the plan uses, so a held tier's job may
-        make way (drop out, where its held count allows, or move to another option its
-        class already uses). Every other variable is 0, lower tiers' included (a count
-        search's lower tiers only hold capacity; the count stage puts back what still
-        fits). The neighbourhoods link owners through the pools they use,
-        and the moves that place a tier's last jobs may span more pools than any
-        neighbourhood holds: on synthetic seeds 3 and 7 (10,000 jobs) the count stage
-        ended three and one tier-0 jobs short of what HiGHS finds on the whole count
-        model (``bench/countgap.py``, whose plan for them changed owners in 57 and 83
-        limited pools). This step places them (on an AMD EPYC: 1.1-1.5 and 1.7-2.1 s, with
-        10,488 of 74,318 and 10,505 of 82,088 variables free), and no other plan of the
-        planner benchmark changed (the fifteen 1,000-job batches never get here: they
-        are solved whole).
+        A count's last step, after its trades (``count._widen``). Free: every variable of
+        the tier being counted; of every owner in ``scope`` whose plan uses a pool the tier
+        can use, the variables the plan uses (on any pool), so a held tier's job may make
+        way (drop out, where its held count allows, or move to another option its class
+        already uses); and the used variables no owner has. Every other variable keeps its
+        value in the plan (the options it leaves unused stay 0), but lower tiers' are 0 (a
+        count search's lower tiers only hold capacity; the count stage puts back what still
+        fits). The neighbourhoods link owners through the pools they use, and the moves that
+        place a tier's last jobs may span more pools than any neighbourhood holds: on
+        synthetic seeds 3 and 7 (10,000 jobs) the count stage ended three and one tier-0
+        jobs short of what HiGHS finds on the whole count model (``bench/countgap.py``,
+        whose plan for them changed owners in 57 and 83 limited pools). This step places
+        them (on an AMD EPYC: 1.1-1.5 and 1.7-2.1 s, with 10,488 of 74,318 and 10,505 of
+        82,088 variables free), and no other plan of the planner benchmark changed (the
+        fifteen 1,000-job batches never get here: they are solved whole).
 
         HiGHS runs its root only (one node), without presolve. With a tenth of the node
         limit, both found their jobs within one node too. On the 20,000-job file's
