@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from multicloud.planner.count import TIE
 from tests.unit.test_planner_search import INF, tiny_problem
 
-TIE = 0.01  # each variable's tie-break price, as a count objective carries
+PRICE = 0.01  # each variable's tie-break price, as a count objective carries
 SHIFT_CASES = [
     # (name, matrix, row lb, row ub, var ub, owner, pool row, counted tier's variables,
     #  in scope, incumbent, the plan wanted (None: the incumbent itself, unchanged))
@@ -115,12 +116,12 @@ def test_shift(case: tuple[object, ...]) -> None:
     p = tiny_problem(a, row_lb, row_ub, ub, owner, pool)  # type: ignore[arg-type]
     idx = np.array(counted, dtype=np.int64)
     inside = np.array(scope, dtype=np.bool_)
-    objective = np.where(inside, TIE, 0.0)  # -1 per counted job, plus a tie-break price
+    objective = np.where(inside, PRICE, 0.0)  # -1 per counted job, plus a tie-break price
     objective[idx] -= 1.0
     x0 = np.array(incumbent, dtype=float)
     assert p.feasible(x0)
-    goal = -(float(x0[idx].sum()) + 1) + 0.25  # one job more, as the count stage asks
-    search = Search(p, Settings(count_tie=0.25))
+    goal = -(float(x0[idx].sum()) + 1) + TIE  # one job more, as the count stage asks
+    search = Search(p, Settings(count_tie=TIE))
     x = search.shift(objective, x0, goal, inside, idx)
     if want is None:
         assert x is x0
