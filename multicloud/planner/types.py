@@ -142,7 +142,7 @@ class RofrOutcome:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Assignment:
     """Where (part of) a job goes: a gang of nodes of one offer.
 
@@ -169,6 +169,32 @@ class Assignment:
     duration_hours: float
     rofr: RofrOutcome | None
     reasons: tuple[str, ...]
+
+    def __init__(
+        self,
+        job: str,
+        offer: Offer,
+        market: MarketKind,
+        nodes: int,
+        replicas: int,
+        node_price: float,
+        duration_hours: float,
+        rofr: RofrOutcome | None,
+        reasons: tuple[str, ...],
+    ) -> None:
+        # The fields go into the instance's dict directly: a frozen dataclass's own
+        # initialiser sets each through object.__setattr__ (2.2 µs against 0.66 µs for ten
+        # fields), and the fast path builds one of these per placed job.
+        d = self.__dict__
+        d["job"] = job
+        d["offer"] = offer
+        d["market"] = market
+        d["nodes"] = nodes
+        d["replicas"] = replicas
+        d["node_price"] = node_price
+        d["duration_hours"] = duration_hours
+        d["rofr"] = rofr
+        d["reasons"] = reasons
 
     @property
     def price_per_hour(self) -> float:
@@ -219,7 +245,7 @@ class Unplaced:
         return {"job": self.job, "reason": self.reason, "details": list(self.details)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class AuditEntry:
     """One ROFR offer to a holder and its answer: a line of the audit ledger.
 
@@ -246,6 +272,32 @@ class AuditEntry:
     billed_price_per_hour: float | None
     at: datetime | None
     catalog_version: str
+
+    def __init__(
+        self,
+        job: str,
+        holder: str,
+        terms: Mapping[str, Any],
+        outside_price_per_hour: float | None,
+        holder_price_per_hour: float | None,
+        answer: Literal["accepted", "declined"],
+        reason: str,
+        billed_price_per_hour: float | None,
+        at: datetime | None,
+        catalog_version: str,
+    ) -> None:
+        # As in Assignment: the fast path builds one of these per ROFR offer.
+        d = self.__dict__
+        d["job"] = job
+        d["holder"] = holder
+        d["terms"] = terms
+        d["outside_price_per_hour"] = outside_price_per_hour
+        d["holder_price_per_hour"] = holder_price_per_hour
+        d["answer"] = answer
+        d["reason"] = reason
+        d["billed_price_per_hour"] = billed_price_per_hour
+        d["at"] = at
+        d["catalog_version"] = catalog_version
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by ``multicloud plan --json`` and ``audit``."""
