@@ -10,7 +10,7 @@ import pytest
 
 from multicloud.errors import error_scope
 from multicloud.models import Contracts
-from multicloud.planner import Plan, Policy, Snapshot, plan
+from multicloud.planner import Plan, Policy, Snapshot, plan, queue_order
 from multicloud.provider import Offer
 from multicloud.testing.builders import commitment, job, offer
 
@@ -693,3 +693,19 @@ def test_commitment_preference_does_not_lift_a_declined_job_above_what_the_holde
     )
     p = run(c)
     assert {n: where(p, n) for n in c.want} == c.want
+
+
+QUEUE_ORDERS = {
+    "no jobs": ([], []),
+    "one job": ([0], [0]),
+    "higher priority first": ([0, 5, 2], [1, 2, 0]),
+    "ties keep submission order": ([1, 1, 1], [0, 1, 2]),
+    "ties among higher priorities too": ([0, 3, 0, 3, 7, 3], [4, 1, 3, 5, 0, 2]),
+    "negative priorities last": ([-1, 0, -1, 2], [3, 1, 0, 2]),
+}
+
+
+@pytest.mark.parametrize(("priorities", "want"), QUEUE_ORDERS.values(), ids=QUEUE_ORDERS.keys())
+def test_queue_order(priorities: list[int], want: list[int]) -> None:
+    jobs = [job(f"j{i}", priority=p) for i, p in enumerate(priorities)]
+    assert queue_order(jobs) == want
