@@ -183,8 +183,10 @@ class Assignment:
         reasons: tuple[str, ...],
     ) -> None:
         # The fields go into the instance's dict directly: a frozen dataclass's own
-        # initialiser sets each through object.__setattr__ (2.2 µs against 0.66 µs for ten
-        # fields), and the fast path builds one of these per placed job.
+        # initialiser sets each through object.__setattr__ (2.0 µs an object against 0.6),
+        # and the fast path builds one of these per placed job. So the signature must list
+        # the fields in order (tests/unit/test_plan_types.py checks it), and the class
+        # needs its __dict__ (no slots=True).
         d = self.__dict__
         d["job"] = job
         d["offer"] = offer
@@ -286,7 +288,7 @@ class AuditEntry:
         at: datetime | None,
         catalog_version: str,
     ) -> None:
-        # As in Assignment: the fast path builds one of these per ROFR offer.
+        # As in Assignment (2.2 µs against 0.6): the fast path builds one per ROFR offer.
         d = self.__dict__
         d["job"] = job
         d["holder"] = holder

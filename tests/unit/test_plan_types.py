@@ -2,7 +2,8 @@
 
 ``Assignment`` and ``AuditEntry`` fill their fields by hand instead of through the frozen
 dataclass's generated initialiser; these tests hold them to what that one did: every
-field, in order, by position or keyword, and still frozen, equal by value and hashable.
+field, in order, by position or keyword, and still frozen and equal by value (an
+``Assignment`` also hashable; an ``AuditEntry`` never was: its terms are a dict).
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ VALUES: dict[type, dict[str, Any]] = {
         "terms": {"accelerators": ["H100"], "count": 8, "nodes": 4},
         "outside_price_per_hour": 393.28,
         "holder_price_per_hour": 400.0,
-        "answer": "declined",
-        "reason": "own price above the outside price",
-        "billed_price_per_hour": None,
+        "answer": "accepted",
+        "reason": "within its tolerance of the outside price",
+        "billed_price_per_hour": 395.5,  # no other field's value: a mix-up shows
         "at": datetime(2026, 12, 8, tzinfo=timezone.utc),
         "catalog_version": "builtin-1",
     },
@@ -82,7 +83,7 @@ def test_an_assignment_hashes_by_value() -> None:
 def test_still_frozen(cls: type) -> None:
     value = cls(**VALUES[cls])
     with pytest.raises(dataclasses.FrozenInstanceError):
-        value.job = "other"  # type: ignore[misc]
+        value.job = "other"
 
 
 @pytest.mark.parametrize("cls", VALUES, ids=lambda c: c.__name__)
